@@ -1,1 +1,25 @@
-pub fn x(){}
+//! Switchboard's host: routes signals between handlers that run as sandboxed WebAssembly
+//! components written against the `switchboard:signal` WIT interface.
+//!
+//! Data flows one way: [`transport`] → [`router`] → [`runtime`] → [`router`] → [`transport`].
+//!
+//! - [`signal`]: the envelope, the five signal kinds, the host's error codes.
+//! - [`wire`]: the JSON wire format every edge (HTTP, WebSocket, NATS, logs) shares.
+//! - [`runtime`]: the engine, compiled handler versions, warm instances and their limits.
+//! - [`router`]: addresses, mailboxes, subscriptions, pending replies.
+//! - [`transport`]: how signals reach the host that serves them; in-process by default.
+//! - [`host`]: the embeddable [`Host`] handle tying them together.
+//! - [`config`]: host settings and per-handler limits with their defaults.
+
+pub mod config;
+pub mod host;
+pub mod router;
+pub mod runtime;
+pub mod signal;
+pub mod transport;
+pub mod wire;
+
+pub use config::{HostConfig, Limits};
+pub use host::{DeployError, Deployed, HandlerInfo, Host};
+pub use signal::{Body, ChangeType, Failure, Json, Signal};
+pub use wire::WireSignal;

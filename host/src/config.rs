@@ -1,0 +1,78 @@
+//! Host-wide settings and per-handler limits, each default a named constant.
+
+use std::time::Duration;
+
+/// Default memory a handler instance may grow to.
+pub const DEFAULT_MEMORY_BYTES: u64 = 128 << 20;
+/// Default CPU time a handler may spend on one signal (time suspended in `request` is free).
+pub const DEFAULT_CPU_TIME: Duration = Duration::from_secs(2);
+/// Default number of signals one handler works on at once. One means a handler is an actor:
+/// its in-memory state sees its signals one at a time, like the seeds' reducers.
+pub const DEFAULT_CONCURRENCY: u32 = 1;
+/// Default number of signals waiting in a handler's mailbox before senders get 503.
+pub const DEFAULT_MAILBOX: u32 = 1024;
+/// Default largest signal (payload, addresses, headers) in bytes.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// Default wasm stack a handler may use.
+pub const DEFAULT_MAX_WASM_STACK: usize = 1 << 20;
+/// Default deadline of a `request` whose caller gave none.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest deadline a guest may ask `request` for.
+pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often the epoch ticker advances: the granularity of CPU-time checks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Largest component a host will compile.
+pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
+/// Table elements one handler may grow to (componentize-py handlers hold thousands).
+pub const DEFAULT_TABLE_ELEMENTS: usize = 100_000;
+
+/// Limits for one handler, chosen at deploy time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory an instance may grow to, in bytes.
+    pub memory_bytes: u64,
+    /// CPU time per signal.
+    pub cpu_time: Duration,
+    /// Signals handled at once, each on its own warm instance.
+    pub concurrency: u32,
+    /// Signals that may wait in the mailbox.
+    pub mailbox: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            cpu_time: DEFAULT_CPU_TIME,
+            concurrency: DEFAULT_CONCURRENCY,
+            mailbox: DEFAULT_MAILBOX,
+        }
+    }
+}
+
+/// Settings of one host process.
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    /// Limits for handlers deployed without their own.
+    pub default_limits: Limits,
+    /// Largest signal in bytes; bigger ones get ErrorReply 413.
+    pub max_message_bytes: usize,
+    /// Largest component accepted for compilation.
+    pub max_component_bytes: usize,
+    /// Wasm stack per instance; deeper recursion traps (ErrorReply 500).
+    pub max_wasm_stack: usize,
+    /// Most component instances alive at once across all handlers (pooling allocator slots).
+    pub max_instances: u32,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            default_limits: Limits::default(),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
+            max_wasm_stack: DEFAULT_MAX_WASM_STACK,
+            max_instances: 1000,
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The embeddable host: a runtime and a router behind one handle, with the operations the
+//! daemon, the CLI and tests use: deploy a handler, send, request, emit, connect a client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use crate::config::{HostConfig, Limits};
+use crate::router::{InstallError, Router};
+use crate::runtime::{Description, LoadError, Runtime};
+use crate::signal::{
+    AGENTS_ADDRESS, Body, ChangeType, Envelope, Failure, HOST_ADDRESS, Headers, Json, Message,
+    Signal,
+};
+use crate::transport::{InProcess, Transport};
+
+/// Longest handler name accepted.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Why a handler could not be deployed. Nothing changes when a deploy fails.
+#[derive(Debug, Error)]
+pub enum DeployError {
+    #[error("invalid handler name `{name}`: {reason}")]
+    InvalidName { name: String, reason: &'static str },
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Install(#[from] InstallError),
+}
+
+/// A handler version that went live.
+#[derive(Clone, Debug)]
+pub struct Deployed {
+    /// The name it serves under.
+    pub name: String,
+    /// Its version number in this host.
+    pub version: u64,
+    /// What it said about itself.
+    pub description: Description,
+    /// Whether it replaced a running version (a hot swap).
+    pub swapped: bool,
+}
+
+/// A deployed handler as listed.
+#[derive(Clone, Debug)]
+pub struct HandlerInfo {
+    pub name: String,
+    pub address: String,
+    pub version: u64,
+    pub description: Description,
+    pub limits: Limits,
+    /// Signals waiting in its mailbox.
+    pub queued: usize,
+    /// Signals handed to it so far.
+    pub handled: u64,
+    /// Instances discarded after a trap or limit hit.
+    pub traps: u64,
+}
+
+/// A Switchboard host: deploy handlers, route signals between them and to clients.
+#[derive(Clone)]
+pub struct Host {
+    runtime: Arc<Runtime>,
+    router: Arc<Router>,
+}
+
+impl Host {
+    /// A host on the embedded in-process transport.
+    pub fn new(config: HostConfig) -> wasmtime::Result<Self> {
+        Self::with_transport(config, Arc::new(InProcess::default()))
+    }
+
+    /// A host on the given transport.
+    pub fn with_transport(
+        config: HostConfig,
+        transport: Arc<dyn Transport>,
+    ) -> wasmtime::Result<Self> {
+        let runtime = Arc::new(Runtime::new(config)?);
+        let router = Router::new(runtime.clone(), transport);
+        Ok(Self { runtime, router })
+    }
+
+    /// The router, for edges that need more than this handle offers.
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// Compiles, checks and starts a handler version under `name`, or swaps it in for the
+    /// running version. `limits` defaults to the host's default limits.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        component: Vec<u8>,
+        limits: Option<Limits>,
+    ) -> Result<Deployed, DeployError> {
+        check_name(name)?;
+        let limits = limits.unwrap_or(self.runtime.config().default_limits);
+        let version = self
+            .runtime
+            .load(component, limits, Arc::downgrade(&self.router))
+            .await?;
+        let swapped = self.router.install(name, version.clone())?;
+        tracing::info!(
+            handler = name,
+            version = version.id,
+            swapped,
+            "handler deployed"
+        );
+        Ok(Deployed {
+            name: name.to_owned(),
+            version: version.id,
+            description: version.description.clone(),
+            swapped,
+        })
+    }
+
+    /// The deployed handlers, sorted by name.
+    pub fn handlers(&self) -> Vec<HandlerInfo> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut list: Vec<_> = self
+            .router
+            .slots()
+            .into_iter()
+            .map(|(slot, queued)| {
+                let version = slot.current();
+                HandlerInfo {
+                    name: slot.name.to_string(),
+                    address: slot.address.clone(),
+                    version: version.id,
+                    description: version.description.clone(),
+                    limits: version.limits,
+                    queued,
+                    handled: slot.counters.handled.load(Relaxed),
+                    traps: slot.counters.traps.load(Relaxed),
+                }
+            })
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+
+    /// Builds a message from `from` (the caller is trusted to name itself).
+    pub fn message(from: &str, to: &str, message_type: &str, payload: Json) -> Signal {
+        Signal {
+            envelope: Envelope::new(from, Headers::new()),
+            body: Body::Message(Message {
+                message_type: message_type.to_owned(),
+                to: to.to_owned(),
+                return_address: None,
+                payload,
+            }),
+        }
+    }
+
+    /// Sends a signal without waiting; returns its id.
+    pub fn send(&self, signal: Signal) -> String {
+        let id = signal.envelope.id.clone();
+        self.router.route(signal);
+        id
+    }
+
+    /// Sends a message from the host and waits for the Reply or ErrorReply signal; 504 after
+    /// `timeout`.
+    pub async fn request(
+        &self,
+        to: &str,
+        message_type: &str,
+        payload: Json,
+        timeout: Duration,
+    ) -> Result<Signal, Failure> {
+        let signal = Self::message(HOST_ADDRESS, to, message_type, payload);
+        self.router.request(signal, timeout).await
+    }
+
+    /// Like [`Host::request`], reduced to the reply payload or the failure.
+    pub async fn call(
+        &self,
+        to: &str,
+        message_type: &str,
+        payload: Json,
+        timeout: Duration,
+    ) -> Result<Json, Failure> {
+        self.request(to, message_type, payload, timeout)
+            .await?
+            .into_outcome()
+    }
+
+    /// Broadcasts an event from the host; returns its id.
+    pub fn emit(&self, event_type: &str, payload: Json) -> String {
+        self.send(Signal {
+            envelope: Envelope::new(HOST_ADDRESS, Headers::new()),
+            body: Body::Event {
+                event_type: event_type.to_owned(),
+                payload,
+            },
+        })
+    }
+
+    /// Broadcasts a data change from the host; returns its id.
+    pub fn emit_data_change(
+        &self,
+        change_type: ChangeType,
+        object_type: &str,
+        object: Json,
+    ) -> String {
+        self.send(Signal {
+            envelope: Envelope::new(HOST_ADDRESS, Headers::new()),
+            body: Body::DataChange {
+                change_type,
+                object_type: object_type.to_owned(),
+                object,
+            },
+        })
+    }
+
+    /// Connects a client at `address` (e.g. `user:alice`) and returns what arrives for it.
+    pub fn connect(&self, address: &str) -> mpsc::Receiver<Signal> {
+        self.router.connect(address)
+    }
+}
+
+/// Handler names are addresses: short, lowercase, and not one the host reserves.
+fn check_name(name: &str) -> Result<(), DeployError> {
+    let invalid = |reason| {
+        Err(DeployError::InvalidName {
+            name: name.chars().take(MAX_NAME_LEN + 8).collect(),
+            reason,
+        })
+    };
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return invalid("a name has 1 to 64 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return invalid("use lowercase letters, digits, `-` and `_` only");
+    }
+    if !name.as_bytes()[0].is_ascii_lowercase() {
+        return invalid("a name starts with a letter");
+    }
+    if name == HOST_ADDRESS || name == AGENTS_ADDRESS {
+        return invalid("that address is reserved by the host");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_name;
+
+    #[test]
+    fn names_are_checked() {
+        for good in ["echo", "orders-v2", "a_1"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "Echo",
+            "1abc",
+            "a b",
+            "user:x",
+            "agents",
+            "host",
+            &"a".repeat(65),
+        ] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+}

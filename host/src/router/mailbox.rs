@@ -1,0 +1,218 @@
+//! A deployed handler's mailbox and the workers that drain it.
+//!
+//! Each handler has one bounded mailbox and `concurrency` workers, each owning one warm
+//! instance. Before every signal a worker looks at the handler's current version, so a hot
+//! swap sends queued signals to the new version while signals already running finish on the
+//! old instance, which is dropped afterwards. A worker whose instance traps drops it and
+//! starts a fresh one for the next signal.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+
+use tokio::sync::{Mutex, mpsc};
+use tracing::Instrument;
+
+use super::Router;
+use crate::runtime::{HandlerKind, Instance, Runtime, Version};
+use crate::signal::{AGENTS_ADDRESS, Body, Failure, Signal, code};
+
+/// Counters of one handler, for listings and metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Signals handed to the handler.
+    pub handled: AtomicU64,
+    /// Signals the handler answered with an error (its own or a trap).
+    pub failed: AtomicU64,
+    /// Traps and limit hits: instances discarded.
+    pub traps: AtomicU64,
+    /// Version swaps after the first deploy.
+    pub swaps: AtomicU64,
+}
+
+/// A deployed handler as its workers see it.
+pub struct Slot {
+    /// The name it was deployed under.
+    pub name: Arc<str>,
+    /// The address it serves: its name, or `agents`.
+    pub address: String,
+    current: RwLock<Arc<Version>>,
+    /// Its counters.
+    pub counters: Counters,
+}
+
+impl Slot {
+    /// The version new signals go to.
+    pub fn current(&self) -> Arc<Version> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Makes `version` current; queued signals go to it from now on.
+    pub fn swap(&self, version: Arc<Version>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = version;
+        self.counters.swaps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The address signals sent while handling `signal` come from: an agent speaks as the
+    /// agent the signal is for.
+    fn speaking_address(&self, kind: HandlerKind, signal: &Signal) -> String {
+        if kind == HandlerKind::Agent {
+            let to = match &signal.body {
+                Body::Message(m) => Some(&m.to),
+                Body::Reply { to, .. } | Body::ErrorReply { to, .. } => Some(to),
+                _ => None,
+            };
+            if let Some(to) = to.filter(|to| to.starts_with(crate::signal::AGENT_PREFIX)) {
+                return to.clone();
+            }
+            return AGENTS_ADDRESS.to_owned();
+        }
+        self.name.to_string()
+    }
+}
+
+/// The router's handle on a handler: the slot, and the sending side of its mailbox.
+/// Dropping it closes the mailbox; the workers finish what is queued and stop.
+pub struct Entry {
+    pub slot: Arc<Slot>,
+    mailbox: mpsc::Sender<Signal>,
+}
+
+/// Why a mailbox did not take a signal.
+#[derive(Debug)]
+pub enum Refused {
+    Full(Signal),
+    Closed(Signal),
+}
+
+impl Entry {
+    /// Opens a mailbox for a newly deployed handler and starts its workers.
+    pub fn open(
+        name: &str,
+        address: String,
+        version: Arc<Version>,
+        runtime: Arc<Runtime>,
+        router: Weak<Router>,
+    ) -> Self {
+        let limits = version.limits;
+        let (tx, rx) = mpsc::channel(limits.mailbox.max(1) as usize);
+        let slot = Arc::new(Slot {
+            name: Arc::from(name),
+            address,
+            current: RwLock::new(version),
+            counters: Counters::default(),
+        });
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..limits.concurrency.max(1) {
+            let worker = Worker {
+                slot: slot.clone(),
+                mailbox: rx.clone(),
+                runtime: runtime.clone(),
+                router: router.clone(),
+                warm: None,
+            };
+            tokio::spawn(worker.run());
+        }
+        Self { slot, mailbox: tx }
+    }
+
+    /// Queues a signal without waiting; a full mailbox refuses it.
+    pub fn offer(&self, signal: Signal) -> Result<(), Refused> {
+        self.mailbox.try_send(signal).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(s) => Refused::Full(s),
+            mpsc::error::TrySendError::Closed(s) => Refused::Closed(s),
+        })
+    }
+
+    /// Signals waiting in the mailbox.
+    pub fn queued(&self) -> usize {
+        self.mailbox.max_capacity() - self.mailbox.capacity()
+    }
+}
+
+struct Worker {
+    slot: Arc<Slot>,
+    mailbox: Arc<Mutex<mpsc::Receiver<Signal>>>,
+    runtime: Arc<Runtime>,
+    router: Weak<Router>,
+    warm: Option<Instance>,
+}
+
+impl Worker {
+    async fn run(mut self) {
+        loop {
+            let next = self.mailbox.lock().await.recv().await;
+            let Some(signal) = next else { break };
+            let version = self.slot.current();
+            let span = tracing::debug_span!(
+                "signal",
+                id = %signal.envelope.id,
+                kind = signal.kind(),
+                handler = %self.slot.name,
+                version = version.id,
+            );
+            self.handle(signal, version).instrument(span).await;
+        }
+    }
+
+    async fn handle(&mut self, signal: Signal, version: Arc<Version>) {
+        let counters = &self.slot.counters;
+        counters.handled.fetch_add(1, Ordering::Relaxed);
+        let address = self
+            .slot
+            .speaking_address(version.description.kind, &signal);
+        if self.warm.as_ref().map(Instance::version) != Some(version.id) {
+            self.warm = None;
+            let identity = crate::runtime::Identity {
+                handler: self.slot.name.clone(),
+                version: version.id,
+                address: address.clone(),
+            };
+            match Instance::new(&self.runtime, &version, identity, self.router.clone()).await {
+                Ok(instance) => self.warm = Some(instance),
+                Err(error) => {
+                    tracing::error!(error = format!("{error:#}"), "could not start an instance");
+                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                    let failure = Failure::new(
+                        code::OVERLOADED,
+                        format!(
+                            "handler `{}` could not start an instance: {error:#}",
+                            self.slot.name
+                        ),
+                    );
+                    self.finish(signal, Err(failure), address);
+                    return;
+                }
+            }
+        }
+        let Some(instance) = self.warm.as_mut() else {
+            return;
+        };
+        let outcome = instance.handle(&signal, address.clone()).await;
+        if outcome.poisoned {
+            self.warm = None;
+            counters.traps.fetch_add(1, Ordering::Relaxed);
+        }
+        if outcome.result.is_err() {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.finish(signal, outcome.result, address);
+    }
+
+    fn finish(
+        &self,
+        signal: Signal,
+        result: Result<Option<crate::signal::Json>, Failure>,
+        address: String,
+    ) {
+        match result {
+            Err(ref failure) => tracing::debug!(%failure, "handler failed"),
+            Ok(_) => tracing::trace!("handled"),
+        }
+        if let Some(router) = self.router.upgrade() {
+            router.finish(signal, result, address);
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Pending replies: where a Reply or ErrorReply finds the waiter of the message it answers.
+//!
+//! A waiter is registered before its message is routed and removed when the reply arrives
+//! or the deadline passes. The ids of timed-out requests are remembered for a while so a
+//! late reply is dropped and counted instead of surprising the requester's `handle-reply`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::signal::Signal;
+
+/// How long a timed-out request's id is remembered to recognise its late reply.
+const EXPIRED_MEMORY: Duration = Duration::from_secs(600);
+/// Most timed-out ids remembered at once.
+const EXPIRED_CAPACITY: usize = 100_000;
+
+#[derive(Default)]
+struct Expired {
+    ids: HashSet<String>,
+    order: VecDeque<(Instant, String)>,
+}
+
+/// The table of messages awaiting a reply.
+#[derive(Default)]
+pub struct Pending {
+    waiters: Mutex<HashMap<String, oneshot::Sender<Signal>>>,
+    expired: Mutex<Expired>,
+    late: AtomicU64,
+}
+
+/// What became of a reply offered to the table.
+#[derive(Debug)]
+pub enum Claim {
+    /// A waiter took it.
+    Delivered,
+    /// It answers a request that already timed out; it was dropped.
+    Late,
+    /// Nobody waits for it: route it by its address.
+    Unclaimed(Signal),
+}
+
+impl Pending {
+    /// Registers a waiter for the reply to message `id`.
+    pub fn register(&self, id: String) -> oneshot::Receiver<Signal> {
+        let (tx, rx) = oneshot::channel();
+        lock(&self.waiters).insert(id, tx);
+        rx
+    }
+
+    /// Offers a reply whose `reply-to` is `reply_to` to its waiter.
+    pub fn claim(&self, reply_to: &str, reply: Signal) -> Claim {
+        let waiter = lock(&self.waiters).remove(reply_to);
+        if let Some(waiter) = waiter {
+            // A waiter that gave up between our remove and this send is a late reply too.
+            return match waiter.send(reply) {
+                Ok(()) => Claim::Delivered,
+                Err(_) => self.count_late(),
+            };
+        }
+        if lock(&self.expired).ids.contains(reply_to) {
+            return self.count_late();
+        }
+        Claim::Unclaimed(reply)
+    }
+
+    fn count_late(&self) -> Claim {
+        self.late.fetch_add(1, Ordering::Relaxed);
+        Claim::Late
+    }
+
+    /// Gives up waiting for message `id`'s reply.
+    pub fn expire(&self, id: &str) {
+        lock(&self.waiters).remove(id);
+        let mut expired = lock(&self.expired);
+        let now = Instant::now();
+        while let Some((at, old)) = expired.order.front() {
+            if now.duration_since(*at) < EXPIRED_MEMORY && expired.order.len() < EXPIRED_CAPACITY {
+                break;
+            }
+            let old = old.clone();
+            expired.ids.remove(&old);
+            expired.order.pop_front();
+        }
+        expired.ids.insert(id.to_owned());
+        expired.order.push_back((now, id.to_owned()));
+    }
+
+    /// Messages currently awaiting a reply.
+    pub fn waiting(&self) -> usize {
+        lock(&self.waiters).len()
+    }
+
+    /// Replies that arrived after their request had timed out.
+    pub fn late_replies(&self) -> u64 {
+        self.late.load(Ordering::Relaxed)
+    }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signal::{Json, ReplyTarget};
+
+    fn reply_to(id: &str) -> Signal {
+        ReplyTarget {
+            message_id: id.into(),
+            return_address: None,
+            sender: "a".into(),
+        }
+        .answer("b", Ok(Json::null()), None)
+    }
+
+    #[test]
+    fn a_reply_reaches_its_waiter_once() {
+        let pending = Pending::default();
+        let mut rx = pending.register("m1".into());
+        assert!(matches!(
+            pending.claim("m1", reply_to("m1")),
+            Claim::Delivered
+        ));
+        assert!(rx.try_recv().is_ok());
+        assert!(matches!(
+            pending.claim("m1", reply_to("m1")),
+            Claim::Unclaimed(_)
+        ));
+        assert_eq!(pending.waiting(), 0);
+    }
+
+    #[test]
+    fn a_late_reply_is_dropped_and_counted() {
+        let pending = Pending::default();
+        let _rx = pending.register("m1".into());
+        pending.expire("m1");
+        assert!(matches!(pending.claim("m1", reply_to("m1")), Claim::Late));
+        assert_eq!(pending.late_replies(), 1);
+    }
+}

@@ -1,0 +1,175 @@
+//! One warm handler instance: a store plus the instantiated component, reused across signals
+//! until it traps.
+//!
+//! Each call restarts the CPU meter and arms the epoch deadline; the deadline callback yields
+//! to the async runtime every tick and traps with [`LimitHit::CpuTime`] once the signal's
+//! CPU budget is spent. A trap or limit hit poisons the instance: the caller must drop it.
+
+use std::sync::Weak;
+
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::bindings::{Delivery, Handler};
+use super::state::{HostState, Identity, LimitHit};
+use super::{Description, Runtime, Version};
+use crate::router::Router;
+use crate::signal::{Failure, Json, Signal, code};
+
+/// Hostcall data a guest may pass in one import call, beyond the message size itself.
+const HOSTCALL_SLACK_BYTES: usize = 64 << 10;
+
+/// What came of handing a signal to an instance.
+#[derive(Debug)]
+pub struct Outcome {
+    /// For a message, the reply payload or the failure; for other kinds, `Ok(None)` or the
+    /// handler's failure.
+    pub result: Result<Option<Json>, Failure>,
+    /// The instance trapped or broke a limit and must not be used again.
+    pub poisoned: bool,
+}
+
+/// A warm instance of one handler version.
+pub struct Instance {
+    store: Store<HostState>,
+    bindings: Handler,
+    version: u64,
+}
+
+impl Instance {
+    /// Instantiates `version` in a fresh store wired with the version's limits.
+    pub async fn new(
+        runtime: &Runtime,
+        version: &Version,
+        identity: Identity,
+        router: Weak<Router>,
+    ) -> wasmtime::Result<Self> {
+        let max_message_bytes = runtime.config.max_message_bytes;
+        let state = HostState::new(identity, router, &version.limits, max_message_bytes);
+        let mut store = Store::new(&runtime.engine, state);
+        store.limiter(|state| state);
+        store.set_hostcall_fuel(max_message_bytes.saturating_mul(2) + HOSTCALL_SLACK_BYTES);
+        store.epoch_deadline_callback(|ctx| {
+            ctx.data().cpu.check()?;
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store.data_mut().cpu.restart();
+        store.set_epoch_deadline(1);
+        let bindings = version.pre.instantiate_async(&mut store).await?;
+        Ok(Self {
+            store,
+            bindings,
+            version: version.id,
+        })
+    }
+
+    /// The version this instance runs.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn arm(&mut self, address: String) {
+        let state = self.store.data_mut();
+        state.identity.address = address;
+        state.cpu.restart();
+        self.store.set_epoch_deadline(1);
+    }
+
+    /// Calls `describe`.
+    pub async fn describe(&mut self) -> Result<Description, Failure> {
+        let address = self.store.data().identity.address.clone();
+        self.arm(address);
+        self.bindings
+            .call_describe(&mut self.store)
+            .await
+            .map(Description::from)
+            .map_err(classify)
+    }
+
+    /// Hands one signal to the export for its kind. `address` is where signals the handler
+    /// sends meanwhile come from.
+    pub async fn handle(&mut self, signal: &Signal, address: String) -> Outcome {
+        self.arm(address);
+        let max = self.store.data().max_message_bytes;
+        let store = &mut self.store;
+        let called = match Delivery::from(signal) {
+            Delivery::Message(msg) => self
+                .bindings
+                .call_handle_message(&mut *store, &msg)
+                .await
+                .map(|r| r.map(Some)),
+            Delivery::Event(evt) => self
+                .bindings
+                .call_handle_event(&mut *store, &evt)
+                .await
+                .map(|r| r.map(|()| None)),
+            Delivery::DataChange(change) => self
+                .bindings
+                .call_handle_data_change(&mut *store, &change)
+                .await
+                .map(|r| r.map(|()| None)),
+            Delivery::Reply(reply) => self
+                .bindings
+                .call_handle_reply(&mut *store, &reply)
+                .await
+                .map(|r| r.map(|()| None)),
+        };
+        match called {
+            Ok(Ok(Some(payload))) if payload.len() > max => Outcome {
+                result: Err(Failure::new(
+                    code::TOO_LARGE,
+                    format!(
+                        "the handler's reply is {} bytes, over the maximum message size of {max} bytes",
+                        payload.len()
+                    ),
+                )),
+                poisoned: false,
+            },
+            Ok(Ok(Some(payload))) => Outcome {
+                result: Json::parse(payload).map(Some).map_err(|e| {
+                    Failure::new(
+                        code::TRAPPED,
+                        format!("the handler replied with invalid JSON: {e}"),
+                    )
+                }),
+                poisoned: false,
+            },
+            Ok(Ok(None)) => Outcome {
+                result: Ok(None),
+                poisoned: false,
+            },
+            Ok(Err(failure)) => Outcome {
+                result: Err(failure.into()),
+                poisoned: false,
+            },
+            Err(error) => Outcome {
+                result: Err(classify(error)),
+                poisoned: true,
+            },
+        }
+    }
+}
+
+/// Turns a trap into the ErrorReply a sender can act on: 507 for a broken limit, 500 for
+/// anything else the guest did wrong.
+fn classify(error: wasmtime::Error) -> Failure {
+    if let Some(hit) = error.downcast_ref::<LimitHit>() {
+        let help = match hit {
+            LimitHit::CpuTime { .. } => {
+                "look for an endless loop, or deploy with a larger CPU limit"
+            }
+            LimitHit::Memory { .. } | LimitHit::Table { .. } => {
+                "free memory between signals, or deploy with a larger memory limit"
+            }
+        };
+        return Failure::new(code::LIMIT, hit.to_string()).with_help(help);
+    }
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        let help = match trap {
+            Trap::StackOverflow => "the handler recursed too deeply",
+            Trap::UnreachableCodeReached => "a Rust handler panicked, or hit `unreachable`",
+            _ => "a bug in the handler",
+        };
+        return Failure::new(code::TRAPPED, format!("the handler trapped: {trap}")).with_help(help);
+    }
+    Failure::new(code::TRAPPED, format!("the handler failed: {error:#}"))
+}

@@ -1,0 +1,151 @@
+//! The data each handler instance's store carries: its identity, its limits, and a
+//! deny-by-default WASI context.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::router::Router;
+
+/// Raised from inside wasm when a handler breaks one of its limits; found again by downcast
+/// when the call returns, to answer 507 instead of 500.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitHit {
+    #[error("the handler used more than its {limit:?} of CPU time on one signal")]
+    CpuTime { limit: Duration },
+    #[error(
+        "the handler tried to grow its memory to {wanted} bytes, over its limit of {limit} bytes"
+    )]
+    Memory { wanted: usize, limit: u64 },
+    #[error("the handler tried to grow a table to {wanted} elements, over the limit of {limit}")]
+    Table { wanted: usize, limit: usize },
+}
+
+/// Counts the CPU time of the current signal: wall time minus time suspended in `request`.
+#[derive(Debug)]
+pub struct CpuMeter {
+    started: Instant,
+    waited: Duration,
+    limit: Duration,
+}
+
+impl CpuMeter {
+    fn new(limit: Duration) -> Self {
+        Self {
+            started: Instant::now(),
+            waited: Duration::ZERO,
+            limit,
+        }
+    }
+
+    /// Starts counting afresh for a new signal.
+    pub fn restart(&mut self) {
+        self.started = Instant::now();
+        self.waited = Duration::ZERO;
+    }
+
+    /// Excludes time the guest spent suspended, waiting for a reply.
+    pub fn add_wait(&mut self, waited: Duration) {
+        self.waited += waited;
+    }
+
+    /// Errs once the signal has used more CPU time than allowed.
+    pub fn check(&self) -> Result<(), LimitHit> {
+        let used = self.started.elapsed().saturating_sub(self.waited);
+        if used > self.limit {
+            return Err(LimitHit::CpuTime { limit: self.limit });
+        }
+        Ok(())
+    }
+}
+
+/// Who is running in this store, for stamping `from` and tagging logs.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The handler's deployed name.
+    pub handler: Arc<str>,
+    /// The version being run.
+    pub version: u64,
+    /// The address signals sent while handling the current signal come from: the handler's
+    /// name, or `agent:<id>` while an agent handles a message to that agent.
+    pub address: String,
+}
+
+/// Store data of one handler instance.
+pub struct HostState {
+    pub identity: Identity,
+    pub router: Weak<Router>,
+    pub cpu: CpuMeter,
+    pub max_message_bytes: usize,
+    memory_limit: u64,
+    table_limit: usize,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl HostState {
+    /// State for a new instance; WASI grants nothing: no files, environment, network or stdio.
+    pub fn new(
+        identity: Identity,
+        router: Weak<Router>,
+        limits: &crate::config::Limits,
+        max_message_bytes: usize,
+    ) -> Self {
+        Self {
+            identity,
+            router,
+            cpu: CpuMeter::new(limits.cpu_time),
+            max_message_bytes,
+            memory_limit: limits.memory_bytes,
+            table_limit: crate::config::DEFAULT_TABLE_ELEMENTS,
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.memory_limit {
+            return Err(LimitHit::Memory {
+                wanted: desired,
+                limit: self.memory_limit,
+            }
+            .into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.table_limit {
+            return Err(LimitHit::Table {
+                wanted: desired,
+                limit: self.table_limit,
+            }
+            .into());
+        }
+        Ok(true)
+    }
+}
