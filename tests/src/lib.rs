@@ -1,1 +1,93 @@
-//! End-to-end tests live in tests/.
+//! Support for Switchboard's end-to-end tests: builds the example guests once per test
+//! process with `cargo build --target wasm32-wasip2`, and starts real hosts with them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use switchboard::{Failure, Host, HostConfig, Json, Limits, Signal};
+
+/// How long tests wait for a reply before calling it lost.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_owned()
+}
+
+/// Builds every guest in `guests/` for wasm32-wasip2 (once per process) and returns the
+/// directory holding the components.
+pub fn guests_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = root();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root.join("guests"))
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+            .arg(&target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .output()
+            .expect("running cargo to build the guests");
+        assert!(
+            output.status.success(),
+            "building the guests failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        target.join("wasm32-wasip2").join("release")
+    })
+}
+
+/// The bytes of a compiled guest component, e.g. `guest("echo")`.
+pub fn guest(name: &str) -> Vec<u8> {
+    let path = guests_dir().join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// A host on the in-process transport with `names` deployed under their own names, each
+/// with the default limits.
+pub async fn host_with(names: &[&str]) -> Host {
+    let host = Host::new(HostConfig::default()).expect("starting a host");
+    for name in names {
+        host.deploy(name, guest(name), None)
+            .await
+            .unwrap_or_else(|e| panic!("deploying {name}: {e}"));
+    }
+    host
+}
+
+/// Limits with a short CPU budget, so runaway guests are stopped quickly in tests.
+pub fn tight_limits() -> Limits {
+    Limits {
+        cpu_time: Duration::from_millis(300),
+        memory_bytes: 32 << 20,
+        ..Limits::default()
+    }
+}
+
+/// JSON from a literal.
+pub fn json(value: serde_json::Value) -> Json {
+    Json::from_value(&value)
+}
+
+/// Requests `to` from the host and returns the reply payload as a tree, or the failure.
+pub async fn call(
+    host: &Host,
+    to: &str,
+    message_type: &str,
+    payload: serde_json::Value,
+) -> Result<serde_json::Value, Failure> {
+    host.call(to, message_type, json(payload), WAIT).await.map(|j| j.to_value())
+}
+
+/// Waits for the next signal a client receives.
+pub async fn next(rx: &mut tokio::sync::mpsc::Receiver<Signal>) -> Signal {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("a signal within the wait")
+        .expect("the client is still connected")
+}

@@ -1,0 +1,129 @@
+//! Sandboxing end to end: each misbehaving guest gets its ErrorReply, and the host, that
+//! handler and every other handler keep serving, checked by a follow-up signal.
+
+use std::time::Duration;
+
+use serde_json::json;
+use switchboard::signal::code;
+use switchboard::{Failure, Host, HostConfig, Limits};
+use switchboard_tests::{call, guest, tight_limits};
+
+async fn chaos_host(limits: Limits) -> Host {
+    let host = Host::new(HostConfig::default()).unwrap();
+    host.deploy("chaos", guest("chaos"), Some(limits)).await.unwrap();
+    host.deploy("echo", guest("echo"), None).await.unwrap();
+    host
+}
+
+/// Sends one misbehaving message, returns its failure, and proves both handlers still work.
+async fn misbehave(message_type: &str, payload: serde_json::Value) -> Failure {
+    let host = chaos_host(tight_limits()).await;
+    let failure = call(&host, "chaos", message_type, payload).await.unwrap_err();
+    assert_eq!(call(&host, "chaos", "Ping", json!({})).await.unwrap(), json!({}));
+    assert_eq!(call(&host, "echo", "Ping", json!({"ok": 1})).await.unwrap(), json!({"ok": 1}));
+    let info = host.handlers().into_iter().find(|h| h.name == "chaos").unwrap();
+    assert_eq!(info.handled, 2);
+    failure
+}
+
+/// An endless loop is stopped at the CPU limit: 507.
+#[tokio::test]
+async fn infinite_loop_hits_cpu_limit() {
+    let failure = misbehave("Spin", json!({})).await;
+    assert_eq!(failure.code, code::LIMIT, "{failure}");
+    assert!(failure.description.contains("CPU"), "{failure}");
+}
+
+/// Unbounded allocation is stopped at the memory limit: 507.
+#[tokio::test]
+async fn memory_hog_hits_memory_limit() {
+    let failure = misbehave("Hog", json!({})).await;
+    assert_eq!(failure.code, code::LIMIT, "{failure}");
+    assert!(failure.description.contains("memory"), "{failure}");
+}
+
+/// A panic traps the instance: 500, and a fresh instance serves the next signal.
+#[tokio::test]
+async fn panic_is_500() {
+    let failure = misbehave("Panic", json!({})).await;
+    assert_eq!(failure.code, code::TRAPPED, "{failure}");
+}
+
+/// Unbounded recursion overflows the wasm stack: 500, not a host crash.
+#[tokio::test]
+async fn deep_recursion_is_500() {
+    let failure = misbehave("Recurse", json!({"depth": 100_000_000u64})).await;
+    assert_eq!(failure.code, code::TRAPPED, "{failure}");
+    assert!(failure.description.contains("stack"), "{failure}");
+}
+
+/// A reply over the maximum message size is refused: 413.
+#[tokio::test]
+async fn oversized_reply_is_413() {
+    let failure = misbehave("Bloat", json!({"bytes": 2u64 << 20})).await;
+    assert_eq!(failure.code, code::TOO_LARGE, "{failure}");
+    let host = chaos_host(tight_limits()).await;
+    let small = call(&host, "chaos", "Bloat", json!({"bytes": 10})).await.unwrap();
+    assert_eq!(small.as_str().map(str::len), Some(10));
+}
+
+/// While one handler spins, other handlers answer: a stuck guest holds only its own worker.
+#[tokio::test]
+async fn a_spinning_handler_does_not_stall_others() {
+    let limits = Limits {
+        cpu_time: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let host = chaos_host(limits).await;
+    let spin = tokio::spawn({
+        let host = host.clone();
+        async move { call(&host, "chaos", "Spin", json!({})).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for n in 0..20 {
+        assert_eq!(call(&host, "echo", "Ping", json!({"n": n})).await.unwrap(), json!({"n": n}));
+    }
+    assert!(!spin.is_finished(), "the spin ended before echo was tested");
+    assert_eq!(spin.await.unwrap().unwrap_err().code, code::LIMIT);
+}
+
+/// A full mailbox answers 503 at once rather than queueing without bound.
+#[tokio::test]
+async fn full_mailbox_is_503() {
+    let limits = Limits {
+        mailbox: 1,
+        ..tight_limits()
+    };
+    let host = chaos_host(limits).await;
+    let spawn = |kind: &'static str| {
+        let host = host.clone();
+        tokio::spawn(async move { call(&host, "chaos", kind, json!({})).await })
+    };
+    let spin = spawn("Spin");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let pings: Vec<_> = (0..4).map(|_| spawn("Ping")).collect();
+    let mut overloaded = 0;
+    let mut answered = 0;
+    for ping in pings {
+        match ping.await.unwrap() {
+            Err(failure) if failure.code == code::OVERLOADED => overloaded += 1,
+            Ok(_) => answered += 1,
+            Err(failure) => panic!("unexpected {failure}"),
+        }
+    }
+    // The spin is in flight and the mailbox holds one: that ping waits, three are refused.
+    assert_eq!((answered, overloaded), (1, 3));
+    assert_eq!(spin.await.unwrap().unwrap_err().code, code::LIMIT);
+    assert_eq!(call(&host, "chaos", "Ping", json!({})).await.unwrap(), json!({}));
+}
+
+/// A guest that is not a component, or a component of another world, never goes live.
+#[tokio::test]
+async fn bad_components_are_refused_and_change_nothing() {
+    let host = Host::new(HostConfig::default()).unwrap();
+    let err = host.deploy("junk", b"not wasm".to_vec(), None).await.unwrap_err();
+    assert!(err.to_string().contains("not a WebAssembly component"), "{err}");
+    let err = host.deploy("Bad Name", guest("echo"), None).await.unwrap_err();
+    assert!(err.to_string().contains("invalid handler name"), "{err}");
+    assert!(host.handlers().is_empty());
+}
