@@ -43,6 +43,13 @@ pub struct Deployed {
     pub swapped: bool,
 }
 
+/// Why a host could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("could not set up the WebAssembly engine")]
+    Engine(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
 /// A deployed handler as listed.
 #[derive(Clone, Debug)]
 pub struct HandlerInfo {
@@ -68,7 +75,7 @@ pub struct Host {
 
 impl Host {
     /// A host on the embedded in-process transport.
-    pub fn new(config: HostConfig) -> wasmtime::Result<Self> {
+    pub fn new(config: HostConfig) -> Result<Self, StartError> {
         Self::with_transport(config, Arc::new(InProcess::default()))
     }
 
@@ -76,8 +83,9 @@ impl Host {
     pub fn with_transport(
         config: HostConfig,
         transport: Arc<dyn Transport>,
-    ) -> wasmtime::Result<Self> {
-        let runtime = Arc::new(Runtime::new(config)?);
+    ) -> Result<Self, StartError> {
+        let runtime = Runtime::new(config).map_err(|e| StartError::Engine(e.into()))?;
+        let runtime = Arc::new(runtime);
         let router = Router::new(runtime.clone(), transport);
         Ok(Self { runtime, router })
     }

@@ -9,8 +9,10 @@
 //! - [`router`]: addresses, mailboxes, subscriptions, pending replies.
 //! - [`transport`]: how signals reach the host that serves them; in-process by default.
 //! - [`host`]: the embeddable [`Host`] handle tying them together.
+//! - [`cli`]: the `run` command behind the binary.
 //! - [`config`]: host settings and per-handler limits with their defaults.
 
+pub mod cli;
 pub mod config;
 pub mod host;
 pub mod router;
@@ -20,6 +22,6 @@ pub mod transport;
 pub mod wire;
 
 pub use config::{HostConfig, Limits};
-pub use host::{DeployError, Deployed, HandlerInfo, Host};
+pub use host::{DeployError, Deployed, HandlerInfo, Host, StartError};
 pub use signal::{Body, ChangeType, Failure, Json, Signal};
 pub use wire::WireSignal;
