@@ -13,7 +13,10 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
 }
 
 /// Builds every guest in `guests/` for wasm32-wasip2 (once per process) and returns the
@@ -27,7 +30,13 @@ pub fn guests_dir() -> &'static Path {
             .unwrap_or_else(|| root.join("target"));
         let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(root.join("guests"))
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--target-dir",
+            ])
             .arg(&target)
             .env_remove("RUSTFLAGS")
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -81,7 +90,9 @@ pub async fn call(
     message_type: &str,
     payload: serde_json::Value,
 ) -> Result<serde_json::Value, Failure> {
-    host.call(to, message_type, json(payload), WAIT).await.map(|j| j.to_value())
+    host.call(to, message_type, json(payload), WAIT)
+        .await
+        .map(|j| j.to_value())
 }
 
 /// Waits for the next signal a client receives.

@@ -12,7 +12,12 @@ use switchboard_tests::{WAIT, call, guest, host_with, json, tight_limits};
 async fn nested_request_combines_the_answer() {
     let host = host_with(&["orders", "inventory"]).await;
     let placed = host
-        .request("orders", "PlaceOrder", json(json!({"item": "apple", "quantity": 3})), WAIT)
+        .request(
+            "orders",
+            "PlaceOrder",
+            json(json!({"item": "apple", "quantity": 3})),
+            WAIT,
+        )
         .await
         .unwrap();
     let payload = placed.clone().into_outcome().unwrap().to_value();
@@ -27,13 +32,23 @@ async fn nested_request_combines_the_answer() {
 #[tokio::test]
 async fn nested_error_reply_passes_through() {
     let host = host_with(&["orders", "inventory"]).await;
-    let failure = call(&host, "orders", "PlaceOrder", json!({"item": "pear", "quantity": 5}))
-        .await
-        .unwrap_err();
+    let failure = call(
+        &host,
+        "orders",
+        "PlaceOrder",
+        json!({"item": "pear", "quantity": 5}),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(failure.code, 409);
-    let failure = call(&host, "orders", "PlaceOrder", json!({"item": "kiwi", "quantity": 1}))
-        .await
-        .unwrap_err();
+    let failure = call(
+        &host,
+        "orders",
+        "PlaceOrder",
+        json!({"item": "kiwi", "quantity": 1}),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(failure.code, 404);
 }
 
@@ -52,7 +67,9 @@ async fn nested_request_to_nowhere_is_404() {
 #[tokio::test]
 async fn guest_request_times_out_with_504() {
     let host = host_with(&["orders"]).await;
-    host.deploy("chaos", guest("chaos"), Some(tight_limits())).await.unwrap();
+    host.deploy("chaos", guest("chaos"), Some(tight_limits()))
+        .await
+        .unwrap();
     let forward = json!({"to": "chaos", "message_type": "Spin", "payload": {}, "timeout_ms": 100});
     let started = Instant::now();
     let failure = call(&host, "orders", "Forward", forward).await.unwrap_err();
@@ -70,7 +87,9 @@ async fn guest_request_times_out_with_504() {
 #[tokio::test]
 async fn host_request_times_out_and_late_reply_is_dropped() {
     let host = host_with(&[]).await;
-    host.deploy("chaos", guest("chaos"), Some(tight_limits())).await.unwrap();
+    host.deploy("chaos", guest("chaos"), Some(tight_limits()))
+        .await
+        .unwrap();
     let failure = host
         .call("chaos", "Spin", json(json!({})), Duration::from_millis(50))
         .await
@@ -79,7 +98,10 @@ async fn host_request_times_out_and_late_reply_is_dropped() {
     // The spin ends at the CPU limit with a 507 ErrorReply that nobody waits for any more.
     let deadline = Instant::now() + WAIT;
     while host.router().pending().late_replies() == 0 {
-        assert!(Instant::now() < deadline, "the late ErrorReply never arrived");
+        assert!(
+            Instant::now() < deadline,
+            "the late ErrorReply never arrived"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(host.router().pending().waiting(), 0);

@@ -13,7 +13,12 @@ async fn message_gets_a_reply_with_host_set_envelope() {
     let request = Host::message("host", "echo", "Ping", json(json!({"n": 1})));
     let id = request.envelope.id.clone();
     let reply = host.router().request(request, WAIT).await.unwrap();
-    let Body::Reply { reply_to, payload, to } = &reply.body else {
+    let Body::Reply {
+        reply_to,
+        payload,
+        to,
+    } = &reply.body
+    else {
         panic!("expected a reply, got {reply:?}")
     };
     assert_eq!(reply_to, &id);
@@ -26,7 +31,11 @@ async fn message_gets_a_reply_with_host_set_envelope() {
 
 fn uuid_version(id: &str) -> u8 {
     // The 13th hex digit of a UUID is its version.
-    id.chars().filter(|c| *c != '-').nth(12).and_then(|c| c.to_digit(16)).unwrap() as u8
+    id.chars()
+        .filter(|c| *c != '-')
+        .nth(12)
+        .and_then(|c| c.to_digit(16))
+        .unwrap() as u8
 }
 
 fn request_time(id: &str) -> u64 {
@@ -47,15 +56,33 @@ async fn unknown_address_is_404() {
 #[tokio::test]
 async fn username_set_or_taken() {
     let host = host_with(&["username"]).await;
-    let set = call(&host, "username", "SetUsername", json!({"username": "alice"})).await;
+    let set = call(
+        &host,
+        "username",
+        "SetUsername",
+        json!({"username": "alice"}),
+    )
+    .await;
     assert_eq!(set.unwrap(), json!({"username": "alice"}));
 
-    let taken = call(&host, "username", "SetUsername", json!({"username": "alice"})).await;
+    let taken = call(
+        &host,
+        "username",
+        "SetUsername",
+        json!({"username": "alice"}),
+    )
+    .await;
     let failure = taken.unwrap_err();
     assert_eq!(failure.code, 409);
     assert!(failure.description.contains("alice"), "{failure}");
 
-    let reserved = call(&host, "username", "SetUsername", json!({"username": "admin"})).await;
+    let reserved = call(
+        &host,
+        "username",
+        "SetUsername",
+        json!({"username": "admin"}),
+    )
+    .await;
     assert_eq!(reserved.unwrap_err().code, 409);
 }
 
@@ -63,7 +90,9 @@ async fn username_set_or_taken() {
 #[tokio::test]
 async fn undeclared_message_type_is_404() {
     let host = host_with(&["username"]).await;
-    let failure = call(&host, "username", "DropTables", json!({})).await.unwrap_err();
+    let failure = call(&host, "username", "DropTables", json!({}))
+        .await
+        .unwrap_err();
     assert_eq!(failure.code, code::NOT_FOUND);
     assert!(failure.description.contains("DropTables"), "{failure}");
 }
@@ -72,7 +101,9 @@ async fn undeclared_message_type_is_404() {
 #[tokio::test]
 async fn undecodable_payload_is_400() {
     let host = host_with(&["username"]).await;
-    let failure = call(&host, "username", "SetUsername", json!({"name": 3})).await.unwrap_err();
+    let failure = call(&host, "username", "SetUsername", json!({"name": 3}))
+        .await
+        .unwrap_err();
     assert_eq!(failure.code, code::BAD_REQUEST);
 }
 
@@ -85,17 +116,27 @@ async fn event_and_data_change_fan_out_exactly_once() {
     let mut u2 = host.connect("user:u2");
 
     for (id, name) in [("u1", "Ann"), ("u2", "Bo")] {
-        let reply = call(&host, "registration", "Register", json!({"user_id": id, "name": name}));
+        let reply = call(
+            &host,
+            "registration",
+            "Register",
+            json!({"user_id": id, "name": name}),
+        );
         assert_eq!(reply.await.unwrap(), json!({"user_id": id}));
     }
 
     for (client, name, to) in [(&mut u1, "Ann", "user:u1"), (&mut u2, "Bo", "user:u2")] {
         let welcome = next(client).await;
         assert_eq!(welcome.envelope.from, "welcome");
-        let Body::Message(message) = &welcome.body else { panic!("{welcome:?}") };
+        let Body::Message(message) = &welcome.body else {
+            panic!("{welcome:?}")
+        };
         assert_eq!(message.to, to);
         assert_eq!(message.message_type, "Welcome");
-        let text = message.payload.to_value()["text"].as_str().unwrap().to_owned();
+        let text = message.payload.to_value()["text"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         assert!(text.contains(name), "{text}");
     }
 
@@ -105,7 +146,11 @@ async fn event_and_data_change_fan_out_exactly_once() {
     assert_eq!(events.len(), 2, "{entries:#?}");
     assert_eq!(changes.len(), 2, "{entries:#?}");
     assert!(events.iter().all(|e| e["type"] == "UserRegistered"));
-    assert!(changes.iter().all(|e| e["object_type"] == "User" && e["change"] == "created"));
+    assert!(
+        changes
+            .iter()
+            .all(|e| e["object_type"] == "User" && e["change"] == "created")
+    );
     assert_eq!(changes[0]["object"]["id"], "u1");
     let ids: std::collections::HashSet<_> = entries.iter().map(|e| e["id"].clone()).collect();
     assert_eq!(ids.len(), 4, "each signal recorded once: {entries:#?}");
@@ -116,7 +161,11 @@ async fn event_and_data_change_fan_out_exactly_once() {
 async fn data_changes_route_by_object_type() {
     let host = host_with(&["audit"]).await;
     host.emit_data_change(ChangeType::Deleted, "Invoice", json(json!({"id": 9})));
-    host.emit_data_change(ChangeType::Updated, "User", json(json!({"id": "u7", "name": "Cy"})));
+    host.emit_data_change(
+        ChangeType::Updated,
+        "User",
+        json(json!({"id": "u7", "name": "Cy"})),
+    );
     host.emit("SomethingElse", json(json!({})));
     let entries = audit_entries(&host, 1).await;
     assert_eq!(entries.len(), 1, "{entries:#?}");
@@ -149,20 +198,34 @@ async fn replies_follow_return_address_then_sender() {
     let mut carol = host.connect("user:carol");
 
     let mut to_bob = Host::message("user:carol", "echo", "Ping", json(json!({"for": "bob"})));
-    let Body::Message(m) = &mut to_bob.body else { unreachable!() };
+    let Body::Message(m) = &mut to_bob.body else {
+        unreachable!()
+    };
     m.return_address = Some("user:bob".into());
     let id = host.send(to_bob);
     let reply = next(&mut bob).await;
     assert_reply(&reply, &id, "user:bob", json!({"for": "bob"}));
 
-    let id = host.send(Host::message("user:carol", "echo", "Ping", json(json!({"for": "carol"}))));
+    let id = host.send(Host::message(
+        "user:carol",
+        "echo",
+        "Ping",
+        json(json!({"for": "carol"})),
+    ));
     let reply = next(&mut carol).await;
     assert_reply(&reply, &id, "user:carol", json!({"for": "carol"}));
     assert!(bob.try_recv().is_err(), "bob got carol's reply");
 }
 
 fn assert_reply(reply: &Signal, id: &str, address: &str, payload: serde_json::Value) {
-    let Body::Reply { reply_to, to, payload: got } = &reply.body else { panic!("{reply:?}") };
+    let Body::Reply {
+        reply_to,
+        to,
+        payload: got,
+    } = &reply.body
+    else {
+        panic!("{reply:?}")
+    };
     assert_eq!(reply_to, id);
     assert_eq!(to, address);
     assert_eq!(got.to_value(), payload);
@@ -175,9 +238,15 @@ async fn agents_keep_state_per_agent_id() {
     let info = host.handlers();
     assert_eq!(info[0].address, "agents");
 
-    call(&host, "agent:alice", "Increment", json!({"by": 2})).await.unwrap();
-    call(&host, "agent:bob", "Increment", json!({"by": 5})).await.unwrap();
-    let alice = call(&host, "agent:alice", "Increment", json!({"by": 1})).await.unwrap();
+    call(&host, "agent:alice", "Increment", json!({"by": 2}))
+        .await
+        .unwrap();
+    call(&host, "agent:bob", "Increment", json!({"by": 5}))
+        .await
+        .unwrap();
+    let alice = call(&host, "agent:alice", "Increment", json!({"by": 1}))
+        .await
+        .unwrap();
     assert_eq!(alice["count"], 3);
     assert_eq!(alice["agent"], "agent:alice");
     let bob = call(&host, "agent:bob", "Get", json!({})).await.unwrap();
@@ -189,7 +258,9 @@ async fn agents_keep_state_per_agent_id() {
 #[tokio::test]
 async fn callback_reply_reaches_handle_reply() {
     let host = host_with(&["counter", "echo"]).await;
-    let asked = call(&host, "agent:dora", "AskEcho", json!({"text": "hi"})).await.unwrap();
+    let asked = call(&host, "agent:dora", "AskEcho", json!({"text": "hi"}))
+        .await
+        .unwrap();
     assert!(asked["message_id"].is_string(), "{asked}");
 
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -199,9 +270,15 @@ async fn callback_reply_reaches_handle_reply() {
             assert_eq!(state["last_reply"], json!({"text": "hi"}));
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no reply reached the agent");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reply reached the agent"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let other = call(&host, "agent:eve", "Get", json!({})).await.unwrap();
-    assert!(other["last_reply"].is_null(), "the reply went to the wrong agent: {other}");
+    assert!(
+        other["last_reply"].is_null(),
+        "the reply went to the wrong agent: {other}"
+    );
 }

@@ -2,7 +2,7 @@
 //! until it traps.
 //!
 //! Each call restarts the CPU meter and arms the epoch deadline; the deadline callback yields
-//! to the async runtime every tick and traps with [`LimitHit::CpuTime`] once the signal's
+//! to tokio every tick and traps with [`LimitHit::CpuTime`] once the signal's
 //! CPU budget is spent. A trap or limit hit poisons the instance: the caller must drop it.
 
 use std::sync::Weak;
@@ -50,7 +50,8 @@ impl Instance {
         store.set_hostcall_fuel(max_message_bytes.saturating_mul(2) + HOSTCALL_SLACK_BYTES);
         store.epoch_deadline_callback(|ctx| {
             ctx.data().cpu.check()?;
-            Ok(UpdateDeadline::Yield(1))
+            // tokio's own yield lets timers and I/O run before this guest resumes.
+            Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
         });
         store.data_mut().cpu.restart();
         store.set_epoch_deadline(1);

@@ -1,0 +1,182 @@
+//! [`Description`]: what a handler tells the host at deploy time, built fluently from the
+//! Rust types it handles.
+
+use crate::typed::{DataObject, Event, Message};
+use crate::wit;
+
+/// Whether a handler serves one address or all `agent:<id>` addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandlerKind {
+    /// Serves the one address it is deployed under.
+    Service,
+    /// Serves every `agent:<id>` address, keeping state per agent.
+    Agent,
+}
+
+/// A handler's name, kind, accepted message types and subscriptions.
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # use switchboard_sdk::{Description, Event, HandlerKind};
+/// #[derive(Serialize, Deserialize)]
+/// struct UserRegistered { user_id: String }
+/// impl Event for UserRegistered {}
+///
+/// let d = Description::service("welcome").on_event::<UserRegistered>();
+/// assert_eq!(d.events(), ["UserRegistered"]);
+/// assert_eq!(d.kind(), HandlerKind::Service);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description {
+    name: String,
+    kind: HandlerKind,
+    message_types: Vec<String>,
+    events: Vec<String>,
+    data_changes: Vec<String>,
+}
+
+impl Description {
+    /// A service handler suggesting `name` as its address. It accepts any message type
+    /// until [`accepts`](Self::accepts) narrows it.
+    pub fn service(name: impl Into<String>) -> Self {
+        Self::new(name, HandlerKind::Service)
+    }
+
+    /// An agent handler: it receives every message addressed to `agent:<id>`.
+    pub fn agent(name: impl Into<String>) -> Self {
+        Self::new(name, HandlerKind::Agent)
+    }
+
+    fn new(name: impl Into<String>, kind: HandlerKind) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            message_types: vec![],
+            events: vec![],
+            data_changes: vec![],
+        }
+    }
+
+    /// Accepts messages of type `M`; the host answers others with a 404.
+    pub fn accepts<M: Message>(self) -> Self {
+        self.accepts_type(M::message_type())
+    }
+
+    /// Accepts messages of the named type.
+    pub fn accepts_type(mut self, message_type: impl Into<String>) -> Self {
+        push_unique(&mut self.message_types, message_type.into());
+        self
+    }
+
+    /// Subscribes to events of type `E`.
+    pub fn on_event<E: Event>(self) -> Self {
+        self.on_event_type(E::event_type())
+    }
+
+    /// Subscribes to events of the named type.
+    pub fn on_event_type(mut self, event_type: impl Into<String>) -> Self {
+        push_unique(&mut self.events, event_type.into());
+        self
+    }
+
+    /// Subscribes to data changes of objects of type `O`.
+    pub fn on_change<O: DataObject>(self) -> Self {
+        self.on_change_type(O::object_type())
+    }
+
+    /// Subscribes to data changes of objects of the named type.
+    pub fn on_change_type(mut self, object_type: impl Into<String>) -> Self {
+        push_unique(&mut self.data_changes, object_type.into());
+        self
+    }
+
+    /// The suggested name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Service or agent.
+    pub fn kind(&self) -> HandlerKind {
+        self.kind
+    }
+
+    /// Accepted message types; empty means any.
+    pub fn message_types(&self) -> &[String] {
+        &self.message_types
+    }
+
+    /// Event types subscribed to.
+    pub fn events(&self) -> &[String] {
+        &self.events
+    }
+
+    /// Object types whose changes are subscribed to.
+    pub fn data_changes(&self) -> &[String] {
+        &self.data_changes
+    }
+}
+
+fn push_unique(list: &mut Vec<String>, item: String) {
+    if !list.contains(&item) {
+        list.push(item);
+    }
+}
+
+impl From<Description> for wit::Description {
+    fn from(d: Description) -> Self {
+        Self {
+            name: d.name,
+            kind: match d.kind {
+                HandlerKind::Service => wit::HandlerKind::Service,
+                HandlerKind::Agent => wit::HandlerKind::Agent,
+            },
+            message_types: d.message_types,
+            events: d.events,
+            data_changes: d.data_changes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    struct Ping {}
+    impl Message for Ping {}
+    impl Event for Ping {}
+
+    #[derive(Serialize, Deserialize)]
+    struct User {}
+    impl DataObject for User {}
+
+    #[test]
+    fn builds_from_types_and_names() {
+        let d = Description::service("echo")
+            .accepts::<Ping>()
+            .accepts_type("Raw")
+            .accepts::<Ping>()
+            .on_event::<Ping>()
+            .on_event_type("Tick")
+            .on_change::<User>()
+            .on_change_type("Order");
+        assert_eq!(d.name(), "echo");
+        assert_eq!(d.kind(), HandlerKind::Service);
+        assert_eq!(d.message_types(), ["Ping", "Raw"]);
+        assert_eq!(d.events(), ["Ping", "Tick"]);
+        assert_eq!(d.data_changes(), ["User", "Order"]);
+    }
+
+    #[test]
+    fn converts_to_the_wit_record() {
+        let w: wit::Description = Description::agent("counter").accepts::<Ping>().into();
+        assert_eq!(w.name, "counter");
+        assert_eq!(w.kind, wit::HandlerKind::Agent);
+        assert_eq!(w.message_types, ["Ping"]);
+        assert!(w.events.is_empty() && w.data_changes.is_empty());
+        let w: wit::Description = Description::service("svc").into();
+        assert_eq!(w.kind, wit::HandlerKind::Service);
+    }
+}

@@ -1,0 +1,146 @@
+//! The thin layer over the host's imports: every function here is one call into the host.
+//! Everything they build or decode lives in the pure modules, where it is unit-tested; the
+//! imports themselves only exist inside a component (on a native target they panic).
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::broadcast::ChangeType;
+use crate::failure::Failure;
+use crate::log::LogLevel;
+use crate::message::ReplyTarget;
+use crate::outgoing::{self, SendOptions};
+use crate::reply::{Reply, decode_reply};
+use crate::typed::{self, DataObject, Event, Message};
+use crate::wit_host as host;
+
+/// Sends `msg` to `to` and goes on; its reply arrives later at this handler's
+/// `handle_reply`. Returns the message id, which the reply's `reply_to` will carry.
+pub fn send<M: Message>(to: &str, msg: &M) -> Result<String, Failure> {
+    send_with(to, msg, SendOptions::new())
+}
+
+/// [`send`] with a return address or headers.
+pub fn send_with<M: Message>(to: &str, msg: &M, options: SendOptions) -> Result<String, Failure> {
+    Ok(host::send(&outgoing::typed_outgoing(to, msg, options)?)?)
+}
+
+/// Sends a message of any type with any JSON payload; see [`send`].
+pub fn send_untyped(
+    to: &str,
+    message_type: &str,
+    payload: &serde_json::Value,
+    options: SendOptions,
+) -> Result<String, Failure> {
+    Ok(host::send(&outgoing::untyped_outgoing(
+        to,
+        message_type,
+        payload,
+        options,
+    ))?)
+}
+
+/// Sends `msg` to `to` and waits (suspended, not blocking the host) for the reply, decoded
+/// as `R`. An ErrorReply comes back as its failure, no reply within `timeout` as a 504, and
+/// a reply that does not decode as `R` as a 400.
+pub fn request<M: Message, R: DeserializeOwned>(
+    to: &str,
+    msg: &M,
+    timeout: Duration,
+) -> Result<R, Failure> {
+    request_with(to, msg, timeout, SendOptions::new())
+}
+
+/// [`request`] with headers (a return address is ignored: the reply comes back here).
+pub fn request_with<M: Message, R: DeserializeOwned>(
+    to: &str,
+    msg: &M,
+    timeout: Duration,
+    options: SendOptions,
+) -> Result<R, Failure> {
+    let json = host::request(
+        &outgoing::typed_outgoing(to, msg, options)?,
+        outgoing::timeout_ms(timeout),
+    )?;
+    decode_reply(&json, &M::message_type())
+}
+
+/// Sends a message of any type and waits for its reply as a JSON value; see [`request`].
+pub fn request_untyped(
+    to: &str,
+    message_type: &str,
+    payload: &serde_json::Value,
+    timeout: Duration,
+    options: SendOptions,
+) -> Result<serde_json::Value, Failure> {
+    let out = outgoing::untyped_outgoing(to, message_type, payload, options);
+    let json = host::request(&out, outgoing::timeout_ms(timeout))?;
+    decode_reply(&json, message_type)
+}
+
+/// Broadcasts `event` to every handler subscribed to its type. Returns the event's id.
+pub fn emit<E: Event>(event: &E) -> Result<String, Failure> {
+    Ok(host::emit(&E::event_type(), &typed::encode(event)?, &[])?)
+}
+
+/// Broadcasts an event of any type with any JSON payload and headers. Returns its id.
+pub fn emit_untyped(
+    event_type: &str,
+    payload: &serde_json::Value,
+    headers: &[(String, String)],
+) -> Result<String, Failure> {
+    Ok(host::emit(event_type, &payload.to_string(), headers)?)
+}
+
+/// Broadcasts that `object` was created. Returns the change's id.
+pub fn created<O: DataObject>(object: &O) -> Result<String, Failure> {
+    data_change(ChangeType::Created, object)
+}
+
+/// Broadcasts that `object` was updated (it is the new version). Returns the change's id.
+pub fn updated<O: DataObject>(object: &O) -> Result<String, Failure> {
+    data_change(ChangeType::Updated, object)
+}
+
+/// Broadcasts that `object` was deleted (it is the last version). Returns the change's id.
+pub fn deleted<O: DataObject>(object: &O) -> Result<String, Failure> {
+    data_change(ChangeType::Deleted, object)
+}
+
+/// Broadcasts a data change of `object` to subscribers of its object type.
+pub fn data_change<O: DataObject>(change: ChangeType, object: &O) -> Result<String, Failure> {
+    Ok(host::emit_data_change(
+        change.into(),
+        &O::object_type(),
+        &typed::encode(object)?,
+        &[],
+    )?)
+}
+
+/// Answers the message `target` names, later than by returning from `handle_message`:
+/// `Ok` becomes a Reply, `Err` an ErrorReply. It goes to the message's return address, else
+/// its sender. Returns the reply's id.
+pub fn reply(target: &ReplyTarget, outcome: Result<Reply, Failure>) -> Result<String, Failure> {
+    reply_at(target, outcome, None)
+}
+
+/// [`reply`], sent to `address` if given instead of the usual reply address.
+pub fn reply_at(
+    target: &ReplyTarget,
+    outcome: Result<Reply, Failure>,
+    address: Option<&str>,
+) -> Result<String, Failure> {
+    let outcome: Result<String, crate::wit::Failure> =
+        outcome.map(Reply::into_json).map_err(Into::into);
+    Ok(host::reply(
+        &target.clone().into(),
+        outcome.as_deref(),
+        address,
+    )?)
+}
+
+/// Writes a line to the host's log; the `info!`-style macros call this.
+pub fn log(level: LogLevel, message: &str) {
+    host::log(level.into(), message);
+}
