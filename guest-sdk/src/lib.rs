@@ -1,7 +1,7 @@
 //! The Switchboard guest SDK: write a signal handler as a plain Rust type and export it as a
 //! WebAssembly component with one macro.
 //!
-//! ```ignore
+//! ```no_run
 //! use serde::{Deserialize, Serialize};
 //! use switchboard_sdk::prelude::*;
 //!
@@ -72,6 +72,11 @@ pub use outgoing::SendOptions;
 pub use reply::{IncomingReply, Reply, ok};
 pub use type_name::short_type_name;
 pub use typed::{DataObject, Event, Message};
+
+/// The README's handler example, compiled as a doctest so it never goes stale.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 
 /// Everything a handler usually needs: `use switchboard_sdk::prelude::*;`.
 pub mod prelude {

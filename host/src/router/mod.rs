@@ -158,7 +158,7 @@ impl Router {
                 let reply_to = reply_to.clone();
                 match self.pending.claim(&reply_to, signal) {
                     pending::Claim::Unclaimed(signal) => signal,
-                    pending::Claim::Delivered => return,
+                    pending::Claim::Delivered | pending::Claim::Forged => return,
                     pending::Claim::Late => {
                         tracing::debug!(%reply_to, "dropped a reply that came after its deadline");
                         return;
@@ -183,7 +183,7 @@ impl Router {
         };
         let to = message.to.clone();
         let id = signal.envelope.id.clone();
-        let waiter = self.pending.register(id.clone());
+        let waiter = self.pending.register(id.clone(), to.clone());
         self.route(signal);
         match tokio::time::timeout(timeout, waiter).await {
             Ok(Ok(reply)) => Ok(reply),

@@ -1,7 +1,8 @@
 //! Pending replies: where a Reply or ErrorReply finds the waiter of the message it answers.
 //!
 //! A waiter is registered before its message is routed and removed when the reply arrives
-//! or the deadline passes. The ids of timed-out requests are remembered for a while so a
+//! or the deadline passes. Only the addressee of the message (or the host, for the errors it
+//! raises) can answer it: a guest that learns another message's id cannot forge its reply. The ids of timed-out requests are remembered for a while so a
 //! late reply is dropped and counted instead of surprising the requester's `handle-reply`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -11,12 +12,18 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::signal::Signal;
+use crate::signal::{HOST_ADDRESS, Signal};
 
 /// How long a timed-out request's id is remembered to recognise its late reply.
 const EXPIRED_MEMORY: Duration = Duration::from_secs(600);
 /// Most timed-out ids remembered at once.
 const EXPIRED_CAPACITY: usize = 100_000;
+
+struct Waiter {
+    /// The address the message went to: replies must come from there.
+    addressee: String,
+    tx: oneshot::Sender<Signal>,
+}
 
 #[derive(Default)]
 struct Expired {
@@ -27,7 +34,7 @@ struct Expired {
 /// The table of messages awaiting a reply.
 #[derive(Default)]
 pub struct Pending {
-    waiters: Mutex<HashMap<String, oneshot::Sender<Signal>>>,
+    waiters: Mutex<HashMap<String, Waiter>>,
     expired: Mutex<Expired>,
     late: AtomicU64,
 }
@@ -41,22 +48,35 @@ pub enum Claim {
     Late,
     /// Nobody waits for it: route it by its address.
     Unclaimed(Signal),
+    /// It claims to answer a message that was not sent to its sender; it was dropped.
+    Forged,
 }
 
 impl Pending {
-    /// Registers a waiter for the reply to message `id`.
-    pub fn register(&self, id: String) -> oneshot::Receiver<Signal> {
+    /// Registers a waiter for the reply to message `id`, sent to `addressee`.
+    pub fn register(&self, id: String, addressee: String) -> oneshot::Receiver<Signal> {
         let (tx, rx) = oneshot::channel();
-        lock(&self.waiters).insert(id, tx);
+        lock(&self.waiters).insert(id, Waiter { addressee, tx });
         rx
     }
 
     /// Offers a reply whose `reply-to` is `reply_to` to its waiter.
     pub fn claim(&self, reply_to: &str, reply: Signal) -> Claim {
-        let waiter = lock(&self.waiters).remove(reply_to);
+        let waiter = {
+            let mut waiters = lock(&self.waiters);
+            let from = reply.envelope.from.as_str();
+            match waiters.get(reply_to) {
+                Some(w) if w.addressee == from || from == HOST_ADDRESS => waiters.remove(reply_to),
+                Some(w) => {
+                    tracing::warn!(%reply_to, from, addressee = %w.addressee, "refused a reply from someone the message was not sent to");
+                    return Claim::Forged;
+                }
+                None => None,
+            }
+        };
         if let Some(waiter) = waiter {
             // A waiter that gave up between our remove and this send is a late reply too.
-            return match waiter.send(reply) {
+            return match waiter.tx.send(reply) {
                 Ok(()) => Claim::Delivered,
                 Err(_) => self.count_late(),
             };
@@ -113,18 +133,22 @@ mod tests {
     use crate::signal::{Json, ReplyTarget};
 
     fn reply_to(id: &str) -> Signal {
+        reply_from(id, "b")
+    }
+
+    fn reply_from(id: &str, from: &str) -> Signal {
         ReplyTarget {
             message_id: id.into(),
             return_address: None,
             sender: "a".into(),
         }
-        .answer("b", Ok(Json::null()), None)
+        .answer(from, Ok(Json::null()), None)
     }
 
     #[test]
     fn a_reply_reaches_its_waiter_once() {
         let pending = Pending::default();
-        let mut rx = pending.register("m1".into());
+        let mut rx = pending.register("m1".into(), "b".into());
         assert!(matches!(
             pending.claim("m1", reply_to("m1")),
             Claim::Delivered
@@ -140,9 +164,25 @@ mod tests {
     #[test]
     fn a_late_reply_is_dropped_and_counted() {
         let pending = Pending::default();
-        let _rx = pending.register("m1".into());
+        let _rx = pending.register("m1".into(), "b".into());
         pending.expire("m1");
         assert!(matches!(pending.claim("m1", reply_to("m1")), Claim::Late));
         assert_eq!(pending.late_replies(), 1);
+    }
+
+    #[test]
+    fn only_the_addressee_or_the_host_can_answer() {
+        let pending = Pending::default();
+        let mut rx = pending.register("m1".into(), "b".into());
+        assert!(matches!(
+            pending.claim("m1", reply_from("m1", "mallory")),
+            Claim::Forged
+        ));
+        assert!(rx.try_recv().is_err());
+        assert!(matches!(
+            pending.claim("m1", reply_from("m1", "host")),
+            Claim::Delivered
+        ));
+        assert!(rx.try_recv().is_ok());
     }
 }

@@ -16,7 +16,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use switchboard::signal::types as wit;
+pub use self::switchboard::signal::types as wit;
 
 impl From<&Envelope> for wit::Envelope {
     fn from(e: &Envelope) -> Self {

@@ -51,7 +51,10 @@ impl Instance {
         store.epoch_deadline_callback(|ctx| {
             ctx.data().cpu.check()?;
             // tokio's own yield lets timers and I/O run before this guest resumes.
-            Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
         });
         store.data_mut().cpu.restart();
         store.set_epoch_deadline(1);
