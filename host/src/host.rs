@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{HostConfig, Limits};
 use crate::router::{InstallError, Router};
-use crate::runtime::{Description, LoadError, Runtime};
+use crate::runtime::{Description, LoadError, Runtime, Version, VersionSpec};
 use crate::signal::{
     AGENTS_ADDRESS, Body, ChangeType, Envelope, Failure, HOST_ADDRESS, Headers, Json, Message,
     Signal,
@@ -62,6 +62,8 @@ pub struct HandlerInfo {
     pub queued: usize,
     /// Signals handed to it so far.
     pub handled: u64,
+    /// Signals it answered with an error (its own or a trap).
+    pub failed: u64,
     /// Instances discarded after a trap or limit hit.
     pub traps: u64,
 }
@@ -104,11 +106,30 @@ impl Host {
         limits: Option<Limits>,
     ) -> Result<Deployed, DeployError> {
         check_name(name)?;
-        let limits = limits.unwrap_or(self.runtime.config().default_limits);
+        let spec = VersionSpec {
+            limits: limits.unwrap_or(self.runtime.config().default_limits),
+            ..VersionSpec::default()
+        };
         let version = self
             .runtime
-            .load(component, limits, Arc::downgrade(&self.router))
+            .load(component, spec, self.weak_router())
             .await?;
+        self.install(name, version)
+    }
+
+    /// The runtime, for callers that compile and cache components themselves.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// The router as store data holds it: weakly, so instances never keep it alive.
+    pub fn weak_router(&self) -> std::sync::Weak<Router> {
+        Arc::downgrade(&self.router)
+    }
+
+    /// Makes a prepared version live under `name`: a new handler, or a hot swap.
+    pub fn install(&self, name: &str, version: Arc<Version>) -> Result<Deployed, DeployError> {
+        check_name(name)?;
         let swapped = self.router.install(name, version.clone())?;
         tracing::info!(
             handler = name,
@@ -122,6 +143,17 @@ impl Host {
             description: version.description.clone(),
             swapped,
         })
+    }
+
+    /// Stops the handler deployed as `name`; signals already queued are still handled.
+    /// Returns whether there was one.
+    pub fn remove(&self, name: &str) -> bool {
+        let slot = self
+            .router
+            .slots()
+            .into_iter()
+            .find(|(slot, _)| &*slot.name == name);
+        slot.is_some_and(|(slot, _)| self.router.remove(&slot.address))
     }
 
     /// The deployed handlers, sorted by name.
@@ -141,6 +173,7 @@ impl Host {
                     limits: version.limits,
                     queued,
                     handled: slot.counters.handled.load(Relaxed),
+                    failed: slot.counters.failed.load(Relaxed),
                     traps: slot.counters.traps.load(Relaxed),
                 }
             })
@@ -230,7 +263,7 @@ impl Host {
 }
 
 /// Handler names are addresses: short, lowercase, and not one the host reserves.
-fn check_name(name: &str) -> Result<(), DeployError> {
+pub fn check_name(name: &str) -> Result<(), DeployError> {
     let invalid = |reason| {
         Err(DeployError::InvalidName {
             name: name.chars().take(MAX_NAME_LEN + 8).collect(),

@@ -9,15 +9,19 @@
 //! - [`router`]: addresses, mailboxes, subscriptions, pending replies.
 //! - [`transport`]: how signals reach the host that serves them; in-process by default.
 //! - [`host`]: the embeddable [`Host`] handle tying them together.
+//! - [`store`]: the data directory: modules by hash, compiled artifacts, the registry file.
+//! - [`registry`]: deployed handlers and versions, persisted; deploy, roll back, delete.
 //! - [`cli`]: the `run` command behind the binary.
 //! - [`config`]: host settings and per-handler limits with their defaults.
 
 pub mod cli;
 pub mod config;
 pub mod host;
+pub mod registry;
 pub mod router;
 pub mod runtime;
 pub mod signal;
+pub mod store;
 pub mod transport;
 pub mod wire;
 

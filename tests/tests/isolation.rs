@@ -149,7 +149,7 @@ async fn bad_components_are_refused_and_change_nothing() {
         .await
         .unwrap_err();
     assert!(
-        err.to_string().contains("not a WebAssembly component"),
+        err.to_string().contains("not WebAssembly"),
         "{err}"
     );
     let err = host

@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use thiserror::Error;
-use wasmtime::component::{Component, HasSelf, Linker};
+pub use wasmtime::component::Component;
+use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use bindings::Delivery;
@@ -68,7 +69,11 @@ impl From<wit::Description> for Description {
 pub enum LoadError {
     #[error("the component is {size} bytes, over the limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
-    #[error("not a WebAssembly component: {0:#}")]
+    #[error("not WebAssembly: the upload does not start with the `\\0asm` magic bytes")]
+    NotWasm,
+    #[error("this is a core WebAssembly module, not a component")]
+    CoreModule,
+    #[error("not a valid WebAssembly component: {0:#}")]
     Invalid(wasmtime::Error),
     #[error("the component does not fit the switchboard:signal handler world: {0:#}")]
     WrongWorld(wasmtime::Error),
@@ -143,14 +148,8 @@ impl Runtime {
         &self.config
     }
 
-    /// Compiles and checks a component: it must be a component of the handler world whose
-    /// `describe` succeeds. Runs compilation off the async runtime.
-    pub async fn load(
-        self: &Arc<Self>,
-        bytes: Vec<u8>,
-        limits: Limits,
-        router: Weak<Router>,
-    ) -> Result<Arc<Version>, LoadError> {
+    /// Compiles a component on a blocking thread, refusing one over the size cap.
+    pub async fn compile(&self, bytes: Vec<u8>) -> Result<Component, LoadError> {
         let limit = self.config.max_component_bytes;
         if bytes.len() > limit {
             return Err(LoadError::TooLarge {
@@ -158,18 +157,58 @@ impl Runtime {
                 limit,
             });
         }
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(LoadError::CoreModule),
+            Some([0, b'a', b's', b'm', ..]) => {}
+            _ => return Err(LoadError::NotWasm),
+        }
         let engine = self.engine.clone();
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+        tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
             .await
             .map_err(|e| LoadError::Interrupted(e.to_string()))?
-            .map_err(LoadError::Invalid)?;
+            .map_err(LoadError::Invalid)
+    }
+
+    /// Names the engine build and settings compiled artifacts are valid for.
+    pub fn engine_key(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        format!("{:016x}", hasher.finish())
+    }
+
+    /// A compiled component's artifact, for the on-disk cache.
+    pub fn artifact(component: &Component) -> Result<Vec<u8>, LoadError> {
+        component.serialize().map_err(LoadError::Invalid)
+    }
+
+    /// Loads an artifact written by [`Runtime::artifact`] from this host's own cache.
+    pub fn from_artifact(&self, artifact: &[u8]) -> Result<Component, LoadError> {
+        // SAFETY: artifacts are only ever read from the host's own data directory, written
+        // atomically by `artifact` above; wasmtime checks the engine compatibility header.
+        unsafe { Component::deserialize(&self.engine, artifact) }.map_err(LoadError::Invalid)
+    }
+
+    /// Checks a compiled component against the handler world, runs its `describe`, and
+    /// makes it a version ready to install.
+    pub async fn prepare(
+        &self,
+        component: &Component,
+        spec: VersionSpec,
+        router: Weak<Router>,
+    ) -> Result<Arc<Version>, LoadError> {
         let pre = self
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .and_then(HandlerPre::new)
             .map_err(LoadError::WrongWorld)?;
+        let id = spec
+            .number
+            .unwrap_or_else(|| self.next_version.fetch_add(1, Ordering::Relaxed));
         let mut version = Version {
-            id: self.next_version.fetch_add(1, Ordering::Relaxed),
+            id,
             description: Description {
                 name: String::new(),
                 kind: HandlerKind::Service,
@@ -177,7 +216,7 @@ impl Runtime {
                 events: Vec::new(),
                 data_changes: Vec::new(),
             },
-            limits,
+            limits: spec.limits,
             pre,
         };
         let identity = state::Identity {
@@ -191,9 +230,34 @@ impl Runtime {
         version.description = probe
             .describe()
             .await
-            .map_err(|e| LoadError::Describe(e.description))?;
+            .map_err(|e| LoadError::Describe(e.to_string()))?;
+        if let Some(kind) = spec.kind {
+            version.description.kind = kind;
+        }
         Ok(Arc::new(version))
     }
+
+    /// Compiles and prepares in one step.
+    pub async fn load(
+        &self,
+        bytes: Vec<u8>,
+        spec: VersionSpec,
+        router: Weak<Router>,
+    ) -> Result<Arc<Version>, LoadError> {
+        let component = self.compile(bytes).await?;
+        self.prepare(&component, spec, router).await
+    }
+}
+
+/// What the deployer decides about a version, beside its code.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VersionSpec {
+    /// Its number; the runtime numbers it if not given.
+    pub number: Option<u64>,
+    /// Its limits.
+    pub limits: Limits,
+    /// Overrides the kind the handler describes itself as.
+    pub kind: Option<HandlerKind>,
 }
 
 impl Drop for Runtime {
