@@ -6,7 +6,7 @@
 //! emitted and written out as sent. Signals arriving for connected clients (`user:<id>`)
 //! are written out too. A bad line gets an `{"error": ...}` line and changes nothing.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +14,45 @@ use anyhow::{Context, bail};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
+use crate::config::duration_arg;
 use crate::signal::{Body, Envelope, HOST_ADDRESS, Signal};
 use crate::wire::WireSignal;
-use crate::{Deployed, Host};
+use crate::{Deployed, Host, HostConfig};
+
+/// Flags of `switchboard run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Directory of handler components (*.wasm); each is deployed under its file name.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_HANDLERS",
+        default_value = "target/wasm32-wasip2/release"
+    )]
+    pub handlers: PathBuf,
+    /// Connect a client at this address (e.g. user:u1) and print what it receives.
+    #[arg(long = "client", value_name = "ADDRESS")]
+    pub clients: Vec<String>,
+    /// How long to wait for each reply.
+    #[arg(long, default_value = "10s", value_parser = duration_arg)]
+    pub timeout: Duration,
+    /// How long to keep running after input ends, for broadcasts still in flight.
+    #[arg(long, default_value = "200ms", value_parser = duration_arg)]
+    pub linger: Duration,
+}
+
+/// Runs a host with the handlers in `args.handlers`, driven by stdin, answering on stdout.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let host = Host::new(HostConfig::default()).context("starting the host")?;
+    let deployed = deploy_dir(&host, &args.handlers).await?;
+    let names: Vec<_> = deployed.iter().map(|d| d.name.as_str()).collect();
+    tracing::info!(handlers = ?names, "ready: reading signals from stdin");
+    let out = Arc::new(Mutex::new(tokio::io::stdout()));
+    watch_clients(&host, &args.clients, out.clone());
+    let input = tokio::io::BufReader::new(tokio::io::stdin());
+    drive(&host, input, out, args.timeout).await?;
+    tokio::time::sleep(args.linger).await;
+    Ok(())
+}
 
 /// Deploys every `*.wasm` file in `dir`, named after the file (`my_handler.wasm` serves as
 /// `my-handler`).

@@ -145,6 +145,27 @@ impl Host {
         })
     }
 
+    /// Waits until no signal is queued or being handled, up to `timeout`; returns whether
+    /// everything finished. New signals are still accepted meanwhile.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let busy = self
+                .router
+                .slots()
+                .iter()
+                .any(|(slot, queued)| *queued > 0 || slot.counters.active.load(Relaxed) > 0);
+            if !busy {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Stops the handler deployed as `name`; signals already queued are still handled.
     /// Returns whether there was one.
     pub fn remove(&self, name: &str) -> bool {

@@ -11,15 +11,21 @@
 //! - [`host`]: the embeddable [`Host`] handle tying them together.
 //! - [`store`]: the data directory: modules by hash, compiled artifacts, the registry file.
 //! - [`registry`]: deployed handlers and versions, persisted; deploy, roll back, delete.
+//! - [`admin`]: the HTTP admin API (axum), guarded by a bearer token.
+//! - [`serve`]: the daemon: restore the registry, serve the admin API, drain on shutdown.
 //! - [`cli`]: the `run` command behind the binary.
+//! - [`metrics`]: Prometheus counters, gauges and histograms per handler.
 //! - [`config`]: host settings and per-handler limits with their defaults.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod host;
+pub mod metrics;
 pub mod registry;
 pub mod router;
 pub mod runtime;
+pub mod serve;
 pub mod signal;
 pub mod store;
 pub mod transport;

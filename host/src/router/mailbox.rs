@@ -12,8 +12,11 @@ use std::sync::{Arc, RwLock, Weak};
 use tokio::sync::{Mutex, mpsc};
 use tracing::Instrument;
 
+use std::time::Instant;
+
 use super::Router;
-use crate::runtime::{HandlerKind, Instance, Runtime, Version};
+use crate::metrics::{Metrics, SignalLabels};
+use crate::runtime::{HandlerKind, Instance, Outcome, Runtime, Version};
 use crate::signal::{AGENTS_ADDRESS, Body, Failure, Signal, code};
 
 /// Counters of one handler, for listings and metrics.
@@ -27,6 +30,8 @@ pub struct Counters {
     pub traps: AtomicU64,
     /// Version swaps after the first deploy.
     pub swaps: AtomicU64,
+    /// Signals being handled right now.
+    pub active: AtomicU64,
 }
 
 /// A deployed handler as its workers see it.
@@ -95,6 +100,7 @@ impl Entry {
         version: Arc<Version>,
         runtime: Arc<Runtime>,
         router: Weak<Router>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let limits = version.limits;
         let (tx, rx) = mpsc::channel(limits.mailbox.max(1) as usize);
@@ -111,6 +117,7 @@ impl Entry {
                 mailbox: rx.clone(),
                 runtime: runtime.clone(),
                 router: router.clone(),
+                metrics: metrics.clone(),
                 warm: None,
             };
             tokio::spawn(worker.run());
@@ -137,6 +144,7 @@ struct Worker {
     mailbox: Arc<Mutex<mpsc::Receiver<Signal>>>,
     runtime: Arc<Runtime>,
     router: Weak<Router>,
+    metrics: Arc<Metrics>,
     warm: Option<Instance>,
 }
 
@@ -153,33 +161,34 @@ impl Worker {
                 handler = %self.slot.name,
                 version = version.id,
             );
+            let slot = self.slot.clone();
+            slot.counters.active.fetch_add(1, Ordering::Relaxed);
             self.handle(signal, version).instrument(span).await;
+            slot.counters.active.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
     async fn handle(&mut self, signal: Signal, version: Arc<Version>) {
-        let counters = &self.slot.counters;
-        counters.handled.fetch_add(1, Ordering::Relaxed);
-        let address = self
-            .slot
-            .speaking_address(version.description.kind, &signal);
+        let slot = self.slot.clone();
+        slot.counters.handled.fetch_add(1, Ordering::Relaxed);
+        let address = slot.speaking_address(version.description.kind, &signal);
         if self.warm.as_ref().map(Instance::version) != Some(version.id) {
-            self.warm = None;
+            self.set_warm(None);
             let identity = crate::runtime::Identity {
-                handler: self.slot.name.clone(),
+                handler: slot.name.clone(),
                 version: version.id,
                 address: address.clone(),
             };
             match Instance::new(&self.runtime, &version, identity, self.router.clone()).await {
-                Ok(instance) => self.warm = Some(instance),
+                Ok(instance) => self.set_warm(Some(instance)),
                 Err(error) => {
                     tracing::error!(error = format!("{error:#}"), "could not start an instance");
-                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                    slot.counters.failed.fetch_add(1, Ordering::Relaxed);
                     let failure = Failure::new(
                         code::OVERLOADED,
                         format!(
                             "handler `{}` could not start an instance: {error:#}",
-                            self.slot.name
+                            slot.name
                         ),
                     );
                     self.finish(signal, Err(failure), address);
@@ -190,15 +199,60 @@ impl Worker {
         let Some(instance) = self.warm.as_mut() else {
             return;
         };
+        let started = Instant::now();
         let outcome = instance.handle(&signal, address.clone()).await;
+        self.record(&signal, &outcome, started);
         if outcome.poisoned {
-            self.warm = None;
-            counters.traps.fetch_add(1, Ordering::Relaxed);
+            self.set_warm(None);
+            slot.counters.traps.fetch_add(1, Ordering::Relaxed);
         }
         if outcome.result.is_err() {
-            counters.failed.fetch_add(1, Ordering::Relaxed);
+            slot.counters.failed.fetch_add(1, Ordering::Relaxed);
         }
         self.finish(signal, outcome.result, address);
+    }
+
+    /// Counts a handled signal by kind and outcome, and how long it took.
+    fn record(&self, signal: &Signal, outcome: &Outcome, started: Instant) {
+        let labels = Metrics::handler(&self.slot.name);
+        let metrics = &self.metrics;
+        let elapsed = started.elapsed().as_secs_f64();
+        metrics
+            .handling_seconds
+            .get_or_create(&labels)
+            .observe(elapsed);
+        let verdict = match &outcome.result {
+            Ok(_) => "ok",
+            Err(_) if !outcome.poisoned => "error",
+            Err(failure) if failure.code == code::LIMIT => "limit",
+            Err(_) => "trap",
+        };
+        match verdict {
+            "limit" => metrics.limit_hits.get_or_create(&labels).inc(),
+            "trap" => metrics.traps.get_or_create(&labels).inc(),
+            _ => 0,
+        };
+        let labels = SignalLabels {
+            handler: self.slot.name.to_string(),
+            kind: signal.kind().to_owned(),
+            outcome: verdict.to_owned(),
+        };
+        metrics.signals.get_or_create(&labels).inc();
+    }
+
+    /// Replaces the warm instance, keeping the instances gauge true.
+    fn set_warm(&mut self, instance: Option<Instance>) {
+        let gauge = self
+            .metrics
+            .instances
+            .get_or_create(&Metrics::handler(&self.slot.name));
+        if self.warm.is_some() {
+            gauge.dec();
+        }
+        if instance.is_some() {
+            gauge.inc();
+        }
+        self.warm = instance;
     }
 
     fn finish(

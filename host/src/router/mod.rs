@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 pub use mailbox::{Counters, Entry, Refused, Slot};
 pub use pending::Pending;
 
+use crate::metrics::Metrics;
 use crate::runtime::{HandlerKind, Runtime, Version};
 use crate::signal::{AGENTS_ADDRESS, Body, Failure, HOST_ADDRESS, Json, Signal, USER_PREFIX, code};
 use crate::transport::{Route, Transport};
@@ -120,6 +121,7 @@ pub struct Router {
     pending: Pending,
     transport: Arc<dyn Transport>,
     runtime: Arc<Runtime>,
+    metrics: Arc<Metrics>,
     me: Weak<Router>,
 }
 
@@ -131,6 +133,7 @@ impl Router {
             pending: Pending::default(),
             transport,
             runtime,
+            metrics: Arc::default(),
             me: me.clone(),
         });
         router.transport.attach(router.me.clone());
@@ -160,6 +163,7 @@ impl Router {
                     pending::Claim::Unclaimed(signal) => signal,
                     pending::Claim::Delivered | pending::Claim::Forged => return,
                     pending::Claim::Late => {
+                        self.metrics.late_replies.inc();
                         tracing::debug!(%reply_to, "dropped a reply that came after its deadline");
                         return;
                     }
@@ -305,6 +309,10 @@ impl Router {
             }
             Some(entry) => {
                 entry.slot.swap(version);
+                self.metrics
+                    .swaps
+                    .get_or_create(&Metrics::handler(name))
+                    .inc();
                 true
             }
             None => {
@@ -314,6 +322,7 @@ impl Router {
                     version,
                     self.runtime.clone(),
                     self.me.clone(),
+                    self.metrics.clone(),
                 );
                 table.handlers.insert(address, entry);
                 false
@@ -338,6 +347,26 @@ impl Router {
             .values()
             .map(|entry| (entry.slot.clone(), entry.queued()))
             .collect()
+    }
+
+    /// The metrics in the Prometheus text format, with gauges read at this moment.
+    pub fn render_metrics(&self) -> String {
+        for (slot, queued) in self.slots() {
+            let labels = Metrics::handler(&slot.name);
+            self.metrics
+                .queue_depth
+                .get_or_create(&labels)
+                .set(queued as i64);
+        }
+        self.metrics
+            .pending_requests
+            .set(self.pending.waiting() as i64);
+        self.metrics.encode()
+    }
+
+    /// The host's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Connects a client at `address` (e.g. `user:alice`); signals addressed to it arrive on

@@ -1,0 +1,90 @@
+//! The admin API's error: logs what went wrong inside, shows the client what to do about it.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::host::DeployError;
+use crate::registry::RegistryError;
+use crate::runtime::LoadError;
+
+/// An error response: `{"code", "error", "help"?}` with the matching HTTP status.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl ApiError {
+    /// An error with a status and a message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    /// Adds a hint on how to fix the request.
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// 400 with a message.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "code": self.status.as_u16(), "error": self.message });
+        if let Some(help) = self.help {
+            body["help"] = help.into();
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(error: RegistryError) -> Self {
+        let message = error.to_string();
+        match error {
+            RegistryError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, message),
+            RegistryError::NoEarlierVersion(_) => Self::new(StatusCode::CONFLICT, message),
+            RegistryError::Store(inner) => {
+                tracing::error!(error = %inner, source = ?std::error::Error::source(&inner), "data directory failure");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the host could not write its data directory",
+                )
+                .help("see the host's log; the change was not made")
+            }
+            RegistryError::Deploy(DeployError::InvalidName { .. }) => Self::bad_request(message),
+            RegistryError::Deploy(DeployError::Install(_)) => {
+                Self::new(StatusCode::CONFLICT, message)
+            }
+            RegistryError::Deploy(DeployError::Load(load)) => load_error(load, message),
+        }
+    }
+}
+
+fn load_error(error: LoadError, message: String) -> ApiError {
+    match error {
+        LoadError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message)
+            .help("strip debug info (`strip = true` in the release profile) or raise the host's component size cap"),
+        LoadError::NotWasm => ApiError::bad_request(message)
+            .help("upload the .wasm file built with `cargo build --release --target wasm32-wasip2`"),
+        LoadError::CoreModule => ApiError::bad_request(message)
+            .help("build for `wasm32-wasip2`, which emits a component, rather than `wasm32-unknown-unknown`"),
+        LoadError::Invalid(_) => ApiError::bad_request(message),
+        LoadError::WrongWorld(_) => ApiError::bad_request(message)
+            .help("implement the `handler` world of wit/signal.wit, e.g. with the switchboard-sdk crate"),
+        LoadError::Describe(_) => ApiError::bad_request(message)
+            .help("the handler's `describe` must return without trapping"),
+        LoadError::Interrupted(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
+    }
+}

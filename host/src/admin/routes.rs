@@ -1,0 +1,255 @@
+//! The `/v1` route handlers: each parses and checks its input, calls the registry or the
+//! host, and shapes the answer.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, AppState};
+use crate::config::{Limits, MAX_REQUEST_TIMEOUT, parse_duration};
+use crate::registry::DeployOptions;
+use crate::runtime::HandlerKind;
+use crate::signal::{Body as SignalBody, Envelope, HOST_ADDRESS, Signal};
+use crate::wire::WireSignal;
+
+/// Deploy parameters, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployParams {
+    kind: Option<String>,
+    memory_mb: Option<u64>,
+    cpu_ms: Option<u64>,
+    concurrency: Option<u32>,
+    mailbox: Option<u32>,
+}
+
+fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
+    name: &str,
+    value: Option<T>,
+    min: T,
+    max: T,
+) -> Result<Option<T>, ApiError> {
+    match value {
+        Some(v) if v < min || v > max => Err(ApiError::bad_request(format!(
+            "`{name}` must be between {min} and {max}, not {v}"
+        ))),
+        other => Ok(other),
+    }
+}
+
+impl DeployParams {
+    fn options(&self, defaults: Limits) -> Result<DeployOptions, ApiError> {
+        let kind = match self.kind.as_deref() {
+            None => None,
+            Some("service") => Some(HandlerKind::Service),
+            Some("agent") => Some(HandlerKind::Agent),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "`kind` is `service` or `agent`, not `{other}`"
+                )));
+            }
+        };
+        let memory_mb = in_range("memory_mb", self.memory_mb, 1, 4096)?;
+        let cpu_ms = in_range("cpu_ms", self.cpu_ms, 1, 600_000)?;
+        let limits = Limits {
+            memory_bytes: memory_mb.map_or(defaults.memory_bytes, |mb| mb << 20),
+            cpu_time: cpu_ms.map_or(defaults.cpu_time, Duration::from_millis),
+            concurrency: in_range("concurrency", self.concurrency, 1, 64)?
+                .unwrap_or(defaults.concurrency),
+            mailbox: in_range("mailbox", self.mailbox, 1, 1_000_000)?.unwrap_or(defaults.mailbox),
+        };
+        Ok(DeployOptions {
+            kind,
+            limits: Some(limits),
+        })
+    }
+}
+
+fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request(format!("bad query parameters: {}", e.body_text())))
+}
+
+/// `PUT /v1/handlers/{name}`: upload a version.
+pub async fn deploy(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    params: Result<Query<DeployParams>, QueryRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let params = query(params)?;
+    let config = state.registry.host().runtime().config();
+    let options = params.options(config.default_limits)?;
+    let cap = config.max_component_bytes;
+    let bytes = axum::body::to_bytes(body, cap).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the component is over the limit of {cap} bytes"))
+            .help("strip debug info (`strip = true` in the release profile) or raise the host's component size cap")
+    })?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request(
+            "the request body is empty: send the component's bytes",
+        ));
+    }
+    let deployed = state
+        .registry
+        .deploy(&name, bytes.to_vec(), options)
+        .await?;
+    let status = if deployed.swapped {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(deployed)).into_response())
+}
+
+/// `GET /v1/handlers`.
+pub async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({ "handlers": state.registry.list().await }))
+}
+
+/// `GET /v1/handlers/{name}`.
+pub async fn show(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.registry.view(&name).await?).into_response())
+}
+
+/// `DELETE /v1/handlers/{name}`.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.registry.delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/handlers/{name}/rollback`.
+pub async fn rollback(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.registry.rollback(&name).await?).into_response())
+}
+
+/// Query of `POST /v1/messages`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendParams {
+    wait: Option<String>,
+}
+
+/// A signal from an admin client: the host stamps the envelope.
+fn parse_signal(state: &AppState, body: &Bytes) -> Result<Signal, ApiError> {
+    let wire: WireSignal = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not a signal: {e}")))?;
+    let headers = wire.headers.clone();
+    let body = wire
+        .into_body()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let signal = Signal {
+        envelope: Envelope::new(HOST_ADDRESS, headers),
+        body,
+    };
+    let max = state.registry.host().runtime().config().max_message_bytes;
+    if signal.size() > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the signal is {} bytes, over the maximum message size of {max} bytes",
+                signal.size()
+            ),
+        ));
+    }
+    Ok(signal)
+}
+
+/// `POST /v1/messages[?wait=5s]`: send a message, optionally waiting for its reply.
+pub async fn send_message(
+    State(state): State<AppState>,
+    params: Result<Query<SendParams>, QueryRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let params = query(params)?;
+    let signal = parse_signal(&state, &body)?;
+    if !matches!(signal.body, SignalBody::Message(_)) {
+        return Err(ApiError::bad_request(
+            "only messages are sent here; events go to /v1/events",
+        ));
+    }
+    let host = state.registry.host();
+    let Some(wait) = params.wait else {
+        let id = host.send(signal);
+        return Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response());
+    };
+    let wait = parse_duration(&wait)
+        .filter(|w| *w <= MAX_REQUEST_TIMEOUT)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "`wait={wait}` is not a duration like 500ms or 5s, up to 300s"
+            ))
+        })?;
+    match host.router().request(signal, wait).await {
+        Ok(reply) => Ok(Json(reply).into_response()),
+        Err(failure) => Err(ApiError::new(
+            StatusCode::from_u16(failure.code as u16).unwrap_or(StatusCode::GATEWAY_TIMEOUT),
+            failure.description,
+        )),
+    }
+}
+
+/// `POST /v1/events`: emit an event or a data change.
+pub async fn emit(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let signal = parse_signal(&state, &body)?;
+    if !matches!(
+        signal.body,
+        SignalBody::Event { .. } | SignalBody::DataChange { .. }
+    ) {
+        return Err(ApiError::bad_request(
+            "only EVENT and DATA_CHANGE_EVENT signals are emitted here; messages go to /v1/messages",
+        ));
+    }
+    let id = state.registry.host().send(signal);
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deploy_params_are_checked() {
+        let defaults = Limits::default();
+        let params = DeployParams {
+            kind: Some("agent".into()),
+            memory_mb: Some(64),
+            ..Default::default()
+        };
+        let options = params.options(defaults).unwrap();
+        assert_eq!(options.kind, Some(HandlerKind::Agent));
+        assert_eq!(options.limits.unwrap().memory_bytes, 64 << 20);
+        let bad = DeployParams {
+            concurrency: Some(0),
+            ..Default::default()
+        };
+        assert!(
+            bad.options(defaults)
+                .unwrap_err()
+                .message
+                .contains("concurrency")
+        );
+        let bad = DeployParams {
+            kind: Some("robot".into()),
+            ..Default::default()
+        };
+        assert!(bad.options(defaults).is_err());
+    }
+}

@@ -1,0 +1,168 @@
+//! Prometheus metrics per handler: signals by kind and outcome, handling time, queue depth,
+//! warm instances, traps, limit hits, swaps; and host-wide pending requests and late replies.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of per-handler metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandlerLabels {
+    pub handler: String,
+}
+
+/// Labels of the signal counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignalLabels {
+    pub handler: String,
+    /// `MESSAGE`, `EVENT`, ...
+    pub kind: String,
+    /// `ok`, `error` (the handler's own), `trap`, or `limit`.
+    pub outcome: String,
+}
+
+fn handling_histogram() -> Histogram {
+    // 10 µs to ~5 s.
+    Histogram::new(exponential_buckets(1e-5, 3.0, 13))
+}
+
+/// Every metric the host keeps.
+pub struct Metrics {
+    registry: Registry,
+    pub signals: Family<SignalLabels, Counter>,
+    pub handling_seconds: Family<HandlerLabels, Histogram, fn() -> Histogram>,
+    pub queue_depth: Family<HandlerLabels, Gauge>,
+    pub instances: Family<HandlerLabels, Gauge>,
+    pub traps: Family<HandlerLabels, Counter>,
+    pub limit_hits: Family<HandlerLabels, Counter>,
+    pub swaps: Family<HandlerLabels, Counter>,
+    pub pending_requests: Gauge,
+    pub late_replies: Counter,
+    pub compilations: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("switchboard");
+        let metrics = Self {
+            signals: Family::default(),
+            handling_seconds: Family::new_with_constructor(handling_histogram),
+            queue_depth: Family::default(),
+            instances: Family::default(),
+            traps: Family::default(),
+            limit_hits: Family::default(),
+            swaps: Family::default(),
+            pending_requests: Gauge::default(),
+            late_replies: Counter::default(),
+            compilations: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "signals",
+            "Signals handled, by handler, kind and outcome",
+            metrics.signals.clone(),
+        );
+        registry.register(
+            "handling_seconds",
+            "Time a handler spent on one signal",
+            metrics.handling_seconds.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Signals waiting in a handler's mailbox",
+            metrics.queue_depth.clone(),
+        );
+        registry.register(
+            "instances",
+            "Warm instances of a handler",
+            metrics.instances.clone(),
+        );
+        registry.register(
+            "traps",
+            "Instances discarded after a trap",
+            metrics.traps.clone(),
+        );
+        registry.register(
+            "limit_hits",
+            "Signals stopped by a memory or CPU limit",
+            metrics.limit_hits.clone(),
+        );
+        registry.register(
+            "swaps",
+            "Hot swaps of a handler's version",
+            metrics.swaps.clone(),
+        );
+        registry.register(
+            "pending_requests",
+            "Messages awaiting a reply",
+            metrics.pending_requests.clone(),
+        );
+        registry.register(
+            "late_replies",
+            "Replies dropped after their deadline",
+            metrics.late_replies.clone(),
+        );
+        registry.register(
+            "compilations",
+            "Components compiled from source since start (cached artifacts excluded)",
+            metrics.compilations.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+}
+
+impl Metrics {
+    /// The labels of handler `name`.
+    pub fn handler(name: &str) -> HandlerLabels {
+        HandlerLabels {
+            handler: name.to_owned(),
+        }
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_render_in_text_format() {
+        let metrics = Metrics::default();
+        metrics
+            .signals
+            .get_or_create(&SignalLabels {
+                handler: "echo".into(),
+                kind: "MESSAGE".into(),
+                outcome: "ok".into(),
+            })
+            .inc();
+        metrics
+            .handling_seconds
+            .get_or_create(&Metrics::handler("echo"))
+            .observe(0.001);
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"switchboard_signals_total{handler="echo",kind="MESSAGE",outcome="ok"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("switchboard_handling_seconds_bucket"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! `switchboard serve`: the daemon. Restores the registry from the data directory, then serves
+//! the admin API until SIGTERM or ctrl-c, then finishes the signals in flight.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use crate::admin::{AppState, app};
+use crate::registry::Registry;
+use crate::store::DataDir;
+use crate::{Host, HostConfig};
+
+/// Default address of the admin API.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "switchboard-data";
+/// Longest wait for signals in flight at shutdown.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Flags of `switchboard serve`; each is also read from the environment, then from the
+/// config file.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address the admin API listens on [default: 127.0.0.1:7070].
+    #[arg(long, env = "SWITCHBOARD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for modules, compiled artifacts and the registry [default: switchboard-data].
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Bearer token the admin API requires.
+    #[arg(long, env = "SWITCHBOARD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// TOML file with `listen`, `data_dir` and `admin_token`; flags and environment win.
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The config file's keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    admin_token: Option<String>,
+}
+
+/// Settings after flags, environment and config file are merged.
+#[derive(Debug)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub admin_token: String,
+}
+
+impl ServeArgs {
+    /// Merges flags and environment over the config file over the defaults.
+    pub fn settings(self) -> anyhow::Result<Settings> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let Some(admin_token) = self
+            .admin_token
+            .or(file.admin_token)
+            .filter(|t| !t.is_empty())
+        else {
+            bail!(
+                "an admin token is required: --admin-token, SWITCHBOARD_ADMIN_TOKEN, or admin_token in the config file"
+            );
+        };
+        Ok(Settings {
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("the default address parses")),
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            admin_token,
+        })
+    }
+}
+
+/// Runs the daemon until `shutdown` resolves, then drains.
+pub async fn serve(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let data = DataDir::open(&settings.data_dir)
+        .with_context(|| format!("opening data directory {}", settings.data_dir.display()))?;
+    let host = Host::new(HostConfig::default()).context("starting the host")?;
+    let (registry, failed) = Registry::open(host.clone(), data)
+        .await
+        .context("restoring the registry")?;
+    let registry = Arc::new(registry);
+    let restored = registry.list().await.len();
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(
+        handlers = restored,
+        failed = ?failed,
+        compiled = registry.compilations(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "ready; listening on http://{address}"
+    );
+    let state = AppState::new(registry, &settings.admin_token);
+    let ready = state.clone();
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            ready.set_ready(false);
+            tracing::info!("shutting down: no new requests; finishing signals in flight");
+        })
+        .await
+        .context("serving the admin API")?;
+    if !host.drain(DRAIN_TIMEOUT).await {
+        tracing::warn!("gave up waiting for signals in flight after {DRAIN_TIMEOUT:?}");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
