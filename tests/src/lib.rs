@@ -1,6 +1,8 @@
 //! Support for Switchboard's end-to-end tests: builds the example guests once per test
 //! process with `cargo build --target wasm32-wasip2`, and starts real hosts with them.
 
+pub mod daemon;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

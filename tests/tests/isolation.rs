@@ -148,10 +148,7 @@ async fn bad_components_are_refused_and_change_nothing() {
         .deploy("junk", b"not wasm".to_vec(), None)
         .await
         .unwrap_err();
-    assert!(
-        err.to_string().contains("not WebAssembly"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("not WebAssembly"), "{err}");
     let err = host
         .deploy("Bad Name", guest("echo"), None)
         .await

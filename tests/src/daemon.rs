@@ -1,0 +1,207 @@
+//! A real `switchboard serve` process on a loopback port, for tests that drive it over HTTP
+//! like an operator would. The process is killed when the handle drops.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::root;
+
+/// The admin token test daemons use.
+pub const TOKEN: &str = "test-token";
+
+/// Builds the `switchboard` binary (once per process) and returns its path.
+pub fn binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = root();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&root)
+            .args([
+                "build",
+                "-p",
+                "switchboard",
+                "--bin",
+                "switchboard",
+                "--target-dir",
+            ])
+            .arg(&target)
+            .status()
+            .expect("running cargo to build switchboard");
+        assert!(status.success(), "building the switchboard binary failed");
+        target.join("debug").join("switchboard")
+    })
+}
+
+/// A fresh, empty data directory under the system temp dir.
+pub fn data_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchboard-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A running daemon.
+pub struct Daemon {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// How long it took from spawning the process to its admin API listening (ready).
+    pub startup: Duration,
+    client: reqwest::Client,
+}
+
+impl Daemon {
+    /// Starts `switchboard serve` on a free loopback port with `data_dir`, and waits until
+    /// it says it is listening.
+    pub fn start(data_dir: &Path) -> Self {
+        let started = Instant::now();
+        let mut child = Command::new(binary())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-token",
+                TOKEN,
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting switchboard serve");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && let Some(at) = line.find("listening on http://") {
+                    let address = line[at + "listening on http://".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_owned();
+                    let _ = tx.send(address);
+                    sent = true;
+                }
+                eprintln!("[daemon] {line}");
+            }
+        });
+        let address = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the daemon did not start listening");
+        Self {
+            child,
+            url: format!("http://{address}"),
+            startup: started.elapsed(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// A request to `path` with the admin token.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+    }
+
+    /// A request to `path` without any token.
+    pub fn anonymous(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.url))
+    }
+
+    /// Uploads a component as `name`; returns the status and JSON body.
+    pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> (u16, serde_json::Value) {
+        let response = self
+            .request(reqwest::Method::PUT, &format!("/v1/handlers/{name}"))
+            .header("content-type", "application/wasm")
+            .body(bytes)
+            .send()
+            .await
+            .expect("the daemon answers");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Sends a message and waits for the reply; returns the status and JSON body.
+    pub async fn call(
+        &self,
+        to: &str,
+        message_type: &str,
+        payload: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let body = serde_json::json!({ "to": to, "messageType": message_type, "payload": payload });
+        let response = self
+            .request(reqwest::Method::POST, "/v1/messages?wait=5s")
+            .json(&body)
+            .send()
+            .await
+            .expect("the daemon answers");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// GET a JSON document.
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("the daemon answers");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// The value of a metric line starting with `prefix` (e.g. `switchboard_compilations`).
+    pub async fn metric(&self, prefix: &str) -> Option<f64> {
+        let text = self
+            .anonymous(reqwest::Method::GET, "/metrics")
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find(|line| line.starts_with(prefix))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Stops the daemon with SIGTERM and waits for it to exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("waiting for the daemon")
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would; usable while others share it.
+    pub fn kill(&self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
