@@ -54,30 +54,34 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Deploys every `*.wasm` file in `dir`, named after the file (`my_handler.wasm` serves as
-/// `my-handler`).
-pub async fn deploy_dir(host: &Host, dir: &Path) -> anyhow::Result<Vec<Deployed>> {
+/// The `*.wasm` files in `dir`, sorted, each with the handler name it deploys as
+/// (`my_handler.wasm` serves as `my-handler`).
+pub async fn wasm_files(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let mut entries = tokio::fs::read_dir(dir)
         .await
         .with_context(|| format!("reading handler directory {}", dir.display()))?;
-    let mut paths = Vec::new();
+    let mut files = Vec::new();
     while let Some(entry) = entries.next_entry().await? {
         let path = entry.path();
         if path.extension().is_some_and(|e| e == "wasm") {
-            paths.push(path);
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
+            files.push((stem.replace('_', "-"), path));
         }
     }
-    if paths.is_empty() {
+    if files.is_empty() {
         bail!("no .wasm handlers in {}: build them first", dir.display());
     }
-    paths.sort();
+    files.sort();
+    Ok(files)
+}
+
+/// Deploys every `*.wasm` file in `dir` to `host`.
+pub async fn deploy_dir(host: &Host, dir: &Path) -> anyhow::Result<Vec<Deployed>> {
     let mut deployed = Vec::new();
-    for path in paths {
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default();
-        let name = stem.replace('_', "-");
+    for (name, path) in wasm_files(dir).await? {
         let bytes = tokio::fs::read(&path)
             .await
             .with_context(|| format!("reading {}", path.display()))?;

@@ -14,6 +14,8 @@
 //! - [`admin`]: the HTTP admin API (axum), guarded by a bearer token.
 //! - [`serve`]: the daemon: restore the registry, serve the admin API, drain on shutdown.
 //! - [`cli`]: the `run` command behind the binary.
+//! - [`operator`]: the operator commands (`deploy`, `list`, `request`, ...): a client of the
+//!   admin API.
 //! - [`metrics`]: Prometheus counters, gauges and histograms per handler.
 //! - [`config`]: host settings and per-handler limits with their defaults.
 
@@ -22,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod host;
 pub mod metrics;
+pub mod operator;
 pub mod registry;
 pub mod router;
 pub mod runtime;

@@ -1,7 +1,9 @@
 //! The `switchboard` binary: flags and logging, then the library does the work.
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
-use switchboard::{cli, serve};
+use switchboard::{cli, operator, serve};
 
 /// Routes signals between sandboxed WebAssembly handlers.
 #[derive(Parser)]
@@ -19,6 +21,8 @@ enum Command {
     /// driven by JSON signals on stdin (one per line); replies and client deliveries go to
     /// stdout.
     Run(cli::RunArgs),
+    #[command(flatten)]
+    Operator(operator::OperatorCommand),
 }
 
 #[tokio::main]
@@ -32,5 +36,12 @@ async fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Command::Serve(args) => serve::serve(args.settings()?, serve::shutdown_signal()).await,
         Command::Run(args) => cli::run(args).await,
+        Command::Operator(command) => {
+            let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+            if operator::run(command, &mut out, &mut err).await? != ExitCode::SUCCESS {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }

@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// TOML file with `listen`, `data_dir` and `admin_token`; flags and environment win.
     #[arg(long, env = "SWITCHBOARD_CONFIG")]
     pub config: Option<PathBuf>,
+    /// At start, deploy every *.wasm in this directory under its file name, unless that
+    /// handler already runs the same module. A file that fails to deploy is logged and skipped.
+    #[arg(long, value_name = "DIR")]
+    pub deploy_dir: Option<PathBuf>,
 }
 
 /// The config file's keys.
@@ -55,6 +59,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub admin_token: String,
+    pub deploy_dir: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -88,6 +93,7 @@ impl ServeArgs {
                 .or(file.data_dir)
                 .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             admin_token,
+            deploy_dir: self.deploy_dir,
         })
     }
 }
@@ -104,6 +110,9 @@ pub async fn serve(
     let (registry, failed) = Registry::open(host.clone(), data)
         .await
         .context("restoring the registry")?;
+    if let Some(dir) = &settings.deploy_dir {
+        deploy_dir(&registry, dir).await?;
+    }
     let registry = Arc::new(registry);
     let restored = registry.list().await.len();
     let listener = TcpListener::bind(settings.listen)
@@ -131,6 +140,31 @@ pub async fn serve(
         tracing::warn!("gave up waiting for signals in flight after {DRAIN_TIMEOUT:?}");
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Deploys the components in `dir` whose module is not already live under their name.
+async fn deploy_dir(registry: &Registry, dir: &std::path::Path) -> anyhow::Result<()> {
+    let live: std::collections::HashMap<_, _> = registry
+        .list()
+        .await
+        .into_iter()
+        .map(|h| (h.name, h.module))
+        .collect();
+    for (name, path) in crate::cli::wasm_files(dir).await? {
+        let bytes = tokio::fs::read(&path)
+            .await
+            .with_context(|| format!("reading {}", path.display()))?;
+        if live.get(&name) == Some(&DataDir::hash(&bytes)) {
+            continue;
+        }
+        match registry.deploy(&name, bytes, Default::default()).await {
+            Ok(done) => {
+                tracing::info!(handler = %name, version = done.handler.version, "deployed from {}", path.display())
+            }
+            Err(error) => tracing::warn!(handler = %name, %error, "skipped {}", path.display()),
+        }
+    }
     Ok(())
 }
 
