@@ -6,6 +6,10 @@
 //! process. A networked transport (NATS) implements the same trait: subjects per route,
 //! queue groups per handler.
 
+// An undelivered signal is handed back by value on the rare failure path, so that its
+// sender can be answered; boxing it would only add an allocation there.
+#![allow(clippy::result_large_err)]
+
 use std::sync::{OnceLock, Weak};
 
 use crate::router::{Router, Undelivered};
