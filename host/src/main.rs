@@ -26,22 +26,33 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match Args::parse().command {
-        Command::Serve(args) => serve::serve(args.settings()?, serve::shutdown_signal()).await,
-        Command::Run(args) => cli::run(args).await,
+    let outcome = match Args::parse().command {
+        Command::Serve(args) => match args.settings() {
+            Ok(settings) => serve::serve(settings, serve::shutdown_signal())
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Err(error) => Err(error),
+        },
+        Command::Run(args) => cli::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Operator(command) => {
             let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-            if operator::run(command, &mut out, &mut err).await? != ExitCode::SUCCESS {
-                std::process::exit(1);
-            }
-            Ok(())
+            operator::run(command, &mut out, &mut err).await
+        }
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            // The chain of causes, without a backtrace: this is for the person at the terminal.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
         }
     }
 }

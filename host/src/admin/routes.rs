@@ -199,10 +199,12 @@ pub async fn send_message(
         })?;
     match host.router().request(signal, wait).await {
         Ok(reply) => Ok(Json(reply).into_response()),
-        Err(failure) => Err(ApiError::new(
-            StatusCode::from_u16(failure.code as u16).unwrap_or(StatusCode::GATEWAY_TIMEOUT),
-            failure.description,
-        )),
+        Err(failure) => Err(ApiError {
+            status: StatusCode::from_u16(failure.code as u16)
+                .unwrap_or(StatusCode::GATEWAY_TIMEOUT),
+            message: failure.description,
+            help: failure.help,
+        }),
     }
 }
 
