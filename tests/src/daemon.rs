@@ -45,6 +45,16 @@ pub fn data_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Sends a request and returns its status and JSON body (null if the body is not JSON).
+async fn answer(request: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let response = request.send().await.expect("the daemon answers");
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
 /// A running daemon.
 pub struct Daemon {
     child: Child,
@@ -118,18 +128,14 @@ impl Daemon {
 
     /// Uploads a component as `name`; returns the status and JSON body.
     pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> (u16, serde_json::Value) {
-        let response = self
-            .request(reqwest::Method::PUT, &format!("/v1/handlers/{name}"))
-            .header("content-type", "application/wasm")
-            .body(bytes)
-            .send()
-            .await
-            .expect("the daemon answers");
-        let status = response.status().as_u16();
-        (
-            status,
-            response.json().await.unwrap_or(serde_json::Value::Null),
+        let path = format!("/v1/handlers/{name}");
+        let request = self.request(reqwest::Method::PUT, &path);
+        answer(
+            request
+                .header("content-type", "application/wasm")
+                .body(bytes),
         )
+        .await
     }
 
     /// Sends a message and waits for the reply; returns the status and JSON body.
@@ -140,31 +146,16 @@ impl Daemon {
         payload: serde_json::Value,
     ) -> (u16, serde_json::Value) {
         let body = serde_json::json!({ "to": to, "messageType": message_type, "payload": payload });
-        let response = self
-            .request(reqwest::Method::POST, "/v1/messages?wait=5s")
-            .json(&body)
-            .send()
-            .await
-            .expect("the daemon answers");
-        let status = response.status().as_u16();
-        (
-            status,
-            response.json().await.unwrap_or(serde_json::Value::Null),
+        answer(
+            self.request(reqwest::Method::POST, "/v1/messages?wait=5s")
+                .json(&body),
         )
+        .await
     }
 
     /// GET a JSON document.
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let response = self
-            .request(reqwest::Method::GET, path)
-            .send()
-            .await
-            .expect("the daemon answers");
-        let status = response.status().as_u16();
-        (
-            status,
-            response.json().await.unwrap_or(serde_json::Value::Null),
-        )
+        answer(self.request(reqwest::Method::GET, path)).await
     }
 
     /// The value of a metric line starting with `prefix` (e.g. `switchboard_compilations`).
