@@ -189,3 +189,51 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(config: Option<PathBuf>, token: Option<&str>) -> ServeArgs {
+        ServeArgs {
+            listen: None,
+            data_dir: None,
+            admin_token: token.map(str::to_owned),
+            config,
+            deploy_dir: None,
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file_which_wins_over_defaults() {
+        let path =
+            std::env::temp_dir().join(format!("switchboard-config-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nadmin_token = \"from-file\"\n",
+        )
+        .unwrap();
+        let settings = args(Some(path.clone()), None).settings().unwrap();
+        assert_eq!(settings.admin_token, "from-file");
+        assert_eq!(settings.listen.port(), 9000);
+        assert_eq!(settings.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        let settings = args(Some(path.clone()), Some("from-flag"))
+            .settings()
+            .unwrap();
+        assert_eq!(settings.admin_token, "from-flag");
+
+        std::fs::write(&path, "colour = \"red\"\n").unwrap();
+        let error = args(Some(path), Some("t")).settings().unwrap_err();
+        assert!(format!("{error:#}").contains("colour"), "{error:#}");
+    }
+
+    #[test]
+    fn a_token_is_required() {
+        let error = args(None, None).settings().unwrap_err();
+        assert!(error.to_string().contains("admin token is required"));
+        assert_eq!(
+            args(None, Some("t")).settings().unwrap().listen.to_string(),
+            DEFAULT_LISTEN
+        );
+    }
+}

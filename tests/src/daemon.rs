@@ -174,12 +174,22 @@ impl Daemon {
             .and_then(|v| v.parse().ok())
     }
 
-    /// Stops the daemon with SIGTERM and waits for it to exit.
-    pub fn stop(mut self) -> std::process::ExitStatus {
+    /// Asks the daemon to stop (SIGTERM); usable while others share it.
+    pub fn terminate(&self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
+    }
+
+    /// Waits for the daemon to exit by itself.
+    pub fn wait(mut self) -> std::process::ExitStatus {
         self.child.wait().expect("waiting for the daemon")
+    }
+
+    /// Stops the daemon with SIGTERM and waits for it to exit.
+    pub fn stop(self) -> std::process::ExitStatus {
+        self.terminate();
+        self.wait()
     }
 
     /// Kills the daemon with SIGKILL, as a crash would; usable while others share it.

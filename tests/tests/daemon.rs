@@ -270,6 +270,36 @@ async fn hot_swap_under_load_loses_nothing() {
     eprintln!("{sent} requests across {swaps} swaps and rollbacks: 0 lost, 0 failed, 0 duplicated");
 }
 
+/// SIGTERM stops taking requests but answers the signal in flight before the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_signals_in_flight() {
+    let daemon = Arc::new(Daemon::start(&data_dir("drain")));
+    let deployed = daemon
+        .request(Method::PUT, "/v1/handlers/chaos?cpu_ms=400")
+        .body(guest("chaos"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deployed.status(), 201);
+    let in_flight = tokio::spawn({
+        let daemon = daemon.clone();
+        async move { daemon.call("chaos", "Spin", json!({})).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    daemon.terminate();
+    let (status, reply) = in_flight.await.unwrap();
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        reply["code"], 507,
+        "the spin ran to its CPU limit and was answered"
+    );
+    let daemon = Arc::into_inner(daemon).expect("the caller is done");
+    let exit = tokio::task::spawn_blocking(move || daemon.wait())
+        .await
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
+
 /// A restarted daemon serves every handler again, from cached artifacts (no compilation),
 /// before it answers ready; and a kill -9 during deploys leaves a registry that loads.
 #[tokio::test]
