@@ -110,21 +110,13 @@ impl Host {
             limits: limits.unwrap_or(self.runtime.config().default_limits),
             ..VersionSpec::default()
         };
-        let version = self
-            .runtime
-            .load(component, spec, self.weak_router())
-            .await?;
+        let version = self.runtime.load(component, spec).await?;
         self.install(name, version)
     }
 
     /// The runtime, for callers that compile and cache components themselves.
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
-    }
-
-    /// The router as store data holds it: weakly, so instances never keep it alive.
-    pub fn weak_router(&self) -> std::sync::Weak<Router> {
-        Arc::downgrade(&self.router)
     }
 
     /// Makes a prepared version live under `name`: a new handler, or a hot swap.

@@ -204,11 +204,7 @@ impl Registry {
                 _ => HandlerKind::Service,
             }),
         };
-        Ok(self
-            .host
-            .runtime()
-            .prepare(&component, spec, self.host.weak_router())
-            .await?)
+        Ok(self.host.runtime().prepare(&component, spec).await?)
     }
 
     async fn activate(&self, name: &str, record: &VersionRecord) -> Result<bool, RegistryError> {
@@ -241,11 +237,7 @@ impl Registry {
             limits,
             kind: options.kind,
         };
-        let version = self
-            .host
-            .runtime()
-            .prepare(&component, spec, self.host.weak_router())
-            .await?;
+        let version = self.host.runtime().prepare(&component, spec).await?;
         let record = VersionRecord {
             version: number,
             module: hash,
@@ -310,7 +302,10 @@ impl Registry {
             entry.current = previous.version;
         }
         self.data.save_registry(&next)?;
-        self.host.install(name, version)?;
+        if let Err(error) = self.host.install(name, version) {
+            self.data.save_registry(&file)?;
+            return Err(error.into());
+        }
         *file = next;
         drop(file);
         self.view(name).await

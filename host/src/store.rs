@@ -214,7 +214,9 @@ impl DataDir {
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let unique = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}.{unique}.tmp", std::process::id()));
     let mut file = File::create(&tmp).map_err(io_err("creating", &tmp))?;
     file.write_all(bytes).map_err(io_err("writing", &tmp))?;
     file.sync_all().map_err(io_err("syncing", &tmp))?;
@@ -299,6 +301,21 @@ mod tests {
             data.load_registry(),
             Err(StoreError::Format { found: 9, .. })
         ));
+    }
+
+    #[test]
+    fn concurrent_writes_of_one_file_all_succeed() {
+        let data = DataDir::open(temp_dir("concurrent")).unwrap();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..20 {
+                        data.put_artifact("h", "e", b"compiled").unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(data.artifact("h", "e").unwrap(), b"compiled");
     }
 
     #[test]

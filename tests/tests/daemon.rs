@@ -42,6 +42,17 @@ async fn upload_list_send_and_delete() {
         .await
         .unwrap();
     assert_eq!(sent.status(), 202);
+    let nowhere = daemon
+        .request(Method::POST, "/v1/messages")
+        .json(&json!({"to": "nobody", "messageType": "Ping"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        nowhere.status(),
+        404,
+        "fire-and-forget to nowhere fails at once"
+    );
     let emitted = daemon
         .request(Method::POST, "/v1/events")
         .json(&json!({"signalType": "EVENT", "eventType": "Nothing", "payload": 1}))
@@ -192,6 +203,43 @@ async fn rollback_restores_the_previous_version() {
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
+}
+
+/// Redeploying with another kind or mailbox shape moves the handler; it never runs twice.
+#[tokio::test]
+async fn redeploy_with_new_kind_or_shape_replaces_the_handler() {
+    let daemon = Daemon::start(&data_dir("reshape"));
+    assert_eq!(daemon.deploy("svc", guest("echo")).await.0, 201);
+    let moved = daemon
+        .request(
+            Method::PUT,
+            "/v1/handlers/svc?kind=agent&concurrency=2&mailbox=16",
+        )
+        .body(guest("echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 200);
+    let (_, list) = daemon.get("/v1/handlers").await;
+    let handlers = list["handlers"].as_array().unwrap();
+    assert_eq!(handlers.len(), 1, "{list}");
+    assert_eq!(handlers[0]["address"], "agents");
+    assert_eq!(handlers[0]["limits"]["concurrency"], 2);
+    assert_eq!(
+        daemon.call("agent:x", "Ping", json!({"n": 1})).await.1["payload"],
+        json!({"n": 1})
+    );
+    assert_eq!(daemon.call("svc", "Ping", json!({})).await.1["code"], 404);
+    let deleted = daemon
+        .request(Method::DELETE, "/v1/handlers/svc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(
+        daemon.call("agent:x", "Ping", json!({})).await.1["code"],
+        404
+    );
 }
 
 /// A steady stream of requests keeps running across several swaps and rollbacks: every

@@ -15,6 +15,7 @@ use serde_json::json;
 use super::{ApiError, AppState};
 use crate::config::{Limits, MAX_REQUEST_TIMEOUT, parse_duration};
 use crate::registry::DeployOptions;
+use crate::router::{Reason, Undelivered};
 use crate::runtime::HandlerKind;
 use crate::signal::{Body as SignalBody, Envelope, HOST_ADDRESS, Signal};
 use crate::wire::WireSignal;
@@ -187,8 +188,11 @@ pub async fn send_message(
     }
     let host = state.registry.host();
     let Some(wait) = params.wait else {
-        let id = host.send(signal);
-        return Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response());
+        let id = signal.envelope.id.clone();
+        return match host.router().offer(signal) {
+            Ok(()) => Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response()),
+            Err(undelivered) => Err(refused(undelivered)),
+        };
     };
     let wait = parse_duration(&wait)
         .filter(|w| *w <= MAX_REQUEST_TIMEOUT)
@@ -205,6 +209,32 @@ pub async fn send_message(
             message: failure.description,
             help: failure.help,
         }),
+    }
+}
+
+/// The error for a message the host could not deliver.
+fn refused(undelivered: Undelivered) -> ApiError {
+    let to = match &undelivered.signal.body {
+        SignalBody::Message(m) => m.to.as_str(),
+        _ => "",
+    };
+    match undelivered.reason {
+        Reason::NoRoute => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("nothing serves the address `{to}`"),
+        ),
+        Reason::NotAccepted => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("the handler at `{to}` does not accept this message type"),
+        ),
+        Reason::Overloaded => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the mailbox of `{to}` is full"),
+        )
+        .help("retry later"),
+        Reason::ShuttingDown => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the host is shutting down")
+        }
     }
 }
 

@@ -87,6 +87,7 @@ impl Slot {
 pub struct Entry {
     pub slot: Arc<Slot>,
     mailbox: mpsc::Sender<Signal>,
+    workers: u32,
 }
 
 /// Why a mailbox did not take a signal.
@@ -126,7 +127,11 @@ impl Entry {
             };
             tokio::spawn(worker.run());
         }
-        Self { slot, mailbox: tx }
+        Self {
+            slot,
+            mailbox: tx,
+            workers: limits.concurrency.max(1),
+        }
     }
 
     /// Queues a signal without waiting; a full mailbox refuses it.
@@ -135,6 +140,12 @@ impl Entry {
             mpsc::error::TrySendError::Full(s) => Refused::Full(s),
             mpsc::error::TrySendError::Closed(s) => Refused::Closed(s),
         })
+    }
+
+    /// Whether this mailbox and its workers match `limits` (mailbox size and concurrency).
+    pub fn fits(&self, limits: &crate::config::Limits) -> bool {
+        self.mailbox.max_capacity() == limits.mailbox.max(1) as usize
+            && self.workers == limits.concurrency.max(1)
     }
 
     /// Signals waiting in the mailbox.

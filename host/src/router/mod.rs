@@ -180,6 +180,12 @@ impl Router {
         }
     }
 
+    /// Hands a new signal to the transport and says at once if it could not be delivered,
+    /// for a caller outside the host (an HTTP client) who is not waiting for an ErrorReply.
+    pub fn offer(&self, signal: Signal) -> Result<(), Undelivered> {
+        self.transport.publish(signal)
+    }
+
     /// Sends a message and waits for its Reply or ErrorReply, or gives up with 504 after
     /// `timeout`.
     pub async fn request(&self, signal: Signal, timeout: Duration) -> Result<Signal, Failure> {
@@ -192,6 +198,8 @@ impl Router {
         let to = message.to.clone();
         let id = signal.envelope.id.clone();
         let waiter = self.pending.register(id.clone(), to.clone());
+        // If the caller stops waiting (a client hangs up), the entry goes too.
+        let _forget = pending::Forget(&self.pending, &id);
         self.route(signal);
         match tokio::time::timeout(timeout, waiter).await {
             Ok(Ok(reply)) => Ok(reply),
@@ -304,34 +312,50 @@ impl Router {
             HandlerKind::Agent => AGENTS_ADDRESS.to_owned(),
         };
         let mut table = self.write();
-        let swapped = match table.handlers.get(&address) {
-            Some(entry) if &*entry.slot.name != name => {
-                return Err(InstallError::AddressTaken {
-                    address,
-                    holder: entry.slot.name.to_string(),
-                });
-            }
-            Some(entry) => {
+        if let Some(entry) = table.handlers.get(&address)
+            && &*entry.slot.name != name
+        {
+            return Err(InstallError::AddressTaken {
+                address,
+                holder: entry.slot.name.to_string(),
+            });
+        }
+        // The handler's running entry, wherever it is (a new kind moves it to a new address).
+        let running = table
+            .handlers
+            .iter()
+            .find(|(_, entry)| &*entry.slot.name == name)
+            .map(|(address, _)| address.clone());
+        let old = running.and_then(|at| table.handlers.remove(&at));
+        let swapped = old.is_some();
+        let entry = match old {
+            // Same address and mailbox shape: swap in place; queued signals go to the new version.
+            Some(entry) if entry.slot.address == address && entry.fits(&version.limits) => {
                 entry.slot.swap(version);
-                self.metrics
-                    .swaps
-                    .get_or_create(&Metrics::handler(name))
-                    .inc();
-                true
+                entry
             }
-            None => {
-                let entry = Entry::open(
+            // Otherwise a fresh mailbox; the old one drains, its queue handled by the new version.
+            old => {
+                if let Some(old) = &old {
+                    old.slot.swap(version.clone());
+                }
+                Entry::open(
                     name,
                     address.clone(),
                     version,
                     self.runtime.clone(),
                     self.me.clone(),
                     self.metrics.clone(),
-                );
-                table.handlers.insert(address, entry);
-                false
+                )
             }
         };
+        if swapped {
+            self.metrics
+                .swaps
+                .get_or_create(&Metrics::handler(name))
+                .inc();
+        }
+        table.handlers.insert(address, entry);
         table.reindex();
         Ok(swapped)
     }

@@ -120,6 +120,18 @@ impl Pending {
     }
 }
 
+/// Expires a request's waiter when dropped, unless its reply came: a request abandoned
+/// early (its caller hung up) leaves no entry behind, and its late reply is recognised.
+pub struct Forget<'a>(pub &'a Pending, pub &'a str);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        if lock(&self.0.waiters).contains_key(self.1) {
+            self.0.expire(self.1);
+        }
+    }
+}
+
 /// Locks a mutex whose data stays consistent even if a holder panicked.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex

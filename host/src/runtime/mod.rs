@@ -24,7 +24,9 @@ pub use instance::{Instance, Outcome};
 pub use state::{Identity, LimitHit};
 
 use crate::config::{EPOCH_TICK, HostConfig, Limits};
-use crate::router::Router;
+
+/// Longest a handler's `describe` may take at deploy time (its CPU limit applies too).
+const DESCRIBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 use bindings::{HandlerPre, wit};
 
 /// What a handler says about itself at deploy time (the WIT `description`).
@@ -57,11 +59,18 @@ impl From<wit::Description> for Description {
                 wit::HandlerKind::Service => HandlerKind::Service,
                 wit::HandlerKind::Agent => HandlerKind::Agent,
             },
-            message_types: d.message_types,
-            events: d.events,
-            data_changes: d.data_changes,
+            message_types: sorted_unique(d.message_types),
+            events: sorted_unique(d.events),
+            data_changes: sorted_unique(d.data_changes),
         }
     }
+}
+
+/// A list without repeats, so a type listed twice is still delivered once.
+fn sorted_unique(mut list: Vec<String>) -> Vec<String> {
+    list.sort();
+    list.dedup();
+    list
 }
 
 /// Why a component could not be loaded. Nothing changes when loading fails.
@@ -197,7 +206,6 @@ impl Runtime {
         &self,
         component: &Component,
         spec: VersionSpec,
-        router: Weak<Router>,
     ) -> Result<Arc<Version>, LoadError> {
         let pre = self
             .linker
@@ -224,13 +232,22 @@ impl Runtime {
             version: version.id,
             address: crate::signal::HOST_ADDRESS.to_owned(),
         };
-        let mut probe = Instance::new(self, &version, identity, router)
+        // The probe gets no router: a guest's host calls during `describe` (or its start
+        // function) fail at once rather than acting as the host or waiting on anyone.
+        let probe = async {
+            let mut probe = Instance::new(self, &version, identity, Weak::new())
+                .await
+                .map_err(|e| LoadError::Describe(format!("{e:#}")))?;
+            probe
+                .describe()
+                .await
+                .map_err(|e| LoadError::Describe(e.to_string()))
+        };
+        version.description = tokio::time::timeout(DESCRIBE_TIMEOUT, probe)
             .await
-            .map_err(|e| LoadError::Describe(format!("{e:#}")))?;
-        version.description = probe
-            .describe()
-            .await
-            .map_err(|e| LoadError::Describe(e.to_string()))?;
+            .map_err(|_| {
+                LoadError::Describe(format!("it did not return within {DESCRIBE_TIMEOUT:?}"))
+            })??;
         if let Some(kind) = spec.kind {
             version.description.kind = kind;
         }
@@ -238,14 +255,9 @@ impl Runtime {
     }
 
     /// Compiles and prepares in one step.
-    pub async fn load(
-        &self,
-        bytes: Vec<u8>,
-        spec: VersionSpec,
-        router: Weak<Router>,
-    ) -> Result<Arc<Version>, LoadError> {
+    pub async fn load(&self, bytes: Vec<u8>, spec: VersionSpec) -> Result<Arc<Version>, LoadError> {
         let component = self.compile(bytes).await?;
-        self.prepare(&component, spec, router).await
+        self.prepare(&component, spec).await
     }
 }
 

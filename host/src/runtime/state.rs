@@ -81,6 +81,8 @@ pub struct HostState {
     pub cpu: CpuMeter,
     pub max_message_bytes: usize,
     memory_limit: u64,
+    /// Bytes of linear memory across all of this instance's memories.
+    memory_used: u64,
     table_limit: usize,
     wasi: WasiCtx,
     table: ResourceTable,
@@ -100,6 +102,7 @@ impl HostState {
             cpu: CpuMeter::new(limits.cpu_time),
             max_message_bytes,
             memory_limit: limits.memory_bytes,
+            memory_used: 0,
             table_limit: crate::config::DEFAULT_TABLE_ELEMENTS,
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
@@ -119,17 +122,20 @@ impl WasiView for HostState {
 impl ResourceLimiter for HostState {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired as u64 > self.memory_limit {
+        // The limit is for the instance: every memory it has counts.
+        let total = self.memory_used + (desired - current) as u64;
+        if total > self.memory_limit {
             return Err(LimitHit::Memory {
-                wanted: desired,
+                wanted: total as usize,
                 limit: self.memory_limit,
             }
             .into());
         }
+        self.memory_used = total;
         Ok(true)
     }
 
