@@ -110,7 +110,12 @@ impl Daemon {
             child,
             url: format!("http://{address}"),
             startup: started.elapsed(),
-            client: reqwest::Client::new(),
+            // A fresh connection per request: a refused upload's unread body makes the server
+            // close its connection, which a pooled client would otherwise try to reuse.
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("an HTTP client"),
         }
     }
 
