@@ -133,14 +133,35 @@ impl Daemon {
 
     /// Uploads a component as `name`; returns the status and JSON body.
     pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> (u16, serde_json::Value) {
-        let path = format!("/v1/handlers/{name}");
-        let request = self.request(reqwest::Method::PUT, &path);
+        self.put(&format!("/v1/handlers/{name}"), bytes).await
+    }
+
+    /// PUTs component bytes to `path` (which may carry a query).
+    pub async fn put(&self, path: &str, bytes: Vec<u8>) -> (u16, serde_json::Value) {
+        let request = self.request(reqwest::Method::PUT, path);
         answer(
             request
                 .header("content-type", "application/wasm")
                 .body(bytes),
         )
         .await
+    }
+
+    /// POSTs a JSON body to `path`.
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        answer(self.request(reqwest::Method::POST, path).json(&body)).await
+    }
+
+    /// Rolls handler `name` back.
+    pub async fn rollback(&self, name: &str) -> (u16, serde_json::Value) {
+        let path = format!("/v1/handlers/{name}/rollback");
+        answer(self.request(reqwest::Method::POST, &path)).await
+    }
+
+    /// Deletes handler `name`; returns the status.
+    pub async fn delete(&self, name: &str) -> u16 {
+        let path = format!("/v1/handlers/{name}");
+        answer(self.request(reqwest::Method::DELETE, &path)).await.0
     }
 
     /// Sends a message and waits for the reply; returns the status and JSON body.

@@ -35,38 +35,22 @@ async fn upload_list_send_and_delete() {
     assert_eq!(reply["signalType"], "ERROR_REPLY");
     assert_eq!(reply["code"], 404);
 
-    let sent = daemon
-        .request(Method::POST, "/v1/messages")
-        .json(&json!({"to": "echo", "messageType": "Ping"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sent.status(), 202);
-    let nowhere = daemon
-        .request(Method::POST, "/v1/messages")
-        .json(&json!({"to": "nobody", "messageType": "Ping"}))
-        .send()
-        .await
-        .unwrap();
+    let sent = daemon.post("/v1/messages", json!({"to": "echo", "messageType": "Ping"}));
+    assert_eq!(sent.await.0, 202);
+    let nowhere = daemon.post(
+        "/v1/messages",
+        json!({"to": "nobody", "messageType": "Ping"}),
+    );
     assert_eq!(
-        nowhere.status(),
+        nowhere.await.0,
         404,
         "fire-and-forget to nowhere fails at once"
     );
-    let emitted = daemon
-        .request(Method::POST, "/v1/events")
-        .json(&json!({"signalType": "EVENT", "eventType": "Nothing", "payload": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(emitted.status(), 202);
-    let refused = daemon
-        .request(Method::POST, "/v1/messages")
-        .json(&json!({"to": "echo", "messageType": "Ping", "colour": "red"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 400, "unknown fields are refused");
+    let event = json!({"signalType": "EVENT", "eventType": "Nothing", "payload": 1});
+    assert_eq!(daemon.post("/v1/events", event).await.0, 202);
+    let unknown = json!({"to": "echo", "messageType": "Ping", "colour": "red"});
+    let refused = daemon.post("/v1/messages", unknown).await;
+    assert_eq!(refused.0, 400, "unknown fields are refused");
 
     let (status, shown) = daemon.get("/v1/handlers/echo").await;
     assert_eq!(status, 200);
@@ -75,12 +59,7 @@ async fn upload_list_send_and_delete() {
         "{shown}"
     );
 
-    let deleted = daemon
-        .request(Method::DELETE, "/v1/handlers/echo")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
+    assert_eq!(daemon.delete("echo").await, 204);
     assert_eq!(daemon.get("/v1/handlers/echo").await.0, 404);
     assert_eq!(daemon.call("echo", "Ping", json!({})).await.1["code"], 404);
 }
@@ -139,24 +118,13 @@ async fn bad_uploads_are_refused() {
     ];
     for (name, bytes, status, words) in cases {
         let path = format!("/v1/handlers/{}", name.replace(' ', "%20"));
-        let response = daemon
-            .request(Method::PUT, &path)
-            .body(bytes)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), status, "{name}");
-        let body: serde_json::Value = response.json().await.unwrap();
+        let (got, body) = daemon.put(&path, bytes).await;
+        assert_eq!(got, status, "{name}");
         let error = body["error"].as_str().unwrap_or_default();
         assert!(error.contains(words), "{name}: {body}");
     }
-    let bad_limit = daemon
-        .request(Method::PUT, "/v1/handlers/echo?concurrency=0")
-        .body(guest("echo"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad_limit.status(), 400);
+    let bad_limit = daemon.put("/v1/handlers/echo?concurrency=0", guest("echo"));
+    assert_eq!(bad_limit.await.0, 400);
     assert_eq!(daemon.get("/v1/handlers").await.1["handlers"], json!([]));
 }
 
@@ -178,31 +146,16 @@ async fn rollback_restores_the_previous_version() {
         404
     );
 
-    let back = daemon
-        .request(Method::POST, "/v1/handlers/svc/rollback")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(back.status(), 200);
-    let back: serde_json::Value = back.json().await.unwrap();
+    let (status, back) = daemon.rollback("svc").await;
+    assert_eq!(status, 200);
     assert_eq!(back["version"], 1);
     assert_eq!(
         daemon.call("svc", "Ping", json!({"n": 2})).await.1["payload"],
         json!({"n": 2})
     );
 
-    let none = daemon
-        .request(Method::POST, "/v1/handlers/svc/rollback")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(none.status(), 409);
-    let missing = daemon
-        .request(Method::POST, "/v1/handlers/nope/rollback")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), 404);
+    assert_eq!(daemon.rollback("svc").await.0, 409);
+    assert_eq!(daemon.rollback("nope").await.0, 404);
 }
 
 /// Redeploying with another kind or mailbox shape moves the handler; it never runs twice.
@@ -210,16 +163,11 @@ async fn rollback_restores_the_previous_version() {
 async fn redeploy_with_new_kind_or_shape_replaces_the_handler() {
     let daemon = Daemon::start(&data_dir("reshape"));
     assert_eq!(daemon.deploy("svc", guest("echo")).await.0, 201);
-    let moved = daemon
-        .request(
-            Method::PUT,
-            "/v1/handlers/svc?kind=agent&concurrency=2&mailbox=16",
-        )
-        .body(guest("echo"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(moved.status(), 200);
+    let moved = daemon.put(
+        "/v1/handlers/svc?kind=agent&concurrency=2&mailbox=16",
+        guest("echo"),
+    );
+    assert_eq!(moved.await.0, 200);
     let (_, list) = daemon.get("/v1/handlers").await;
     let handlers = list["handlers"].as_array().unwrap();
     assert_eq!(handlers.len(), 1, "{list}");
@@ -230,12 +178,7 @@ async fn redeploy_with_new_kind_or_shape_replaces_the_handler() {
         json!({"n": 1})
     );
     assert_eq!(daemon.call("svc", "Ping", json!({})).await.1["code"], 404);
-    let deleted = daemon
-        .request(Method::DELETE, "/v1/handlers/svc")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
+    assert_eq!(daemon.delete("svc").await, 204);
     assert_eq!(
         daemon.call("agent:x", "Ping", json!({})).await.1["code"],
         404
@@ -278,12 +221,7 @@ async fn hot_swap_under_load_loses_nothing() {
         swaps += 1;
         if round % 2 == 1 {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let back = daemon
-                .request(Method::POST, "/v1/handlers/svc/rollback")
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(back.status(), 200);
+            assert_eq!(daemon.rollback("svc").await.0, 200);
             swaps += 1;
         }
     }
@@ -322,13 +260,8 @@ async fn hot_swap_under_load_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_signals_in_flight() {
     let daemon = Arc::new(Daemon::start(&data_dir("drain")));
-    let deployed = daemon
-        .request(Method::PUT, "/v1/handlers/chaos?cpu_ms=400")
-        .body(guest("chaos"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deployed.status(), 201);
+    let deployed = daemon.put("/v1/handlers/chaos?cpu_ms=400", guest("chaos"));
+    assert_eq!(deployed.await.0, 201);
     let in_flight = tokio::spawn({
         let daemon = daemon.clone();
         async move { daemon.call("chaos", "Spin", json!({})).await }
