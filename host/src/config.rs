@@ -63,6 +63,8 @@ pub struct HostConfig {
     pub max_wasm_stack: usize,
     /// Most component instances alive at once across all handlers (pooling allocator slots).
     pub max_instances: u32,
+    /// Most dead letters kept; past it, signals that would need one are refused at the source.
+    pub dead_letter_capacity: usize,
 }
 
 impl Default for HostConfig {
@@ -73,6 +75,7 @@ impl Default for HostConfig {
             max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
             max_wasm_stack: DEFAULT_MAX_WASM_STACK,
             max_instances: 1000,
+            dead_letter_capacity: crate::dead_letters::DEFAULT_CAPACITY,
         }
     }
 }

@@ -1,6 +1,10 @@
 //! The embeddable host: a runtime and a router behind one handle, with the operations the
 //! daemon, the CLI and tests use: deploy a handler, send, request, emit, connect a client.
 
+// An undelivered signal is handed back by value on the rare failure path, so that its
+// sender can be answered; boxing it would only add an allocation there.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +12,9 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::config::{HostConfig, Limits};
-use crate::router::{InstallError, Router};
+use crate::db::{Db, DbError};
+use crate::dead_letters::DeadLetters;
+use crate::router::{Accepted, InstallError, Router, Undelivered};
 use crate::runtime::{Description, LoadError, Runtime, Version, VersionSpec};
 use crate::signal::{
     AGENTS_ADDRESS, Body, ChangeType, Envelope, Failure, HOST_ADDRESS, Headers, Json, Message,
@@ -48,6 +54,8 @@ pub struct Deployed {
 pub enum StartError {
     #[error("could not set up the WebAssembly engine")]
     Engine(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("could not open the dead-letter store")]
+    Store(#[from] DbError),
 }
 
 /// A deployed handler as listed.
@@ -76,19 +84,21 @@ pub struct Host {
 }
 
 impl Host {
-    /// A host on the embedded in-process transport.
+    /// A host on the embedded in-process transport, its store in memory.
     pub fn new(config: HostConfig) -> Result<Self, StartError> {
-        Self::with_transport(config, Arc::new(InProcess::default()))
+        Self::open(config, Arc::new(InProcess::default()), Db::in_memory()?)
     }
 
-    /// A host on the given transport.
-    pub fn with_transport(
+    /// A host on the given transport, keeping dead letters (and, later, state) in `db`.
+    pub fn open(
         config: HostConfig,
         transport: Arc<dyn Transport>,
+        db: Arc<Db>,
     ) -> Result<Self, StartError> {
+        let dead_letters = DeadLetters::open(db, config.dead_letter_capacity)?;
         let runtime = Runtime::new(config).map_err(|e| StartError::Engine(e.into()))?;
         let runtime = Arc::new(runtime);
-        let router = Router::new(runtime.clone(), transport);
+        let router = Router::new(runtime.clone(), transport, dead_letters);
         Ok(Self { runtime, router })
     }
 
@@ -241,9 +251,10 @@ impl Host {
             .into_outcome()
     }
 
-    /// Broadcasts an event from the host; returns its id.
-    pub fn emit(&self, event_type: &str, payload: Json) -> String {
-        self.send(Signal {
+    /// Broadcasts an event from the host: how many subscribers took it and how many refused
+    /// it (dead-lettered), or why it was refused at the source.
+    pub fn emit(&self, event_type: &str, payload: Json) -> Result<Accepted, Undelivered> {
+        self.router.offer(Signal {
             envelope: Envelope::new(HOST_ADDRESS, Headers::new()),
             body: Body::Event {
                 event_type: event_type.to_owned(),
@@ -252,14 +263,14 @@ impl Host {
         })
     }
 
-    /// Broadcasts a data change from the host; returns its id.
+    /// Broadcasts a data change from the host; see [`Host::emit`].
     pub fn emit_data_change(
         &self,
         change_type: ChangeType,
         object_type: &str,
         object: Json,
-    ) -> String {
-        self.send(Signal {
+    ) -> Result<Accepted, Undelivered> {
+        self.router.offer(Signal {
             envelope: Envelope::new(HOST_ADDRESS, Headers::new()),
             body: Body::DataChange {
                 change_type,

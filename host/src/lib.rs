@@ -10,6 +10,8 @@
 //! - [`transport`]: how signals reach the host that serves them; in-process by default.
 //! - [`host`]: the embeddable [`Host`] handle tying them together.
 //! - [`store`]: the data directory: modules by hash, compiled artifacts, the registry file.
+//! - [`db`]: the embedded transactional store (redb) in the data directory.
+//! - [`dead_letters`]: signals a mailbox or client refused, kept for replay or purge.
 //! - [`registry`]: deployed handlers and versions, persisted; deploy, roll back, delete.
 //! - [`admin`]: the HTTP admin API (axum), guarded by a bearer token.
 //! - [`serve`]: the daemon: restore the registry, serve the admin API, drain on shutdown.
@@ -22,6 +24,8 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod db;
+pub mod dead_letters;
 pub mod host;
 pub mod metrics;
 pub mod operator;

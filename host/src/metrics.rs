@@ -24,6 +24,35 @@ pub struct SignalLabels {
     pub outcome: String,
 }
 
+/// Labels of a counter by signal kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `MESSAGE`, `EVENT`, ...
+    pub kind: String,
+}
+
+/// Labels of a counter by signal kind and reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub kind: String,
+    pub reason: String,
+}
+
+/// Labels of the dead-letter counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeadLetterLabels {
+    /// The handler (or `user:<id>` client) the signal was meant for.
+    pub handler: String,
+    /// `mailbox_full`, `handler_stopped`, `client_slow`, `client_gone`.
+    pub reason: String,
+}
+
+/// Labels of a counter by reason alone.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
 fn handling_histogram() -> Histogram {
     // 10 µs to ~5 s.
     Histogram::new(exponential_buckets(1e-5, 3.0, 13))
@@ -41,6 +70,12 @@ pub struct Metrics {
     pub swaps: Family<HandlerLabels, Counter>,
     pub pending_requests: Gauge,
     pub late_replies: Counter,
+    pub accepted: Family<KindLabels, Counter>,
+    pub refused: Family<RefusedLabels, Counter>,
+    pub dead_letters: Family<DeadLetterLabels, Counter>,
+    pub dead_letters_stored: Gauge,
+    pub replies_dropped: Family<ReasonLabels, Counter>,
+    pub callbacks_refused: Family<HandlerLabels, Counter>,
     pub compilations: Gauge,
 }
 
@@ -57,6 +92,12 @@ impl Default for Metrics {
             swaps: Family::default(),
             pending_requests: Gauge::default(),
             late_replies: Counter::default(),
+            accepted: Family::default(),
+            refused: Family::default(),
+            dead_letters: Family::default(),
+            dead_letters_stored: Gauge::default(),
+            replies_dropped: Family::default(),
+            callbacks_refused: Family::default(),
             compilations: Gauge::default(),
             registry: Registry::default(),
         };
@@ -104,6 +145,36 @@ impl Default for Metrics {
             "late_replies",
             "Replies dropped after their deadline",
             metrics.late_replies.clone(),
+        );
+        registry.register(
+            "accepted",
+            "Signals the host accepted, by kind: each ends handled, answered with an ErrorReply, dead-lettered, or (replies) dropped and counted",
+            metrics.accepted.clone(),
+        );
+        registry.register(
+            "refused",
+            "Signals refused at their source and never accepted, by kind and reason",
+            metrics.refused.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Signals kept in the dead-letter store, by the handler they were meant for and the reason",
+            metrics.dead_letters.clone(),
+        );
+        registry.register(
+            "dead_letters_stored",
+            "Dead letters in the store now",
+            metrics.dead_letters_stored.clone(),
+        );
+        registry.register(
+            "replies_dropped",
+            "Replies dropped: late (after the deadline), unexpected (nothing serves their address), forged (not from the addressee)",
+            metrics.replies_dropped.clone(),
+        );
+        registry.register(
+            "callbacks_refused",
+            "Sends refused with 429 because the handler had too many messages awaiting replies",
+            metrics.callbacks_refused.clone(),
         );
         registry.register(
             "compilations",

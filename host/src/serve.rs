@@ -11,8 +11,10 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::admin::{AppState, app};
+use crate::db::Db;
 use crate::registry::Registry;
 use crate::store::DataDir;
+use crate::transport::InProcess;
 use crate::{Host, HostConfig};
 
 /// Default address of the admin API.
@@ -106,7 +108,10 @@ pub async fn serve(
     let started = std::time::Instant::now();
     let data = DataDir::open(&settings.data_dir)
         .with_context(|| format!("opening data directory {}", settings.data_dir.display()))?;
-    let host = Host::new(HostConfig::default()).context("starting the host")?;
+    let db = Db::open(&data.path().join(crate::db::FILE_NAME))
+        .with_context(|| format!("opening the store in {}", settings.data_dir.display()))?;
+    let host = Host::open(HostConfig::default(), Arc::new(InProcess::default()), db)
+        .context("starting the host")?;
     let (registry, failed) = Registry::open(host.clone(), data)
         .await
         .context("restoring the registry")?;

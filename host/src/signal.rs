@@ -174,6 +174,8 @@ pub mod code {
     pub const NOT_FOUND: u32 = 404;
     /// The signal is over the maximum message size.
     pub const TOO_LARGE: u32 = 413;
+    /// Too many requests: a handler has too many sent messages awaiting replies.
+    pub const TOO_MANY: u32 = 429;
     /// The handler trapped: panic, stack overflow, bad memory access.
     pub const TRAPPED: u32 = 500;
     /// The handler's mailbox is full.

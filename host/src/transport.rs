@@ -12,7 +12,7 @@
 
 use std::sync::{OnceLock, Weak};
 
-use crate::router::{Router, Undelivered};
+use crate::router::{Accepted, Router, Undelivered};
 use crate::signal::{AGENT_PREFIX, AGENTS_ADDRESS, Body, Signal};
 
 /// Where a signal is headed, independent of how it gets there.
@@ -55,8 +55,10 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Carries `signal` towards the handlers or clients of its [`Route`]. Fails when nothing
     /// serves that route or its mailbox is full, giving the signal back so the router can
-    /// answer the sender.
-    fn publish(&self, signal: Signal) -> Result<(), Undelivered>;
+    /// answer the sender. A broadcast says how many subscribers took it and how many refused
+    /// it (those copies are dead-lettered); it fails only if the dead-letter store could not
+    /// have taken every refusal, and then no subscriber got it.
+    fn publish(&self, signal: Signal) -> Result<Accepted, Undelivered>;
 }
 
 /// The embedded transport: every address is served in this process.
@@ -70,7 +72,7 @@ impl Transport for InProcess {
         let _ = self.local.set(local);
     }
 
-    fn publish(&self, signal: Signal) -> Result<(), Undelivered> {
+    fn publish(&self, signal: Signal) -> Result<Accepted, Undelivered> {
         match self.local.get().and_then(Weak::upgrade) {
             Some(router) => router.deliver_local(signal),
             None => Err(Undelivered::shutting_down(signal)),

@@ -160,13 +160,15 @@ async fn event_and_data_change_fan_out_exactly_once() {
 #[tokio::test]
 async fn data_changes_route_by_object_type() {
     let host = host_with(&["audit"]).await;
-    host.emit_data_change(ChangeType::Deleted, "Invoice", json(json!({"id": 9})));
+    host.emit_data_change(ChangeType::Deleted, "Invoice", json(json!({"id": 9})))
+        .unwrap();
     host.emit_data_change(
         ChangeType::Updated,
         "User",
         json(json!({"id": "u7", "name": "Cy"})),
-    );
-    host.emit("SomethingElse", json(json!({})));
+    )
+    .unwrap();
+    host.emit("SomethingElse", json(json!({}))).unwrap();
     let entries = audit_entries(&host, 1).await;
     assert_eq!(entries.len(), 1, "{entries:#?}");
     assert_eq!(entries[0]["change"], "updated");

@@ -1,5 +1,6 @@
 //! `chaos`: misbehaves on purpose, one way per message type, so tests can prove the host
-//! contains it: spin, hog memory, panic, overflow the stack, or answer with a huge reply.
+//! contains it: spin, hog memory, panic, overflow the stack, or answer with a huge reply;
+//! and a `Stall` event makes it a subscriber that is slow on purpose.
 
 use std::hint::black_box;
 use std::sync::Mutex;
@@ -37,6 +38,11 @@ impl Message for Ping {}
 
 #[derive(Serialize, Deserialize)]
 struct Pong {}
+
+/// An event that keeps `chaos` busy until its CPU limit stops it: a slow subscriber.
+#[derive(Serialize, Deserialize)]
+struct Stall {}
+impl Event for Stall {}
 
 /// Memory `Hog` never gives back.
 static HOARD: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
@@ -80,6 +86,14 @@ impl Handler for Chaos {
             .accepts::<Recurse>()
             .accepts::<Bloat>()
             .accepts::<Ping>()
+            .on_event::<Stall>()
+    }
+
+    fn handle_event(event: IncomingEvent) -> Result<(), Failure> {
+        if event.is::<Stall>() {
+            spin()
+        }
+        Ok(())
     }
 
     fn handle_message(msg: IncomingMessage) -> Result<Reply, Failure> {

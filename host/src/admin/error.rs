@@ -88,3 +88,14 @@ fn load_error(error: LoadError, message: String) -> ApiError {
         LoadError::Interrupted(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
     }
 }
+
+impl From<crate::db::DbError> for ApiError {
+    fn from(error: crate::db::DbError) -> Self {
+        tracing::error!(%error, "store failure");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the host could not read or write its store",
+        )
+        .help("see the host's log; nothing was changed")
+    }
+}

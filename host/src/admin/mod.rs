@@ -4,6 +4,7 @@
 //! gets 401 and changes nothing. `/healthz`, `/readyz`, `/metrics` and `/openapi.json` are
 //! open, for probes and scrapers.
 
+mod dead_letters;
 mod error;
 mod routes;
 
@@ -61,6 +62,15 @@ pub fn app(state: AppState) -> axum::Router {
         .route("/handlers/{name}/rollback", post(routes::rollback))
         .route("/messages", post(routes::send_message))
         .route("/events", post(routes::emit))
+        .route(
+            "/dead-letters",
+            get(dead_letters::list).delete(dead_letters::purge),
+        )
+        .route(
+            "/dead-letters/{id}",
+            get(dead_letters::show).delete(dead_letters::delete),
+        )
+        .route("/dead-letters/{id}/replay", post(dead_letters::replay))
         .layer(DefaultBodyLimit::max(message_limit))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     axum::Router::new()

@@ -73,7 +73,8 @@ impl DeployParams {
     }
 }
 
-fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+/// The query, or 400 saying what is wrong with it.
+pub(super) fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query
         .map(|Query(q)| q)
         .map_err(|e| ApiError::bad_request(format!("bad query parameters: {}", e.body_text())))
@@ -190,8 +191,14 @@ pub async fn send_message(
     let Some(wait) = params.wait else {
         let id = signal.envelope.id.clone();
         return match host.router().offer(signal) {
-            Ok(()) => Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response()),
-            Err(undelivered) => Err(refused(undelivered)),
+            Ok(_) => Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response()),
+            Err(undelivered) => {
+                let to = match &undelivered.signal.body {
+                    SignalBody::Message(m) => m.to.clone(),
+                    _ => String::new(),
+                };
+                Err(refused(undelivered, &to))
+            }
         };
     };
     let wait = parse_duration(&wait)
@@ -212,14 +219,10 @@ pub async fn send_message(
     }
 }
 
-/// The error for a message the host could not deliver.
-fn refused(undelivered: Undelivered) -> ApiError {
-    let to = match &undelivered.signal.body {
-        SignalBody::Message(m) => m.to.as_str(),
-        _ => "",
-    };
+/// The error for a signal the host could not deliver to `to`.
+pub(super) fn refused(undelivered: Undelivered, to: &str) -> ApiError {
     match undelivered.reason {
-        Reason::NoRoute => ApiError::new(
+        Reason::NoRoute | Reason::ClientGone => ApiError::new(
             StatusCode::NOT_FOUND,
             format!("nothing serves the address `{to}`"),
         ),
@@ -232,6 +235,11 @@ fn refused(undelivered: Undelivered) -> ApiError {
             format!("the mailbox of `{to}` is full"),
         )
         .help("retry later"),
+        Reason::DeadLettersFull => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "refused: a subscriber's mailbox may be full and the dead-letter store has no room for its copy",
+        )
+        .help("replay or purge dead letters (`switchboard dead-letters`), then retry"),
         Reason::ShuttingDown => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the host is shutting down")
         }
@@ -249,8 +257,19 @@ pub async fn emit(State(state): State<AppState>, body: Bytes) -> Result<Response
             "only EVENT and DATA_CHANGE_EVENT signals are emitted here; messages go to /v1/messages",
         ));
     }
-    let id = state.registry.host().send(signal);
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response())
+    let id = signal.envelope.id.clone();
+    match state.registry.host().router().offer(signal) {
+        Ok(accepted) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "id": id,
+                "delivered": accepted.delivered,
+                "deadLettered": accepted.dead_lettered,
+            })),
+        )
+            .into_response()),
+        Err(undelivered) => Err(refused(undelivered, "")),
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::{Method, Url};
 use thiserror::Error;
 
-use super::{DataChange, HandlerKind, MessageArgs, OperatorCommand};
+use super::{DataChange, DeadLetterCommand, HandlerKind, MessageArgs, OperatorCommand};
 use crate::signal::{ChangeType, Json};
 use crate::wire::{SignalType, WireSignal};
 
@@ -150,6 +150,34 @@ impl OperatorCommand {
                     },
                 };
                 R::new(Method::POST, &["v1", "events"]).body(ApiBody::Signal(Box::new(signal)))
+            }
+            Self::DeadLetters(command) => command.api_request(),
+        }
+    }
+}
+
+impl DeadLetterCommand {
+    /// The call this command makes.
+    pub fn api_request(&self) -> ApiRequest {
+        use ApiRequest as R;
+        const BASE: [&str; 2] = ["v1", "dead-letters"];
+        match self {
+            Self::List {
+                handler,
+                after,
+                limit,
+                ..
+            } => R::new(Method::GET, &BASE)
+                .query("handler", handler.as_ref())
+                .query("after", *after)
+                .query("limit", Some(limit)),
+            Self::Show { id, .. } => R::new(Method::GET, &[BASE[0], BASE[1], &id.to_string()]),
+            Self::Replay { id, .. } => {
+                R::new(Method::POST, &[BASE[0], BASE[1], &id.to_string(), "replay"])
+            }
+            Self::Delete { id, .. } => R::new(Method::DELETE, &[BASE[0], BASE[1], &id.to_string()]),
+            Self::Purge { handler, .. } => {
+                R::new(Method::DELETE, &BASE).query("handler", handler.as_ref())
             }
         }
     }

@@ -1,6 +1,6 @@
 //! The operator commands of the `switchboard` binary (`deploy`, `list`, `show`, `rollback`,
-//! `delete`, `send`, `request`, `emit`): a client of a running `switchboard serve`'s admin
-//! API.
+//! `delete`, `send`, `request`, `emit`, `dead-letters`): a client of a running
+//! `switchboard serve`'s admin API.
 //!
 //! Data flows one way: [`api`] turns a command into the request it makes (no I/O, so it is
 //! tested without a server), [`client`] sends it and sorts the answer into success or a
@@ -8,6 +8,7 @@
 
 mod api;
 mod client;
+mod dead_letters;
 mod output;
 
 use std::io::Write;
@@ -114,6 +115,71 @@ pub enum OperatorCommand {
         #[arg(long, value_name = "CHANGE")]
         data_change: Option<DataChange>,
     },
+    /// List, inspect, replay or purge the signals a mailbox or client refused.
+    #[command(subcommand)]
+    DeadLetters(DeadLetterCommand),
+}
+
+/// What to do with dead letters.
+#[derive(Subcommand, Clone, Debug)]
+pub enum DeadLetterCommand {
+    /// List dead letters, oldest first.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+        /// Only those meant for this handler (or `user:<id>` client).
+        #[arg(long)]
+        handler: Option<String>,
+        /// Only those with an id above this one (the next page).
+        #[arg(long, value_name = "ID")]
+        after: Option<u64>,
+        /// At most this many (1 to 1000).
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show one dead letter with its signal.
+    Show {
+        #[command(flatten)]
+        connection: Connection,
+        /// The dead letter's id.
+        id: u64,
+    },
+    /// Offer one dead letter again to the handler it was meant for (never re-broadcast);
+    /// it leaves the store once that handler's mailbox takes it.
+    Replay {
+        #[command(flatten)]
+        connection: Connection,
+        /// The dead letter's id.
+        id: u64,
+    },
+    /// Remove one dead letter.
+    Delete {
+        #[command(flatten)]
+        connection: Connection,
+        /// The dead letter's id.
+        id: u64,
+    },
+    /// Remove every dead letter, or those meant for one handler.
+    Purge {
+        #[command(flatten)]
+        connection: Connection,
+        /// Only those meant for this handler.
+        #[arg(long)]
+        handler: Option<String>,
+    },
+}
+
+impl DeadLetterCommand {
+    /// The connection flags the command was given.
+    pub fn connection(&self) -> &Connection {
+        match self {
+            Self::List { connection, .. }
+            | Self::Show { connection, .. }
+            | Self::Replay { connection, .. }
+            | Self::Delete { connection, .. }
+            | Self::Purge { connection, .. } => connection,
+        }
+    }
 }
 
 /// Deploy-time choices; each is sent only when given, so the host's defaults apply otherwise.
@@ -176,6 +242,7 @@ impl OperatorCommand {
             | Self::Send { connection, .. }
             | Self::Request { connection, .. }
             | Self::Emit { connection, .. } => connection,
+            Self::DeadLetters(command) => command.connection(),
         }
     }
 }
@@ -312,5 +379,22 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// Dead-letter subcommands take their connection flags after their own arguments.
+    #[test]
+    fn dead_letter_commands_parse() {
+        let command = parse(&["dead-letters", "list", "--handler", "audit", "--json"]).unwrap();
+        assert!(command.connection().json);
+        assert!(matches!(
+            command,
+            OperatorCommand::DeadLetters(DeadLetterCommand::List { handler: Some(h), limit: 100, .. }) if h == "audit"
+        ));
+        let command = parse(&["dead-letters", "replay", "7", "--token", "T"]).unwrap();
+        assert!(matches!(
+            command,
+            OperatorCommand::DeadLetters(DeadLetterCommand::Replay { id: 7, .. })
+        ));
+        assert!(parse(&["dead-letters", "replay", "seven"]).is_err());
     }
 }

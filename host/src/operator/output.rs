@@ -145,6 +145,14 @@ pub(super) fn answer(
         OperatorCommand::Send { .. } | OperatorCommand::Emit { .. } => {
             writeln!(out, "{}", parse::<Accepted>(body)?.id)?
         }
+        OperatorCommand::DeadLetters(command) => {
+            let body = if body.trim().is_empty() {
+                serde_json::Value::Null
+            } else {
+                parse(body)?
+            };
+            super::dead_letters::answer(command, &body, out)?
+        }
     }
     Ok(Ok(()))
 }

@@ -10,7 +10,7 @@
 // sender can be answered; boxing it would only add an allocation there.
 #![allow(clippy::result_large_err)]
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
 use tokio::sync::{Mutex, mpsc};
@@ -19,6 +19,7 @@ use tracing::Instrument;
 use std::time::Instant;
 
 use super::Router;
+use super::callbacks::CALLBACK_CAP;
 use crate::metrics::{Metrics, SignalLabels};
 use crate::runtime::{HandlerKind, Instance, Outcome, Runtime, Version};
 use crate::signal::{AGENTS_ADDRESS, Body, Failure, Signal, code};
@@ -88,6 +89,15 @@ pub struct Entry {
     pub slot: Arc<Slot>,
     mailbox: mpsc::Sender<Signal>,
     workers: u32,
+    /// Signals other than replies in the mailbox: at most the handler's mailbox limit. The
+    /// channel holds [`CALLBACK_CAP`] more, kept for replies to the handler's own sends.
+    others: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+/// Whether a signal may use the room kept for replies.
+fn is_reply(signal: &Signal) -> bool {
+    matches!(signal.body, Body::Reply { .. } | Body::ErrorReply { .. })
 }
 
 /// Why a mailbox did not take a signal.
@@ -108,7 +118,9 @@ impl Entry {
         metrics: Arc<Metrics>,
     ) -> Self {
         let limits = version.limits;
-        let (tx, rx) = mpsc::channel(limits.mailbox.max(1) as usize);
+        let limit = limits.mailbox.max(1) as usize;
+        let (tx, rx) = mpsc::channel(limit + CALLBACK_CAP);
+        let others = Arc::new(AtomicUsize::new(0));
         let slot = Arc::new(Slot {
             name: Arc::from(name),
             address,
@@ -123,6 +135,7 @@ impl Entry {
                 runtime: runtime.clone(),
                 router: router.clone(),
                 metrics: metrics.clone(),
+                others: others.clone(),
                 warm: None,
             };
             tokio::spawn(worker.run());
@@ -131,21 +144,33 @@ impl Entry {
             slot,
             mailbox: tx,
             workers: limits.concurrency.max(1),
+            others,
+            limit,
         }
     }
 
-    /// Queues a signal without waiting; a full mailbox refuses it.
+    /// Queues a signal without waiting; a full mailbox refuses it. Replies may use the room
+    /// kept for them; everything else only the mailbox's own size.
     pub fn offer(&self, signal: Signal) -> Result<(), Refused> {
-        self.mailbox.try_send(signal).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(s) => Refused::Full(s),
-            mpsc::error::TrySendError::Closed(s) => Refused::Closed(s),
+        let counted = !is_reply(&signal);
+        if counted && self.others.fetch_add(1, Ordering::AcqRel) >= self.limit {
+            self.others.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refused::Full(signal));
+        }
+        self.mailbox.try_send(signal).map_err(|e| {
+            if counted {
+                self.others.fetch_sub(1, Ordering::AcqRel);
+            }
+            match e {
+                mpsc::error::TrySendError::Full(s) => Refused::Full(s),
+                mpsc::error::TrySendError::Closed(s) => Refused::Closed(s),
+            }
         })
     }
 
     /// Whether this mailbox and its workers match `limits` (mailbox size and concurrency).
     pub fn fits(&self, limits: &crate::config::Limits) -> bool {
-        self.mailbox.max_capacity() == limits.mailbox.max(1) as usize
-            && self.workers == limits.concurrency.max(1)
+        self.limit == limits.mailbox.max(1) as usize && self.workers == limits.concurrency.max(1)
     }
 
     /// Signals waiting in the mailbox.
@@ -160,6 +185,7 @@ struct Worker {
     runtime: Arc<Runtime>,
     router: Weak<Router>,
     metrics: Arc<Metrics>,
+    others: Arc<AtomicUsize>,
     warm: Option<Instance>,
 }
 
@@ -168,6 +194,17 @@ impl Worker {
         loop {
             let next = self.mailbox.lock().await.recv().await;
             let Some(signal) = next else { break };
+            match &signal.body {
+                Body::Reply { reply_to, .. } | Body::ErrorReply { reply_to, .. } => {
+                    // Its place in the room kept for replies is free again.
+                    if let Some(router) = self.router.upgrade() {
+                        router.callbacks().close(reply_to);
+                    }
+                }
+                _ => {
+                    self.others.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
             let version = self.slot.current();
             let span = tracing::debug_span!(
                 "signal",

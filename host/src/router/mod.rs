@@ -2,14 +2,18 @@
 //!
 //! Outgoing signals go through [`Router::route`]: a reply is first offered to the waiter of
 //! the message it answers ([`pending`]), everything else is handed to the transport, which
-//! brings it back to [`Router::deliver_local`] on the host that serves its route. A message
-//! that cannot be delivered is answered at once with an ErrorReply (404, 503), never
-//! dropped silently.
+//! brings it back to [`Router::deliver_local`] on the host that serves its route.
+//!
+//! Nothing is dropped silently. Every accepted signal ends handled; answered with an
+//! ErrorReply (a message that cannot be delivered gets 404 or 503 at once); kept in the
+//! [`DeadLetters`] store (an event, data change or reply a mailbox or client refused); or,
+//! for replies only, dropped as late, unexpected or forged. Each outcome has its counter.
 
 // An undelivered signal is handed back by value on the rare failure path, so that its
 // sender can be answered; boxing it would only add an allocation there.
 #![allow(clippy::result_large_err)]
 
+mod callbacks;
 mod mailbox;
 mod pending;
 
@@ -20,10 +24,12 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
+pub use callbacks::{CALLBACK_CAP, Callbacks};
 pub use mailbox::{Counters, Entry, Refused, Slot};
 pub use pending::Pending;
 
-use crate::metrics::Metrics;
+use crate::dead_letters::{DeadLetter, DeadLetters, DeadReason};
+use crate::metrics::{DeadLetterLabels, KindLabels, Metrics, ReasonLabels, RefusedLabels};
 use crate::runtime::{HandlerKind, Runtime, Version};
 use crate::signal::{AGENTS_ADDRESS, Body, Failure, HOST_ADDRESS, Json, Signal, USER_PREFIX, code};
 use crate::transport::{Route, Transport};
@@ -47,8 +53,50 @@ pub enum Reason {
     NotAccepted,
     /// The handler's mailbox or the client's queue is full.
     Overloaded,
+    /// The client at the address disconnected.
+    ClientGone,
+    /// A subscriber's mailbox is full and the dead-letter store has no room for the copy.
+    DeadLettersFull,
     /// The host is shutting down.
     ShuttingDown,
+}
+
+impl Reason {
+    /// The reason as a metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::NoRoute => "no_route",
+            Self::NotAccepted => "not_accepted",
+            Self::Overloaded => "overloaded",
+            Self::ClientGone => "client_gone",
+            Self::DeadLettersFull => "dead_letters_full",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// How a signal was taken: for a broadcast, how many subscribers took it and how many
+/// refused it (their copies are in the dead-letter store); for anything else, one delivered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Accepted {
+    /// Copies handed to a mailbox or client queue.
+    pub delivered: usize,
+    /// Copies a mailbox refused, kept as dead letters.
+    pub dead_lettered: usize,
+}
+
+impl Accepted {
+    /// One signal delivered.
+    pub const ONE: Self = Self {
+        delivered: 1,
+        dead_lettered: 0,
+    };
+
+    /// Copies accepted in all.
+    pub fn total(&self) -> usize {
+        self.delivered + self.dead_lettered
+    }
 }
 
 impl Undelivered {
@@ -101,28 +149,14 @@ impl Table {
             }
         }
     }
-
-    fn broadcast(&self, subscribers: Option<&Vec<String>>, signal: Signal) {
-        for address in subscribers.into_iter().flatten() {
-            let Some(entry) = self.handlers.get(address) else {
-                continue;
-            };
-            if let Err(refused) = entry.offer(signal.clone()) {
-                tracing::warn!(
-                    id = %signal.envelope.id,
-                    handler = %entry.slot.name,
-                    ?refused,
-                    "a subscriber's mailbox refused a broadcast"
-                );
-            }
-        }
-    }
 }
 
 /// Routes signals between handlers, clients and the transport.
 pub struct Router {
     table: RwLock<Table>,
     pending: Pending,
+    callbacks: Callbacks,
+    dead_letters: DeadLetters,
     transport: Arc<dyn Transport>,
     runtime: Arc<Runtime>,
     metrics: Arc<Metrics>,
@@ -130,11 +164,18 @@ pub struct Router {
 }
 
 impl Router {
-    /// A router sending through `transport`, which it attaches itself to.
-    pub fn new(runtime: Arc<Runtime>, transport: Arc<dyn Transport>) -> Arc<Self> {
+    /// A router sending through `transport`, which it attaches itself to, keeping what
+    /// cannot be delivered in `dead_letters`.
+    pub fn new(
+        runtime: Arc<Runtime>,
+        transport: Arc<dyn Transport>,
+        dead_letters: DeadLetters,
+    ) -> Arc<Self> {
         let router = Arc::new_cyclic(|me| Self {
             table: RwLock::default(),
             pending: Pending::default(),
+            callbacks: Callbacks::default(),
+            dead_letters,
             transport,
             runtime,
             metrics: Arc::default(),
@@ -157,33 +198,109 @@ impl Router {
         &self.pending
     }
 
-    /// Sends a signal on its way. Never fails: what cannot be delivered is answered (for a
-    /// message) or logged (for anything else).
+    /// The open callback sends of every handler.
+    pub fn callbacks(&self) -> &Callbacks {
+        &self.callbacks
+    }
+
+    /// The dead-letter store.
+    pub fn dead_letters(&self) -> &DeadLetters {
+        &self.dead_letters
+    }
+
+    /// Sends a signal on its way. Never fails: what cannot be delivered is answered (a
+    /// message), dead-lettered, or dropped and counted (a reply).
     pub fn route(&self, signal: Signal) {
+        let kind = signal.kind();
         let signal = match &signal.body {
             Body::Reply { reply_to, .. } | Body::ErrorReply { reply_to, .. } => {
                 let reply_to = reply_to.clone();
                 match self.pending.claim(&reply_to, signal) {
                     pending::Claim::Unclaimed(signal) => signal,
-                    pending::Claim::Delivered | pending::Claim::Forged => return,
+                    pending::Claim::Delivered => return self.count_accepted(kind, 1),
+                    pending::Claim::Forged => return self.drop_reply(kind, "forged"),
                     pending::Claim::Late => {
                         self.metrics.late_replies.inc();
                         tracing::debug!(%reply_to, "dropped a reply that came after its deadline");
-                        return;
+                        return self.drop_reply(kind, "late");
                     }
                 }
             }
             _ => signal,
         };
-        if let Err(undelivered) = self.transport.publish(signal) {
-            self.undeliverable(undelivered);
+        match self.transport.publish(signal) {
+            Ok(accepted) => self.count_accepted(kind, accepted.total()),
+            Err(undelivered) => self.undeliverable(undelivered),
         }
     }
 
     /// Hands a new signal to the transport and says at once if it could not be delivered,
     /// for a caller outside the host (an HTTP client) who is not waiting for an ErrorReply.
-    pub fn offer(&self, signal: Signal) -> Result<(), Undelivered> {
-        self.transport.publish(signal)
+    /// A refused signal was never accepted; it is counted as refused.
+    pub fn offer(&self, signal: Signal) -> Result<Accepted, Undelivered> {
+        let kind = signal.kind();
+        match self.transport.publish(signal) {
+            Ok(accepted) => {
+                self.count_accepted(kind, accepted.total());
+                Ok(accepted)
+            }
+            Err(undelivered) => {
+                self.metrics
+                    .refused
+                    .get_or_create(&RefusedLabels {
+                        kind: kind.to_owned(),
+                        reason: undelivered.reason.as_str().to_owned(),
+                    })
+                    .inc();
+                Err(undelivered)
+            }
+        }
+    }
+
+    /// Sends a message for handler `owner`. If its reply will come back to the handler's
+    /// mailbox, it takes one of the handler's [`CALLBACK_CAP`] places for replies, and fails
+    /// with 429 when none is free.
+    pub fn send_from(&self, signal: Signal, owner: &Arc<str>) -> Result<(), Failure> {
+        if let Body::Message(m) = &signal.body {
+            let comes_back = !m.to.starts_with(USER_PREFIX)
+                && m.return_address
+                    .as_deref()
+                    .is_none_or(|a| a == signal.envelope.from);
+            if comes_back && let Err(open) = self.callbacks.open(signal.id(), owner) {
+                self.metrics
+                    .callbacks_refused
+                    .get_or_create(&Metrics::handler(owner))
+                    .inc();
+                return Err(Failure::new(
+                    code::TOO_MANY,
+                    format!("handler `{owner}` already has {open} sent messages awaiting replies, the most it may have"),
+                )
+                .with_help("wait for replies in `handle_reply` before sending more, or use `request`"));
+            }
+        }
+        self.route(signal);
+        Ok(())
+    }
+
+    fn count_accepted(&self, kind: &str, copies: usize) {
+        if copies > 0 {
+            self.metrics
+                .accepted
+                .get_or_create(&KindLabels {
+                    kind: kind.to_owned(),
+                })
+                .inc_by(copies as u64);
+        }
+    }
+
+    fn drop_reply(&self, kind: &str, reason: &str) {
+        self.count_accepted(kind, 1);
+        self.metrics
+            .replies_dropped
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Sends a message and waits for its Reply or ErrorReply, or gives up with 504 after
@@ -217,15 +334,45 @@ impl Router {
         }
     }
 
-    /// Answers an undeliverable message with an ErrorReply from the host.
+    /// Settles a signal the transport could not deliver: a message is answered with an
+    /// ErrorReply from the host; a reply is dead-lettered, or dropped and counted when
+    /// nothing serves its address.
     fn undeliverable(&self, undelivered: Undelivered) {
         let Undelivered { signal, reason } = undelivered;
-        let Body::Message(message) = &signal.body else {
-            tracing::debug!(id = %signal.envelope.id, kind = signal.kind(), ?reason, "dropped an undeliverable signal");
-            return;
+        let kind = signal.kind();
+        let message = match &signal.body {
+            Body::Message(message) => message,
+            Body::Reply { to, reply_to, .. } | Body::ErrorReply { to, reply_to, .. } => {
+                self.callbacks.close(reply_to);
+                let dead = match reason {
+                    Reason::Overloaded if to.starts_with(USER_PREFIX) => DeadReason::ClientSlow,
+                    Reason::Overloaded => DeadReason::MailboxFull,
+                    Reason::ClientGone => DeadReason::ClientGone,
+                    Reason::ShuttingDown => DeadReason::HandlerStopped,
+                    Reason::NoRoute | Reason::NotAccepted | Reason::DeadLettersFull => {
+                        tracing::debug!(id = %signal.envelope.id, to, "dropped a reply nothing serves the address of");
+                        return self.drop_reply(kind, "unexpected");
+                    }
+                };
+                let handler = self.handler_at(crate::transport::address_of(to));
+                return self.dead_letter(kind, &handler, dead, signal);
+            }
+            Body::Event { .. } | Body::DataChange { .. } => {
+                // Only refusals at the source land here (no room for dead letters): the
+                // signal was never accepted.
+                self.metrics
+                    .refused
+                    .get_or_create(&RefusedLabels {
+                        kind: kind.to_owned(),
+                        reason: reason.as_str().to_owned(),
+                    })
+                    .inc();
+                return;
+            }
         };
+        self.count_accepted(kind, 1);
         let failure = match reason {
-            Reason::NoRoute => Failure::new(
+            Reason::NoRoute | Reason::ClientGone => Failure::new(
                 code::NOT_FOUND,
                 format!("nothing serves the address `{}`", message.to),
             )
@@ -237,7 +384,7 @@ impl Router {
                     message.to, message.message_type
                 ),
             ),
-            Reason::Overloaded => Failure::new(
+            Reason::Overloaded | Reason::DeadLettersFull => Failure::new(
                 code::OVERLOADED,
                 format!("the mailbox of `{}` is full", message.to),
             )
@@ -247,28 +394,160 @@ impl Router {
         self.route(Signal::answer(&signal, HOST_ADDRESS, Err(failure), None));
     }
 
+    /// The name of the handler serving `address`, or the address itself (a client, or a
+    /// handler that has gone).
+    fn handler_at(&self, address: &str) -> String {
+        self.read()
+            .handlers
+            .get(address)
+            .map_or_else(|| address.to_owned(), |entry| entry.slot.name.to_string())
+    }
+
+    /// Keeps one refused signal, with room reserved on the spot; if even that fails the
+    /// loss is logged and counted, never silent.
+    fn dead_letter(&self, kind: &str, handler: &str, reason: DeadReason, signal: Signal) {
+        match self.dead_letters.reserve(1) {
+            Some(mut room) => {
+                self.count_accepted(kind, 1);
+                self.keep(&mut room, handler, reason, signal);
+            }
+            None => {
+                tracing::error!(
+                    handler,
+                    reason = reason.as_str(),
+                    "the dead-letter store is full; a reply was dropped"
+                );
+                self.drop_reply(kind, "dead_letters_full");
+            }
+        }
+    }
+
+    fn keep(
+        &self,
+        room: &mut crate::dead_letters::Reservation<'_>,
+        handler: &str,
+        reason: DeadReason,
+        signal: Signal,
+    ) {
+        let id = signal.envelope.id.clone();
+        match room.keep(handler, reason, signal) {
+            Ok(_) => {
+                self.metrics
+                    .dead_letters
+                    .get_or_create(&DeadLetterLabels {
+                        handler: handler.to_owned(),
+                        reason: reason.as_str().to_owned(),
+                    })
+                    .inc();
+                tracing::debug!(%id, handler, reason = reason.as_str(), "kept a dead letter");
+            }
+            Err(error) => {
+                tracing::error!(%id, handler, %error, "could not keep a dead letter; the signal is lost");
+                self.metrics
+                    .dead_letters
+                    .get_or_create(&DeadLetterLabels {
+                        handler: handler.to_owned(),
+                        reason: "store_failed".to_owned(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    /// Offers a signal to every subscriber in `subscribers`. Room for a dead letter per
+    /// subscriber is reserved first: if the store cannot promise it, nobody gets the signal
+    /// and it is refused at its source.
+    fn broadcast(
+        &self,
+        table: &Table,
+        subscribers: Option<&Vec<String>>,
+        signal: Signal,
+    ) -> Result<Accepted, Undelivered> {
+        let subscribers = subscribers.map_or(&[][..], Vec::as_slice);
+        let Some(mut room) = self.dead_letters.reserve(subscribers.len()) else {
+            return Err(Undelivered {
+                signal,
+                reason: Reason::DeadLettersFull,
+            });
+        };
+        let mut accepted = Accepted::default();
+        for address in subscribers {
+            let Some(entry) = table.handlers.get(address) else {
+                continue;
+            };
+            match entry.offer(signal.clone()) {
+                Ok(()) => accepted.delivered += 1,
+                Err(refused) => {
+                    let (reason, copy) = match refused {
+                        Refused::Full(copy) => (DeadReason::MailboxFull, copy),
+                        Refused::Closed(copy) => (DeadReason::HandlerStopped, copy),
+                    };
+                    self.keep(&mut room, &entry.slot.name, reason, copy);
+                    accepted.dead_lettered += 1;
+                }
+            }
+        }
+        Ok(accepted)
+    }
+
+    /// Offers a dead letter again to the one handler (or client) it was meant for, never to
+    /// every subscriber. On success the caller removes it from the store.
+    pub fn redeliver(&self, letter: &DeadLetter) -> Result<(), Undelivered> {
+        let signal = letter.signal.clone();
+        let table = self.read();
+        if letter.handler.starts_with(USER_PREFIX) {
+            return Self::to_client(&table, &letter.handler, signal);
+        }
+        let Some(entry) = table
+            .handlers
+            .values()
+            .find(|entry| *entry.slot.name == *letter.handler)
+        else {
+            return Err(Undelivered {
+                signal,
+                reason: Reason::NoRoute,
+            });
+        };
+        entry.offer(signal).map_err(|refused| match refused {
+            Refused::Full(signal) => Undelivered {
+                signal,
+                reason: Reason::Overloaded,
+            },
+            Refused::Closed(signal) => Undelivered {
+                signal,
+                reason: Reason::ShuttingDown,
+            },
+        })
+    }
+
+    fn to_client(table: &Table, address: &str, signal: Signal) -> Result<(), Undelivered> {
+        let fail = |signal, reason| Err(Undelivered { signal, reason });
+        let Some(client) = table.clients.get(address) else {
+            return fail(signal, Reason::NoRoute);
+        };
+        match client.try_send(signal) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(s)) => fail(s, Reason::Overloaded),
+            Err(mpsc::error::TrySendError::Closed(s)) => fail(s, Reason::ClientGone),
+        }
+    }
+
     /// Delivers a signal to the handlers or clients of this host that serve its route.
-    pub fn deliver_local(&self, signal: Signal) -> Result<(), Undelivered> {
+    pub fn deliver_local(&self, signal: Signal) -> Result<Accepted, Undelivered> {
         let table = self.read();
         let fail = |signal, reason| Err(Undelivered { signal, reason });
         match Route::of(&signal) {
             Route::Event(event_type) => {
-                table.broadcast(table.events.get(event_type), signal.clone());
-                Ok(())
+                let subscribers = table.events.get(event_type);
+                self.broadcast(&table, subscribers, signal)
             }
             Route::DataChange(object_type) => {
-                table.broadcast(table.changes.get(object_type), signal.clone());
-                Ok(())
+                let subscribers = table.changes.get(object_type);
+                self.broadcast(&table, subscribers, signal)
             }
             Route::Address(address) if address.starts_with(USER_PREFIX) => {
-                let Some(client) = table.clients.get(address) else {
-                    return fail(signal, Reason::NoRoute);
-                };
-                match client.try_send(signal) {
-                    Ok(()) => Ok(()),
-                    Err(mpsc::error::TrySendError::Full(s)) => fail(s, Reason::Overloaded),
-                    Err(mpsc::error::TrySendError::Closed(s)) => fail(s, Reason::NoRoute),
-                }
+                let address = address.to_owned();
+                Self::to_client(&table, &address, signal).map(|()| Accepted::ONE)
             }
             Route::Address(address) => {
                 let Some(entry) = table.handlers.get(address) else {
@@ -280,10 +559,11 @@ impl Router {
                         return fail(signal, Reason::NotAccepted);
                     }
                 }
-                entry.offer(signal).or_else(|refused| match refused {
-                    Refused::Full(s) => fail(s, Reason::Overloaded),
-                    Refused::Closed(s) => fail(s, Reason::ShuttingDown),
-                })
+                match entry.offer(signal) {
+                    Ok(()) => Ok(Accepted::ONE),
+                    Err(Refused::Full(s)) => fail(s, Reason::Overloaded),
+                    Err(Refused::Closed(s)) => fail(s, Reason::ShuttingDown),
+                }
             }
         }
     }
@@ -389,6 +669,9 @@ impl Router {
         self.metrics
             .pending_requests
             .set(self.pending.waiting() as i64);
+        self.metrics
+            .dead_letters_stored
+            .set(self.dead_letters.len() as i64);
         self.metrics.encode()
     }
 

@@ -68,13 +68,39 @@ impl HostState {
         self.router()?.route(signal);
         Ok(id)
     }
+
+    /// Broadcasts a stamped event or data change; refused at the source (503) when a full
+    /// subscriber could not have its copy kept as a dead letter.
+    fn broadcast(&self, signal: Result<Signal, Failure>) -> HostResult<String> {
+        let signal = signal?;
+        let id = signal.id().to_owned();
+        match self.router()?.offer(signal) {
+            Ok(_) => Ok(id),
+            Err(undelivered) => Err(Failure::new(
+                code::OVERLOADED,
+                format!(
+                    "the {} was refused: {}",
+                    undelivered.signal.kind().to_lowercase(),
+                    undelivered.reason.as_str().replace('_', " ")
+                ),
+            )
+            .with_help("a subscriber is overloaded; retry later")
+            .into()),
+        }
+    }
 }
 
 impl wit::Host for HostState {}
 
 impl host::Host for HostState {
     fn send(&mut self, msg: host::OutgoingMessage) -> wasmtime::Result<HostResult<String>> {
-        Ok(self.route(self.message(msg)))
+        let sent = (|| {
+            let signal = self.message(msg)?;
+            let id = signal.id().to_owned();
+            self.router()?.send_from(signal, &self.identity.handler)?;
+            Ok(id)
+        })();
+        Ok(sent.map_err(|f: Failure| f.into()))
     }
 
     async fn request(&mut self, msg: host::OutgoingMessage, timeout_ms: u32) -> HostResult<String> {
@@ -115,7 +141,7 @@ impl host::Host for HostState {
                 headers(headers_list),
             )
         })();
-        Ok(self.route(signal))
+        Ok(self.broadcast(signal))
     }
 
     fn emit_data_change(
@@ -139,7 +165,7 @@ impl host::Host for HostState {
             };
             self.stamp(body, headers(headers_list))
         })();
-        Ok(self.route(signal))
+        Ok(self.broadcast(signal))
     }
 
     fn reply(
