@@ -104,9 +104,7 @@ pub(super) fn answer(
 ) -> anyhow::Result<Result<(), Refusal>> {
     let json = command.connection().json;
     if json && !body.trim().is_empty() {
-        serde_json::from_str::<serde::de::IgnoredAny>(body)
-            .with_context(|| format!("the admin API answered with something not JSON: {body}"))?;
-        writeln!(out, "{}", indent(body))?;
+        writeln!(out, "{}", pretty(body)?)?;
     }
     match command {
         OperatorCommand::Request { .. } => {
@@ -116,7 +114,7 @@ pub(super) fn answer(
                 .context("the admin API answered with a bad signal")?
             {
                 Body::Reply { payload, .. } if !json => {
-                    writeln!(out, "{}", indent(payload.as_str()))?
+                    writeln!(out, "{}", pretty(payload.as_str())?)?
                 }
                 Body::Reply { .. } => {}
                 Body::ErrorReply { error, .. } => return Ok(Err(Refusal::Reply(error))),
@@ -307,74 +305,20 @@ fn short(hash: &str) -> String {
     }
 }
 
-/// Milliseconds since the epoch as a UTC date and time (days to civil date after
-/// Howard Hinnant's `civil_from_days`).
+/// Milliseconds since the epoch as a UTC date and time to the second; the raw number if
+/// it is past the years a calendar can show.
 fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, time) = (secs / 86_400, secs % 86_400);
-    let z = days + 719_468;
-    let (era, doe) = (z / 146_097, z % 146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    let (h, m, s) = (time / 3600, time % 3600 / 60, time % 60);
-    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02} UTC")
+    match i64::try_from(ms).map(jiff::Timestamp::from_millisecond) {
+        Ok(Ok(at)) => at.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        _ => format!("{ms} ms after the epoch"),
+    }
 }
 
-/// Re-indents JSON text two spaces a level, leaving keys, their order and numbers exactly
-/// as written. `text` must be JSON.
-fn indent(text: &str) -> String {
-    fn newline(out: &mut String, depth: usize) {
-        out.push('\n');
-        out.push_str(&"  ".repeat(depth));
-    }
-    let mut out = String::with_capacity(text.len() * 2);
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if in_string {
-            out.push(c);
-            match c {
-                _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            '"' => {
-                in_string = true;
-                out.push(c);
-            }
-            '{' | '[' => {
-                out.push(c);
-                while chars.next_if(|c| c.is_whitespace()).is_some() {}
-                if let Some(close) = chars.next_if(|c| matches!(c, '}' | ']')) {
-                    out.push(close);
-                } else {
-                    depth += 1;
-                    newline(&mut out, depth);
-                }
-            }
-            '}' | ']' => {
-                depth = depth.saturating_sub(1);
-                newline(&mut out, depth);
-                out.push(c);
-            }
-            ',' => {
-                out.push(c);
-                newline(&mut out, depth);
-            }
-            ':' => out.push_str(": "),
-            c if c.is_whitespace() => {}
-            c => out.push(c),
-        }
-    }
-    out
+/// JSON text indented two spaces a level, keys in the order written. `text` must be JSON.
+fn pretty(text: &str) -> anyhow::Result<String> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .with_context(|| format!("the admin API answered with something not JSON: {text}"))?;
+    Ok(serde_json::to_string_pretty(&value)?)
 }
 
 #[cfg(test)]
@@ -478,13 +422,15 @@ versions:
         assert_eq!(text, expected);
     }
 
-    /// `--json` writes the answer indented with its keys in the API's order.
+    /// `--json` writes the answer indented with its keys in the API's order, and it reads
+    /// back as the same JSON.
     #[test]
     fn json_is_the_answer_indented() {
         let command = OperatorCommand::List {
             connection: connection(true),
         };
-        let (text, _) = written(&command, r#"{"handlers":[],"z":{"b":"a,\"}b","a":[1,{}]}}"#);
+        let body = r#"{"handlers":[],"z":{"b":"a,\"}b","a":[1,{}],"é":-2.5e-3}}"#;
+        let (text, _) = written(&command, body);
         let expected = r#"{
   "handlers": [],
   "z": {
@@ -492,11 +438,19 @@ versions:
     "a": [
       1,
       {}
-    ]
+    ],
+    "é": -0.0025
   }
 }
 "#;
         assert_eq!(text, expected);
+        let read_back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            read_back,
+            serde_json::from_str::<serde_json::Value>(body).unwrap()
+        );
+        let mut out = Vec::new();
+        assert!(answer(&command, "{\"handlers\":", &mut out).is_err());
     }
 
     /// A deploy is one line saying what is live now.
@@ -556,11 +510,13 @@ versions:
         );
     }
 
-    /// Dates come out right across leap days and the epoch.
+    /// Dates come out right across leap days and the epoch, to the second; a time past the
+    /// calendar shows as the number the API sent.
     #[test]
     fn utc_dates() {
         assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
         assert_eq!(utc(1_718_000_000_999), "2024-06-10 06:13:20 UTC");
+        assert_eq!(utc(u64::MAX), format!("{} ms after the epoch", u64::MAX));
     }
 }
