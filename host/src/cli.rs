@@ -1,7 +1,8 @@
 //! The `switchboard run` command: a host on the embedded in-process transport, loaded with a
 //! directory of handler components and driven by JSON signals, one per line.
 //!
-//! Each input line is a signal in the wire format (envelope fields are stamped by the host).
+//! Each input line is a signal in the wire format; the host stamps the envelope, so a line
+//! carrying `id`, `from` or `timestamp` is refused.
 //! A message is sent and its Reply or ErrorReply written out; an event or data change is
 //! emitted and written out as sent. Signals arriving for connected clients (`user:<id>`)
 //! are written out too. A bad line gets an `{"error": ...}` line and changes nothing.
@@ -163,7 +164,7 @@ where
 fn parse(line: &str) -> Result<Signal, String> {
     let wire: WireSignal = serde_json::from_str(line).map_err(|e| format!("not a signal: {e}"))?;
     let headers = wire.headers.clone();
-    let body = wire.into_body().map_err(|e| e.to_string())?;
+    let body = wire.into_client_body(None).map_err(|e| e.to_string())?;
     if matches!(body, Body::Reply { .. } | Body::ErrorReply { .. }) {
         return Err(
             "replies cannot be sent from here; send a message, event or data change".into(),
@@ -190,5 +191,10 @@ mod tests {
                 .contains("messageType")
         );
         assert!(parse(r#"{"signalType":"REPLY","replyTo":"a","to":"b"}"#).is_err());
+        assert!(
+            parse(r#"{"to":"echo","messageType":"Ping","from":"me"}"#)
+                .unwrap_err()
+                .contains("`from`")
+        );
     }
 }

@@ -1,8 +1,17 @@
 //! The JSON wire format: how a signal looks outside the WIT (HTTP, WebSocket, NATS, logs).
 //!
 //! One flat camelCase record in the seed's own shape, with `signalType` saying which fields
-//! apply. Unknown fields are refused, never dropped: [`WireSignal`] denies them and
-//! [`WireSignal::into_signal`] says which field a kind is missing.
+//! apply. Nothing is dropped silently: [`WireSignal`] denies unknown fields, and a field that
+//! exists but does not belong to the signal's kind (`eventType` on a MESSAGE) is refused too.
+//!
+//! Two ways in, one set of checks:
+//! - [`WireSignal::into_signal`]: a complete signal as hosts carry it between them, envelope
+//!   (`id`, `timestamp`, `from`) included.
+//! - [`WireSignal::into_client_body`]: what a client hands an edge (HTTP, WebSocket, the
+//!   `run` command's input). The host stamps the envelope, so a client-supplied `id`, `from`
+//!   or `timestamp` is refused; the edge may imply the kind, so `signalType` can be left out.
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -20,8 +29,60 @@ pub enum SignalType {
     DataChangeEvent,
 }
 
-/// A signal as JSON. Every field is optional here; [`WireSignal::into_signal`] checks that
-/// the ones its kind needs are present.
+impl SignalType {
+    /// The kind as the wire spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Message => "MESSAGE",
+            Self::Event => "EVENT",
+            Self::Reply => "REPLY",
+            Self::ErrorReply => "ERROR_REPLY",
+            Self::DataChangeEvent => "DATA_CHANGE_EVENT",
+        }
+    }
+
+    /// The body fields (beyond the envelope, `signalType` and `headers`) this kind takes.
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            Self::Message => &["messageType", "to", "returnAddress", "payload"],
+            Self::Event => &["eventType", "payload"],
+            Self::Reply => &["replyTo", "to", "payload"],
+            Self::ErrorReply => &["replyTo", "to", "code", "description", "help"],
+            Self::DataChangeEvent => &["changeType", "objectType", "object"],
+        }
+    }
+
+    /// The kinds an edge implying `self` accepts: an emission is an event or a data change.
+    fn family(self) -> &'static [SignalType] {
+        match self {
+            Self::Event | Self::DataChangeEvent => &[Self::Event, Self::DataChangeEvent],
+            Self::Message => &[Self::Message],
+            Self::Reply => &[Self::Reply],
+            Self::ErrorReply => &[Self::ErrorReply],
+        }
+    }
+
+    /// The accepted kinds, for an error message.
+    fn family_names(self) -> String {
+        let names: Vec<_> = self.family().iter().map(|k| k.as_str()).collect();
+        names.join(" or ")
+    }
+}
+
+impl fmt::Display for SignalType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Fields that name something a signal is routed by: present but empty is refused.
+const NON_EMPTY: [&str; 4] = ["messageType", "eventType", "objectType", "to"];
+
+/// The envelope fields only the host sets; a client edge refuses them.
+const HOST_SET: [&str; 3] = ["id", "from", "timestamp"];
+
+/// A signal as JSON. Every field is optional here; the conversions check that the ones its
+/// kind needs are present and that no other kind's fields are.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WireSignal {
@@ -61,14 +122,35 @@ pub struct WireSignal {
     pub payload: Option<Json>,
 }
 
-/// Why a wire signal is not a valid signal.
+/// Why a wire signal is not a valid signal. Every message names the field at fault.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum WireError {
     /// A field the signal's kind requires is absent.
-    #[error("a {kind:?} signal needs the field `{field}`")]
+    #[error("a {kind} signal needs the field `{field}`")]
     Missing {
         kind: SignalType,
         field: &'static str,
+    },
+    /// A field of another kind is present (`eventType` on a MESSAGE).
+    #[error("a {kind} signal does not take the field `{field}`")]
+    Foreign {
+        kind: SignalType,
+        field: &'static str,
+    },
+    /// A field that names what the signal is routed by is empty.
+    #[error("the field `{field}` of a {kind} signal must not be empty")]
+    Empty {
+        kind: SignalType,
+        field: &'static str,
+    },
+    /// A client supplied an envelope field only the host sets.
+    #[error("the host sets `{0}`; leave it out")]
+    SetByHost(&'static str),
+    /// The explicit `signalType` is not one the edge takes.
+    #[error("this endpoint takes {} signals, not {given}", .implied.family_names())]
+    WrongKind {
+        implied: SignalType,
+        given: SignalType,
     },
     /// The envelope fields must all be present in a full signal.
     #[error("a complete signal needs `{0}` in its envelope")]
@@ -78,27 +160,103 @@ pub enum WireError {
 impl WireSignal {
     /// Turns a complete wire signal (envelope included, as carried between hosts) into a
     /// signal.
-    pub fn into_signal(self) -> Result<Signal, WireError> {
+    pub fn into_signal(mut self) -> Result<Signal, WireError> {
         let envelope = Envelope {
-            id: self.id.clone().ok_or(WireError::MissingEnvelope("id"))?,
+            id: self.id.take().ok_or(WireError::MissingEnvelope("id"))?,
             timestamp: self
                 .timestamp
+                .take()
                 .ok_or(WireError::MissingEnvelope("timestamp"))?,
-            from: self
-                .from
-                .clone()
-                .ok_or(WireError::MissingEnvelope("from"))?,
-            headers: self.headers.clone(),
+            from: self.from.take().ok_or(WireError::MissingEnvelope("from"))?,
+            headers: std::mem::take(&mut self.headers),
         };
-        let body = self.into_body()?;
+        let kind = self.signal_type.unwrap_or(SignalType::Message);
+        let body = self.into_kind(kind)?;
         Ok(Signal { envelope, body })
     }
 
-    /// The kind-specific part; the envelope fields are ignored, so an edge that stamps its
-    /// own envelope (an HTTP client's message) can use this directly.
+    /// The one entry point for signals from clients (HTTP, WebSocket, the `run` command's
+    /// input): refuses the envelope fields the host stamps itself, and takes the kind from
+    /// the edge. `implied` is what the endpoint carries: `Some(Message)` accepts only
+    /// messages; `Some(Event)` or `Some(DataChangeEvent)` accepts either emission, telling
+    /// them apart by shape (`changeType`, `objectType` or `object` make a data change) when
+    /// `signalType` is left out; `None` takes `signalType` as given, MESSAGE when absent.
+    /// The caller keeps `headers`, which clients may set.
+    pub fn into_client_body(self, implied: Option<SignalType>) -> Result<Body, WireError> {
+        let stamped = [
+            self.id.is_some(),
+            self.from.is_some(),
+            self.timestamp.is_some(),
+        ];
+        if let Some((field, _)) = HOST_SET.into_iter().zip(stamped).find(|(_, set)| *set) {
+            return Err(WireError::SetByHost(field));
+        }
+        let kind = self.kind(implied)?;
+        self.into_kind(kind)
+    }
+
+    /// The kind-specific part with the envelope fields ignored, for reading a signal a host
+    /// wrote when only its body matters (the operator reading a reply). Client input goes
+    /// through [`Self::into_client_body`] instead, which refuses envelope fields.
     pub fn into_body(self) -> Result<Body, WireError> {
         let kind = self.signal_type.unwrap_or(SignalType::Message);
-        let need = |value: Option<String>, field| value.ok_or(WireError::Missing { kind, field });
+        self.into_kind(kind)
+    }
+
+    /// The signal's kind at an edge implying `implied` (see [`Self::into_client_body`]).
+    fn kind(&self, implied: Option<SignalType>) -> Result<SignalType, WireError> {
+        let Some(implied) = implied else {
+            return Ok(self.signal_type.unwrap_or(SignalType::Message));
+        };
+        match self.signal_type {
+            Some(given) if implied.family().contains(&given) => Ok(given),
+            Some(given) => Err(WireError::WrongKind { implied, given }),
+            None if implied.family().contains(&SignalType::DataChangeEvent) => {
+                let data_change = self.change_type.is_some()
+                    || self.object_type.is_some()
+                    || self.object.is_some();
+                Ok(if data_change {
+                    SignalType::DataChangeEvent
+                } else {
+                    SignalType::Event
+                })
+            }
+            None => Ok(implied),
+        }
+    }
+
+    /// The body fields that are present, as the wire spells them.
+    fn present_fields(&self) -> impl Iterator<Item = &'static str> {
+        [
+            ("messageType", self.message_type.is_some()),
+            ("to", self.to.is_some()),
+            ("returnAddress", self.return_address.is_some()),
+            ("replyTo", self.reply_to.is_some()),
+            ("code", self.code.is_some()),
+            ("description", self.description.is_some()),
+            ("help", self.help.is_some()),
+            ("eventType", self.event_type.is_some()),
+            ("changeType", self.change_type.is_some()),
+            ("objectType", self.object_type.is_some()),
+            ("object", self.object.is_some()),
+            ("payload", self.payload.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(field, present)| present.then_some(field))
+    }
+
+    /// The body of a `kind` signal: every field it needs, none it does not take.
+    fn into_kind(self, kind: SignalType) -> Result<Body, WireError> {
+        if let Some(field) = self.present_fields().find(|f| !kind.fields().contains(f)) {
+            return Err(WireError::Foreign { kind, field });
+        }
+        let need = |value: Option<String>, field: &'static str| {
+            let value = value.ok_or(WireError::Missing { kind, field })?;
+            if NON_EMPTY.contains(&field) && value.trim().is_empty() {
+                return Err(WireError::Empty { kind, field });
+            }
+            Ok(value)
+        };
         let payload = self.payload.unwrap_or_else(Json::null);
         Ok(match kind {
             SignalType::Message => Body::Message(Message {
@@ -142,7 +300,6 @@ impl WireSignal {
         })
     }
 }
-
 impl From<&Signal> for WireSignal {
     fn from(signal: &Signal) -> Self {
         let e = &signal.envelope;
@@ -221,89 +378,4 @@ impl<'de> Deserialize<'de> for Signal {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::signal::Envelope;
-
-    fn roundtrip(body: Body) {
-        let signal = Signal {
-            envelope: Envelope::new("orders", [("trace".to_owned(), "t1".to_owned())].into()),
-            body,
-        };
-        let text = serde_json::to_string(&signal).unwrap();
-        let back: Signal = serde_json::from_str(&text).unwrap();
-        assert_eq!(back, signal, "{text}");
-    }
-
-    #[test]
-    fn every_kind_survives_the_wire() {
-        let payload = Json::parse(r#"{"n":1}"#).unwrap();
-        roundtrip(Body::Message(Message {
-            message_type: "Ping".into(),
-            to: "echo".into(),
-            return_address: Some("audit".into()),
-            payload: payload.clone(),
-        }));
-        roundtrip(Body::Event {
-            event_type: "UserRegistered".into(),
-            payload: payload.clone(),
-        });
-        roundtrip(Body::Reply {
-            reply_to: "m1".into(),
-            to: "orders".into(),
-            payload: payload.clone(),
-        });
-        roundtrip(Body::ErrorReply {
-            reply_to: "m1".into(),
-            to: "orders".into(),
-            error: Failure::new(409, "taken").with_help("pick another"),
-        });
-        roundtrip(Body::DataChange {
-            change_type: ChangeType::Deleted,
-            object_type: "User".into(),
-            object: payload,
-        });
-    }
-
-    #[test]
-    fn wire_shape_is_the_seeds() {
-        let json = r#"{"signalType":"DATA_CHANGE_EVENT","changeType":"CREATED","objectType":"User","object":{"id":"u1"}}"#;
-        let wire: WireSignal = serde_json::from_str(json).unwrap();
-        let Body::DataChange {
-            change_type,
-            object,
-            ..
-        } = wire.into_body().unwrap()
-        else {
-            panic!("wrong kind")
-        };
-        assert_eq!(change_type, ChangeType::Created);
-        assert_eq!(object.as_str(), r#"{"id":"u1"}"#);
-    }
-
-    #[test]
-    fn unknown_fields_and_missing_fields_are_refused() {
-        let err =
-            serde_json::from_str::<WireSignal>(r#"{"to":"echo","colour":"red"}"#).unwrap_err();
-        assert!(err.to_string().contains("colour"), "{err}");
-
-        let wire: WireSignal = serde_json::from_str(r#"{"to":"echo"}"#).unwrap();
-        assert_eq!(
-            wire.into_body(),
-            Err(WireError::Missing {
-                kind: SignalType::Message,
-                field: "messageType"
-            })
-        );
-        let wire: WireSignal = serde_json::from_str(
-            r#"{"signalType":"ERROR_REPLY","replyTo":"m","to":"a","description":"d"}"#,
-        )
-        .unwrap();
-        assert!(matches!(
-            wire.into_body(),
-            Err(WireError::Missing { field: "code", .. })
-        ));
-        let wire: WireSignal = serde_json::from_str(r#"{"messageType":"A","to":"b"}"#).unwrap();
-        assert_eq!(wire.into_signal(), Err(WireError::MissingEnvelope("id")));
-    }
-}
+mod tests;

@@ -366,3 +366,54 @@ async fn restart_keeps_registry_and_handlers() {
         json!({"ok": true})
     );
 }
+
+/// The HTTP edge applies the wire rules: endpoints imply the kind, and a client's envelope
+/// fields, another kind's fields and empty names are refused with 400 naming the field.
+#[tokio::test]
+async fn the_http_edge_checks_the_wire_format() {
+    let daemon = Daemon::start(&data_dir("wire"));
+    let bare_event = json!({"eventType": "UserRegistered", "payload": {"id": "u1"}});
+    let (status, body) = daemon.post("/v1/events", bare_event).await;
+    assert_eq!(
+        status, 202,
+        "an event needs no signalType at /v1/events: {body}"
+    );
+    let bare_change =
+        json!({"objectType": "User", "changeType": "CREATED", "object": {"id": "u1"}});
+    let (status, body) = daemon.post("/v1/events", bare_change).await;
+    assert_eq!(status, 202, "nor does a data change: {body}");
+
+    let refusals = [
+        (
+            "/v1/messages",
+            json!({"to": "echo", "messageType": "Ping", "from": "me"}),
+            "`from`",
+        ),
+        (
+            "/v1/messages",
+            json!({"to": "echo", "messageType": "Ping", "eventType": "E"}),
+            "`eventType`",
+        ),
+        (
+            "/v1/messages",
+            json!({"to": "echo", "messageType": ""}),
+            "`messageType`",
+        ),
+        (
+            "/v1/messages",
+            json!({"signalType": "EVENT", "eventType": "E"}),
+            "EVENT",
+        ),
+        (
+            "/v1/events",
+            json!({"signalType": "MESSAGE", "to": "echo", "messageType": "Ping"}),
+            "MESSAGE",
+        ),
+    ];
+    for (path, body, named) in refusals {
+        let (status, answer) = daemon.post(path, body.clone()).await;
+        assert_eq!(status, 400, "{path} {body}: {answer}");
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(error.contains(named), "{path} {body}: {answer}");
+    }
+}

@@ -18,7 +18,7 @@ use crate::registry::DeployOptions;
 use crate::router::{Reason, Undelivered};
 use crate::runtime::HandlerKind;
 use crate::signal::{Body as SignalBody, Envelope, HOST_ADDRESS, Signal};
-use crate::wire::WireSignal;
+use crate::wire::{SignalType, WireError, WireSignal};
 
 /// Deploy parameters, all optional.
 #[derive(Debug, Default, Deserialize)]
@@ -149,14 +149,21 @@ pub struct SendParams {
     wait: Option<String>,
 }
 
-/// A signal from an admin client: the host stamps the envelope.
-fn parse_signal(state: &AppState, body: &Bytes) -> Result<Signal, ApiError> {
+/// A signal from an admin client to an endpoint implying `implied`: the host stamps the
+/// envelope.
+fn parse_signal(state: &AppState, body: &Bytes, implied: SignalType) -> Result<Signal, ApiError> {
     let wire: WireSignal = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the body is not a signal: {e}")))?;
     let headers = wire.headers.clone();
-    let body = wire
-        .into_body()
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let body = wire.into_client_body(Some(implied)).map_err(|e| {
+        let wrong_kind = matches!(e, WireError::WrongKind { .. });
+        let error = ApiError::bad_request(e.to_string());
+        match implied {
+            _ if !wrong_kind => error,
+            SignalType::Message => error.help("events and data changes go to /v1/events"),
+            _ => error.help("messages go to /v1/messages"),
+        }
+    })?;
     let signal = Signal {
         envelope: Envelope::new(HOST_ADDRESS, headers),
         body,
@@ -181,12 +188,7 @@ pub async fn send_message(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
-    let signal = parse_signal(&state, &body)?;
-    if !matches!(signal.body, SignalBody::Message(_)) {
-        return Err(ApiError::bad_request(
-            "only messages are sent here; events go to /v1/events",
-        ));
-    }
+    let signal = parse_signal(&state, &body, SignalType::Message)?;
     let host = state.registry.host();
     let Some(wait) = params.wait else {
         let id = signal.envelope.id.clone();
@@ -248,7 +250,7 @@ pub(super) fn refused(undelivered: Undelivered, to: &str) -> ApiError {
 
 /// `POST /v1/events`: emit an event or a data change.
 pub async fn emit(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let signal = parse_signal(&state, &body)?;
+    let signal = parse_signal(&state, &body, SignalType::Event)?;
     if !matches!(
         signal.body,
         SignalBody::Event { .. } | SignalBody::DataChange { .. }
