@@ -41,10 +41,7 @@ async fn a_slow_subscribers_refusals_are_kept_and_managed() {
     let (mut delivered, mut dead) = (0, 0);
     for _ in 0..BURST {
         let (status, body) = daemon
-            .post(
-                "/v1/events",
-                json!({ "eventType": "Stall", "payload": {} , "signalType": "EVENT"}),
-            )
+            .post("/v1/events", json!({ "eventType": "Stall", "payload": {} }))
             .await;
         assert_eq!(status, 202, "{body}");
         delivered += body["delivered"].as_u64().unwrap();

@@ -248,17 +248,11 @@ pub(super) fn refused(undelivered: Undelivered, to: &str) -> ApiError {
     }
 }
 
-/// `POST /v1/events`: emit an event or a data change.
+/// `POST /v1/events`: emit an event or a data change; answers how many subscribers took it
+/// and how many refused it (their copies are dead letters), or 503 when the dead-letter store
+/// could not promise room for the refusals (then nobody got it).
 pub async fn emit(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let signal = parse_signal(&state, &body, SignalType::Event)?;
-    if !matches!(
-        signal.body,
-        SignalBody::Event { .. } | SignalBody::DataChange { .. }
-    ) {
-        return Err(ApiError::bad_request(
-            "only EVENT and DATA_CHANGE_EVENT signals are emitted here; messages go to /v1/messages",
-        ));
-    }
     let id = signal.envelope.id.clone();
     match state.registry.host().router().offer(signal) {
         Ok(accepted) => Ok((
