@@ -231,7 +231,14 @@ impl Worker {
                 version: version.id,
                 address: address.clone(),
             };
-            match Instance::new(&self.runtime, &version, identity, self.router.clone()).await {
+            match Instance::new(
+                &self.runtime,
+                &version,
+                identity,
+                self.router.clone() as Weak<dyn crate::runtime::Outbound>,
+            )
+            .await
+            {
                 Ok(instance) => self.set_warm(Some(instance)),
                 Err(error) => {
                     tracing::error!(error = format!("{error:#}"), "could not start an instance");

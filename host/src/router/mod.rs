@@ -15,6 +15,7 @@
 
 mod callbacks;
 mod mailbox;
+mod outbound;
 mod pending;
 
 use std::collections::HashMap;

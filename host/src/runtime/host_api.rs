@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::bindings::{guest_json, headers, switchboard::signal::host, wit};
+use super::outbound::Outbound;
 use super::state::HostState;
 use crate::config::{DEFAULT_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT};
-use crate::router::Router;
 use crate::signal::{Body, Envelope, Failure, Message, ReplyTarget, Signal, code};
 
 /// Longest log line a guest may write; the rest is cut off.
@@ -18,8 +18,8 @@ const MAX_LOG_LINE: usize = 4096;
 type HostResult<T> = Result<T, wit::Failure>;
 
 impl HostState {
-    fn router(&self) -> Result<Arc<Router>, Failure> {
-        self.router
+    fn outbound(&self) -> Result<Arc<dyn Outbound>, Failure> {
+        self.outbound
             .upgrade()
             .ok_or_else(|| Failure::new(code::OVERLOADED, "the host is shutting down"))
     }
@@ -61,32 +61,16 @@ impl HostState {
         self.stamp(body, headers(msg.headers))
     }
 
-    /// Routes a stamped signal and hands back its id.
-    fn route(&self, signal: Result<Signal, Failure>) -> HostResult<String> {
+    /// Hands a stamped signal to `go` and gives back its id.
+    fn hand_over(
+        &self,
+        signal: Result<Signal, Failure>,
+        go: impl FnOnce(&dyn Outbound, Signal) -> Result<(), Failure>,
+    ) -> HostResult<String> {
         let signal = signal?;
         let id = signal.id().to_owned();
-        self.router()?.route(signal);
+        go(&*self.outbound()?, signal)?;
         Ok(id)
-    }
-
-    /// Broadcasts a stamped event or data change; refused at the source (503) when a full
-    /// subscriber could not have its copy kept as a dead letter.
-    fn broadcast(&self, signal: Result<Signal, Failure>) -> HostResult<String> {
-        let signal = signal?;
-        let id = signal.id().to_owned();
-        match self.router()?.offer(signal) {
-            Ok(_) => Ok(id),
-            Err(undelivered) => Err(Failure::new(
-                code::OVERLOADED,
-                format!(
-                    "the {} was refused: {}",
-                    undelivered.signal.kind().to_lowercase(),
-                    undelivered.reason.as_str().replace('_', " ")
-                ),
-            )
-            .with_help("a subscriber is overloaded; retry later")
-            .into()),
-        }
     }
 }
 
@@ -94,24 +78,19 @@ impl wit::Host for HostState {}
 
 impl host::Host for HostState {
     fn send(&mut self, msg: host::OutgoingMessage) -> wasmtime::Result<HostResult<String>> {
-        let sent = (|| {
-            let signal = self.message(msg)?;
-            let id = signal.id().to_owned();
-            self.router()?.send_from(signal, &self.identity.handler)?;
-            Ok(id)
-        })();
-        Ok(sent.map_err(|f: Failure| f.into()))
+        let owner = self.identity.handler.clone();
+        Ok(self.hand_over(self.message(msg), |out, signal| out.send(signal, &owner)))
     }
 
     async fn request(&mut self, msg: host::OutgoingMessage, timeout_ms: u32) -> HostResult<String> {
         let signal = self.message(msg)?;
-        let router = self.router()?;
+        let outbound = self.outbound()?;
         let timeout = match timeout_ms {
             0 => DEFAULT_REQUEST_TIMEOUT,
             ms => Duration::from_millis(ms.into()).min(MAX_REQUEST_TIMEOUT),
         };
         let started = Instant::now();
-        let outcome = router
+        let outcome = outbound
             .request(signal, timeout)
             .await
             .and_then(Signal::into_outcome);
@@ -141,7 +120,7 @@ impl host::Host for HostState {
                 headers(headers_list),
             )
         })();
-        Ok(self.broadcast(signal))
+        Ok(self.hand_over(signal, |out, signal| out.broadcast(signal)))
     }
 
     fn emit_data_change(
@@ -165,7 +144,7 @@ impl host::Host for HostState {
             };
             self.stamp(body, headers(headers_list))
         })();
-        Ok(self.broadcast(signal))
+        Ok(self.hand_over(signal, |out, signal| out.broadcast(signal)))
     }
 
     fn reply(
@@ -187,7 +166,10 @@ impl host::Host for HostState {
             let reply = target.answer(self.identity.address.clone(), outcome, address);
             self.stamp(reply.body, reply.envelope.headers)
         })();
-        Ok(self.route(signal))
+        Ok(self.hand_over(signal, |out, signal| {
+            out.reply(signal);
+            Ok(())
+        }))
     }
 
     fn log(&mut self, level: wit::LogLevel, message: String) -> wasmtime::Result<()> {

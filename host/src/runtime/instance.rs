@@ -10,9 +10,9 @@ use std::sync::Weak;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::{Delivery, Handler};
+use super::outbound::Outbound;
 use super::state::{HostState, Identity, LimitHit};
 use super::{Description, Runtime, Version};
-use crate::router::Router;
 use crate::signal::{Failure, Json, Signal, code};
 
 /// Hostcall data a guest may pass in one import call, beyond the message size itself.
@@ -41,10 +41,10 @@ impl Instance {
         runtime: &Runtime,
         version: &Version,
         identity: Identity,
-        router: Weak<Router>,
+        outbound: Weak<dyn Outbound>,
     ) -> wasmtime::Result<Self> {
         let max_message_bytes = runtime.config.max_message_bytes;
-        let state = HostState::new(identity, router, &version.limits, max_message_bytes);
+        let state = HostState::new(identity, outbound, &version.limits, max_message_bytes);
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|state| state);
         store.set_hostcall_fuel(max_message_bytes.saturating_mul(2) + HOSTCALL_SLACK_BYTES);

@@ -9,10 +9,11 @@
 mod bindings;
 mod host_api;
 mod instance;
+mod outbound;
 mod state;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 
 use thiserror::Error;
 pub use wasmtime::component::Component;
@@ -21,6 +22,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use bindings::Delivery;
 pub use instance::{Instance, Outcome};
+pub use outbound::{Answer, DenyAll, Outbound};
 pub use state::{Identity, LimitHit};
 
 use crate::config::{EPOCH_TICK, HostConfig, Limits};
@@ -232,10 +234,11 @@ impl Runtime {
             version: version.id,
             address: crate::signal::HOST_ADDRESS.to_owned(),
         };
-        // The probe gets no router: a guest's host calls during `describe` (or its start
+        // The probe reaches nobody: a guest's host calls during `describe` (or its start
         // function) fail at once rather than acting as the host or waiting on anyone.
+        let deny: Arc<dyn Outbound> = Arc::new(DenyAll);
         let probe = async {
-            let mut probe = Instance::new(self, &version, identity, Weak::new())
+            let mut probe = Instance::new(self, &version, identity, Arc::downgrade(&deny))
                 .await
                 .map_err(|e| LoadError::Describe(format!("{e:#}")))?;
             probe

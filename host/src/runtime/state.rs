@@ -8,7 +8,7 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::router::Router;
+use super::outbound::Outbound;
 
 /// Raised from inside wasm when a handler breaks one of its limits; found again by downcast
 /// when the call returns, to answer 507 instead of 500.
@@ -77,7 +77,8 @@ pub struct Identity {
 /// Store data of one handler instance.
 pub struct HostState {
     pub identity: Identity,
-    pub router: Weak<Router>,
+    /// Where the guest's signals go; weak, so an instance never keeps the host alive.
+    pub outbound: Weak<dyn Outbound>,
     pub cpu: CpuMeter,
     pub max_message_bytes: usize,
     memory_limit: u64,
@@ -92,13 +93,13 @@ impl HostState {
     /// State for a new instance; WASI grants nothing: no files, environment, network or stdio.
     pub fn new(
         identity: Identity,
-        router: Weak<Router>,
+        outbound: Weak<dyn Outbound>,
         limits: &crate::config::Limits,
         max_message_bytes: usize,
     ) -> Self {
         Self {
             identity,
-            router,
+            outbound,
             cpu: CpuMeter::new(limits.cpu_time),
             max_message_bytes,
             memory_limit: limits.memory_bytes,
