@@ -23,6 +23,8 @@ pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Largest component a host will compile.
 pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
+/// Dead letters a host keeps at most, by default.
+pub const DEFAULT_DEAD_LETTERS: usize = 100_000;
 /// Table elements one handler may grow to (componentize-py handlers hold thousands).
 pub const DEFAULT_TABLE_ELEMENTS: usize = 100_000;
 
@@ -75,7 +77,7 @@ impl Default for HostConfig {
             max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
             max_wasm_stack: DEFAULT_MAX_WASM_STACK,
             max_instances: 1000,
-            dead_letter_capacity: crate::dead_letters::DEFAULT_CAPACITY,
+            dead_letter_capacity: DEFAULT_DEAD_LETTERS,
         }
     }
 }

@@ -15,8 +15,6 @@ use serde::{Deserialize, Serialize};
 use crate::db::{Db, DbError};
 use crate::signal::Signal;
 
-/// Dead letters kept at most, by default.
-pub const DEFAULT_CAPACITY: usize = 100_000;
 /// Most dead letters one listing returns.
 pub const MAX_PAGE: usize = 1000;
 
@@ -279,16 +277,16 @@ fn now_millis() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::Host;
-    use crate::signal::HOST_ADDRESS;
+    use crate::signal::{Body, Envelope, HOST_ADDRESS, Headers, Json};
 
     fn event(n: u32) -> Signal {
-        let mut signal = Host::message(HOST_ADDRESS, "x", "T", crate::Json::null());
-        signal.body = crate::Body::Event {
-            event_type: "E".into(),
-            payload: crate::Json::from_value(&serde_json::json!({ "n": n })),
-        };
-        signal
+        Signal {
+            envelope: Envelope::new(HOST_ADDRESS, Headers::new()),
+            body: Body::Event {
+                event_type: "E".into(),
+                payload: Json::from_value(&serde_json::json!({ "n": n })),
+            },
+        }
     }
 
     /// Proves the store is bounded: reservations past the capacity are refused, and unused

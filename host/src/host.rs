@@ -253,31 +253,35 @@ impl Host {
 
     /// Broadcasts an event from the host: how many subscribers took it and how many refused
     /// it (dead-lettered), or why it was refused at the source.
-    pub fn emit(&self, event_type: &str, payload: Json) -> Result<Accepted, Undelivered> {
-        self.router.offer(Signal {
-            envelope: Envelope::new(HOST_ADDRESS, Headers::new()),
-            body: Body::Event {
-                event_type: event_type.to_owned(),
-                payload,
-            },
-        })
+    pub async fn emit(&self, event_type: &str, payload: Json) -> Result<Accepted, Undelivered> {
+        self.router
+            .offer(Signal {
+                envelope: Envelope::new(HOST_ADDRESS, Headers::new()),
+                body: Body::Event {
+                    event_type: event_type.to_owned(),
+                    payload,
+                },
+            })
+            .await
     }
 
     /// Broadcasts a data change from the host; see [`Host::emit`].
-    pub fn emit_data_change(
+    pub async fn emit_data_change(
         &self,
         change_type: ChangeType,
         object_type: &str,
         object: Json,
     ) -> Result<Accepted, Undelivered> {
-        self.router.offer(Signal {
-            envelope: Envelope::new(HOST_ADDRESS, Headers::new()),
-            body: Body::DataChange {
-                change_type,
-                object_type: object_type.to_owned(),
-                object,
-            },
-        })
+        self.router
+            .offer(Signal {
+                envelope: Envelope::new(HOST_ADDRESS, Headers::new()),
+                body: Body::DataChange {
+                    change_type,
+                    object_type: object_type.to_owned(),
+                    object,
+                },
+            })
+            .await
     }
 
     /// Connects a client at `address` (e.g. `user:alice`) and returns what arrives for it.

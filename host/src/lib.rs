@@ -2,6 +2,9 @@
 //! components written against the `switchboard:signal` WIT interface.
 //!
 //! Data flows one way: [`transport`] → [`router`] → [`runtime`] → [`router`] → [`transport`].
+//! The runtime reaches the router only through its narrow [`runtime::Outbound`] interface,
+//! and a transport delivers into [`transport::Inbound`], never the router type; a test
+//! (`layering`) checks that no module imports one that imports it back.
 //!
 //! - [`signal`]: the envelope, the five signal kinds, the host's error codes.
 //! - [`wire`]: the JSON wire format every edge (HTTP, WebSocket, NATS, logs) shares.
@@ -42,3 +45,6 @@ pub use config::{HostConfig, Limits};
 pub use host::{DeployError, Deployed, HandlerInfo, Host, StartError};
 pub use signal::{Body, ChangeType, Failure, Json, Signal};
 pub use wire::WireSignal;
+
+#[cfg(test)]
+mod layering;

@@ -1,10 +1,11 @@
 //! How signals travel between the router and wherever their address is served.
 //!
 //! The router hands every outgoing signal to its [`Transport`]; a transport carries it to
-//! the host that serves the signal's [`Route`] and gives it to that host's router through
-//! [`Router::deliver_local`]. The embedded default, [`InProcess`], is that loop within one
-//! process. A networked transport (NATS) implements the same trait: subjects per route,
-//! queue groups per handler.
+//! the host that serves the signal's [`Route`] and gives it to that host's [`Inbound`]
+//! side. The embedded default, [`InProcess`], is that loop within one process. A networked
+//! transport (NATS) implements the same trait: subjects per route, queue groups per
+//! handler; it learns some outcomes ("no responders") only after `publish` returns, so a
+//! publish can complete later ([`Publish::Later`]).
 
 // An undelivered signal is handed back by value on the rare failure path, so that its
 // sender can be answered; boxing it would only add an allocation there.
@@ -12,8 +13,108 @@
 
 use std::sync::{OnceLock, Weak};
 
-use crate::router::{Accepted, Router, Undelivered};
+use tokio::sync::oneshot;
+
 use crate::signal::{AGENT_PREFIX, AGENTS_ADDRESS, Body, Signal};
+
+/// A signal the transport could not deliver, handed back with the reason.
+#[derive(Debug)]
+pub struct Undelivered {
+    pub signal: Signal,
+    pub reason: Reason,
+}
+
+/// Why a signal could not be delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// Nothing serves the address.
+    NoRoute,
+    /// The handler there does not accept this message type.
+    NotAccepted,
+    /// The handler's mailbox or the client's queue is full.
+    Overloaded,
+    /// The client at the address disconnected.
+    ClientGone,
+    /// A subscriber's mailbox is full and the dead-letter store has no room for the copy.
+    DeadLettersFull,
+    /// The host is shutting down.
+    ShuttingDown,
+}
+
+impl Reason {
+    /// The reason as a metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::NoRoute => "no_route",
+            Self::NotAccepted => "not_accepted",
+            Self::Overloaded => "overloaded",
+            Self::ClientGone => "client_gone",
+            Self::DeadLettersFull => "dead_letters_full",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// How a signal was taken: for a broadcast, how many subscribers took it and how many
+/// refused it (their copies are in the dead-letter store); for anything else, one delivered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Accepted {
+    /// Copies handed to a mailbox or client queue.
+    pub delivered: usize,
+    /// Copies a mailbox refused, kept as dead letters.
+    pub dead_lettered: usize,
+}
+
+impl Accepted {
+    /// One signal delivered.
+    pub const ONE: Self = Self {
+        delivered: 1,
+        dead_lettered: 0,
+    };
+
+    /// Copies accepted in all.
+    pub fn total(&self) -> usize {
+        self.delivered + self.dead_lettered
+    }
+}
+
+impl Undelivered {
+    /// The signal could not be delivered because the host is stopping.
+    pub fn shutting_down(signal: Signal) -> Self {
+        Self {
+            signal,
+            reason: Reason::ShuttingDown,
+        }
+    }
+}
+
+/// What a host offers its transport: the handlers and clients it serves.
+pub trait Inbound: Send + Sync + 'static {
+    /// Delivers a signal to the handlers or clients of this host that serve its route.
+    fn deliver(&self, signal: Signal) -> Result<Accepted, Undelivered>;
+}
+
+/// The outcome of a publish: known at once, or later.
+pub enum Publish {
+    /// The transport knew the outcome when it took the signal.
+    Now(Result<Accepted, Undelivered>),
+    /// The outcome arrives later. A transport must always send one.
+    Later(oneshot::Receiver<Result<Accepted, Undelivered>>),
+}
+
+impl Publish {
+    /// Waits for the outcome; a transport that dropped its promise is a shutting-down one.
+    pub async fn outcome(self) -> Result<Accepted, Undelivered> {
+        match self {
+            Self::Now(outcome) => outcome,
+            Self::Later(rx) => rx.await.unwrap_or_else(|_| {
+                tracing::error!("the transport dropped a publish without saying what became of it");
+                Ok(Accepted::default())
+            }),
+        }
+    }
+}
 
 /// Where a signal is headed, independent of how it gets there.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,33 +151,33 @@ pub fn address_of(to: &str) -> &str {
 
 /// Carries signals from a router to the routers that serve them.
 pub trait Transport: Send + Sync + 'static {
-    /// Called once with the local router, which receives what arrives for this host.
-    fn attach(&self, local: Weak<Router>);
+    /// Called once with this host's inbound side, which receives what arrives for it.
+    fn attach(&self, local: Weak<dyn Inbound>);
 
     /// Carries `signal` towards the handlers or clients of its [`Route`]. Fails when nothing
     /// serves that route or its mailbox is full, giving the signal back so the router can
     /// answer the sender. A broadcast says how many subscribers took it and how many refused
     /// it (those copies are dead-lettered); it fails only if the dead-letter store could not
     /// have taken every refusal, and then no subscriber got it.
-    fn publish(&self, signal: Signal) -> Result<Accepted, Undelivered>;
+    fn publish(&self, signal: Signal) -> Publish;
 }
 
 /// The embedded transport: every address is served in this process.
 #[derive(Default)]
 pub struct InProcess {
-    local: OnceLock<Weak<Router>>,
+    local: OnceLock<Weak<dyn Inbound>>,
 }
 
 impl Transport for InProcess {
-    fn attach(&self, local: Weak<Router>) {
+    fn attach(&self, local: Weak<dyn Inbound>) {
         let _ = self.local.set(local);
     }
 
-    fn publish(&self, signal: Signal) -> Result<Accepted, Undelivered> {
-        match self.local.get().and_then(Weak::upgrade) {
-            Some(router) => router.deliver_local(signal),
+    fn publish(&self, signal: Signal) -> Publish {
+        Publish::Now(match self.local.get().and_then(Weak::upgrade) {
+            Some(local) => local.deliver(signal),
             None => Err(Undelivered::shutting_down(signal)),
-        }
+        })
     }
 }
 

@@ -44,11 +44,13 @@ async fn an_event_flood_is_fully_accounted_for() {
     const EVENTS: usize = 3000;
     let host = audit_host(HostConfig::default(), 8).await;
     let (mut delivered, mut dead) = (0, 0);
-    // No await in the loop: on this single-threaded runtime the worker cannot drain the
-    // mailbox meanwhile, so most events must be refused by it.
+    // The in-process transport answers at once, so the await never yields: on this
+    // single-threaded runtime the worker cannot drain the mailbox meanwhile, and most
+    // events must be refused by it.
     for n in 0..EVENTS {
         let accepted = host
             .emit("UserRegistered", json(json!({ "n": n })))
+            .await
             .expect("the dead-letter store has room");
         delivered += accepted.delivered;
         dead += accepted.dead_lettered;
@@ -110,7 +112,7 @@ async fn a_full_dead_letter_store_refuses_at_the_source() {
     let host = audit_host(config, 2).await;
     let mut accepted = 0;
     let refusal = loop {
-        match host.emit("UserRegistered", json(json!({}))) {
+        match host.emit("UserRegistered", json(json!({}))).await {
             Ok(a) => accepted += a.total(),
             Err(undelivered) => break undelivered,
         }

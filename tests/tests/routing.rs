@@ -161,14 +161,16 @@ async fn event_and_data_change_fan_out_exactly_once() {
 async fn data_changes_route_by_object_type() {
     let host = host_with(&["audit"]).await;
     host.emit_data_change(ChangeType::Deleted, "Invoice", json(json!({"id": 9})))
+        .await
         .unwrap();
     host.emit_data_change(
         ChangeType::Updated,
         "User",
         json(json!({"id": "u7", "name": "Cy"})),
     )
+    .await
     .unwrap();
-    host.emit("SomethingElse", json(json!({}))).unwrap();
+    host.emit("SomethingElse", json(json!({}))).await.unwrap();
     let entries = audit_entries(&host, 1).await;
     assert_eq!(entries.len(), 1, "{entries:#?}");
     assert_eq!(entries[0]["change"], "updated");

@@ -192,7 +192,7 @@ pub async fn send_message(
     let host = state.registry.host();
     let Some(wait) = params.wait else {
         let id = signal.envelope.id.clone();
-        return match host.router().offer(signal) {
+        return match host.router().offer(signal).await {
             Ok(_) => Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response()),
             Err(undelivered) => {
                 let to = match &undelivered.signal.body {
@@ -254,7 +254,7 @@ pub(super) fn refused(undelivered: Undelivered, to: &str) -> ApiError {
 pub async fn emit(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let signal = parse_signal(&state, &body, SignalType::Event)?;
     let id = signal.envelope.id.clone();
-    match state.registry.host().router().offer(signal) {
+    match state.registry.host().router().offer(signal).await {
         Ok(accepted) => Ok((
             StatusCode::ACCEPTED,
             Json(json!({

@@ -33,82 +33,11 @@ use crate::dead_letters::{DeadLetter, DeadLetters, DeadReason};
 use crate::metrics::{DeadLetterLabels, KindLabels, Metrics, ReasonLabels, RefusedLabels};
 use crate::runtime::{HandlerKind, Runtime, Version};
 use crate::signal::{AGENTS_ADDRESS, Body, Failure, HOST_ADDRESS, Json, Signal, USER_PREFIX, code};
-use crate::transport::{Route, Transport};
+pub use crate::transport::{Accepted, Reason, Undelivered};
+use crate::transport::{Inbound, Publish, Route, Transport};
 
 /// Signals a connected client may have waiting before it is treated as too slow.
 pub const CLIENT_QUEUE: usize = 256;
-
-/// A signal the transport could not deliver, handed back with the reason.
-#[derive(Debug)]
-pub struct Undelivered {
-    pub signal: Signal,
-    pub reason: Reason,
-}
-
-/// Why a signal could not be delivered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reason {
-    /// Nothing serves the address.
-    NoRoute,
-    /// The handler there does not accept this message type.
-    NotAccepted,
-    /// The handler's mailbox or the client's queue is full.
-    Overloaded,
-    /// The client at the address disconnected.
-    ClientGone,
-    /// A subscriber's mailbox is full and the dead-letter store has no room for the copy.
-    DeadLettersFull,
-    /// The host is shutting down.
-    ShuttingDown,
-}
-
-impl Reason {
-    /// The reason as a metric label.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::NoRoute => "no_route",
-            Self::NotAccepted => "not_accepted",
-            Self::Overloaded => "overloaded",
-            Self::ClientGone => "client_gone",
-            Self::DeadLettersFull => "dead_letters_full",
-            Self::ShuttingDown => "shutting_down",
-        }
-    }
-}
-
-/// How a signal was taken: for a broadcast, how many subscribers took it and how many
-/// refused it (their copies are in the dead-letter store); for anything else, one delivered.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Accepted {
-    /// Copies handed to a mailbox or client queue.
-    pub delivered: usize,
-    /// Copies a mailbox refused, kept as dead letters.
-    pub dead_lettered: usize,
-}
-
-impl Accepted {
-    /// One signal delivered.
-    pub const ONE: Self = Self {
-        delivered: 1,
-        dead_lettered: 0,
-    };
-
-    /// Copies accepted in all.
-    pub fn total(&self) -> usize {
-        self.delivered + self.dead_lettered
-    }
-}
-
-impl Undelivered {
-    /// The signal could not be delivered because the host is stopping.
-    pub fn shutting_down(signal: Signal) -> Self {
-        Self {
-            signal,
-            reason: Reason::ShuttingDown,
-        }
-    }
-}
 
 /// Why a handler could not be installed.
 #[derive(Debug, Error)]
@@ -152,6 +81,12 @@ impl Table {
     }
 }
 
+impl Inbound for Router {
+    fn deliver(&self, signal: Signal) -> Result<Accepted, Undelivered> {
+        self.deliver_local(signal)
+    }
+}
+
 /// Routes signals between handlers, clients and the transport.
 pub struct Router {
     table: RwLock<Table>,
@@ -182,7 +117,9 @@ impl Router {
             metrics: Arc::default(),
             me: me.clone(),
         });
-        router.transport.attach(router.me.clone());
+        router
+            .transport
+            .attach(router.me.clone() as Weak<dyn Inbound>);
         router
     }
 
@@ -229,22 +166,75 @@ impl Router {
             }
             _ => signal,
         };
+        self.publish(signal, kind, Self::settle);
+    }
+
+    /// Publishes through the transport and hands the outcome to `then`, at once or, when the
+    /// transport learns it later, from a task.
+    fn publish(
+        &self,
+        signal: Signal,
+        kind: &'static str,
+        then: fn(&Self, &'static str, Result<Accepted, Undelivered>),
+    ) {
         match self.transport.publish(signal) {
+            Publish::Now(outcome) => then(self, kind, outcome),
+            later @ Publish::Later(_) => {
+                let me = self.me.clone();
+                tokio::spawn(async move {
+                    let outcome = later.outcome().await;
+                    if let Some(router) = me.upgrade() {
+                        then(&router, kind, outcome);
+                    }
+                });
+            }
+        }
+    }
+
+    /// Counts a routed signal, or settles one that could not be delivered.
+    fn settle(&self, kind: &'static str, outcome: Result<Accepted, Undelivered>) {
+        match outcome {
             Ok(accepted) => self.count_accepted(kind, accepted.total()),
             Err(undelivered) => self.undeliverable(undelivered),
         }
     }
 
-    /// Hands a new signal to the transport and says at once if it could not be delivered,
-    /// for a caller outside the host (an HTTP client) who is not waiting for an ErrorReply.
-    /// A refused signal was never accepted; it is counted as refused.
-    pub fn offer(&self, signal: Signal) -> Result<Accepted, Undelivered> {
+    /// Hands a new signal to the transport and says whether it was delivered, for a caller
+    /// outside the host (an HTTP client) who is not waiting for an ErrorReply. A refused
+    /// signal was never accepted; it is counted as refused.
+    pub async fn offer(&self, signal: Signal) -> Result<Accepted, Undelivered> {
+        let kind = signal.kind();
+        let outcome = self.transport.publish(signal).outcome().await;
+        self.count_offered(kind, &outcome);
+        outcome
+    }
+
+    /// Like [`Router::offer`] for a caller that cannot wait (a guest's `emit`): refused at
+    /// once when the transport knows at once; otherwise taken, and settled when the outcome
+    /// arrives.
+    pub fn offer_now(&self, signal: Signal) -> Result<(), Undelivered> {
         let kind = signal.kind();
         match self.transport.publish(signal) {
-            Ok(accepted) => {
-                self.count_accepted(kind, accepted.total());
-                Ok(accepted)
+            Publish::Now(outcome) => {
+                self.count_offered(kind, &outcome);
+                outcome.map(drop)
             }
+            later @ Publish::Later(_) => {
+                let me = self.me.clone();
+                tokio::spawn(async move {
+                    let outcome = later.outcome().await;
+                    if let Some(router) = me.upgrade() {
+                        router.count_offered(kind, &outcome);
+                    }
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn count_offered(&self, kind: &str, outcome: &Result<Accepted, Undelivered>) {
+        match outcome {
+            Ok(accepted) => self.count_accepted(kind, accepted.total()),
             Err(undelivered) => {
                 self.metrics
                     .refused
@@ -253,7 +243,6 @@ impl Router {
                         reason: undelivered.reason.as_str().to_owned(),
                     })
                     .inc();
-                Err(undelivered)
             }
         }
     }
@@ -534,7 +523,7 @@ impl Router {
     }
 
     /// Delivers a signal to the handlers or clients of this host that serve its route.
-    pub fn deliver_local(&self, signal: Signal) -> Result<Accepted, Undelivered> {
+    fn deliver_local(&self, signal: Signal) -> Result<Accepted, Undelivered> {
         let table = self.read();
         let fail = |signal, reason| Err(Undelivered { signal, reason });
         match Route::of(&signal) {

@@ -23,7 +23,7 @@ impl Outbound for Router {
     }
 
     fn broadcast(&self, signal: Signal) -> Result<(), Failure> {
-        self.offer(signal).map(drop).map_err(|undelivered| {
+        self.offer_now(signal).map_err(|undelivered| {
             Failure::new(
                 code::OVERLOADED,
                 format!(
