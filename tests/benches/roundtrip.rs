@@ -62,9 +62,10 @@ fn pipelined(c: &mut Criterion) {
         };
         rt.block_on(host.deploy(&name, guest("echo"), Some(limits)))
             .expect("deploying echo");
-        group.bench_function(format!("{IN_FLIGHT} in flight, concurrency {concurrency}"), |b| {
-            b.to_async(&rt).iter(|| burst(&host, &name))
-        });
+        group.bench_function(
+            format!("{IN_FLIGHT} in flight, concurrency {concurrency}"),
+            |b| b.to_async(&rt).iter(|| burst(&host, &name)),
+        );
     }
     group.finish();
 }
