@@ -60,3 +60,69 @@ impl Admission {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::Host;
+    use crate::signal::{Envelope, Headers, Json};
+
+    fn service(message_types: &[&str], events: &[&str]) -> Description {
+        Description {
+            name: "x".into(),
+            kind: HandlerKind::Service,
+            message_types: message_types.iter().map(|t| t.to_string()).collect(),
+            events: events.iter().map(|t| t.to_string()).collect(),
+            data_changes: Vec::new(),
+        }
+    }
+
+    fn event(event_type: &str) -> Signal {
+        Signal {
+            envelope: Envelope::new("host", Headers::new()),
+            body: Body::Event {
+                event_type: event_type.into(),
+                payload: Json::null(),
+            },
+        }
+    }
+
+    /// Proves a message type outside a non-empty list is refused with 404, and any type is
+    /// taken when the list is empty.
+    #[test]
+    fn message_types_are_those_of_the_handling_version() {
+        let ping = Host::message("host", "x", "Ping", Json::null());
+        let refused = Admission::of(&service(&["Other"], &[]), "x", &ping);
+        assert!(matches!(refused, Admission::Refuse(f) if f.code == code::NOT_FOUND));
+        let any = Admission::of(&service(&[], &[]), "x", &ping);
+        assert!(matches!(any, Admission::Handle));
+    }
+
+    /// Proves a message to a service address is refused once the version is an agent.
+    #[test]
+    fn a_kind_change_stops_serving_the_old_address() {
+        let ping = Host::message("host", "x", "Ping", Json::null());
+        let agent = Description {
+            kind: HandlerKind::Agent,
+            ..service(&[], &[])
+        };
+        assert!(matches!(
+            Admission::of(&agent, "x", &ping),
+            Admission::Refuse(_)
+        ));
+    }
+
+    /// Proves an event is handed on only while the version subscribes to its type.
+    #[test]
+    fn subscriptions_are_those_of_the_handling_version() {
+        let subscribed = service(&[], &["Joined"]);
+        assert!(matches!(
+            Admission::of(&subscribed, "x", &event("Joined")),
+            Admission::Handle
+        ));
+        assert!(matches!(
+            Admission::of(&subscribed, "x", &event("Left")),
+            Admission::Unsubscribed
+        ));
+    }
+}
