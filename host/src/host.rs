@@ -153,11 +153,13 @@ impl Host {
         use std::sync::atomic::Ordering::Relaxed;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
+            // In flight counts a signal from the moment its mailbox takes it until a worker is
+            // done with it, including the moment a worker has taken it but not yet started.
             let busy = self
                 .router
                 .slots()
                 .iter()
-                .any(|(slot, queued)| *queued > 0 || slot.counters.active.load(Relaxed) > 0);
+                .any(|(slot, _)| slot.counters.in_flight.load(Relaxed) > 0);
             if !busy {
                 return true;
             }

@@ -1,5 +1,6 @@
 //! Prometheus metrics per handler: signals by kind and outcome, handling time, queue depth,
-//! warm instances, traps, limit hits, swaps; and host-wide pending requests and late replies.
+//! warm instances, traps, limit hits, swaps, broadcasts dropped for want of a subscription,
+//! the most signals handled at once; and host-wide pending requests and late replies.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -68,6 +69,10 @@ pub struct Metrics {
     pub traps: Family<HandlerLabels, Counter>,
     pub limit_hits: Family<HandlerLabels, Counter>,
     pub swaps: Family<HandlerLabels, Counter>,
+    /// Broadcasts dropped because the version handling them no longer subscribes.
+    pub unsubscribed: Family<HandlerLabels, Counter>,
+    /// The most signals a handler has handled at once.
+    pub peak_active: Family<HandlerLabels, Gauge>,
     pub pending_requests: Gauge,
     pub late_replies: Counter,
     pub accepted: Family<KindLabels, Counter>,
@@ -90,6 +95,8 @@ impl Default for Metrics {
             traps: Family::default(),
             limit_hits: Family::default(),
             swaps: Family::default(),
+            unsubscribed: Family::default(),
+            peak_active: Family::default(),
             pending_requests: Gauge::default(),
             late_replies: Counter::default(),
             accepted: Family::default(),
@@ -135,6 +142,16 @@ impl Default for Metrics {
             "swaps",
             "Hot swaps of a handler's version",
             metrics.swaps.clone(),
+        );
+        registry.register(
+            "unsubscribed",
+            "Broadcasts dropped because the handling version no longer subscribes",
+            metrics.unsubscribed.clone(),
+        );
+        registry.register(
+            "peak_active",
+            "The most signals a handler has handled at once",
+            metrics.peak_active.clone(),
         );
         registry.register(
             "pending_requests",

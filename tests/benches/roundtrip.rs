@@ -1,13 +1,19 @@
 //! Warm signal round trips through a real host: a message from outside to a guest and its
-//! Reply back, and a guest awaiting another guest (two round trips per signal).
+//! Reply back, and a guest awaiting another guest (two round trips per signal); and the same
+//! echo round trip pipelined, many requests in flight at once, at concurrency 1 and 8.
 //!
 //! Run with `cargo bench -p switchboard-tests`.
 
 use std::time::Duration;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
-use switchboard_tests::{WAIT, host_with};
+use switchboard::{Host, Limits};
+use switchboard_tests::{WAIT, guest, host_with};
+use tokio::task::JoinSet;
+
+/// Requests kept in flight by the pipelined benchmark.
+const IN_FLIGHT: usize = 256;
 
 fn roundtrip(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -36,5 +42,49 @@ fn roundtrip(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, roundtrip);
+/// `IN_FLIGHT` echo requests at once, each a task, through a handler with `concurrency`
+/// workers; reported per request.
+fn pipelined(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let host = rt.block_on(host_with(&[]));
+    let mut group = c.benchmark_group("pipelined");
+    group.measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Elements(IN_FLIGHT as u64));
+    for concurrency in [1, 8] {
+        let name = format!("echo-c{concurrency}");
+        let limits = Limits {
+            concurrency,
+            mailbox: IN_FLIGHT as u32,
+            ..Limits::default()
+        };
+        rt.block_on(host.deploy(&name, guest("echo"), Some(limits)))
+            .expect("deploying echo");
+        group.bench_function(
+            format!("{IN_FLIGHT} in flight, concurrency {concurrency}"),
+            |b| b.to_async(&rt).iter(|| burst(&host, &name)),
+        );
+    }
+    group.finish();
+}
+
+/// Sends `IN_FLIGHT` requests to `name` at once and waits for every reply.
+async fn burst(host: &Host, name: &str) {
+    let mut tasks = JoinSet::new();
+    for n in 0..IN_FLIGHT {
+        let host = host.clone();
+        let name = name.to_owned();
+        tasks.spawn(async move {
+            let ping = switchboard_tests::json(json!({ "n": n }));
+            host.call(&name, "Ping", ping, WAIT).await
+        });
+    }
+    while let Some(reply) = tasks.join_next().await {
+        reply.expect("a request task").expect("a reply");
+    }
+}
+
+criterion_group!(benches, roundtrip, pipelined);
 criterion_main!(benches);

@@ -1,10 +1,17 @@
 //! A deployed handler's mailbox and the workers that drain it.
 //!
 //! Each handler has one bounded mailbox and `concurrency` workers, each owning one warm
-//! instance. Before every signal a worker looks at the handler's current version, so a hot
-//! swap sends queued signals to the new version while signals already running finish on the
-//! old instance, which is dropped afterwards. A worker whose instance traps drops it and
-//! starts a fresh one for the next signal.
+//! instance. The workers take signals from one multi-consumer queue: no lock between them,
+//! and each signal wakes one worker. Before every signal a worker looks at the handler's
+//! current version, so a hot swap sends queued signals to the new version while signals
+//! already running finish on the old instance, which is dropped afterwards. The version that
+//! handles a signal also decides whether it takes it: a message type it does not accept is
+//! answered with 404, a broadcast it no longer subscribes to is counted and dropped. A worker
+//! whose instance traps drops it and starts a fresh one for the next signal.
+//!
+//! A redeploy that changes the mailbox's shape (kind, concurrency, size) opens a new mailbox
+//! whose workers start only once every worker of the old one has exited: the two never run
+//! side by side, so a concurrency-1 handler handles one signal at a time through the move.
 
 // An undelivered signal is handed back by value on the rare failure path, so that its
 // sender can be answered; boxing it would only add an allocation there.
@@ -13,18 +20,23 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use std::time::Instant;
+
+mod admission;
+
+use admission::Admission;
 
 use super::Router;
 use super::callbacks::CALLBACK_CAP;
 use crate::metrics::{Metrics, SignalLabels};
 use crate::runtime::{HandlerKind, Instance, Outcome, Runtime, Version};
-use crate::signal::{AGENTS_ADDRESS, Body, Failure, Signal, code};
+use crate::signal::{AGENTS_ADDRESS, Body, Failure, HOST_ADDRESS, Signal, code};
 
-/// Counters of one handler, for listings and metrics.
+/// Counters of one handler, for listings and metrics. A handler keeps them across a move to
+/// a new mailbox.
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Signals handed to the handler.
@@ -37,6 +49,11 @@ pub struct Counters {
     pub swaps: AtomicU64,
     /// Signals being handled right now.
     pub active: AtomicU64,
+    /// The most signals it has handled at once.
+    pub peak_active: AtomicU64,
+    /// Signals taken into the mailbox and not yet done with: queued, taken by a worker, or
+    /// being handled. What a drain waits for.
+    pub in_flight: AtomicUsize,
 }
 
 /// A deployed handler as its workers see it.
@@ -46,8 +63,8 @@ pub struct Slot {
     /// The address it serves: its name, or `agents`.
     pub address: String,
     current: RwLock<Arc<Version>>,
-    /// Its counters.
-    pub counters: Counters,
+    /// Its counters, shared with the mailbox it moved from, if any.
+    pub counters: Arc<Counters>,
 }
 
 impl Slot {
@@ -59,10 +76,9 @@ impl Slot {
             .clone()
     }
 
-    /// Makes `version` current; queued signals go to it from now on.
-    pub fn swap(&self, version: Arc<Version>) {
+    /// Makes `version` the one its workers hand signals to from now on.
+    fn set_current(&self, version: Arc<Version>) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = version;
-        self.counters.swaps.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The address signals sent while handling `signal` come from: an agent speaks as the
@@ -87,12 +103,16 @@ impl Slot {
 /// Dropping it closes the mailbox; the workers finish what is queued and stop.
 pub struct Entry {
     pub slot: Arc<Slot>,
-    mailbox: mpsc::Sender<Signal>,
+    mailbox: async_channel::Sender<Signal>,
     workers: u32,
     /// Signals other than replies in the mailbox: at most the handler's mailbox limit. The
     /// channel holds [`CALLBACK_CAP`] more, kept for replies to the handler's own sends.
     others: Arc<AtomicUsize>,
     limit: usize,
+    /// Becomes true once every worker has exited.
+    exited: watch::Receiver<bool>,
+    /// The mailbox this one replaced, closed, until its workers have exited.
+    predecessor: Option<Box<Entry>>,
 }
 
 /// Whether a signal may use the room kept for replies.
@@ -108,27 +128,36 @@ pub enum Refused {
 }
 
 impl Entry {
-    /// Opens a mailbox for a newly deployed handler and starts its workers.
+    /// Opens a mailbox for a handler and starts its workers. With a `predecessor` (the
+    /// handler's previous mailbox, whose shape no longer fits), the workers wait until every
+    /// worker of the predecessor has exited, and the handler keeps its counters.
     pub fn open(
         name: &str,
         address: String,
         version: Arc<Version>,
+        predecessor: Option<Entry>,
         runtime: Arc<Runtime>,
         router: Weak<Router>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let limits = version.limits;
         let limit = limits.mailbox.max(1) as usize;
-        let (tx, rx) = mpsc::channel(limit + CALLBACK_CAP);
+        let (tx, rx) = async_channel::bounded(limit + CALLBACK_CAP);
         let others = Arc::new(AtomicUsize::new(0));
+        let predecessor = predecessor.map(Entry::retire);
         let slot = Arc::new(Slot {
             name: Arc::from(name),
             address,
             current: RwLock::new(version),
-            counters: Counters::default(),
+            counters: predecessor
+                .as_ref()
+                .map(|p| p.slot.counters.clone())
+                .unwrap_or_default(),
         });
-        let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..limits.concurrency.max(1) {
+        let (exited_tx, exited) = watch::channel(false);
+        let exit = Arc::new(ExitNotice(exited_tx));
+        let workers = limits.concurrency.max(1);
+        for _ in 0..workers {
             let worker = Worker {
                 slot: slot.clone(),
                 mailbox: rx.clone(),
@@ -137,16 +166,47 @@ impl Entry {
                 metrics: metrics.clone(),
                 others: others.clone(),
                 warm: None,
+                after: predecessor.as_ref().map(|p| p.exited.clone()),
+                _exit: exit.clone(),
             };
             tokio::spawn(worker.run());
         }
         Self {
             slot,
             mailbox: tx,
-            workers: limits.concurrency.max(1),
+            workers,
             others,
             limit,
+            exited,
+            predecessor: predecessor.map(Box::new),
         }
+    }
+
+    /// Closes the mailbox for good (its queue is still handled) and forgets predecessors
+    /// that have drained.
+    fn retire(self) -> Self {
+        self.mailbox.close();
+        self.pruned()
+    }
+
+    fn pruned(mut self) -> Self {
+        self.predecessor = self
+            .predecessor
+            .take()
+            .filter(|p| !*p.exited.borrow())
+            .map(|p| Box::new(p.pruned()));
+        self
+    }
+
+    /// Makes `version` current, for this mailbox and those still draining before it, so
+    /// every queued signal goes to it.
+    pub fn swap(&self, version: Arc<Version>) {
+        let mut entry = Some(self);
+        while let Some(e) = entry {
+            e.slot.set_current(version.clone());
+            entry = e.predecessor.as_deref();
+        }
+        self.slot.counters.swaps.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Queues a signal without waiting; a full mailbox refuses it. Replies may use the room
@@ -157,13 +217,17 @@ impl Entry {
             self.others.fetch_sub(1, Ordering::AcqRel);
             return Err(Refused::Full(signal));
         }
+        // Counted from here until a worker is done with it, so a drain never misses it.
+        let in_flight = &self.slot.counters.in_flight;
+        in_flight.fetch_add(1, Ordering::AcqRel);
         self.mailbox.try_send(signal).map_err(|e| {
+            in_flight.fetch_sub(1, Ordering::AcqRel);
             if counted {
                 self.others.fetch_sub(1, Ordering::AcqRel);
             }
             match e {
-                mpsc::error::TrySendError::Full(s) => Refused::Full(s),
-                mpsc::error::TrySendError::Closed(s) => Refused::Closed(s),
+                async_channel::TrySendError::Full(s) => Refused::Full(s),
+                async_channel::TrySendError::Closed(s) => Refused::Closed(s),
             }
         })
     }
@@ -173,27 +237,41 @@ impl Entry {
         self.limit == limits.mailbox.max(1) as usize && self.workers == limits.concurrency.max(1)
     }
 
-    /// Signals waiting in the mailbox.
+    /// Signals waiting in the mailbox and in those still draining before it.
     pub fn queued(&self) -> usize {
-        self.mailbox.max_capacity() - self.mailbox.capacity()
+        self.mailbox.len() + self.predecessor.as_ref().map_or(0, |p| p.queued())
+    }
+}
+
+/// Held by every worker of a mailbox; the last one to exit tells the successor mailbox.
+struct ExitNotice(watch::Sender<bool>);
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
     }
 }
 
 struct Worker {
     slot: Arc<Slot>,
-    mailbox: Arc<Mutex<mpsc::Receiver<Signal>>>,
+    mailbox: async_channel::Receiver<Signal>,
     runtime: Arc<Runtime>,
     router: Weak<Router>,
     metrics: Arc<Metrics>,
     others: Arc<AtomicUsize>,
     warm: Option<Instance>,
+    /// The predecessor mailbox's exit notice: start handling only once it is true.
+    after: Option<watch::Receiver<bool>>,
+    _exit: Arc<ExitNotice>,
 }
 
 impl Worker {
     async fn run(mut self) {
-        loop {
-            let next = self.mailbox.lock().await.recv().await;
-            let Some(signal) = next else { break };
+        if let Some(mut before) = self.after.take() {
+            // An error means the notice is gone, which also means every worker exited.
+            let _ = before.wait_for(|exited| *exited).await;
+        }
+        while let Ok(signal) = self.mailbox.recv().await {
             match &signal.body {
                 Body::Reply { reply_to, .. } | Body::ErrorReply { reply_to, .. } => {
                     // Its place in the room kept for replies is free again.
@@ -213,10 +291,32 @@ impl Worker {
                 handler = %self.slot.name,
                 version = version.id,
             );
-            let slot = self.slot.clone();
-            slot.counters.active.fetch_add(1, Ordering::Relaxed);
-            self.handle(signal, version).instrument(span).await;
-            slot.counters.active.fetch_sub(1, Ordering::Relaxed);
+            let counters = self.slot.counters.clone();
+            let now = counters.active.fetch_add(1, Ordering::Relaxed) + 1;
+            if counters.peak_active.fetch_max(now, Ordering::Relaxed) < now {
+                let labels = Metrics::handler(&self.slot.name);
+                let gauge = self.metrics.peak_active.get_or_create(&labels);
+                gauge.inner().fetch_max(now as i64, Ordering::Relaxed);
+            }
+            self.admit(signal, version).instrument(span).await;
+            counters.active.fetch_sub(1, Ordering::Relaxed);
+            counters.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.set_warm(None);
+    }
+
+    /// Hands `signal` to `version` if that version takes it.
+    async fn admit(&mut self, signal: Signal, version: Arc<Version>) {
+        match Admission::of(&version.description, &self.slot.name, &signal) {
+            Admission::Handle => self.handle(signal, version).await,
+            Admission::Refuse(failure) => self.finish(signal, Err(failure), HOST_ADDRESS.into()),
+            Admission::Unsubscribed => {
+                self.metrics
+                    .unsubscribed
+                    .get_or_create(&Metrics::handler(&self.slot.name))
+                    .inc();
+                tracing::debug!("dropped a broadcast the handling version does not subscribe to");
+            }
         }
     }
 

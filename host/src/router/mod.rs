@@ -601,18 +601,20 @@ impl Router {
         let entry = match old {
             // Same address and mailbox shape: swap in place; queued signals go to the new version.
             Some(entry) if entry.slot.address == address && entry.fits(&version.limits) => {
-                entry.slot.swap(version);
+                entry.swap(version);
                 entry
             }
-            // Otherwise a fresh mailbox; the old one drains, its queue handled by the new version.
+            // Otherwise a fresh mailbox behind the old one: the old queue goes to the new
+            // version, and the new workers start only once the old ones have all exited.
             old => {
                 if let Some(old) = &old {
-                    old.slot.swap(version.clone());
+                    old.swap(version.clone());
                 }
                 Entry::open(
                     name,
                     address.clone(),
                     version,
+                    old,
                     self.runtime.clone(),
                     self.me.clone(),
                     self.metrics.clone(),
@@ -638,7 +640,8 @@ impl Router {
         removed
     }
 
-    /// The deployed handlers' slots, by address.
+    /// The deployed handlers' slots, by address, with the signals queued for each (counting
+    /// a mailbox it moved from that is still draining).
     pub fn slots(&self) -> Vec<(Arc<Slot>, usize)> {
         self.read()
             .handlers

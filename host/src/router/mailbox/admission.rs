@@ -1,0 +1,128 @@
+//! Whether the version that handles a signal takes it. The router checks a message's type
+//! when it queues it, against the version current then; after a hot swap the version that
+//! takes the signal out of the mailbox may accept, serve or subscribe to less, and its word
+//! is the one that counts.
+
+use crate::runtime::{Description, HandlerKind};
+use crate::signal::{AGENTS_ADDRESS, Body, Failure, Signal, code};
+use crate::transport::address_of;
+
+/// What the version handling a signal does with it.
+pub(super) enum Admission {
+    /// Hands it to the guest.
+    Handle,
+    /// Answers the message with this failure without calling the guest.
+    Refuse(Failure),
+    /// Drops a broadcast it does not subscribe to.
+    Unsubscribed,
+}
+
+impl Admission {
+    /// Applies a version's description to a signal: the message types it accepts (empty
+    /// means any), the address its kind serves, the broadcasts it subscribes to.
+    pub(super) fn of(description: &Description, name: &str, signal: &Signal) -> Self {
+        match &signal.body {
+            Body::Message(m) => {
+                let accepts = &description.message_types;
+                if !accepts.is_empty() && !accepts.contains(&m.message_type) {
+                    return Self::Refuse(Failure::new(
+                        code::NOT_FOUND,
+                        format!(
+                            "the handler at `{}` does not accept messages of type `{}`",
+                            m.to, m.message_type
+                        ),
+                    ));
+                }
+                let serves = match description.kind {
+                    HandlerKind::Service => name,
+                    HandlerKind::Agent => AGENTS_ADDRESS,
+                };
+                if address_of(&m.to) != serves {
+                    return Self::Refuse(
+                        Failure::new(
+                            code::NOT_FOUND,
+                            format!("nothing serves the address `{}`", m.to),
+                        )
+                        .with_help("the handler there changed its kind; check the address"),
+                    );
+                }
+                Self::Handle
+            }
+            Body::Event { event_type, .. } if !description.events.contains(event_type) => {
+                Self::Unsubscribed
+            }
+            Body::DataChange { object_type, .. }
+                if !description.data_changes.contains(object_type) =>
+            {
+                Self::Unsubscribed
+            }
+            _ => Self::Handle,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::Host;
+    use crate::signal::{Envelope, Headers, Json};
+
+    fn service(message_types: &[&str], events: &[&str]) -> Description {
+        Description {
+            name: "x".into(),
+            kind: HandlerKind::Service,
+            message_types: message_types.iter().map(|t| t.to_string()).collect(),
+            events: events.iter().map(|t| t.to_string()).collect(),
+            data_changes: Vec::new(),
+        }
+    }
+
+    fn event(event_type: &str) -> Signal {
+        Signal {
+            envelope: Envelope::new("host", Headers::new()),
+            body: Body::Event {
+                event_type: event_type.into(),
+                payload: Json::null(),
+            },
+        }
+    }
+
+    /// Proves a message type outside a non-empty list is refused with 404, and any type is
+    /// taken when the list is empty.
+    #[test]
+    fn message_types_are_those_of_the_handling_version() {
+        let ping = Host::message("host", "x", "Ping", Json::null());
+        let refused = Admission::of(&service(&["Other"], &[]), "x", &ping);
+        assert!(matches!(refused, Admission::Refuse(f) if f.code == code::NOT_FOUND));
+        let any = Admission::of(&service(&[], &[]), "x", &ping);
+        assert!(matches!(any, Admission::Handle));
+    }
+
+    /// Proves a message to a service address is refused once the version is an agent.
+    #[test]
+    fn a_kind_change_stops_serving_the_old_address() {
+        let ping = Host::message("host", "x", "Ping", Json::null());
+        let agent = Description {
+            kind: HandlerKind::Agent,
+            ..service(&[], &[])
+        };
+        assert!(matches!(
+            Admission::of(&agent, "x", &ping),
+            Admission::Refuse(_)
+        ));
+    }
+
+    /// Proves an event is handed on only while the version subscribes to its type.
+    #[test]
+    fn subscriptions_are_those_of_the_handling_version() {
+        let subscribed = service(&[], &["Joined"]);
+        assert!(matches!(
+            Admission::of(&subscribed, "x", &event("Joined")),
+            Admission::Handle
+        ));
+        assert!(matches!(
+            Admission::of(&subscribed, "x", &event("Left")),
+            Admission::Unsubscribed
+        ));
+    }
+}
