@@ -151,7 +151,7 @@ async fn deploy_dir(registry: &Registry, dir: &std::path::Path) -> anyhow::Resul
         .into_iter()
         .map(|h| (h.name, h.module))
         .collect();
-    for (name, path) in crate::cli::wasm_files(dir).await? {
+    for (name, path) in crate::run_command::wasm_files(dir).await? {
         let bytes = tokio::fs::read(&path)
             .await
             .with_context(|| format!("reading {}", path.display()))?;
