@@ -137,17 +137,20 @@ impl Host {
         })
     }
 
-    /// Waits until no signal is queued or being handled, up to `timeout`; returns whether
-    /// everything finished. New signals are still accepted meanwhile.
+    /// Waits until no signal is queued or being handled and no request awaits its reply,
+    /// up to `timeout`; returns whether everything finished. New signals are still accepted
+    /// meanwhile (the admin API refuses them while shutting down).
     pub async fn drain(&self, timeout: Duration) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let busy = self
-                .router
-                .slots()
-                .iter()
-                .any(|(slot, queued)| *queued > 0 || slot.counters.active.load(Relaxed) > 0);
+            // A request still awaiting its reply is in flight even at the moment its message
+            // is between a mailbox and the worker that took it.
+            let busy =
+                self.router.pending().waiting() > 0
+                    || self.router.slots().iter().any(|(slot, queued)| {
+                        *queued > 0 || slot.counters.active.load(Relaxed) > 0
+                    });
             if !busy {
                 return true;
             }

@@ -186,6 +186,7 @@ pub async fn send_message(
             "only messages are sent here; events go to /v1/events",
         ));
     }
+    state.check_restoring(&signal)?;
     let host = state.registry.host();
     let Some(wait) = params.wait else {
         let id = signal.envelope.id.clone();
