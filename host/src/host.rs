@@ -147,8 +147,9 @@ impl Host {
         })
     }
 
-    /// Waits until no signal is queued or being handled, up to `timeout`; returns whether
-    /// everything finished. New signals are still accepted meanwhile.
+    /// Waits until no signal is queued or being handled and no request awaits its reply,
+    /// up to `timeout`; returns whether everything finished. New signals are still accepted
+    /// meanwhile (the admin API refuses them while shutting down).
     pub async fn drain(&self, timeout: Duration) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         let deadline = tokio::time::Instant::now() + timeout;

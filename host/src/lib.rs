@@ -18,14 +18,13 @@
 //! - [`registry`]: deployed handlers and versions, persisted; deploy, roll back, delete.
 //! - [`admin`]: the HTTP admin API (axum), guarded by a bearer token.
 //! - [`serve`]: the daemon: restore the registry, serve the admin API, drain on shutdown.
-//! - [`cli`]: the `run` command behind the binary.
+//! - [`run_command`]: `switchboard run`, a host driven by JSON signals on stdin.
 //! - [`operator`]: the operator commands (`deploy`, `list`, `request`, ...): a client of the
 //!   admin API.
 //! - [`metrics`]: Prometheus counters, gauges and histograms per handler.
 //! - [`config`]: host settings and per-handler limits with their defaults.
 
 pub mod admin;
-pub mod cli;
 pub mod config;
 pub mod db;
 pub mod dead_letters;
@@ -34,6 +33,7 @@ pub mod metrics;
 pub mod operator;
 pub mod registry;
 pub mod router;
+pub mod run_command;
 pub mod runtime;
 pub mod serve;
 pub mod signal;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use switchboard::{cli, operator, serve};
+use switchboard::{operator, run_command, serve};
 
 /// Routes signals between sandboxed WebAssembly handlers.
 #[derive(Parser)]
@@ -20,7 +20,7 @@ enum Command {
     /// Run a host on the embedded in-process transport with every handler in a directory,
     /// driven by JSON signals on stdin (one per line); replies and client deliveries go to
     /// stdout.
-    Run(cli::RunArgs),
+    Run(run_command::RunArgs),
     #[command(flatten)]
     Operator(operator::OperatorCommand),
 }
@@ -41,7 +41,7 @@ async fn main() -> ExitCode {
                 .map(|()| ExitCode::SUCCESS),
             Err(error) => Err(error),
         },
-        Command::Run(args) => cli::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => run_command::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Operator(command) => {
             let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
             operator::run(command, &mut out, &mut err).await

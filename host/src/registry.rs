@@ -3,7 +3,12 @@
 //! Every change (deploy, rollback, delete) is checked before anything moves, written to the
 //! registry file, and only then made live. A version is compiled once: its artifact is cached
 //! under the module's hash and the engine's compatibility key, so a restart deserializes
-//! instead of compiling. [`Registry::open`] brings every handler back before returning.
+//! instead of compiling. [`Registry::open`] reads the registry file; [`Registry::restore`]
+//! then brings the handlers back, several at once, while the registry already answers.
+
+mod restore;
+
+pub use restore::RESTORE_CONCURRENCY;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,6 +116,7 @@ pub struct Registry {
     data: DataDir,
     file: Mutex<RegistryFile>,
     compilations: AtomicU64,
+    restoring: restore::Restoring,
 }
 
 fn kind_name(kind: HandlerKind) -> &'static str {
@@ -127,28 +133,17 @@ fn now_millis() -> u64 {
 }
 
 impl Registry {
-    /// Opens the registry in `data` and brings every handler's live version back up, from
-    /// cached artifacts where possible. A handler that cannot be restored is logged and left
-    /// out; the returned list names them.
-    pub async fn open(host: Host, data: DataDir) -> Result<(Self, Vec<String>), StoreError> {
+    /// Opens the registry in `data`. Its handlers are registered but not running until
+    /// [`Registry::restore`] brings them back; until then [`Registry::restoring`] names them.
+    pub fn open(host: Host, data: DataDir) -> Result<Self, StoreError> {
         let file = data.load_registry()?;
-        let registry = Self {
+        Ok(Self {
             host,
             data,
-            file: Mutex::new(file.clone()),
+            restoring: restore::Restoring::from_file(&file),
+            file: Mutex::new(file),
             compilations: AtomicU64::new(0),
-        };
-        let mut failed = Vec::new();
-        for (name, record) in &file.handlers {
-            let Some(current) = record.current() else {
-                continue;
-            };
-            if let Err(error) = registry.activate(name, current).await {
-                tracing::error!(handler = %name, %error, "could not restore handler");
-                failed.push(name.clone());
-            }
-        }
-        Ok((registry, failed))
+        })
     }
 
     /// The host this registry deploys to.
@@ -170,14 +165,25 @@ impl Registry {
     ) -> Result<Component, RegistryError> {
         let runtime = self.host.runtime();
         let engine = runtime.engine_key();
-        if let Some(artifact) = self.data.artifact(hash, &engine) {
-            match runtime.from_artifact(&artifact) {
-                Ok(component) => return Ok(component),
-                Err(error) => {
-                    tracing::warn!(module = hash, %error, "dropping an unusable cached artifact");
-                    self.data.forget_artifact(hash, &engine);
-                }
+        // Reading and deserializing an artifact blocks: keep it off the threads that serve
+        // requests, which answer while handlers are being restored.
+        let cached = {
+            let (runtime, data) = (runtime.clone(), self.data.clone());
+            let (hash, engine) = (hash.to_owned(), engine.clone());
+            tokio::task::spawn_blocking(move || {
+                data.artifact(&hash, &engine)
+                    .map(|artifact| runtime.from_artifact(&artifact))
+            })
+            .await
+            .map_err(|e| LoadError::Interrupted(e.to_string()))?
+        };
+        match cached {
+            Some(Ok(component)) => return Ok(component),
+            Some(Err(error)) => {
+                tracing::warn!(module = hash, %error, "dropping an unusable cached artifact");
+                self.data.forget_artifact(hash, &engine);
             }
+            None => {}
         }
         let bytes = match bytes {
             Some(bytes) => bytes,
@@ -205,11 +211,6 @@ impl Registry {
             }),
         };
         Ok(self.host.runtime().prepare(&component, spec).await?)
-    }
-
-    async fn activate(&self, name: &str, record: &VersionRecord) -> Result<bool, RegistryError> {
-        let version = self.prepare(record, None).await?;
-        Ok(self.host.install(name, version)?.swapped)
     }
 
     /// Uploads a new version of `name`: checked, persisted, then live (a hot swap if the
@@ -256,6 +257,7 @@ impl Registry {
         match self.host.install(name, version) {
             Ok(deployed) => {
                 *file = next;
+                self.restoring.done(name);
                 drop(file);
                 let handler = self.view(name).await?;
                 Ok(DeployView {
@@ -307,6 +309,7 @@ impl Registry {
             return Err(error.into());
         }
         *file = next;
+        self.restoring.done(name);
         drop(file);
         self.view(name).await
     }
@@ -321,6 +324,7 @@ impl Registry {
         next.handlers.remove(name);
         self.data.save_registry(&next)?;
         *file = next;
+        self.restoring.done(name);
         self.host.remove(name);
         Ok(())
     }

@@ -1,8 +1,10 @@
-//! `switchboard serve`: the daemon. Restores the registry from the data directory, then serves
-//! the admin API until SIGTERM or ctrl-c, then finishes the signals in flight.
+//! `switchboard serve`: the daemon. Opens the admin API at once, restores the registry's
+//! handlers from the data directory (answering ready when they are back), serves until
+//! SIGTERM or ctrl-c, then finishes the signals in flight before it stops.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::admin::{AppState, app};
+use crate::config::{duration_arg, parse_duration};
 use crate::db::Db;
 use crate::registry::Registry;
 use crate::store::DataDir;
@@ -21,8 +24,11 @@ use crate::{Host, HostConfig};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "switchboard-data";
-/// Longest wait for signals in flight at shutdown.
+/// Default longest wait for signals in flight at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// After the drain, how long HTTP requests still open (a reply being written) may take
+/// before their connections are closed.
+pub const HTTP_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Flags of `switchboard serve`; each is also read from the environment, then from the
 /// config file.
@@ -37,9 +43,13 @@ pub struct ServeArgs {
     /// Bearer token the admin API requires.
     #[arg(long, env = "SWITCHBOARD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-    /// TOML file with `listen`, `data_dir` and `admin_token`; flags and environment win.
+    /// TOML file with `listen`, `data_dir`, `admin_token` and `drain_timeout`; flags and
+    /// environment win.
     #[arg(long, env = "SWITCHBOARD_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Longest wait at shutdown for signals in flight, like 500ms, 30s or 2m [default: 30s].
+    #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT", value_parser = duration_arg)]
+    pub drain_timeout: Option<Duration>,
     /// At start, deploy every *.wasm in this directory under its file name, unless that
     /// handler already runs the same module. A file that fails to deploy is logged and skipped.
     #[arg(long, value_name = "DIR")]
@@ -53,15 +63,67 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     admin_token: Option<String>,
+    /// A duration like `30s`.
+    drain_timeout: Option<String>,
 }
 
 /// Settings after flags, environment and config file are merged.
 #[derive(Debug)]
 pub struct Settings {
+    /// Address the admin API listens on.
     pub listen: SocketAddr,
+    /// The data directory.
     pub data_dir: PathBuf,
+    /// Bearer token of the admin API.
     pub admin_token: String,
+    /// Components to deploy at start.
     pub deploy_dir: Option<PathBuf>,
+    /// Longest wait at shutdown for signals in flight.
+    pub drain_timeout: Duration,
+}
+
+/// Everything [`run`] needs beside its listener.
+pub struct RunOptions {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Bearer token of the admin API.
+    pub admin_token: String,
+    /// Components to deploy at start, once the registry is restored.
+    pub deploy_dir: Option<PathBuf>,
+    /// Longest wait at shutdown for signals in flight.
+    pub drain_timeout: Duration,
+    /// Restoring handlers waits for this first; the API answers (not ready) meanwhile.
+    /// For tests that look at a host caught in the middle of starting.
+    pub restore_gate: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl RunOptions {
+    /// Options for a data directory and token, with the defaults for the rest.
+    pub fn new(data_dir: impl Into<PathBuf>, admin_token: impl Into<String>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            admin_token: admin_token.into(),
+            deploy_dir: None,
+            drain_timeout: DRAIN_TIMEOUT,
+            restore_gate: None,
+        }
+    }
+
+    /// Holds restoring handlers back until `gate` resolves.
+    pub fn restore_gate(mut self, gate: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.restore_gate = Some(Box::pin(gate));
+        self
+    }
+}
+
+impl From<Settings> for RunOptions {
+    fn from(settings: Settings) -> Self {
+        Self {
+            deploy_dir: settings.deploy_dir,
+            drain_timeout: settings.drain_timeout,
+            ..Self::new(settings.data_dir, settings.admin_token)
+        }
+    }
 }
 
 impl ServeArgs {
@@ -85,7 +147,15 @@ impl ServeArgs {
                 "an admin token is required: --admin-token, SWITCHBOARD_ADMIN_TOKEN, or admin_token in the config file"
             );
         };
+        let drain_timeout = match (self.drain_timeout, file.drain_timeout) {
+            (Some(flag), _) => flag,
+            (None, Some(text)) => parse_duration(&text).with_context(|| {
+                format!("`drain_timeout = \"{text}\"` in the config file is not a duration like 500ms, 30s or 2m")
+            })?,
+            (None, None) => DRAIN_TIMEOUT,
+        };
         Ok(Settings {
+            drain_timeout,
             listen: self
                 .listen
                 .or(file.listen)
@@ -100,52 +170,95 @@ impl ServeArgs {
     }
 }
 
-/// Runs the daemon until `shutdown` resolves, then drains.
+/// Binds `settings.listen` and runs the daemon on it until `shutdown` resolves.
 pub async fn serve(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
-    let data = DataDir::open(&settings.data_dir)
-        .with_context(|| format!("opening data directory {}", settings.data_dir.display()))?;
-    let db = Db::open(&data.path().join(crate::db::FILE_NAME))
-        .with_context(|| format!("opening the store in {}", settings.data_dir.display()))?;
-    let host = Host::open(HostConfig::default(), Arc::new(InProcess::default()), db)
-        .context("starting the host")?;
-    let (registry, failed) = Registry::open(host.clone(), data)
-        .await
-        .context("restoring the registry")?;
-    if let Some(dir) = &settings.deploy_dir {
-        deploy_dir(&registry, dir).await?;
-    }
-    let registry = Arc::new(registry);
-    let restored = registry.list().await.len();
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
+    run(listener, settings.into(), shutdown).await
+}
+
+/// Runs the daemon on `listener` until `shutdown` resolves. The admin API answers at once;
+/// `/readyz` turns 200 once the registry's handlers are restored and the deploy directory
+/// is deployed. On shutdown, `/readyz` turns 503 and new signals are refused while the
+/// signals in flight finish (up to the drain timeout), then the API stops.
+pub async fn run(
+    listener: TcpListener,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let data = DataDir::open(&options.data_dir)
+        .with_context(|| format!("opening data directory {}", options.data_dir.display()))?;
+    let db = Db::open(&data.path().join(crate::db::FILE_NAME))
+        .with_context(|| format!("opening the store in {}", options.data_dir.display()))?;
+    let host = Host::open(HostConfig::default(), Arc::new(InProcess::default()), db)
+        .context("starting the host")?;
+    let registry = Arc::new(Registry::open(host.clone(), data).context("reading the registry")?);
+    let state = AppState::new(registry.clone(), &options.admin_token);
     let address = listener.local_addr()?;
-    tracing::info!(
-        handlers = restored,
-        failed = ?failed,
-        compiled = registry.compilations(),
-        startup_ms = started.elapsed().as_millis() as u64,
-        "ready; listening on http://{address}"
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(
+        axum::serve(listener, app(state.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = http_stopped.await;
+            })
+            .into_future(),
     );
-    let state = AppState::new(registry, &settings.admin_token);
-    let ready = state.clone();
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            ready.set_ready(false);
-            tracing::info!("shutting down: no new requests; finishing signals in flight");
-        })
-        .await
-        .context("serving the admin API")?;
-    if !host.drain(DRAIN_TIMEOUT).await {
-        tracing::warn!("gave up waiting for signals in flight after {DRAIN_TIMEOUT:?}");
+    tracing::info!(
+        restoring = registry.restoring_count(),
+        "listening on http://{address}"
+    );
+    let starting = async {
+        if let Some(gate) = options.restore_gate {
+            gate.await;
+        }
+        let failed = registry.restore().await;
+        if let Some(dir) = &options.deploy_dir {
+            deploy_dir(&registry, dir).await?;
+        }
+        state.mark_ready();
+        let handlers = registry.list().await.len();
+        tracing::info!(
+            handlers,
+            failed = ?failed,
+            compiled = registry.compilations(),
+            startup_ms = started.elapsed().as_millis() as u64,
+            "ready to serve"
+        );
+        std::future::pending::<anyhow::Result<()>>().await
+    };
+    let failure = tokio::select! {
+        () = shutdown => None,
+        outcome = starting => outcome.err(),
+        joined = &mut server => Some(match joined {
+            Ok(Ok(())) => anyhow::anyhow!("the admin API stopped by itself"),
+            Ok(Err(error)) => anyhow::Error::new(error).context("serving the admin API"),
+            Err(error) => anyhow::Error::new(error).context("the admin API task"),
+        }),
+    };
+    state.begin_shutdown();
+    tracing::info!("shutting down: refusing new signals; finishing signals in flight");
+    if !host.drain(options.drain_timeout).await {
+        tracing::warn!(
+            "gave up waiting for signals in flight after {:?}",
+            options.drain_timeout
+        );
+    }
+    let _ = stop_http.send(());
+    if !server.is_finished()
+        && tokio::time::timeout(HTTP_CLOSE_GRACE, &mut server)
+            .await
+            .is_err()
+    {
+        tracing::warn!("closing HTTP connections still open after {HTTP_CLOSE_GRACE:?}");
+        server.abort();
     }
     tracing::info!("stopped");
-    Ok(())
+    failure.map_or(Ok(()), Err)
 }
 
 /// Deploys the components in `dir` whose module is not already live under their name.
@@ -156,7 +269,7 @@ async fn deploy_dir(registry: &Registry, dir: &std::path::Path) -> anyhow::Resul
         .into_iter()
         .map(|h| (h.name, h.module))
         .collect();
-    for (name, path) in crate::cli::wasm_files(dir).await? {
+    for (name, path) in crate::run_command::wasm_files(dir).await? {
         let bytes = tokio::fs::read(&path)
             .await
             .with_context(|| format!("reading {}", path.display()))?;
@@ -206,6 +319,7 @@ mod tests {
             admin_token: token.map(str::to_owned),
             config,
             deploy_dir: None,
+            drain_timeout: None,
         }
     }
 
@@ -215,17 +329,23 @@ mod tests {
             std::env::temp_dir().join(format!("switchboard-config-{}.toml", std::process::id()));
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:9000\"\nadmin_token = \"from-file\"\n",
+            "listen = \"127.0.0.1:9000\"\nadmin_token = \"from-file\"\ndrain_timeout = \"2m\"\n",
         )
         .unwrap();
         let settings = args(Some(path.clone()), None).settings().unwrap();
         assert_eq!(settings.admin_token, "from-file");
         assert_eq!(settings.listen.port(), 9000);
         assert_eq!(settings.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
-        let settings = args(Some(path.clone()), Some("from-flag"))
-            .settings()
-            .unwrap();
+        assert_eq!(settings.drain_timeout, Duration::from_secs(120));
+        let mut flags = args(Some(path.clone()), Some("from-flag"));
+        flags.drain_timeout = Some(Duration::from_millis(500));
+        let settings = flags.settings().unwrap();
         assert_eq!(settings.admin_token, "from-flag");
+        assert_eq!(settings.drain_timeout, Duration::from_millis(500));
+
+        std::fs::write(&path, "admin_token = \"t\"\ndrain_timeout = \"soon\"\n").unwrap();
+        let error = args(Some(path.clone()), None).settings().unwrap_err();
+        assert!(format!("{error:#}").contains("drain_timeout"), "{error:#}");
 
         std::fs::write(&path, "colour = \"red\"\n").unwrap();
         let error = args(Some(path), Some("t")).settings().unwrap_err();
@@ -236,9 +356,8 @@ mod tests {
     fn a_token_is_required() {
         let error = args(None, None).settings().unwrap_err();
         assert!(error.to_string().contains("admin token is required"));
-        assert_eq!(
-            args(None, Some("t")).settings().unwrap().listen.to_string(),
-            DEFAULT_LISTEN
-        );
+        let settings = args(None, Some("t")).settings().unwrap();
+        assert_eq!(settings.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(settings.drain_timeout, DRAIN_TIMEOUT);
     }
 }

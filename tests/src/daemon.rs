@@ -34,7 +34,12 @@ pub fn binary() -> &'static Path {
             .status()
             .expect("running cargo to build switchboard");
         assert!(status.success(), "building the switchboard binary failed");
-        target.join("debug").join("switchboard")
+        // A copy of our own: another build sharing the target directory (a worktree of the
+        // same workspace) may replace the binary there while these tests run.
+        let built = target.join("debug").join("switchboard");
+        let copy = std::env::temp_dir().join(format!("switchboard-e2e-bin-{}", std::process::id()));
+        std::fs::copy(&built, &copy).expect("copying the switchboard binary");
+        copy
     })
 }
 
@@ -60,14 +65,16 @@ pub struct Daemon {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
-    /// How long it took from spawning the process to its admin API listening (ready).
+    /// How long it took from spawning the process to its admin API listening.
+    pub listening: Duration,
+    /// How long it took from spawning the process to its handlers restored (ready).
     pub startup: Duration,
     client: reqwest::Client,
 }
 
 impl Daemon {
     /// Starts `switchboard serve` on a free loopback port with `data_dir`, and waits until
-    /// it says it is listening.
+    /// it says it is ready (listening, and every handler restored).
     pub fn start(data_dir: &Path) -> Self {
         let started = Instant::now();
         let mut child = Command::new(binary())
@@ -89,26 +96,31 @@ impl Daemon {
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && let Some(at) = line.find("listening on http://") {
+                if let Some(at) = line.find("listening on http://") {
                     let address = line[at + "listening on http://".len()..]
                         .split_whitespace()
                         .next()
                         .unwrap_or("")
                         .to_owned();
-                    let _ = tx.send(address);
-                    sent = true;
+                    let _ = tx.send(Some((address, Instant::now())));
+                } else if line.contains("ready to serve") {
+                    let _ = tx.send(None);
                 }
                 eprintln!("[daemon] {line}");
             }
         });
-        let address = rx
-            .recv_timeout(Duration::from_secs(120))
-            .expect("the daemon did not start listening");
+        let listening = rx.recv_timeout(Duration::from_secs(120)).ok().flatten();
+        let ready = rx.recv_timeout(Duration::from_secs(120)).is_ok();
+        let Some((address, listening)) = listening.filter(|_| ready) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the daemon did not start listening and get ready");
+        };
         Self {
             child,
             url: format!("http://{address}"),
+            listening: listening - started,
             startup: started.elapsed(),
             // A fresh connection per request: a refused upload's unread body makes the server
             // close its connection, which a pooled client would otherwise try to reuse.

@@ -2,14 +2,15 @@
 //!
 //! Everything under `/v1` needs `Authorization: Bearer <token>`; a missing or wrong token
 //! gets 401 and changes nothing. `/healthz`, `/readyz`, `/metrics` and `/openapi.json` are
-//! open, for probes and scrapers.
+//! open, for probes and scrapers. `/readyz` answers 200 once every registered handler is
+//! restored, and 503 again from the moment shutdown begins ([`lifecycle`]).
 
 mod dead_letters;
 mod error;
+mod lifecycle;
 mod routes;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
@@ -26,23 +27,17 @@ use crate::registry::Registry;
 pub struct AppState {
     pub registry: Arc<Registry>,
     token: Arc<str>,
-    ready: Arc<AtomicBool>,
+    phase: Arc<lifecycle::Phase>,
 }
 
 impl AppState {
-    /// State for an API guarded by `token`; ready from the start, since the registry is
-    /// restored before the API is served.
+    /// State for an API guarded by `token`; not ready until [`AppState::mark_ready`].
     pub fn new(registry: Arc<Registry>, token: &str) -> Self {
         Self {
             registry,
             token: Arc::from(token),
-            ready: Arc::new(AtomicBool::new(true)),
+            phase: Arc::default(),
         }
-    }
-
-    /// Marks the host as not ready (e.g. while shutting down).
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
     }
 }
 
@@ -50,6 +45,8 @@ impl AppState {
 pub fn app(state: AppState) -> axum::Router {
     let config = state.registry.host().runtime().config();
     let message_limit = config.max_message_bytes + (64 << 10);
+    let accepting =
+        || middleware::from_fn_with_state(state.clone(), lifecycle::refuse_while_shutting_down);
     let v1 = axum::Router::new()
         .route(
             "/handlers/{name}",
@@ -60,8 +57,11 @@ pub fn app(state: AppState) -> axum::Router {
         )
         .route("/handlers", get(routes::list))
         .route("/handlers/{name}/rollback", post(routes::rollback))
-        .route("/messages", post(routes::send_message))
-        .route("/events", post(routes::emit))
+        .route(
+            "/messages",
+            post(routes::send_message).route_layer(accepting()),
+        )
+        .route("/events", post(routes::emit).route_layer(accepting()))
         .route(
             "/dead-letters",
             get(dead_letters::list).delete(dead_letters::purge),
@@ -76,7 +76,7 @@ pub fn app(state: AppState) -> axum::Router {
     axum::Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(lifecycle::readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .with_state(state)
@@ -106,14 +106,6 @@ async fn authorize(State(state): State<AppState>, request: Request, next: Next) 
 /// Compares secrets without leaking where they differ through timing.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn readyz(State(state): State<AppState>) -> Response {
-    if state.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
-    }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

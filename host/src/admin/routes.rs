@@ -189,6 +189,7 @@ pub async fn send_message(
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
     let signal = parse_signal(&state, &body, SignalType::Message)?;
+    state.check_restoring(&signal)?;
     let host = state.registry.host();
     let Some(wait) = params.wait else {
         let id = signal.envelope.id.clone();
