@@ -47,7 +47,7 @@ pub struct DeployOptions {
 }
 
 /// A version as listed.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct VersionView {
     pub version: u64,
     pub module: String,
@@ -55,7 +55,7 @@ pub struct VersionView {
 }
 
 /// Limits as shown to operators.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct LimitsView {
     pub memory_bytes: u64,
     pub cpu_ms: u64,
@@ -64,7 +64,7 @@ pub struct LimitsView {
 }
 
 /// What a handler declared about itself.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DescriptionView {
     pub message_types: Vec<String>,
     pub events: Vec<String>,
@@ -72,7 +72,7 @@ pub struct DescriptionView {
 }
 
 /// Live counters of a handler.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct CountersView {
     pub handled: u64,
     pub failed: u64,
@@ -81,10 +81,11 @@ pub struct CountersView {
 }
 
 /// A handler as listed and inspected.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct HandlerView {
     pub name: String,
     pub address: String,
+    #[schema(value_type = String, pattern = "^(service|agent)$")]
     pub kind: &'static str,
     /// The live version.
     pub version: u64,
@@ -97,7 +98,7 @@ pub struct HandlerView {
 }
 
 /// The result of a deploy.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DeployView {
     #[serde(flatten)]
     pub handler: HandlerView,
