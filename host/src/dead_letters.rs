@@ -21,7 +21,7 @@ pub const MAX_PAGE: usize = 1000;
 const TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 
 /// Why a signal became a dead letter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeadReason {
     /// The handler's mailbox was full.
@@ -47,7 +47,7 @@ impl DeadReason {
 }
 
 /// A kept signal.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetter {
     /// Its number in the store, increasing.
@@ -59,6 +59,7 @@ pub struct DeadLetter {
     /// When it was kept, in milliseconds since the Unix epoch.
     pub at: u64,
     /// The signal itself, envelope included.
+    #[schema(value_type = crate::wire::WireSignal)]
     pub signal: Signal,
 }
 

@@ -52,7 +52,7 @@ pub struct DeployOptions {
 }
 
 /// A version as listed.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct VersionView {
     pub version: u64,
     pub module: String,
@@ -60,7 +60,7 @@ pub struct VersionView {
 }
 
 /// Limits as shown to operators.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct LimitsView {
     pub memory_bytes: u64,
     pub cpu_ms: u64,
@@ -69,7 +69,7 @@ pub struct LimitsView {
 }
 
 /// What a handler declared about itself.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DescriptionView {
     pub message_types: Vec<String>,
     pub events: Vec<String>,
@@ -77,7 +77,7 @@ pub struct DescriptionView {
 }
 
 /// Live counters of a handler.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct CountersView {
     pub handled: u64,
     pub failed: u64,
@@ -86,10 +86,11 @@ pub struct CountersView {
 }
 
 /// A handler as listed and inspected.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct HandlerView {
     pub name: String,
     pub address: String,
+    #[schema(value_type = String, pattern = "^(service|agent)$")]
     pub kind: &'static str,
     /// The live version.
     pub version: u64,
@@ -102,7 +103,7 @@ pub struct HandlerView {
 }
 
 /// The result of a deploy.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DeployView {
     #[serde(flatten)]
     pub handler: HandlerView,

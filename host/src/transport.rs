@@ -57,7 +57,7 @@ impl Reason {
 
 /// How a signal was taken: for a broadcast, how many subscribers took it and how many
 /// refused it (their copies are in the dead-letter store); for anything else, one delivered.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Accepted {
     /// Copies handed to a mailbox or client queue.

@@ -19,7 +19,7 @@ use thiserror::Error;
 use crate::signal::{Body, ChangeType, Envelope, Failure, Headers, Json, Message, Signal};
 
 /// A signal's kind on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SignalType {
     Message,
@@ -83,7 +83,7 @@ const HOST_SET: [&str; 3] = ["id", "from", "timestamp"];
 
 /// A signal as JSON. Every field is optional here; the conversions check that the ones its
 /// kind needs are present and that no other kind's fields are.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WireSignal {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -111,14 +111,18 @@ pub struct WireSignal {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, pattern = "^(CREATED|UPDATED|DELETED)$")]
     pub change_type: Option<ChangeType>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub object_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Value>)]
     pub object: Option<Json>,
     #[serde(default, skip_serializing_if = "Headers::is_empty")]
+    #[schema(value_type = BTreeMap<String, String>)]
     pub headers: Headers,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Value>)]
     pub payload: Option<Json>,
 }
 

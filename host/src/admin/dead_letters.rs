@@ -6,27 +6,63 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
+use super::error::ErrorBody;
 use super::routes::{query, refused};
 use super::{ApiError, AppState};
-use crate::dead_letters::{DeadLetters, MAX_PAGE};
+use crate::dead_letters::{DeadLetter, DeadLetters, MAX_PAGE};
 
 /// Query of the listing: only those for `handler`, ids above `after`, at most `limit`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Only those meant for this handler (or `user:<id>` client).
     handler: Option<String>,
+    /// Only ids above this one: the last id of the previous page.
     after: Option<u64>,
+    /// At most this many; 100 if not given.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
 /// Query of a purge: only those for `handler`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PurgeParams {
+    /// Only those meant for this handler (or `user:<id>` client).
     handler: Option<String>,
+}
+
+/// A page of the listing.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Page {
+    /// Oldest first.
+    dead_letters: Vec<DeadLetter>,
+    /// How many the store holds in all.
+    stored: usize,
+    /// How many it can hold.
+    capacity: usize,
+}
+
+/// The answer to a replay.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Replayed {
+    /// The dead letter's id, now gone from the store.
+    replayed: u64,
+    /// The handler whose mailbox took it.
+    handler: String,
+}
+
+/// The answer to a purge.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Purged {
+    /// How many were removed.
+    purged: usize,
 }
 
 fn store(state: &AppState) -> &DeadLetters {
@@ -39,6 +75,21 @@ fn not_found(id: u64) -> ApiError {
 }
 
 /// `GET /v1/dead-letters`.
+#[utoipa::path(
+    get,
+    path = "/v1/dead-letters",
+    operation_id = "listDeadLetters",
+    summary = "List dead letters, oldest first",
+    tag = "dead-letters",
+    security(("bearer" = [])),
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of dead letters, oldest first", body = Page),
+        (status = 400, description = "Bad query parameters", body = ErrorBody),
+        (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
+        (status = 500, description = "The host could not read or write its store", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     params: Result<Query<ListParams>, QueryRejection>,
@@ -52,15 +103,31 @@ pub async fn list(
     }
     let store = store(&state);
     let letters = store.list(params.handler.as_deref(), params.after.unwrap_or(0), limit)?;
-    Ok(Json(json!({
-        "deadLetters": letters,
-        "stored": store.len(),
-        "capacity": store.capacity(),
-    }))
+    Ok(Json(Page {
+        dead_letters: letters,
+        stored: store.len(),
+        capacity: store.capacity(),
+    })
     .into_response())
 }
 
 /// `GET /v1/dead-letters/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/dead-letters/{id}",
+    operation_id = "showDeadLetter",
+    summary = "Inspect a dead letter",
+    tag = "dead-letters",
+    security(("bearer" = [])),
+    params(("id" = u64, Path, description = "The dead letter's id")),
+    responses(
+        (status = 200, description = "The dead letter", body = DeadLetter),
+        (status = 400, description = "The id is not a number", body = String, content_type = "text/plain"),
+        (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
+        (status = 404, description = "No dead letter has that id", body = ErrorBody),
+        (status = 500, description = "The host could not read or write its store", body = ErrorBody),
+    )
+)]
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<u64>,
@@ -71,6 +138,23 @@ pub async fn show(
 
 /// `POST /v1/dead-letters/{id}/replay`: offers it again to the handler it was meant for;
 /// it leaves the store only once that handler's mailbox took it.
+#[utoipa::path(
+    post,
+    path = "/v1/dead-letters/{id}/replay",
+    operation_id = "replayDeadLetter",
+    summary = "Offer a dead letter again to the handler it was meant for",
+    tag = "dead-letters",
+    security(("bearer" = [])),
+    params(("id" = u64, Path, description = "The dead letter's id")),
+    responses(
+        (status = 200, description = "The handler's mailbox took it; it left the store", body = Replayed),
+        (status = 400, description = "The id is not a number", body = String, content_type = "text/plain"),
+        (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
+        (status = 404, description = "No dead letter has that id, or nothing serves its handler any more", body = ErrorBody),
+        (status = 500, description = "The host could not read or write its store", body = ErrorBody),
+        (status = 503, description = "The handler's mailbox is still full, or the host is shutting down; it stays a dead letter", body = ErrorBody),
+    )
+)]
 pub async fn replay(
     State(state): State<AppState>,
     Path(id): Path<u64>,
@@ -84,10 +168,30 @@ pub async fn replay(
         .redeliver(&letter)
         .map_err(|undelivered| refused(undelivered, &letter.handler))?;
     store.remove(id)?;
-    Ok(Json(json!({ "replayed": id, "handler": letter.handler })).into_response())
+    Ok(Json(Replayed {
+        replayed: id,
+        handler: letter.handler,
+    })
+    .into_response())
 }
 
 /// `DELETE /v1/dead-letters/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/dead-letters/{id}",
+    operation_id = "deleteDeadLetter",
+    summary = "Delete a dead letter",
+    tag = "dead-letters",
+    security(("bearer" = [])),
+    params(("id" = u64, Path, description = "The dead letter's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "The id is not a number", body = String, content_type = "text/plain"),
+        (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
+        (status = 404, description = "No dead letter has that id", body = ErrorBody),
+        (status = 500, description = "The host could not read or write its store", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<u64>,
@@ -100,11 +204,26 @@ pub async fn delete(
 }
 
 /// `DELETE /v1/dead-letters[?handler=]`: purges them all, or those for one handler.
+#[utoipa::path(
+    delete,
+    path = "/v1/dead-letters",
+    operation_id = "purgeDeadLetters",
+    summary = "Purge dead letters, all or one handler's",
+    tag = "dead-letters",
+    security(("bearer" = [])),
+    params(PurgeParams),
+    responses(
+        (status = 200, description = "How many were purged", body = Purged),
+        (status = 400, description = "Bad query parameters", body = ErrorBody),
+        (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
+        (status = 500, description = "The host could not read or write its store", body = ErrorBody),
+    )
+)]
 pub async fn purge(
     State(state): State<AppState>,
     params: Result<Query<PurgeParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
     let purged = store(&state).purge(params.handler.as_deref())?;
-    Ok(Json(json!({ "purged": purged })).into_response())
+    Ok(Json(Purged { purged }).into_response())
 }

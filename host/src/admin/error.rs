@@ -3,7 +3,8 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::host::DeployError;
 use crate::registry::RegistryError;
@@ -39,12 +40,26 @@ impl ApiError {
     }
 }
 
+/// The body of every error response; the OpenAPI document describes errors with it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The HTTP status, repeated for clients that keep only the body.
+    #[schema(example = 404)]
+    pub code: u16,
+    /// What went wrong.
+    pub error: String,
+    /// What to do about it, when the host knows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "code": self.status.as_u16(), "error": self.message });
-        if let Some(help) = self.help {
-            body["help"] = help.into();
-        }
+        let body = ErrorBody {
+            code: self.status.as_u16(),
+            error: self.message,
+            help: self.help,
+        };
         (self.status, Json(body)).into_response()
     }
 }

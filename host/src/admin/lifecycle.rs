@@ -63,7 +63,18 @@ impl AppState {
     }
 }
 
-/// `GET /readyz`.
+/// `GET /readyz`: 200 once every registered handler is restored, 503 while starting and
+/// from the moment shutdown begins.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "probes",
+    responses(
+        (status = 200, description = "Ready: every registered handler is serving", body = String, content_type = "text/plain", example = "ready"),
+        (status = 503, description = "Not ready: handlers still restoring, or shutting down", body = String, content_type = "text/plain", example = "starting: 2 handlers still restoring"),
+    )
+)]
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     if state.is_ready() {
         (StatusCode::OK, "ready").into_response()

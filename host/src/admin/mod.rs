@@ -8,17 +8,20 @@
 mod dead_letters;
 mod error;
 mod lifecycle;
+mod openapi;
 mod routes;
 
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{StatusCode, header};
+use axum::handler::Handler;
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{MethodFilter, MethodRouter, on};
 
 pub use error::ApiError;
+pub use openapi::ApiDoc;
 
 use crate::registry::Registry;
 
@@ -41,45 +44,105 @@ impl AppState {
     }
 }
 
-/// The admin API's routes.
+/// One route: the method and path it answers, as the OpenAPI document spells them, and
+/// its handler, registered for that method only.
+struct Route {
+    #[cfg_attr(not(test), expect(dead_code, reason = "the OpenAPI tests read it"))]
+    method: Method,
+    path: &'static str,
+    handler: MethodRouter<AppState>,
+    /// It takes new signals, which are refused once shutdown has begun.
+    takes_signals: bool,
+}
+
+impl Route {
+    fn new<H: Handler<T, AppState>, T: 'static>(
+        method: Method,
+        path: &'static str,
+        handler: H,
+    ) -> Self {
+        let filter = MethodFilter::try_from(method.clone())
+            .unwrap_or_else(|_| panic!("{method} is not a method axum routes"));
+        Self {
+            method,
+            path,
+            handler: on(filter, handler),
+            takes_signals: false,
+        }
+    }
+
+    /// Marks a route that takes new signals.
+    fn taking_signals(mut self) -> Self {
+        self.takes_signals = true;
+        self
+    }
+}
+
+/// Every `/v1` route, all behind the bearer token. [`app`] registers routes only from this
+/// table and [`open_routes`], and the OpenAPI tests check the document against both, so a
+/// route cannot be served undocumented.
+fn v1_routes() -> Vec<Route> {
+    use dead_letters as dl;
+    let deploy = routes::deploy.layer(DefaultBodyLimit::disable());
+    vec![
+        Route::new(Method::GET, "/v1/handlers", routes::list),
+        Route::new(Method::PUT, "/v1/handlers/{name}", deploy),
+        Route::new(Method::GET, "/v1/handlers/{name}", routes::show),
+        Route::new(Method::DELETE, "/v1/handlers/{name}", routes::delete),
+        Route::new(
+            Method::POST,
+            "/v1/handlers/{name}/rollback",
+            routes::rollback,
+        ),
+        Route::new(Method::POST, "/v1/messages", routes::send_message).taking_signals(),
+        Route::new(Method::POST, "/v1/events", routes::emit).taking_signals(),
+        Route::new(Method::GET, "/v1/dead-letters", dl::list),
+        Route::new(Method::DELETE, "/v1/dead-letters", dl::purge),
+        Route::new(Method::GET, "/v1/dead-letters/{id}", dl::show),
+        Route::new(Method::DELETE, "/v1/dead-letters/{id}", dl::delete),
+        Route::new(Method::POST, "/v1/dead-letters/{id}/replay", dl::replay),
+    ]
+}
+
+/// The open routes, for probes and scrapers (see [`v1_routes`]).
+fn open_routes() -> Vec<Route> {
+    vec![
+        Route::new(Method::GET, "/healthz", healthz),
+        Route::new(Method::GET, "/readyz", lifecycle::readyz),
+        Route::new(Method::GET, "/metrics", metrics),
+        Route::new(Method::GET, "/openapi.json", openapi::serve),
+    ]
+}
+
+/// Adds `routes` to `router`; several routes on one path merge.
+fn register(
+    router: axum::Router<AppState>,
+    routes: Vec<Route>,
+    state: &AppState,
+) -> axum::Router<AppState> {
+    routes.into_iter().fold(router, |router, route| {
+        let handler = if route.takes_signals {
+            route.handler.route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                lifecycle::refuse_while_shutting_down,
+            ))
+        } else {
+            route.handler
+        };
+        router.route(route.path, handler)
+    })
+}
+
+/// The admin API's routes. Register new ones in [`v1_routes`] or [`open_routes`], never
+/// here directly: the OpenAPI tests read those tables.
 pub fn app(state: AppState) -> axum::Router {
     let config = state.registry.host().runtime().config();
     let message_limit = config.max_message_bytes + (64 << 10);
-    let accepting =
-        || middleware::from_fn_with_state(state.clone(), lifecycle::refuse_while_shutting_down);
-    let v1 = axum::Router::new()
-        .route(
-            "/handlers/{name}",
-            put(routes::deploy)
-                .layer(DefaultBodyLimit::disable())
-                .get(routes::show)
-                .delete(routes::delete),
-        )
-        .route("/handlers", get(routes::list))
-        .route("/handlers/{name}/rollback", post(routes::rollback))
-        .route(
-            "/messages",
-            post(routes::send_message).route_layer(accepting()),
-        )
-        .route("/events", post(routes::emit).route_layer(accepting()))
-        .route(
-            "/dead-letters",
-            get(dead_letters::list).delete(dead_letters::purge),
-        )
-        .route(
-            "/dead-letters/{id}",
-            get(dead_letters::show).delete(dead_letters::delete),
-        )
-        .route("/dead-letters/{id}/replay", post(dead_letters::replay))
+    // Both layers wrap only the routes registered so far: the /v1 ones, not the probes.
+    let v1 = register(axum::Router::new(), v1_routes(), &state)
         .layer(DefaultBodyLimit::max(message_limit))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
-    axum::Router::new()
-        .nest("/v1", v1)
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(lifecycle::readyz))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
-        .with_state(state)
+    register(v1, open_routes(), &state).with_state(state.clone())
 }
 
 async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -108,6 +171,26 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Liveness: answers as long as the process serves HTTP.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "probes",
+    responses((status = 200, description = "Alive", body = String, content_type = "text/plain", example = "ok"))
+)]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "probes",
+    responses((status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"))
+)]
 async fn metrics(State(state): State<AppState>) -> Response {
     let router = state.registry.host().router();
     router
@@ -121,14 +204,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         text,
-    )
-        .into_response()
-}
-
-async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        include_str!("openapi.json"),
     )
         .into_response()
 }

@@ -11,23 +11,37 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::IntoParams;
 
+use super::error::ErrorBody;
+use super::openapi::{Emitted, HandlerList, Sent};
 use super::{ApiError, AppState};
 use crate::config::{Limits, MAX_REQUEST_TIMEOUT, parse_duration};
-use crate::registry::DeployOptions;
+use crate::registry::{DeployOptions, DeployView, HandlerView};
 use crate::router::{Reason, Undelivered};
 use crate::runtime::HandlerKind;
 use crate::signal::{Body as SignalBody, Envelope, HOST_ADDRESS, Signal};
 use crate::wire::{SignalType, WireError, WireSignal};
 
 /// Deploy parameters, all optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeployParams {
+    /// Overrides the kind the handler describes itself as.
+    #[param(pattern = "^(service|agent)$")]
     kind: Option<String>,
+    /// Memory limit in MiB.
+    #[param(minimum = 1, maximum = 4096)]
     memory_mb: Option<u64>,
+    /// CPU time limit per signal, in milliseconds.
+    #[param(minimum = 1, maximum = 600_000)]
     cpu_ms: Option<u64>,
+    /// Signals handled at once.
+    #[param(minimum = 1, maximum = 64)]
     concurrency: Option<u32>,
+    /// Signals the mailbox holds before refusing more.
+    #[param(minimum = 1, maximum = 1_000_000)]
     mailbox: Option<u32>,
 }
 
@@ -81,6 +95,25 @@ pub(super) fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Api
 }
 
 /// `PUT /v1/handlers/{name}`: upload a version.
+#[utoipa::path(
+    put,
+    path = "/v1/handlers/{name}",
+    operation_id = "deployHandler",
+    summary = "Upload a version of a handler (a hot swap if it is live)",
+    tag = "handlers",
+    security(("bearer" = [])),
+    params(("name" = String, Path, description = "The handler's name"), DeployParams),
+    request_body(description = "The component's bytes (a .wasm built for wasm32-wasip2)", content(("application/wasm"))),
+    responses(
+        (status = 200, description = "Swapped in for the live version", body = DeployView),
+        (status = 201, description = "Deployed", body = DeployView),
+        (status = 400, description = "Bad name or parameters, empty body, or not a valid handler component", body = ErrorBody),
+        (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
+        (status = 409, description = "The version could not be installed", body = ErrorBody),
+        (status = 413, description = "The component is over the host's size cap", body = ErrorBody),
+        (status = 500, description = "The host could not read or write its data directory; nothing changed", body = ErrorBody),
+    )
+)]
 pub async fn deploy(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -113,11 +146,37 @@ pub async fn deploy(
 }
 
 /// `GET /v1/handlers`.
+#[utoipa::path(
+    get,
+    path = "/v1/handlers",
+    operation_id = "listHandlers",
+    summary = "List the deployed handlers",
+    tag = "handlers",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every deployed handler", body = HandlerList),
+        (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
+    )
+)]
 pub async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({ "handlers": state.registry.list().await }))
 }
 
 /// `GET /v1/handlers/{name}`.
+#[utoipa::path(
+    get,
+    path = "/v1/handlers/{name}",
+    operation_id = "showHandler",
+    summary = "Inspect a handler",
+    tag = "handlers",
+    security(("bearer" = [])),
+    params(("name" = String, Path, description = "The handler's name")),
+    responses(
+        (status = 200, description = "The handler", body = HandlerView),
+        (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
+        (status = 404, description = "No handler has that name", body = ErrorBody),
+    )
+)]
 pub async fn show(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -126,6 +185,21 @@ pub async fn show(
 }
 
 /// `DELETE /v1/handlers/{name}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/handlers/{name}",
+    operation_id = "deleteHandler",
+    summary = "Delete a handler and its versions",
+    tag = "handlers",
+    security(("bearer" = [])),
+    params(("name" = String, Path, description = "The handler's name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
+        (status = 404, description = "No handler has that name", body = ErrorBody),
+        (status = 500, description = "The host could not read or write its data directory; nothing changed", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -135,6 +209,22 @@ pub async fn delete(
 }
 
 /// `POST /v1/handlers/{name}/rollback`.
+#[utoipa::path(
+    post,
+    path = "/v1/handlers/{name}/rollback",
+    operation_id = "rollbackHandler",
+    summary = "Make the previous version live again",
+    tag = "handlers",
+    security(("bearer" = [])),
+    params(("name" = String, Path, description = "The handler's name")),
+    responses(
+        (status = 200, description = "The handler, on its previous version", body = HandlerView),
+        (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
+        (status = 404, description = "No handler has that name", body = ErrorBody),
+        (status = 409, description = "No earlier version, or it could not be installed", body = ErrorBody),
+        (status = 500, description = "The host could not read or write its data directory; nothing changed", body = ErrorBody),
+    )
+)]
 pub async fn rollback(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -143,9 +233,12 @@ pub async fn rollback(
 }
 
 /// Query of `POST /v1/messages`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SendParams {
+    /// Wait this long (like 500ms or 5s, up to 300s) for the reply and answer with it.
+    #[param(example = "5s")]
     wait: Option<String>,
 }
 
@@ -182,6 +275,26 @@ fn parse_signal(state: &AppState, body: &Bytes, implied: SignalType) -> Result<S
 }
 
 /// `POST /v1/messages[?wait=5s]`: send a message, optionally waiting for its reply.
+#[utoipa::path(
+    post,
+    path = "/v1/messages",
+    operation_id = "sendMessage",
+    summary = "Send a message; with `wait`, answer with its Reply or ErrorReply",
+    tag = "signals",
+    security(("bearer" = [])),
+    params(SendParams),
+    request_body(description = "A MESSAGE; the host sets id, timestamp and from, so leave them out", content = WireSignal),
+    responses(
+        (status = 200, description = "With `wait`: the Reply or ErrorReply", body = WireSignal),
+        (status = 202, description = "Without `wait`: sent", body = Sent),
+        (status = 400, description = "Not a message, bad query, or a bad `wait`", body = ErrorBody),
+        (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
+        (status = 404, description = "Without `wait`: nothing serves `to`, or it does not accept this message type", body = ErrorBody),
+        (status = 413, description = "The signal is over the maximum message size", body = ErrorBody),
+        (status = 503, description = "The mailbox is full, or the host is not serving (shutting down, restoring)", body = ErrorBody),
+        (status = 504, description = "With `wait`: no reply in time", body = ErrorBody),
+    )
+)]
 pub async fn send_message(
     State(state): State<AppState>,
     params: Result<Query<SendParams>, QueryRejection>,
@@ -252,6 +365,22 @@ pub(super) fn refused(undelivered: Undelivered, to: &str) -> ApiError {
 /// `POST /v1/events`: emit an event or a data change; answers how many subscribers took it
 /// and how many refused it (their copies are dead letters), or 503 when the dead-letter store
 /// could not promise room for the refusals (then nobody got it).
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    operation_id = "emit",
+    summary = "Emit an event or a data change to its subscribers",
+    tag = "signals",
+    security(("bearer" = [])),
+    request_body(description = "An EVENT or DATA_CHANGE_EVENT; the host sets id, timestamp and from, so leave them out", content = WireSignal),
+    responses(
+        (status = 202, description = "Emitted: how many subscribers took it and how many copies are dead letters", body = Emitted),
+        (status = 400, description = "Not an event or data change", body = ErrorBody),
+        (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
+        (status = 413, description = "The signal is over the maximum message size", body = ErrorBody),
+        (status = 503, description = "The dead-letter store has no room for refused copies (nobody got it), or the host is shutting down", body = ErrorBody),
+    )
+)]
 pub async fn emit(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let signal = parse_signal(&state, &body, SignalType::Event)?;
     let id = signal.envelope.id.clone();
