@@ -76,6 +76,8 @@ pub struct Metrics {
     pub pending_requests: Gauge,
     pub late_replies: Counter,
     pub accepted: Family<KindLabels, Counter>,
+    /// The `accepted` counters of the five kinds, in [`KINDS`] order.
+    accepted_by_kind: [Counter; 5],
     pub refused: Family<RefusedLabels, Counter>,
     pub dead_letters: Family<DeadLetterLabels, Counter>,
     pub dead_letters_stored: Gauge,
@@ -84,8 +86,18 @@ pub struct Metrics {
     pub compilations: Gauge,
 }
 
+/// The signal kinds as labelled.
+const KINDS: [&str; 5] = [
+    "MESSAGE",
+    "EVENT",
+    "REPLY",
+    "ERROR_REPLY",
+    "DATA_CHANGE_EVENT",
+];
+
 impl Default for Metrics {
     fn default() -> Self {
+        let accepted: Family<KindLabels, Counter> = Family::default();
         let mut registry = Registry::with_prefix("switchboard");
         let metrics = Self {
             signals: Family::default(),
@@ -99,7 +111,14 @@ impl Default for Metrics {
             peak_active: Family::default(),
             pending_requests: Gauge::default(),
             late_replies: Counter::default(),
-            accepted: Family::default(),
+            accepted: accepted.clone(),
+            accepted_by_kind: KINDS.map(|kind| {
+                accepted
+                    .get_or_create(&KindLabels {
+                        kind: kind.to_owned(),
+                    })
+                    .clone()
+            }),
             refused: Family::default(),
             dead_letters: Family::default(),
             dead_letters_stored: Gauge::default(),
@@ -206,6 +225,19 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The accepted-signals counter of `kind`, without building its labels each time.
+    pub fn accepted_of(&self, kind: &str) -> Counter {
+        match KINDS.iter().position(|k| *k == kind) {
+            Some(at) => self.accepted_by_kind[at].clone(),
+            None => self
+                .accepted
+                .get_or_create(&KindLabels {
+                    kind: kind.to_owned(),
+                })
+                .clone(),
+        }
+    }
+
     /// The labels of handler `name`.
     pub fn handler(name: &str) -> HandlerLabels {
         HandlerLabels {

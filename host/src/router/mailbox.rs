@@ -168,6 +168,7 @@ impl Entry {
                 warm: None,
                 after: predecessor.as_ref().map(|p| p.exited.clone()),
                 _exit: exit.clone(),
+                handles: Handles::default(),
             };
             tokio::spawn(worker.run());
         }
@@ -263,6 +264,20 @@ struct Worker {
     /// The predecessor mailbox's exit notice: start handling only once it is true.
     after: Option<watch::Receiver<bool>>,
     _exit: Arc<ExitNotice>,
+    /// This handler's metric handles, looked up once rather than per signal.
+    handles: Handles,
+}
+
+/// A worker's cached metric handles: the label sets are built and hashed once.
+#[derive(Default)]
+struct Handles {
+    handling: Option<prometheus_client::metrics::histogram::Histogram>,
+    /// Signal counters by kind and verdict.
+    signals: Vec<(
+        &'static str,
+        &'static str,
+        prometheus_client::metrics::counter::Counter,
+    )>,
 }
 
 impl Worker {
@@ -372,13 +387,16 @@ impl Worker {
     }
 
     /// Counts a handled signal by kind and outcome, and how long it took.
-    fn record(&self, signal: &Signal, outcome: &Outcome, started: Instant) {
-        let labels = Metrics::handler(&self.slot.name);
+    fn record(&mut self, signal: &Signal, outcome: &Outcome, started: Instant) {
         let metrics = &self.metrics;
+        let name = &self.slot.name;
         let elapsed = started.elapsed().as_secs_f64();
-        metrics
-            .handling_seconds
-            .get_or_create(&labels)
+        self.handles
+            .handling
+            .get_or_insert_with(|| {
+                let labels = Metrics::handler(name);
+                metrics.handling_seconds.get_or_create(&labels).clone()
+            })
             .observe(elapsed);
         let verdict = match &outcome.result {
             Ok(_) => "ok",
@@ -387,16 +405,34 @@ impl Worker {
             Err(_) => "trap",
         };
         match verdict {
-            "limit" => metrics.limit_hits.get_or_create(&labels).inc(),
-            "trap" => metrics.traps.get_or_create(&labels).inc(),
+            "limit" => metrics
+                .limit_hits
+                .get_or_create(&Metrics::handler(name))
+                .inc(),
+            "trap" => metrics.traps.get_or_create(&Metrics::handler(name)).inc(),
             _ => 0,
         };
-        let labels = SignalLabels {
-            handler: self.slot.name.to_string(),
-            kind: signal.kind().to_owned(),
-            outcome: verdict.to_owned(),
-        };
-        metrics.signals.get_or_create(&labels).inc();
+        let kind = signal.kind();
+        let cached = self
+            .handles
+            .signals
+            .iter()
+            .find(|(k, v, _)| *k == kind && *v == verdict);
+        match cached {
+            Some((_, _, counter)) => {
+                counter.inc();
+            }
+            None => {
+                let labels = SignalLabels {
+                    handler: name.to_string(),
+                    kind: kind.to_owned(),
+                    outcome: verdict.to_owned(),
+                };
+                let counter = metrics.signals.get_or_create(&labels).clone();
+                counter.inc();
+                self.handles.signals.push((kind, verdict, counter));
+            }
+        }
     }
 
     /// Replaces the warm instance, keeping the instances gauge true.

@@ -30,7 +30,7 @@ pub use mailbox::{Counters, Entry, Refused, Slot};
 pub use pending::Pending;
 
 use crate::dead_letters::{DeadLetter, DeadLetters, DeadReason};
-use crate::metrics::{DeadLetterLabels, KindLabels, Metrics, ReasonLabels, RefusedLabels};
+use crate::metrics::{DeadLetterLabels, Metrics, ReasonLabels, RefusedLabels};
 use crate::runtime::{HandlerKind, Runtime, Version};
 use crate::signal::{AGENTS_ADDRESS, Body, Failure, HOST_ADDRESS, Json, Signal, USER_PREFIX, code};
 pub use crate::transport::{Accepted, Reason, Undelivered};
@@ -274,12 +274,7 @@ impl Router {
 
     fn count_accepted(&self, kind: &str, copies: usize) {
         if copies > 0 {
-            self.metrics
-                .accepted
-                .get_or_create(&KindLabels {
-                    kind: kind.to_owned(),
-                })
-                .inc_by(copies as u64);
+            self.metrics.accepted_of(kind).inc_by(copies as u64);
         }
     }
 
