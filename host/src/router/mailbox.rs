@@ -1,13 +1,9 @@
-//! A deployed handler's mailbox and the workers that drain it.
+//! A deployed handler's mailbox, and the workers ([`super::worker`]) it starts to drain it.
 //!
 //! Each handler has one bounded mailbox and `concurrency` workers, each owning one warm
 //! instance. The workers take signals from one multi-consumer queue: no lock between them,
-//! and each signal wakes one worker. Before every signal a worker looks at the handler's
-//! current version, so a hot swap sends queued signals to the new version while signals
-//! already running finish on the old instance, which is dropped afterwards. The version that
-//! handles a signal also decides whether it takes it: a message type it does not accept is
-//! answered with 404, a broadcast it no longer subscribes to is counted and dropped. A worker
-//! whose instance traps drops it and starts a fresh one for the next signal.
+//! and each signal wakes one worker. The mailbox keeps [`CALLBACK_CAP`] places beyond its
+//! size for replies to the handler's own sends.
 //!
 //! A redeploy that changes the mailbox's shape (kind, concurrency, size) opens a new mailbox
 //! whose workers start only once every worker of the old one has exited: the two never run
@@ -21,19 +17,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
 use tokio::sync::watch;
-use tracing::Instrument;
-
-use std::time::Instant;
-
-mod admission;
-
-use admission::Admission;
 
 use super::Router;
 use super::callbacks::CALLBACK_CAP;
-use crate::metrics::{Metrics, SignalLabels};
-use crate::runtime::{HandlerKind, Instance, Outcome, Runtime, Version};
-use crate::signal::{AGENTS_ADDRESS, Body, Failure, HOST_ADDRESS, Signal, code};
+use super::worker::{ExitNotice, Worker};
+use crate::metrics::Metrics;
+use crate::runtime::{HandlerKind, Runtime, Version};
+use crate::signal::{AGENTS_ADDRESS, Body, Signal};
 
 /// Counters of one handler, for listings and metrics. A handler keeps them across a move to
 /// a new mailbox.
@@ -83,7 +73,7 @@ impl Slot {
 
     /// The address signals sent while handling `signal` come from: an agent speaks as the
     /// agent the signal is for.
-    fn speaking_address(&self, kind: HandlerKind, signal: &Signal) -> String {
+    pub(super) fn speaking_address(&self, kind: HandlerKind, signal: &Signal) -> String {
         if kind == HandlerKind::Agent {
             let to = match &signal.body {
                 Body::Message(m) => Some(&m.to),
@@ -158,19 +148,16 @@ impl Entry {
         let exit = Arc::new(ExitNotice(exited_tx));
         let workers = limits.concurrency.max(1);
         for _ in 0..workers {
-            let worker = Worker {
+            Worker::spawn(Worker {
                 slot: slot.clone(),
                 mailbox: rx.clone(),
                 runtime: runtime.clone(),
                 router: router.clone(),
                 metrics: metrics.clone(),
                 others: others.clone(),
-                warm: None,
                 after: predecessor.as_ref().map(|p| p.exited.clone()),
-                _exit: exit.clone(),
-                handles: Handles::default(),
-            };
-            tokio::spawn(worker.run());
+                exit: exit.clone(),
+            });
         }
         Self {
             slot,
@@ -241,227 +228,5 @@ impl Entry {
     /// Signals waiting in the mailbox and in those still draining before it.
     pub fn queued(&self) -> usize {
         self.mailbox.len() + self.predecessor.as_ref().map_or(0, |p| p.queued())
-    }
-}
-
-/// Held by every worker of a mailbox; the last one to exit tells the successor mailbox.
-struct ExitNotice(watch::Sender<bool>);
-
-impl Drop for ExitNotice {
-    fn drop(&mut self) {
-        self.0.send_replace(true);
-    }
-}
-
-struct Worker {
-    slot: Arc<Slot>,
-    mailbox: async_channel::Receiver<Signal>,
-    runtime: Arc<Runtime>,
-    router: Weak<Router>,
-    metrics: Arc<Metrics>,
-    others: Arc<AtomicUsize>,
-    warm: Option<Instance>,
-    /// The predecessor mailbox's exit notice: start handling only once it is true.
-    after: Option<watch::Receiver<bool>>,
-    _exit: Arc<ExitNotice>,
-    /// This handler's metric handles, looked up once rather than per signal.
-    handles: Handles,
-}
-
-/// A worker's cached metric handles: the label sets are built and hashed once.
-#[derive(Default)]
-struct Handles {
-    handling: Option<prometheus_client::metrics::histogram::Histogram>,
-    /// Signal counters by kind and verdict.
-    signals: Vec<(
-        &'static str,
-        &'static str,
-        prometheus_client::metrics::counter::Counter,
-    )>,
-}
-
-impl Worker {
-    async fn run(mut self) {
-        if let Some(mut before) = self.after.take() {
-            // An error means the notice is gone, which also means every worker exited.
-            let _ = before.wait_for(|exited| *exited).await;
-        }
-        while let Ok(signal) = self.mailbox.recv().await {
-            match &signal.body {
-                Body::Reply { reply_to, .. } | Body::ErrorReply { reply_to, .. } => {
-                    // Its place in the room kept for replies is free again.
-                    if let Some(router) = self.router.upgrade() {
-                        router.callbacks().close(reply_to);
-                    }
-                }
-                _ => {
-                    self.others.fetch_sub(1, Ordering::AcqRel);
-                }
-            }
-            let version = self.slot.current();
-            let span = tracing::debug_span!(
-                "signal",
-                id = %signal.envelope.id,
-                kind = signal.kind(),
-                handler = %self.slot.name,
-                version = version.id,
-            );
-            let counters = self.slot.counters.clone();
-            let now = counters.active.fetch_add(1, Ordering::Relaxed) + 1;
-            if counters.peak_active.fetch_max(now, Ordering::Relaxed) < now {
-                let labels = Metrics::handler(&self.slot.name);
-                let gauge = self.metrics.peak_active.get_or_create(&labels);
-                gauge.inner().fetch_max(now as i64, Ordering::Relaxed);
-            }
-            self.admit(signal, version).instrument(span).await;
-            counters.active.fetch_sub(1, Ordering::Relaxed);
-            counters.in_flight.fetch_sub(1, Ordering::AcqRel);
-        }
-        self.set_warm(None);
-    }
-
-    /// Hands `signal` to `version` if that version takes it.
-    async fn admit(&mut self, signal: Signal, version: Arc<Version>) {
-        match Admission::of(&version.description, &self.slot.name, &signal) {
-            Admission::Handle => self.handle(signal, version).await,
-            Admission::Refuse(failure) => self.finish(signal, Err(failure), HOST_ADDRESS.into()),
-            Admission::Unsubscribed => {
-                self.metrics
-                    .unsubscribed
-                    .get_or_create(&Metrics::handler(&self.slot.name))
-                    .inc();
-                tracing::debug!("dropped a broadcast the handling version does not subscribe to");
-            }
-        }
-    }
-
-    async fn handle(&mut self, signal: Signal, version: Arc<Version>) {
-        let slot = self.slot.clone();
-        slot.counters.handled.fetch_add(1, Ordering::Relaxed);
-        let address = slot.speaking_address(version.description.kind, &signal);
-        if self.warm.as_ref().map(Instance::version) != Some(version.id) {
-            self.set_warm(None);
-            let identity = crate::runtime::Identity {
-                handler: slot.name.clone(),
-                version: version.id,
-                address: address.clone(),
-            };
-            match Instance::new(
-                &self.runtime,
-                &version,
-                identity,
-                self.router.clone() as Weak<dyn crate::runtime::Outbound>,
-            )
-            .await
-            {
-                Ok(instance) => self.set_warm(Some(instance)),
-                Err(error) => {
-                    tracing::error!(error = format!("{error:#}"), "could not start an instance");
-                    slot.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    let failure = Failure::new(
-                        code::OVERLOADED,
-                        format!(
-                            "handler `{}` could not start an instance: {error:#}",
-                            slot.name
-                        ),
-                    );
-                    self.finish(signal, Err(failure), address);
-                    return;
-                }
-            }
-        }
-        let Some(instance) = self.warm.as_mut() else {
-            return;
-        };
-        let started = Instant::now();
-        let outcome = instance.handle(&signal, address.clone()).await;
-        self.record(&signal, &outcome, started);
-        if outcome.poisoned {
-            self.set_warm(None);
-            slot.counters.traps.fetch_add(1, Ordering::Relaxed);
-        }
-        if outcome.result.is_err() {
-            slot.counters.failed.fetch_add(1, Ordering::Relaxed);
-        }
-        self.finish(signal, outcome.result, address);
-    }
-
-    /// Counts a handled signal by kind and outcome, and how long it took.
-    fn record(&mut self, signal: &Signal, outcome: &Outcome, started: Instant) {
-        let metrics = &self.metrics;
-        let name = &self.slot.name;
-        let elapsed = started.elapsed().as_secs_f64();
-        self.handles
-            .handling
-            .get_or_insert_with(|| {
-                let labels = Metrics::handler(name);
-                metrics.handling_seconds.get_or_create(&labels).clone()
-            })
-            .observe(elapsed);
-        let verdict = match &outcome.result {
-            Ok(_) => "ok",
-            Err(_) if !outcome.poisoned => "error",
-            Err(failure) if failure.code == code::LIMIT => "limit",
-            Err(_) => "trap",
-        };
-        match verdict {
-            "limit" => metrics
-                .limit_hits
-                .get_or_create(&Metrics::handler(name))
-                .inc(),
-            "trap" => metrics.traps.get_or_create(&Metrics::handler(name)).inc(),
-            _ => 0,
-        };
-        let kind = signal.kind();
-        let cached = self
-            .handles
-            .signals
-            .iter()
-            .find(|(k, v, _)| *k == kind && *v == verdict);
-        match cached {
-            Some((_, _, counter)) => {
-                counter.inc();
-            }
-            None => {
-                let labels = SignalLabels {
-                    handler: name.to_string(),
-                    kind: kind.to_owned(),
-                    outcome: verdict.to_owned(),
-                };
-                let counter = metrics.signals.get_or_create(&labels).clone();
-                counter.inc();
-                self.handles.signals.push((kind, verdict, counter));
-            }
-        }
-    }
-
-    /// Replaces the warm instance, keeping the instances gauge true.
-    fn set_warm(&mut self, instance: Option<Instance>) {
-        let gauge = self
-            .metrics
-            .instances
-            .get_or_create(&Metrics::handler(&self.slot.name));
-        if self.warm.is_some() {
-            gauge.dec();
-        }
-        if instance.is_some() {
-            gauge.inc();
-        }
-        self.warm = instance;
-    }
-
-    fn finish(
-        &self,
-        signal: Signal,
-        result: Result<Option<crate::signal::Json>, Failure>,
-        address: String,
-    ) {
-        match result {
-            Err(ref failure) => tracing::debug!(%failure, "handler failed"),
-            Ok(_) => tracing::trace!("handled"),
-        }
-        if let Some(router) = self.router.upgrade() {
-            router.finish(signal, result, address);
-        }
     }
 }

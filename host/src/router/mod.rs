@@ -17,6 +17,8 @@ mod callbacks;
 mod mailbox;
 mod outbound;
 mod pending;
+mod undelivered;
+mod worker;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, Weak};
@@ -30,9 +32,9 @@ pub use mailbox::{Counters, Entry, Refused, Slot};
 pub use pending::Pending;
 
 use crate::dead_letters::{DeadLetter, DeadLetters, DeadReason};
-use crate::metrics::{DeadLetterLabels, Metrics, ReasonLabels, RefusedLabels};
+use crate::metrics::{Metrics, RefusedLabels};
 use crate::runtime::{HandlerKind, Runtime, Version};
-use crate::signal::{AGENTS_ADDRESS, Body, Failure, HOST_ADDRESS, Json, Signal, USER_PREFIX, code};
+use crate::signal::{AGENTS_ADDRESS, Body, Failure, Json, Signal, USER_PREFIX, code};
 pub use crate::transport::{Accepted, Reason, Undelivered};
 use crate::transport::{Inbound, Publish, Route, Transport};
 
@@ -278,16 +280,6 @@ impl Router {
         }
     }
 
-    fn drop_reply(&self, kind: &str, reason: &str) {
-        self.count_accepted(kind, 1);
-        self.metrics
-            .replies_dropped
-            .get_or_create(&ReasonLabels {
-                reason: reason.to_owned(),
-            })
-            .inc();
-    }
-
     /// Sends a message and waits for its Reply or ErrorReply, or gives up with 504 after
     /// `timeout`.
     pub async fn request(&self, signal: Signal, timeout: Duration) -> Result<Signal, Failure> {
@@ -315,126 +307,6 @@ impl Router {
                 .with_help(
                     "the handler may be slow or stuck; retry later or allow a longer timeout",
                 ))
-            }
-        }
-    }
-
-    /// Settles a signal the transport could not deliver: a message is answered with an
-    /// ErrorReply from the host; a reply is dead-lettered, or dropped and counted when
-    /// nothing serves its address.
-    fn undeliverable(&self, undelivered: Undelivered) {
-        let Undelivered { signal, reason } = undelivered;
-        let kind = signal.kind();
-        let message = match &signal.body {
-            Body::Message(message) => message,
-            Body::Reply { to, reply_to, .. } | Body::ErrorReply { to, reply_to, .. } => {
-                self.callbacks.close(reply_to);
-                let dead = match reason {
-                    Reason::Overloaded if to.starts_with(USER_PREFIX) => DeadReason::ClientSlow,
-                    Reason::Overloaded => DeadReason::MailboxFull,
-                    Reason::ClientGone => DeadReason::ClientGone,
-                    Reason::ShuttingDown => DeadReason::HandlerStopped,
-                    Reason::NoRoute | Reason::NotAccepted | Reason::DeadLettersFull => {
-                        tracing::debug!(id = %signal.envelope.id, to, "dropped a reply nothing serves the address of");
-                        return self.drop_reply(kind, "unexpected");
-                    }
-                };
-                let handler = self.handler_at(crate::transport::address_of(to));
-                return self.dead_letter(kind, &handler, dead, signal);
-            }
-            Body::Event { .. } | Body::DataChange { .. } => {
-                // Only refusals at the source land here (no room for dead letters): the
-                // signal was never accepted.
-                self.metrics
-                    .refused
-                    .get_or_create(&RefusedLabels {
-                        kind: kind.to_owned(),
-                        reason: reason.as_str().to_owned(),
-                    })
-                    .inc();
-                return;
-            }
-        };
-        self.count_accepted(kind, 1);
-        let failure = match reason {
-            Reason::NoRoute | Reason::ClientGone => Failure::new(
-                code::NOT_FOUND,
-                format!("nothing serves the address `{}`", message.to),
-            )
-            .with_help("check the address, or deploy a handler under that name"),
-            Reason::NotAccepted => Failure::new(
-                code::NOT_FOUND,
-                format!(
-                    "the handler at `{}` does not accept messages of type `{}`",
-                    message.to, message.message_type
-                ),
-            ),
-            Reason::Overloaded | Reason::DeadLettersFull => Failure::new(
-                code::OVERLOADED,
-                format!("the mailbox of `{}` is full", message.to),
-            )
-            .with_help("retry later"),
-            Reason::ShuttingDown => Failure::new(code::OVERLOADED, "the host is shutting down"),
-        };
-        self.route(Signal::answer(&signal, HOST_ADDRESS, Err(failure), None));
-    }
-
-    /// The name of the handler serving `address`, or the address itself (a client, or a
-    /// handler that has gone).
-    fn handler_at(&self, address: &str) -> String {
-        self.read()
-            .handlers
-            .get(address)
-            .map_or_else(|| address.to_owned(), |entry| entry.slot.name.to_string())
-    }
-
-    /// Keeps one refused signal, with room reserved on the spot; if even that fails the
-    /// loss is logged and counted, never silent.
-    fn dead_letter(&self, kind: &str, handler: &str, reason: DeadReason, signal: Signal) {
-        match self.dead_letters.reserve(1) {
-            Some(mut room) => {
-                self.count_accepted(kind, 1);
-                self.keep(&mut room, handler, reason, signal);
-            }
-            None => {
-                tracing::error!(
-                    handler,
-                    reason = reason.as_str(),
-                    "the dead-letter store is full; a reply was dropped"
-                );
-                self.drop_reply(kind, "dead_letters_full");
-            }
-        }
-    }
-
-    fn keep(
-        &self,
-        room: &mut crate::dead_letters::Reservation<'_>,
-        handler: &str,
-        reason: DeadReason,
-        signal: Signal,
-    ) {
-        let id = signal.envelope.id.clone();
-        match room.keep(handler, reason, signal) {
-            Ok(_) => {
-                self.metrics
-                    .dead_letters
-                    .get_or_create(&DeadLetterLabels {
-                        handler: handler.to_owned(),
-                        reason: reason.as_str().to_owned(),
-                    })
-                    .inc();
-                tracing::debug!(%id, handler, reason = reason.as_str(), "kept a dead letter");
-            }
-            Err(error) => {
-                tracing::error!(%id, handler, %error, "could not keep a dead letter; the signal is lost");
-                self.metrics
-                    .dead_letters
-                    .get_or_create(&DeadLetterLabels {
-                        handler: handler.to_owned(),
-                        reason: "store_failed".to_owned(),
-                    })
-                    .inc();
             }
         }
     }
