@@ -7,39 +7,23 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::root;
-
 /// The admin token test daemons use.
 pub const TOKEN: &str = "test-token";
 
-/// Builds the `switchboard` binary (once per process) and returns its path.
+/// The `switchboard` binary that `cargo test` built for this test, with the same features as
+/// the test itself (so wasmtime is compiled once, not again by a separate `cargo build`).
+///
+/// Cargo sets `CARGO_BIN_EXE_switchboard` when it runs an integration test of the
+/// `switchboard` package, so tests that drive the daemon live in `host/tests/`.
 pub fn binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let root = root();
-        let target = std::env::var_os("CARGO_TARGET_DIR")
+        std::env::var_os("CARGO_BIN_EXE_switchboard")
             .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(&root)
-            .args([
-                "build",
-                "-p",
-                "switchboard",
-                "--bin",
-                "switchboard",
-                "--target-dir",
-            ])
-            .arg(&target)
-            .status()
-            .expect("running cargo to build switchboard");
-        assert!(status.success(), "building the switchboard binary failed");
-        // A copy of our own: another build sharing the target directory (a worktree of the
-        // same workspace) may replace the binary there while these tests run.
-        let built = target.join("debug").join("switchboard");
-        let copy = std::env::temp_dir().join(format!("switchboard-e2e-bin-{}", std::process::id()));
-        std::fs::copy(&built, &copy).expect("copying the switchboard binary");
-        copy
+            .expect(
+                "CARGO_BIN_EXE_switchboard is unset: daemon tests belong in host/tests/ and \
+                 run through `cargo test`, which builds the binary and sets it",
+            )
     })
 }
 
