@@ -214,11 +214,27 @@ impl Daemon {
         self.wait()
     }
 
-    /// Kills the daemon with SIGKILL, as a crash would; usable while others share it.
+    /// Kills the daemon with SIGKILL, as a crash would, and returns once it is dead (its
+    /// files, and so the store's lock, closed), as a supervisor would see it before starting
+    /// another; usable while others share it.
     pub fn kill(&self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &self.child.id().to_string()])
-            .status();
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        let stat = Path::new("/proc").join(&pid).join("stat");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            // Gone, or a zombie: either way the kernel has closed its files.
+            let state = std::fs::read_to_string(&stat).ok();
+            let dead = state.as_deref().is_none_or(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            });
+            if dead {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("the daemon did not die within 10 s of SIGKILL");
     }
 }
 
