@@ -25,22 +25,33 @@ pub use openapi::ApiDoc;
 
 use crate::registry::Registry;
 
-/// The API's shared state.
+/// The API's shared state: one pointer, cloned for every request and extractor.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// What [`AppState`] points to.
+pub struct Shared {
     pub registry: Arc<Registry>,
-    token: Arc<str>,
-    phase: Arc<lifecycle::Phase>,
+    token: Box<str>,
+    phase: lifecycle::Phase,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl AppState {
     /// State for an API guarded by `token`; not ready until [`AppState::mark_ready`].
     pub fn new(registry: Arc<Registry>, token: &str) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             registry,
-            token: Arc::from(token),
-            phase: Arc::default(),
-        }
+            token: Box::from(token),
+            phase: lifecycle::Phase::default(),
+        }))
     }
 }
 
