@@ -97,6 +97,22 @@ impl Reservation<'_> {
     }
 }
 
+impl Reservation<'_> {
+    /// Puts a letter taken with [`DeadLetters::take`] back under its own id, durably.
+    pub fn put_back(&mut self, letter: &DeadLetter) -> Result<(), DbError> {
+        self.left = self.left.saturating_sub(1);
+        let result = self
+            .store
+            .db
+            .begin_durable()
+            .and_then(|tx| self.store.insert(letter, tx));
+        if result.is_err() {
+            self.store.used.fetch_sub(1, Ordering::AcqRel);
+        }
+        result
+    }
+}
+
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if self.left > 0 {
@@ -170,22 +186,48 @@ impl DeadLetters {
     }
 
     fn write(&self, handler: &str, reason: DeadReason, signal: Signal) -> Result<u64, DbError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let letter = DeadLetter {
-            id,
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
             handler: handler.to_owned(),
             reason,
             at: now_millis(),
             signal,
         };
-        let bytes = serde_json::to_vec(&letter).expect("a dead letter always serializes");
-        let tx = self.db.begin_fast()?;
+        self.insert(&letter, self.db.begin_fast()?)?;
+        Ok(letter.id)
+    }
+
+    fn insert(&self, letter: &DeadLetter, tx: redb::WriteTransaction) -> Result<(), DbError> {
+        let bytes = serde_json::to_vec(letter).expect("a dead letter always serializes");
         tx.open_table(TABLE)
             .map_err(DbError::from_redb)?
-            .insert(id, bytes.as_slice())
+            .insert(letter.id, bytes.as_slice())
             .map_err(DbError::from_redb)?;
+        tx.commit().map_err(DbError::from_redb)
+    }
+
+    /// Takes one dead letter out of the store (durably) to offer it again, keeping its room
+    /// in the returned reservation: [`Reservation::put_back`] restores it if the offer is
+    /// refused; dropping the reservation frees the room. Only one taker gets a given letter,
+    /// so a replay can never deliver it twice.
+    pub fn take(&self, id: u64) -> Result<Option<(DeadLetter, Reservation<'_>)>, DbError> {
+        let tx = self.db.begin_durable()?;
+        let letter = {
+            let mut table = tx.open_table(TABLE).map_err(DbError::from_redb)?;
+            let removed = table.remove(id).map_err(DbError::from_redb)?;
+            removed.and_then(|v| decode(v.value()))
+        };
         tx.commit().map_err(DbError::from_redb)?;
-        Ok(id)
+        // The stored letter's unit of room becomes the reservation's.
+        Ok(letter.map(|letter| {
+            (
+                letter,
+                Reservation {
+                    store: self,
+                    left: 1,
+                },
+            )
+        }))
     }
 
     /// Up to `limit` dead letters (at most [`MAX_PAGE`]) with ids above `after`, oldest
@@ -321,6 +363,19 @@ mod tests {
         let got = store.get(b1).unwrap().unwrap();
         assert_eq!(got.reason, DeadReason::ClientGone);
         assert_eq!(got.signal.body, event(2).body);
+        let (taken, mut room) = store.take(b1).unwrap().unwrap();
+        assert!(store.take(b1).unwrap().is_none(), "only one taker gets it");
+        room.put_back(&taken).unwrap();
+        drop(room);
+        assert_eq!(
+            store.get(b1).unwrap().unwrap().id,
+            b1,
+            "put back under its id"
+        );
+        assert!(
+            store.reserve(7).is_some() && store.reserve(8).is_none(),
+            "3 stored"
+        );
         assert!(store.remove(b1).unwrap());
         assert!(!store.remove(b1).unwrap());
         assert_eq!(store.purge(Some("a")).unwrap(), 2);

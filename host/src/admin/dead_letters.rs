@@ -160,14 +160,13 @@ pub async fn replay(
     Path(id): Path<u64>,
 ) -> Result<Response, ApiError> {
     let store = store(&state);
-    let letter = store.get(id)?.ok_or_else(|| not_found(id))?;
-    state
-        .registry
-        .host()
-        .router()
-        .redeliver(&letter)
-        .map_err(|undelivered| refused(undelivered, &letter.handler))?;
-    store.remove(id)?;
+    // Taken out first, so a concurrent replay or delete cannot get it too.
+    let (letter, mut room) = store.take(id)?.ok_or_else(|| not_found(id))?;
+    let router = state.registry.host().router();
+    if let Err(undelivered) = router.redeliver(&letter) {
+        room.put_back(&letter)?;
+        return Err(refused(undelivered, &letter.handler));
+    }
     Ok(Json(Replayed {
         replayed: id,
         handler: letter.handler,

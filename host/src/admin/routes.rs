@@ -23,6 +23,9 @@ use crate::runtime::HandlerKind;
 use crate::signal::{Body as SignalBody, Envelope, HOST_ADDRESS, Signal};
 use crate::wire::{SignalType, WireError, WireSignal};
 
+/// Largest mailbox a deploy may ask for: a mailbox's slots are allocated when it opens.
+pub const MAX_MAILBOX: u32 = 100_000;
+
 /// Deploy parameters, all optional.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -41,7 +44,7 @@ pub struct DeployParams {
     #[param(minimum = 1, maximum = 64)]
     concurrency: Option<u32>,
     /// Signals the mailbox holds before refusing more.
-    #[param(minimum = 1, maximum = 1_000_000)]
+    #[param(minimum = 1, maximum = 100_000)]
     mailbox: Option<u32>,
 }
 
@@ -78,7 +81,7 @@ impl DeployParams {
             cpu_time: cpu_ms.map_or(defaults.cpu_time, Duration::from_millis),
             concurrency: in_range("concurrency", self.concurrency, 1, 64)?
                 .unwrap_or(defaults.concurrency),
-            mailbox: in_range("mailbox", self.mailbox, 1, 1_000_000)?.unwrap_or(defaults.mailbox),
+            mailbox: in_range("mailbox", self.mailbox, 1, MAX_MAILBOX)?.unwrap_or(defaults.mailbox),
         };
         Ok(DeployOptions {
             kind,
@@ -422,6 +425,16 @@ mod tests {
                 .unwrap_err()
                 .message
                 .contains("concurrency")
+        );
+        let huge = DeployParams {
+            mailbox: Some(MAX_MAILBOX + 1),
+            ..Default::default()
+        };
+        assert!(
+            huge.options(defaults)
+                .unwrap_err()
+                .message
+                .contains("mailbox")
         );
         let bad = DeployParams {
             kind: Some("robot".into()),

@@ -52,10 +52,10 @@ pub enum InstallError {
 struct Table {
     /// Handlers by the address they serve.
     handlers: HashMap<String, Entry>,
-    /// Subscribers by event type.
-    events: HashMap<String, Vec<String>>,
+    /// Subscribers by event type (shared, so a broadcast takes the list without copying).
+    events: HashMap<String, Arc<[String]>>,
     /// Subscribers by object type.
-    changes: HashMap<String, Vec<String>>,
+    changes: HashMap<String, Arc<[String]>>,
     /// Connected clients (`user:<id>`).
     clients: HashMap<String, mpsc::Sender<Signal>>,
 }
@@ -63,23 +63,28 @@ struct Table {
 impl Table {
     /// Rebuilds the subscription indexes from the handlers' current descriptions.
     fn reindex(&mut self) {
-        self.events.clear();
-        self.changes.clear();
+        let mut events: HashMap<String, Vec<String>> = HashMap::new();
+        let mut changes: HashMap<String, Vec<String>> = HashMap::new();
         for (address, entry) in &self.handlers {
             let version = entry.slot.current();
             for event in &version.description.events {
-                self.events
+                events
                     .entry(event.clone())
                     .or_default()
                     .push(address.clone());
             }
             for object in &version.description.data_changes {
-                self.changes
+                changes
                     .entry(object.clone())
                     .or_default()
                     .push(address.clone());
             }
         }
+        let shared = |index: HashMap<String, Vec<String>>| {
+            index.into_iter().map(|(k, v)| (k, Arc::from(v))).collect()
+        };
+        self.events = shared(events);
+        self.changes = shared(changes);
     }
 }
 
@@ -311,16 +316,16 @@ impl Router {
         }
     }
 
-    /// Offers a signal to every subscriber in `subscribers`. Room for a dead letter per
-    /// subscriber is reserved first: if the store cannot promise it, nobody gets the signal
-    /// and it is refused at its source.
+    /// Offers a signal to every subscriber in `subscribers`, then lets go of the table.
+    /// Room for a dead letter per subscriber is reserved first: if the store cannot promise
+    /// it, nobody gets the signal and it is refused at its source. Refused copies are kept
+    /// after the table lock is released, so a slow store write never holds up routing.
     fn broadcast(
         &self,
-        table: &Table,
-        subscribers: Option<&Vec<String>>,
+        table: std::sync::RwLockReadGuard<'_, Table>,
+        subscribers: &[String],
         signal: Signal,
     ) -> Result<Accepted, Undelivered> {
-        let subscribers = subscribers.map_or(&[][..], Vec::as_slice);
         let Some(mut room) = self.dead_letters.reserve(subscribers.len()) else {
             return Err(Undelivered {
                 signal,
@@ -328,21 +333,25 @@ impl Router {
             });
         };
         let mut accepted = Accepted::default();
+        let mut refusals = Vec::new();
         for address in subscribers {
             let Some(entry) = table.handlers.get(address) else {
                 continue;
             };
             match entry.offer(signal.clone()) {
                 Ok(()) => accepted.delivered += 1,
-                Err(refused) => {
-                    let (reason, copy) = match refused {
-                        Refused::Full(copy) => (DeadReason::MailboxFull, copy),
-                        Refused::Closed(copy) => (DeadReason::HandlerStopped, copy),
-                    };
-                    self.keep(&mut room, &entry.slot.name, reason, copy);
-                    accepted.dead_lettered += 1;
+                Err(Refused::Full(copy)) => {
+                    refusals.push((entry.slot.name.clone(), DeadReason::MailboxFull, copy))
+                }
+                Err(Refused::Closed(copy)) => {
+                    refusals.push((entry.slot.name.clone(), DeadReason::HandlerStopped, copy))
                 }
             }
+        }
+        drop(table);
+        for (handler, reason, copy) in refusals {
+            self.keep(&mut room, &handler, reason, copy);
+            accepted.dead_lettered += 1;
         }
         Ok(accepted)
     }
@@ -395,12 +404,20 @@ impl Router {
         let fail = |signal, reason| Err(Undelivered { signal, reason });
         match Route::of(&signal) {
             Route::Event(event_type) => {
-                let subscribers = table.events.get(event_type);
-                self.broadcast(&table, subscribers, signal)
+                let subscribers = table
+                    .events
+                    .get(event_type)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from([]));
+                self.broadcast(table, &subscribers, signal)
             }
             Route::DataChange(object_type) => {
-                let subscribers = table.changes.get(object_type);
-                self.broadcast(&table, subscribers, signal)
+                let subscribers = table
+                    .changes
+                    .get(object_type)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from([]));
+                self.broadcast(table, &subscribers, signal)
             }
             Route::Address(address) if address.starts_with(USER_PREFIX) => {
                 let address = address.to_owned();
