@@ -168,17 +168,7 @@ async fn readiness_follows_restore_and_shutdown() {
             )
         }
     });
-    let deadline = Instant::now() + BOUND;
-    loop {
-        let (_, chaos) = host
-            .send(reqwest::Method::GET, "/v1/handlers/chaos", json!(null))
-            .await;
-        if chaos["counters"]["handled"] == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the spin never started: {chaos}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_spinning(&host).await;
 
     host.shut_down();
     host.until_readyz(503).await;
@@ -255,17 +245,7 @@ async fn the_drain_is_bounded_by_the_drain_timeout() {
     host.until_readyz(200).await;
     let (status, _) = host.message("/v1/messages", "chaos", "Spin").await;
     assert_eq!(status, 202);
-    let deadline = Instant::now() + BOUND;
-    loop {
-        let (_, chaos) = host
-            .send(reqwest::Method::GET, "/v1/handlers/chaos", json!(null))
-            .await;
-        if chaos["counters"]["handled"] == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the spin never started: {chaos}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_spinning(&host).await;
     let stopping = Instant::now();
     host.shut_down();
     host.finished().await.unwrap();
@@ -274,4 +254,19 @@ async fn the_drain_is_bounded_by_the_drain_timeout() {
         took < Duration::from_secs(10),
         "stopped after {took:?}, not after the 30 s spin"
     );
+}
+
+/// Waits until `chaos` has taken the Spin message (it counts as handled once it starts).
+async fn until_spinning(host: &Started) {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let (_, chaos) = host
+            .send(reqwest::Method::GET, "/v1/handlers/chaos", json!(null))
+            .await;
+        if chaos["counters"]["handled"] == 1 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the spin never started: {chaos}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
