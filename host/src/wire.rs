@@ -304,72 +304,68 @@ impl WireSignal {
         })
     }
 }
-impl From<&Signal> for WireSignal {
-    fn from(signal: &Signal) -> Self {
-        let e = &signal.envelope;
-        let mut wire = WireSignal {
-            id: Some(e.id.clone()),
-            timestamp: Some(e.timestamp),
-            from: Some(e.from.clone()),
-            headers: e.headers.clone(),
-            ..Default::default()
+/// Writes a signal in the wire shape straight from its fields, in [`WireSignal`]'s field
+/// order, without first copying them into a [`WireSignal`]: replies are serialized on every
+/// awaited request.
+impl Serialize for Signal {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let e = &self.envelope;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("id", &e.id)?;
+        map.serialize_entry("timestamp", &e.timestamp)?;
+        let (kind, payload) = match &self.body {
+            Body::Message(m) => (SignalType::Message, Some(&m.payload)),
+            Body::Event { payload, .. } => (SignalType::Event, Some(payload)),
+            Body::Reply { payload, .. } => (SignalType::Reply, Some(payload)),
+            Body::ErrorReply { .. } => (SignalType::ErrorReply, None),
+            Body::DataChange { .. } => (SignalType::DataChangeEvent, None),
         };
-        match &signal.body {
+        map.serialize_entry("signalType", &kind)?;
+        map.serialize_entry("from", &e.from)?;
+        match &self.body {
             Body::Message(m) => {
-                wire.signal_type = Some(SignalType::Message);
-                wire.message_type = Some(m.message_type.clone());
-                wire.to = Some(m.to.clone());
-                wire.return_address = m.return_address.clone();
-                wire.payload = Some(m.payload.clone());
+                map.serialize_entry("messageType", &m.message_type)?;
+                map.serialize_entry("to", &m.to)?;
+                if let Some(address) = &m.return_address {
+                    map.serialize_entry("returnAddress", address)?;
+                }
             }
-            Body::Event {
-                event_type,
-                payload,
-            } => {
-                wire.signal_type = Some(SignalType::Event);
-                wire.event_type = Some(event_type.clone());
-                wire.payload = Some(payload.clone());
-            }
-            Body::Reply {
-                reply_to,
-                to,
-                payload,
-            } => {
-                wire.signal_type = Some(SignalType::Reply);
-                wire.reply_to = Some(reply_to.clone());
-                wire.to = Some(to.clone());
-                wire.payload = Some(payload.clone());
+            Body::Event { event_type, .. } => map.serialize_entry("eventType", event_type)?,
+            Body::Reply { reply_to, to, .. } => {
+                map.serialize_entry("to", to)?;
+                map.serialize_entry("replyTo", reply_to)?;
             }
             Body::ErrorReply {
                 reply_to,
                 to,
                 error,
             } => {
-                wire.signal_type = Some(SignalType::ErrorReply);
-                wire.reply_to = Some(reply_to.clone());
-                wire.to = Some(to.clone());
-                wire.code = Some(error.code);
-                wire.description = Some(error.description.clone());
-                wire.help = error.help.clone();
+                map.serialize_entry("to", to)?;
+                map.serialize_entry("replyTo", reply_to)?;
+                map.serialize_entry("code", &error.code)?;
+                map.serialize_entry("description", &error.description)?;
+                if let Some(help) = &error.help {
+                    map.serialize_entry("help", help)?;
+                }
             }
             Body::DataChange {
                 change_type,
                 object_type,
                 object,
             } => {
-                wire.signal_type = Some(SignalType::DataChangeEvent);
-                wire.change_type = Some(*change_type);
-                wire.object_type = Some(object_type.clone());
-                wire.object = Some(object.clone());
+                map.serialize_entry("changeType", change_type)?;
+                map.serialize_entry("objectType", object_type)?;
+                map.serialize_entry("object", object)?;
             }
         }
-        wire
-    }
-}
-
-impl Serialize for Signal {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        WireSignal::from(self).serialize(serializer)
+        if !e.headers.is_empty() {
+            map.serialize_entry("headers", &e.headers)?;
+        }
+        if let Some(payload) = payload {
+            map.serialize_entry("payload", payload)?;
+        }
+        map.end()
     }
 }
 
