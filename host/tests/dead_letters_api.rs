@@ -2,21 +2,13 @@
 //! where each copy went, and an operator lists, replays, deletes and purges what a slow
 //! subscriber refused; dead letters survive a restart.
 
-use std::process::Command;
-
 use serde_json::{Value, json};
-use switchboard_tests::daemon::{Daemon, TOKEN, binary, data_dir};
+use switchboard_tests::daemon::{Daemon, data_dir};
 use switchboard_tests::guest;
 
 /// Runs the CLI against `daemon` and returns its stdout; panics if it failed.
 fn cli(daemon: &Daemon, args: &[&str]) -> String {
-    let output = Command::new(binary())
-        .args(args)
-        .args(["--url", &daemon.url, "--token", TOKEN])
-        .env_remove("SWITCHBOARD_URL")
-        .env_remove("SWITCHBOARD_ADMIN_TOKEN")
-        .output()
-        .expect("running switchboard");
+    let output = daemon.cli(args);
     assert!(
         output.status.success(),
         "{args:?}: {}",

@@ -1,29 +1,19 @@
 //! The operator CLI end to end: a real `switchboard serve` on port 0, driven by the
 //! `switchboard` binary as an operator would, reading what it prints and how it exits.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::{Value, json};
-use switchboard_tests::daemon::{Daemon, TOKEN, binary, data_dir};
+use switchboard_tests::daemon::{Daemon, TOKEN, cli, data_dir};
 use switchboard_tests::guests_dir;
 
 /// Runs `switchboard ARGS --url URL --token TOKEN` against `daemon`.
 fn run(daemon: &Daemon, args: &[&str]) -> Output {
-    run_with_token(daemon, args, TOKEN)
+    daemon.cli(args)
 }
 
 fn run_with_token(daemon: &Daemon, args: &[&str], token: &str) -> Output {
     cli(&[args, &["--url", &daemon.url, "--token", token]].concat())
-}
-
-/// Runs the CLI with nothing taken from the environment.
-fn cli(args: &[&str]) -> Output {
-    Command::new(binary())
-        .args(args)
-        .env_remove("SWITCHBOARD_URL")
-        .env_remove("SWITCHBOARD_ADMIN_TOKEN")
-        .output()
-        .expect("running switchboard")
 }
 
 fn stdout(output: &Output) -> String {

@@ -27,6 +27,16 @@ pub fn binary() -> &'static Path {
     })
 }
 
+/// Runs the `switchboard` CLI with `args` and nothing taken from the environment.
+pub fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(binary())
+        .args(args)
+        .env_remove("SWITCHBOARD_URL")
+        .env_remove("SWITCHBOARD_ADMIN_TOKEN")
+        .output()
+        .expect("running switchboard")
+}
+
 /// A fresh, empty data directory under the system temp dir.
 pub fn data_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("switchboard-e2e-{name}-{}", std::process::id()));
@@ -194,6 +204,11 @@ impl Daemon {
             .find(|line| line.starts_with(prefix))
             .and_then(|line| line.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
+    }
+
+    /// Runs `switchboard ARGS --url URL --token TOKEN` against this daemon.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        cli(&[args, &["--url", &self.url, "--token", TOKEN]].concat())
     }
 
     /// Asks the daemon to stop (SIGTERM); usable while others share it.

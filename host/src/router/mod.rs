@@ -186,16 +186,24 @@ impl Router {
     ) {
         match self.transport.publish(signal) {
             Publish::Now(outcome) => then(self, kind, outcome),
-            later @ Publish::Later(_) => {
-                let me = self.me.clone();
-                tokio::spawn(async move {
-                    let outcome = later.outcome().await;
-                    if let Some(router) = me.upgrade() {
-                        then(&router, kind, outcome);
-                    }
-                });
-            }
+            later => self.when_known(later, kind, then),
         }
+    }
+
+    /// Hands a publish's outcome to `then` from a task, once the transport knows it.
+    fn when_known(
+        &self,
+        later: Publish,
+        kind: &'static str,
+        then: fn(&Self, &'static str, Result<Accepted, Undelivered>),
+    ) {
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            let outcome = later.outcome().await;
+            if let Some(router) = me.upgrade() {
+                then(&router, kind, outcome);
+            }
+        });
     }
 
     /// Counts a routed signal, or settles one that could not be delivered.
@@ -226,13 +234,9 @@ impl Router {
                 self.count_offered(kind, &outcome);
                 outcome.map(drop)
             }
-            later @ Publish::Later(_) => {
-                let me = self.me.clone();
-                tokio::spawn(async move {
-                    let outcome = later.outcome().await;
-                    if let Some(router) = me.upgrade() {
-                        router.count_offered(kind, &outcome);
-                    }
+            later => {
+                self.when_known(later, kind, |router, kind, outcome| {
+                    router.count_offered(kind, &outcome)
                 });
                 Ok(())
             }
@@ -403,22 +407,14 @@ impl Router {
         let table = self.read();
         let fail = |signal, reason| Err(Undelivered { signal, reason });
         match Route::of(&signal) {
-            Route::Event(event_type) => {
-                let subscribers = table
-                    .events
-                    .get(event_type)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::from([]));
-                self.broadcast(table, &subscribers, signal)
-            }
-            Route::DataChange(object_type) => {
-                let subscribers = table
-                    .changes
-                    .get(object_type)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::from([]));
-                self.broadcast(table, &subscribers, signal)
-            }
+            Route::Event(event_type) => match table.events.get(event_type).cloned() {
+                Some(subscribers) => self.broadcast(table, &subscribers, signal),
+                None => Ok(Accepted::default()),
+            },
+            Route::DataChange(object_type) => match table.changes.get(object_type).cloned() {
+                Some(subscribers) => self.broadcast(table, &subscribers, signal),
+                None => Ok(Accepted::default()),
+            },
             Route::Address(address) if address.starts_with(USER_PREFIX) => {
                 let address = address.to_owned();
                 Self::to_client(&table, &address, signal).map(|()| Accepted::ONE)
