@@ -27,6 +27,11 @@ pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
 pub const DEFAULT_DEAD_LETTERS: usize = 100_000;
 /// Table elements one handler may grow to (componentize-py handlers hold thousands).
 pub const DEFAULT_TABLE_ELEMENTS: usize = 100_000;
+/// Default bytes of signals one handler's mailbox may hold: 64 signals of the largest size,
+/// or thousands of ordinary ones (whose count bound then comes first).
+pub const DEFAULT_MAILBOX_BYTES: usize = 64 << 20;
+/// Default bytes of signals all mailboxes of a host may hold together.
+pub const DEFAULT_QUEUE_BUDGET_BYTES: usize = 1 << 30;
 
 /// Limits for one handler, chosen at deploy time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +72,11 @@ pub struct HostConfig {
     pub max_instances: u32,
     /// Most dead letters kept; past it, signals that would need one are refused at the source.
     pub dead_letter_capacity: usize,
+    /// Bytes of signals ([`crate::Signal::size`]) one handler's mailbox may hold; past it,
+    /// signals are refused like at a full mailbox (503).
+    pub mailbox_bytes: usize,
+    /// Bytes of signals all mailboxes may hold together; past it, signals are refused (503).
+    pub queue_budget_bytes: usize,
 }
 
 impl Default for HostConfig {
@@ -78,6 +88,8 @@ impl Default for HostConfig {
             max_wasm_stack: DEFAULT_MAX_WASM_STACK,
             max_instances: 1000,
             dead_letter_capacity: DEFAULT_DEAD_LETTERS,
+            mailbox_bytes: DEFAULT_MAILBOX_BYTES,
+            queue_budget_bytes: DEFAULT_QUEUE_BUDGET_BYTES,
         }
     }
 }
@@ -102,6 +114,28 @@ pub fn duration_arg(text: &str) -> Result<Duration, String> {
     parse_duration(text).ok_or_else(|| format!("`{text}` is not a duration like 500ms, 10s or 2m"))
 }
 
+/// Parses a size written like `1048576`, `512KiB`, `64MiB` or `1GiB`.
+pub fn parse_bytes(text: &str) -> Option<usize> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: usize = number.parse().ok()?;
+    let shift = match unit.trim_start() {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
+}
+
+/// [`parse_bytes`] for clap's `value_parser`.
+pub fn bytes_arg(text: &str) -> Result<usize, String> {
+    parse_bytes(text).ok_or_else(|| format!("`{text}` is not a size like 1048576, 64MiB or 1GiB"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +149,17 @@ mod tests {
         assert_eq!(parse_duration("5x"), None);
         assert_eq!(parse_duration("s"), None);
         assert!(duration_arg("soon").unwrap_err().contains("soon"));
+    }
+
+    /// Proves sizes parse with and without a binary unit, and nonsense is refused.
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_bytes("1048576"), Some(1 << 20));
+        assert_eq!(parse_bytes("512KiB"), Some(512 << 10));
+        assert_eq!(parse_bytes("64MiB"), Some(64 << 20));
+        assert_eq!(parse_bytes("1 GiB"), Some(1 << 30));
+        assert_eq!(parse_bytes("64MB"), None);
+        assert_eq!(parse_bytes("MiB"), None);
+        assert!(bytes_arg("lots").unwrap_err().contains("lots"));
     }
 }

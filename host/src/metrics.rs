@@ -1,6 +1,7 @@
 //! Prometheus metrics per handler: signals by kind and outcome, handling time, queue depth,
 //! warm instances, traps, limit hits, swaps, broadcasts dropped for want of a subscription,
-//! the most signals handled at once; and host-wide pending requests and late replies.
+//! the most signals handled at once; host-wide pending requests, late replies and queued
+//! bytes; and the admin API's connections.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -84,6 +85,15 @@ pub struct Metrics {
     pub replies_dropped: Family<ReasonLabels, Counter>,
     pub callbacks_refused: Family<HandlerLabels, Counter>,
     pub compilations: Gauge,
+    /// Bytes of signals waiting in every mailbox.
+    pub queued_bytes: Gauge,
+    /// Connections to the admin API open now.
+    pub connections: Gauge,
+    /// Connections closed to make room at the cap, by what they were doing (`idle`,
+    /// `reading_headers`).
+    pub connections_shed: Family<ReasonLabels, Counter>,
+    /// Connections closed by the idle or header-read timeout, by what they were doing.
+    pub connections_timed_out: Family<ReasonLabels, Counter>,
 }
 
 /// The signal kinds as labelled.
@@ -125,6 +135,10 @@ impl Default for Metrics {
             replies_dropped: Family::default(),
             callbacks_refused: Family::default(),
             compilations: Gauge::default(),
+            queued_bytes: Gauge::default(),
+            connections: Gauge::default(),
+            connections_shed: Family::default(),
+            connections_timed_out: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -216,6 +230,26 @@ impl Default for Metrics {
             "compilations",
             "Components compiled from source since start (cached artifacts excluded)",
             metrics.compilations.clone(),
+        );
+        registry.register(
+            "queued_bytes",
+            "Bytes of signals waiting in all mailboxes, counted against the host's queue budget",
+            metrics.queued_bytes.clone(),
+        );
+        registry.register(
+            "connections",
+            "Connections to the admin API open now",
+            metrics.connections.clone(),
+        );
+        registry.register(
+            "connections_shed",
+            "Connections closed to make room at the connection cap, by what they were doing (idle, reading_headers)",
+            metrics.connections_shed.clone(),
+        );
+        registry.register(
+            "connections_timed_out",
+            "Connections closed by the idle timeout (idle) or the header-read timeout (reading_headers)",
+            metrics.connections_timed_out.clone(),
         );
         Self {
             registry,

@@ -1,6 +1,10 @@
 //! `switchboard serve`: the daemon. Opens the admin API at once, restores the registry's
 //! handlers from the data directory (answering ready when they are back), serves until
-//! SIGTERM or ctrl-c, then finishes the signals in flight before it stops.
+//! SIGTERM or ctrl-c, then finishes the signals in flight before it stops. Its own accept
+//! loop ([`connections`]) bounds the connections clients may hold open.
+
+pub mod connections;
+pub mod open_files;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,12 +17,13 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::admin::{AppState, app};
-use crate::config::{duration_arg, parse_duration};
+use crate::config::{bytes_arg, duration_arg, parse_bytes, parse_duration};
 use crate::db::Db;
 use crate::registry::Registry;
 use crate::store::DataDir;
 use crate::transport::InProcess;
 use crate::{Host, HostConfig};
+pub use connections::ConnectionLimits;
 
 /// Default address of the admin API.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -43,8 +48,9 @@ pub struct ServeArgs {
     /// Bearer token the admin API requires.
     #[arg(long, env = "SWITCHBOARD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-    /// TOML file with `listen`, `data_dir`, `admin_token` and `drain_timeout`; flags and
-    /// environment win.
+    /// TOML file with `listen`, `data_dir`, `admin_token`, `drain_timeout`,
+    /// `max_connections`, `header_read_timeout`, `idle_timeout`, `mailbox_bytes` and
+    /// `queue_budget_bytes`; flags and environment win.
     #[arg(long, env = "SWITCHBOARD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Longest wait at shutdown for signals in flight, like 500ms, 30s or 2m [default: 30s].
@@ -54,6 +60,26 @@ pub struct ServeArgs {
     /// handler already runs the same module. A file that fails to deploy is logged and skipped.
     #[arg(long, value_name = "DIR")]
     pub deploy_dir: Option<PathBuf>,
+    /// Most connections to the admin API open at once. At the cap, the connection idle or
+    /// sending its request headers the longest is closed to make room; busy ones never are
+    /// [default: 10000, lowered to fit the open-file limit].
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+    /// Longest time a client may take to send a request's headers, from their first byte,
+    /// like 500ms or 10s [default: 10s].
+    #[arg(long, env = "SWITCHBOARD_HEADER_READ_TIMEOUT", value_parser = duration_arg)]
+    pub header_read_timeout: Option<Duration>,
+    /// Longest time a connection stays open with no request on it [default: 60s].
+    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", value_parser = duration_arg)]
+    pub idle_timeout: Option<Duration>,
+    /// Bytes of signals one handler's mailbox may hold, like 8MiB; past it, senders get 503
+    /// [default: 64MiB].
+    #[arg(long, env = "SWITCHBOARD_MAILBOX_BYTES", value_parser = bytes_arg)]
+    pub mailbox_bytes: Option<usize>,
+    /// Bytes of signals all mailboxes may hold together, like 1GiB; past it, senders get
+    /// 503 [default: 1GiB].
+    #[arg(long, env = "SWITCHBOARD_QUEUE_BUDGET_BYTES", value_parser = bytes_arg)]
+    pub queue_budget_bytes: Option<usize>,
 }
 
 /// The config file's keys.
@@ -65,6 +91,58 @@ struct FileConfig {
     admin_token: Option<String>,
     /// A duration like `30s`.
     drain_timeout: Option<String>,
+    max_connections: Option<u32>,
+    /// A duration like `10s`.
+    header_read_timeout: Option<String>,
+    /// A duration like `60s`.
+    idle_timeout: Option<String>,
+    mailbox_bytes: Option<Size>,
+    queue_budget_bytes: Option<Size>,
+}
+
+/// A size in the config file: a number of bytes, or text like `64MiB`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(usize),
+    Text(String),
+}
+
+/// The flag's value, else the config file's `key` (a duration), else `default`.
+fn duration_setting(
+    flag: Option<Duration>,
+    file: Option<String>,
+    key: &str,
+    default: Duration,
+) -> anyhow::Result<Duration> {
+    match (flag, file) {
+        (Some(flag), _) => Ok(flag),
+        (None, Some(text)) => parse_duration(&text).with_context(|| {
+            format!(
+                "`{key} = \"{text}\"` in the config file is not a duration like 500ms, 30s or 2m"
+            )
+        }),
+        (None, None) => Ok(default),
+    }
+}
+
+/// The flag's value, else the config file's `key` (a size), else `default`.
+fn size_setting(
+    flag: Option<usize>,
+    file: Option<Size>,
+    key: &str,
+    default: usize,
+) -> anyhow::Result<usize> {
+    match (flag, file) {
+        (Some(flag), _) => Ok(flag),
+        (None, Some(Size::Bytes(n))) => Ok(n),
+        (None, Some(Size::Text(text))) => parse_bytes(&text).with_context(|| {
+            format!(
+                "`{key} = \"{text}\"` in the config file is not a size like 1048576, 64MiB or 1GiB"
+            )
+        }),
+        (None, None) => Ok(default),
+    }
 }
 
 /// Settings after flags, environment and config file are merged.
@@ -80,6 +158,10 @@ pub struct Settings {
     pub deploy_dir: Option<PathBuf>,
     /// Longest wait at shutdown for signals in flight.
     pub drain_timeout: Duration,
+    /// The admin API's connection limits.
+    pub connections: ConnectionLimits,
+    /// The host's settings.
+    pub host_config: HostConfig,
 }
 
 /// Everything [`run`] needs beside its listener.
@@ -92,6 +174,10 @@ pub struct RunOptions {
     pub deploy_dir: Option<PathBuf>,
     /// Longest wait at shutdown for signals in flight.
     pub drain_timeout: Duration,
+    /// The admin API's connection limits (the cap lowered to fit the open-file limit).
+    pub connections: ConnectionLimits,
+    /// The host's settings.
+    pub host_config: HostConfig,
     /// Restoring handlers waits for this first; the API answers (not ready) meanwhile.
     /// For tests that look at a host caught in the middle of starting.
     pub restore_gate: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
@@ -105,6 +191,8 @@ impl RunOptions {
             admin_token: admin_token.into(),
             deploy_dir: None,
             drain_timeout: DRAIN_TIMEOUT,
+            connections: ConnectionLimits::default(),
+            host_config: HostConfig::default(),
             restore_gate: None,
         }
     }
@@ -121,6 +209,8 @@ impl From<Settings> for RunOptions {
         Self {
             deploy_dir: settings.deploy_dir,
             drain_timeout: settings.drain_timeout,
+            connections: settings.connections,
+            host_config: settings.host_config,
             ..Self::new(settings.data_dir, settings.admin_token)
         }
     }
@@ -147,15 +237,50 @@ impl ServeArgs {
                 "an admin token is required: --admin-token, SWITCHBOARD_ADMIN_TOKEN, or admin_token in the config file"
             );
         };
-        let drain_timeout = match (self.drain_timeout, file.drain_timeout) {
-            (Some(flag), _) => flag,
-            (None, Some(text)) => parse_duration(&text).with_context(|| {
-                format!("`drain_timeout = \"{text}\"` in the config file is not a duration like 500ms, 30s or 2m")
-            })?,
-            (None, None) => DRAIN_TIMEOUT,
+        let drain_timeout = duration_setting(
+            self.drain_timeout,
+            file.drain_timeout,
+            "drain_timeout",
+            DRAIN_TIMEOUT,
+        )?;
+        let connections = ConnectionLimits {
+            max_connections: self
+                .max_connections
+                .or(file.max_connections)
+                .map_or(connections::DEFAULT_MAX_CONNECTIONS, |n| n as usize),
+            header_read_timeout: duration_setting(
+                self.header_read_timeout,
+                file.header_read_timeout,
+                "header_read_timeout",
+                connections::DEFAULT_HEADER_READ_TIMEOUT,
+            )?,
+            idle_timeout: duration_setting(
+                self.idle_timeout,
+                file.idle_timeout,
+                "idle_timeout",
+                connections::DEFAULT_IDLE_TIMEOUT,
+            )?,
+        };
+        let defaults = HostConfig::default();
+        let host_config = HostConfig {
+            mailbox_bytes: size_setting(
+                self.mailbox_bytes,
+                file.mailbox_bytes,
+                "mailbox_bytes",
+                defaults.mailbox_bytes,
+            )?,
+            queue_budget_bytes: size_setting(
+                self.queue_budget_bytes,
+                file.queue_budget_bytes,
+                "queue_budget_bytes",
+                defaults.queue_budget_bytes,
+            )?,
+            ..defaults
         };
         Ok(Settings {
             drain_timeout,
+            connections,
+            host_config,
             listen: self
                 .listen
                 .or(file.listen)
@@ -195,21 +320,25 @@ pub async fn run(
         .with_context(|| format!("opening data directory {}", options.data_dir.display()))?;
     let db = Db::open(&data.path().join(crate::db::FILE_NAME))
         .with_context(|| format!("opening the store in {}", options.data_dir.display()))?;
-    let host = Host::open(HostConfig::default(), Arc::new(InProcess::default()), db)
+    let host = Host::open(options.host_config, Arc::new(InProcess::default()), db)
         .context("starting the host")?;
     let registry = Arc::new(Registry::open(host.clone(), data).context("reading the registry")?);
     let state = AppState::new(registry.clone(), &options.admin_token);
     let address = listener.local_addr()?;
+    let limits = fit_open_files(options.connections);
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(
-        axum::serve(listener, app(state.clone()))
-            .with_graceful_shutdown(async move {
+    let mut server = tokio::spawn({
+        let (app, host) = (app(state.clone()), host.clone());
+        async move {
+            let stop = async {
                 let _ = http_stopped.await;
-            })
-            .into_future(),
-    );
+            };
+            connections::serve(listener, app, limits, host.router().metrics(), stop).await;
+        }
+    });
     tracing::info!(
         restoring = registry.restoring_count(),
+        max_connections = limits.max_connections,
         "listening on http://{address}"
     );
     let starting = async {
@@ -235,8 +364,7 @@ pub async fn run(
         () = shutdown => None,
         outcome = starting => outcome.err(),
         joined = &mut server => Some(match joined {
-            Ok(Ok(())) => anyhow::anyhow!("the admin API stopped by itself"),
-            Ok(Err(error)) => anyhow::Error::new(error).context("serving the admin API"),
+            Ok(()) => anyhow::anyhow!("the admin API stopped by itself"),
             Err(error) => anyhow::Error::new(error).context("the admin API task"),
         }),
     };
@@ -259,6 +387,24 @@ pub async fn run(
     }
     tracing::info!("stopped");
     failure.map_or(Ok(()), Err)
+}
+
+/// Raises the open-file limit and lowers the connection cap to what it leaves room for.
+fn fit_open_files(limits: ConnectionLimits) -> ConnectionLimits {
+    let files = open_files::raise_limit();
+    let max_connections = open_files::connection_cap(limits.max_connections, files);
+    if max_connections < limits.max_connections {
+        tracing::info!(
+            max_connections,
+            asked = limits.max_connections,
+            open_files = files,
+            "connection cap lowered to fit the open-file limit"
+        );
+    }
+    ConnectionLimits {
+        max_connections,
+        ..limits
+    }
 }
 
 /// Deploys the components in `dir` whose module is not already live under their name.
@@ -320,6 +466,11 @@ mod tests {
             config,
             deploy_dir: None,
             drain_timeout: None,
+            max_connections: None,
+            header_read_timeout: None,
+            idle_timeout: None,
+            mailbox_bytes: None,
+            queue_budget_bytes: None,
         }
     }
 
@@ -350,6 +501,51 @@ mod tests {
         std::fs::write(&path, "colour = \"red\"\n").unwrap();
         let error = args(Some(path), Some("t")).settings().unwrap_err();
         assert!(format!("{error:#}").contains("colour"), "{error:#}");
+    }
+
+    /// Proves the connection and queue settings come from flags over the config file over
+    /// the defaults, and a bad value in the file names its key.
+    #[test]
+    fn connection_and_queue_settings_merge() {
+        let path = std::env::temp_dir().join(format!(
+            "switchboard-config-limits-{}.toml",
+            std::process::id()
+        ));
+        let settings = args(None, Some("t")).settings().unwrap();
+        assert_eq!(settings.connections, ConnectionLimits::default());
+        assert_eq!(
+            settings.host_config.mailbox_bytes,
+            crate::config::DEFAULT_MAILBOX_BYTES
+        );
+        std::fs::write(
+            &path,
+            "admin_token = \"t\"\nmax_connections = 50\nheader_read_timeout = \"1s\"\nidle_timeout = \"2m\"\nmailbox_bytes = \"8MiB\"\nqueue_budget_bytes = 1048576\n",
+        )
+        .unwrap();
+        let settings = args(Some(path.clone()), None).settings().unwrap();
+        assert_eq!(
+            settings.connections,
+            ConnectionLimits {
+                max_connections: 50,
+                header_read_timeout: Duration::from_secs(1),
+                idle_timeout: Duration::from_secs(120),
+            }
+        );
+        assert_eq!(settings.host_config.mailbox_bytes, 8 << 20);
+        assert_eq!(settings.host_config.queue_budget_bytes, 1 << 20);
+        let mut flags = args(Some(path.clone()), None);
+        flags.max_connections = Some(7);
+        flags.mailbox_bytes = Some(1024);
+        let settings = flags.settings().unwrap();
+        assert_eq!(settings.connections.max_connections, 7);
+        assert_eq!(settings.host_config.mailbox_bytes, 1024);
+
+        std::fs::write(&path, "admin_token = \"t\"\nmailbox_bytes = \"lots\"\n").unwrap();
+        let error = args(Some(path.clone()), None).settings().unwrap_err();
+        assert!(format!("{error:#}").contains("mailbox_bytes"), "{error:#}");
+        std::fs::write(&path, "admin_token = \"t\"\nidle_timeout = \"long\"\n").unwrap();
+        let error = args(Some(path), None).settings().unwrap_err();
+        assert!(format!("{error:#}").contains("idle_timeout"), "{error:#}");
     }
 
     #[test]

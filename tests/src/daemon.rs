@@ -70,6 +70,11 @@ impl Daemon {
     /// Starts `switchboard serve` on a free loopback port with `data_dir`, and waits until
     /// it says it is ready (listening, and every handler restored).
     pub fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Like [`Daemon::start`], with more `serve` flags.
+    pub fn start_with(data_dir: &Path, flags: &[&str]) -> Self {
         let started = Instant::now();
         let mut child = Command::new(binary())
             .args([
@@ -81,6 +86,7 @@ impl Daemon {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(flags)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -123,6 +129,11 @@ impl Daemon {
                 .build()
                 .expect("an HTTP client"),
         }
+    }
+
+    /// The address the daemon listens on, `127.0.0.1:PORT`.
+    pub fn address(&self) -> &str {
+        self.url.trim_start_matches("http://")
     }
 
     /// A request to `path` with the admin token.

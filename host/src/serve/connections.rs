@@ -1,0 +1,310 @@
+//! The admin API's accept loop, which keeps the host reachable under a flood of
+//! connections.
+//!
+//! Every connection is tracked as idle (no request on it, before the first or between
+//! two), reading a request's headers (from its first byte until hyper has parsed them), or
+//! busy (a request is being handled or its answer written):
+//!
+//! - one reading headers longer than the header-read timeout is closed (a slow or stalled
+//!   sender), and so is one idle longer than the idle timeout;
+//! - at most `max_connections` are open. A new connection at the cap sheds the connection
+//!   that has been idle or reading headers the longest; busy ones are never shed, and if
+//!   every connection is busy the new one waits until one finishes. So `/healthz` or an
+//!   authenticated client still gets through while the cap is reached;
+//! - when accepting fails for want of file descriptors, an idle or half-sent connection is
+//!   shed to make room;
+//! - on shutdown the listener closes, idle and half-sent connections close at once, and
+//!   busy ones finish their request first.
+//!
+//! hyper's own header-read timeout is not used: it also runs while a keep-alive connection
+//! waits for its next request, so it cannot be told apart from the idle timeout.
+
+mod tracker;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::{Id, JoinError, JoinSet};
+
+use crate::metrics::{Metrics, ReasonLabels};
+use tracker::{Answer, State, Tracker, Watched};
+
+/// Default most connections open at once (lowered to what the open-file limit allows).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default longest time from a request's first byte to the end of its headers.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default longest time a connection may stay open without a request on it.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause after an accept error other than a connection's own, so a persistent one
+/// (out of file descriptors) does not spin the loop.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+/// Least time between two warnings about accept errors.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// The connection limits of the admin API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections open at once; past it, idle and half-sent ones are shed.
+    pub max_connections: usize,
+    /// Longest time from a request's first byte to the end of its headers.
+    pub header_read_timeout: Duration,
+    /// Longest time a connection stays open with no request on it.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// The connection metrics, taken from the host's [`Metrics`].
+#[derive(Clone)]
+struct Counters {
+    open: Gauge,
+    shed: Family<ReasonLabels, Counter>,
+    timed_out: Family<ReasonLabels, Counter>,
+}
+
+impl Counters {
+    fn of(metrics: &Metrics) -> Self {
+        Self {
+            open: metrics.connections.clone(),
+            shed: metrics.connections_shed.clone(),
+            timed_out: metrics.connections_timed_out.clone(),
+        }
+    }
+
+    fn count(family: &Family<ReasonLabels, Counter>, state: State) {
+        family
+            .get_or_create(&ReasonLabels {
+                reason: state.as_str().to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// Serves `app` on `listener` within `limits` until `stop` resolves, then closes the
+/// listener and returns once every connection has closed (busy ones after their request).
+pub async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: ConnectionLimits,
+    metrics: &Metrics,
+    stop: impl Future<Output = ()>,
+) {
+    let (closing, closed) = watch::channel(false);
+    let mut server = Server {
+        app,
+        limits: ConnectionLimits {
+            max_connections: limits.max_connections.max(1),
+            ..limits
+        },
+        counters: Counters::of(metrics),
+        http: http1::Builder::new(),
+        tasks: JoinSet::new(),
+        open: HashMap::new(),
+        shedding: 0,
+        closed,
+        warned: None,
+    };
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            Some(done) = server.tasks.join_next_with_id() => server.reap(done),
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    if !server.make_room(&mut stop).await {
+                        break;
+                    }
+                    server.spawn(stream);
+                }
+                Err(error) => server.accept_failed(error).await,
+            },
+        }
+    }
+    drop(listener);
+    closing.send_replace(true);
+    while let Some(done) = server.tasks.join_next_with_id().await {
+        server.reap(done);
+    }
+}
+
+/// The accept loop's state.
+struct Server {
+    app: axum::Router,
+    limits: ConnectionLimits,
+    counters: Counters,
+    http: http1::Builder,
+    tasks: JoinSet<()>,
+    /// Every open connection by the id of the task serving it.
+    open: HashMap<Id, Arc<Tracker>>,
+    /// Connections shed but not closed yet.
+    shedding: usize,
+    /// Becomes true when the server stops.
+    closed: watch::Receiver<bool>,
+    /// When an accept error was last logged.
+    warned: Option<Instant>,
+}
+
+impl Server {
+    /// Connections open and not being shed.
+    fn open(&self) -> usize {
+        self.open.len() - self.shedding
+    }
+
+    /// Forgets a connection whose task has ended.
+    fn reap(&mut self, done: Result<(Id, ()), JoinError>) {
+        let id = match done {
+            Ok((id, ())) => id,
+            Err(error) => {
+                if error.is_panic() {
+                    tracing::error!(%error, "a connection's task panicked");
+                }
+                error.id()
+            }
+        };
+        if let Some(tracker) = self.open.remove(&id) {
+            self.counters.open.dec();
+            if tracker.is_shed() {
+                self.shedding -= 1;
+            }
+        }
+    }
+
+    /// Before a new connection is served at the cap: sheds the connection idle or reading
+    /// headers the longest, or, when every one is busy, waits until one finishes. False if
+    /// the server was told to stop meanwhile.
+    async fn make_room(&mut self, stop: &mut std::pin::Pin<&mut impl Future<Output = ()>>) -> bool {
+        while self.open() >= self.limits.max_connections {
+            if self.shed_one() {
+                return true;
+            }
+            tokio::select! {
+                () = stop.as_mut() => return false,
+                Some(done) = self.tasks.join_next_with_id() => self.reap(done),
+            }
+        }
+        true
+    }
+
+    /// Sheds the connection that has been idle or reading headers the longest; false if
+    /// every connection is busy.
+    fn shed_one(&mut self) -> bool {
+        let victim = self
+            .open
+            .values()
+            .filter_map(|tracker| {
+                tracker
+                    .sheddable()
+                    .map(|(state, since)| (since, state, tracker))
+            })
+            .min_by_key(|(since, _, _)| *since);
+        let Some((_, state, tracker)) = victim else {
+            return false;
+        };
+        tracker.shed();
+        self.shedding += 1;
+        Counters::count(&self.counters.shed, state);
+        tracing::debug!(
+            state = state.as_str(),
+            cap = self.limits.max_connections,
+            "shed a connection to make room"
+        );
+        true
+    }
+
+    /// Handles a failed accept: a connection's own failure is ignored; running out of file
+    /// descriptors sheds a connection; anything else waits a moment before the next try.
+    async fn accept_failed(&mut self, error: std::io::Error) {
+        use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+        if matches!(
+            error.kind(),
+            ConnectionAborted | ConnectionRefused | ConnectionReset
+        ) {
+            return;
+        }
+        let out_of_files = matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+        let shed = out_of_files && self.shed_one();
+        if self.warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+            self.warned = Some(Instant::now());
+            tracing::warn!(
+                %error,
+                open = self.open.len(),
+                shed,
+                "could not accept a connection (further errors for {WARN_EVERY:?} are not logged)"
+            );
+        }
+        tokio::time::sleep(ACCEPT_PAUSE).await;
+    }
+
+    /// Serves a new connection on its own task.
+    fn spawn(&mut self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let tracker = Tracker::new();
+        let io = TokioIo::new(Watched::new(stream, tracker.clone()));
+        let service = {
+            let (app, tracker) = (self.app.clone(), tracker.clone());
+            hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                let busy = tracker.begin();
+                let mut app = app.clone();
+                async move {
+                    let response: Result<_, Infallible> =
+                        tower_service::Service::call(&mut app, request).await;
+                    response.map(|r| r.map(|body| Answer::new(body, busy)))
+                }
+            })
+        };
+        let connection = self.http.serve_connection(io, service);
+        let (limits, counters) = (self.limits, self.counters.clone());
+        let mut closed = self.closed.clone();
+        let watched = tracker.clone();
+        let task = self.tasks.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let mut closing = false;
+            loop {
+                let deadline = watched.deadline(&limits);
+                let expiry = async {
+                    match deadline {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = connection.as_mut() => break,
+                    () = watched.changed() => if watched.is_shed() {
+                        break;
+                    },
+                    () = expiry => if let Some(state) = watched.expired(&limits) {
+                        Counters::count(&counters.timed_out, state);
+                        break;
+                    },
+                    _ = closed.wait_for(|c| *c), if !closing => {
+                        closing = true;
+                        if watched.state() != State::Busy {
+                            break;
+                        }
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        });
+        self.open.insert(task.id(), tracker);
+        self.counters.open.inc();
+    }
+}
