@@ -33,6 +33,9 @@ pub enum Reason {
     NotAccepted,
     /// The handler's mailbox or the client's queue is full.
     Overloaded,
+    /// The signal's bytes would take its mailbox past its byte bound, or the host past its
+    /// budget of queued bytes. Boxed: it is rare, and keeps every other reason small.
+    OverBytes(Box<OverBytes>),
     /// The client at the address disconnected.
     ClientGone,
     /// A subscriber's mailbox is full and the dead-letter store has no room for the copy.
@@ -48,10 +51,73 @@ impl Reason {
             Self::NoRoute => "no_route",
             Self::NotAccepted => "not_accepted",
             Self::Overloaded => "overloaded",
+            Self::OverBytes(over) => match over.bound {
+                ByteBound::Mailbox => "mailbox_bytes",
+                ByteBound::Host => "queue_budget",
+            },
             Self::ClientGone => "client_gone",
             Self::DeadLettersFull => "dead_letters_full",
             Self::ShuttingDown => "shutting_down",
         }
+    }
+}
+
+/// Which bound on queued bytes a signal would have passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteBound {
+    /// The handler's mailbox (the host's `mailbox_bytes` setting).
+    Mailbox,
+    /// All mailboxes together (the host's `queue_budget_bytes` setting).
+    Host,
+}
+
+/// A signal refused because its bytes would pass a bound on queued bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverBytes {
+    /// The bound.
+    pub bound: ByteBound,
+    /// Its size in bytes.
+    pub limit: usize,
+    /// Bytes it held when the signal came.
+    pub queued: usize,
+    /// The signal's size in bytes.
+    pub size: usize,
+}
+
+impl OverBytes {
+    /// What happened, for the sender of a signal to `to`.
+    pub fn describe(&self, to: &str) -> String {
+        let (size, queued, limit) = (self.size, self.queued, show_bytes(self.limit));
+        match self.bound {
+            ByteBound::Mailbox => format!(
+                "the mailbox of `{to}` is full: it holds {queued} bytes of signals and this one of {size} bytes would pass its bound of {limit} (setting `mailbox_bytes`)"
+            ),
+            ByteBound::Host => format!(
+                "the host's queues are full: its mailboxes hold {queued} bytes of signals and this one of {size} bytes would pass the host's budget of {limit} (setting `queue_budget_bytes`)"
+            ),
+        }
+    }
+
+    /// What the sender can do about it.
+    pub fn help(&self) -> &'static str {
+        match self.bound {
+            ByteBound::Mailbox => {
+                "retry later, once the handler has caught up; send smaller signals, or ask the operator for a larger `mailbox_bytes`"
+            }
+            ByteBound::Host => {
+                "retry later, once the host's handlers have caught up, or ask the operator for a larger `queue_budget_bytes`"
+            }
+        }
+    }
+}
+
+/// A byte count as an operator would write it: `8 MiB`, or `1500 bytes`.
+fn show_bytes(n: usize) -> String {
+    match n {
+        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{} GiB", n >> 30),
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
     }
 }
 
@@ -184,6 +250,37 @@ impl Transport for InProcess {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Proves a byte refusal names its bound, the setting and the sizes.
+    #[test]
+    fn byte_refusals_say_which_bound() {
+        let over = OverBytes {
+            bound: ByteBound::Mailbox,
+            limit: 8 << 20,
+            queued: 8_000_000,
+            size: 1_000_000,
+        };
+        let text = over.describe("chaos");
+        for part in [
+            "`chaos`",
+            "8000000 bytes",
+            "1000000 bytes",
+            "8 MiB",
+            "`mailbox_bytes`",
+        ] {
+            assert!(text.contains(part), "{part} in {text}");
+        }
+        assert_eq!(Reason::OverBytes(Box::new(over)).as_str(), "mailbox_bytes");
+        let host = OverBytes {
+            bound: ByteBound::Host,
+            limit: 1 << 30,
+            queued: 1,
+            size: 1500,
+        };
+        assert!(host.describe("x").contains("1 GiB"));
+        assert!(host.describe("x").contains("`queue_budget_bytes`"));
+        assert_eq!(Reason::OverBytes(Box::new(host)).as_str(), "queue_budget");
+    }
 
     #[test]
     fn agents_share_one_address() {

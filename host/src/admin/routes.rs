@@ -294,7 +294,7 @@ fn parse_signal(state: &AppState, body: &Bytes, implied: SignalType) -> Result<S
         (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
         (status = 404, description = "Without `wait`: nothing serves `to`, or it does not accept this message type", body = ErrorBody),
         (status = 413, description = "The signal is over the maximum message size", body = ErrorBody),
-        (status = 503, description = "The mailbox is full, or the host is not serving (shutting down, restoring)", body = ErrorBody),
+        (status = 503, description = "The mailbox is full (its count or byte bound), the host's queue budget is spent, or the host is not serving (shutting down, restoring)", body = ErrorBody),
         (status = 504, description = "With `wait`: no reply in time", body = ErrorBody),
     )
 )]
@@ -354,6 +354,9 @@ pub(super) fn refused(undelivered: Undelivered, to: &str) -> ApiError {
             format!("the mailbox of `{to}` is full"),
         )
         .help("retry later"),
+        Reason::OverBytes(over) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, over.describe(to)).help(over.help())
+        }
         Reason::DeadLettersFull => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "refused: a subscriber's mailbox may be full and the dead-letter store has no room for its copy",

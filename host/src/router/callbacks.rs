@@ -59,6 +59,14 @@ impl Callbacks {
         }
     }
 
+    /// Whether `id` is a callback send of `handler` still awaiting its reply.
+    pub fn awaits(&self, id: &str, handler: &str) -> bool {
+        self.lock()
+            .open
+            .get(id)
+            .is_some_and(|(owner, _)| **owner == *handler)
+    }
+
     /// Callback sends `handler` has open.
     pub fn open_for(&self, handler: &str) -> usize {
         self.lock().per_handler.get(handler).copied().unwrap_or(0)

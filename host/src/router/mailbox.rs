@@ -3,7 +3,8 @@
 //! Each handler has one bounded mailbox and `concurrency` workers, each owning one warm
 //! instance. The workers take signals from one multi-consumer queue: no lock between them,
 //! and each signal wakes one worker. The mailbox keeps [`CALLBACK_CAP`] places beyond its
-//! size for replies to the handler's own sends.
+//! size for replies to the handler's own sends. Besides its count, a mailbox is bounded in
+//! bytes, and draws on the host's budget of queued bytes ([`super::queue_bytes`]).
 //!
 //! A redeploy that changes the mailbox's shape (kind, concurrency, size) opens a new mailbox
 //! whose workers start only once every worker of the old one has exited: the two never run
@@ -20,10 +21,12 @@ use tokio::sync::watch;
 
 use super::Router;
 use super::callbacks::CALLBACK_CAP;
+use super::queue_bytes::{MailboxBytes, QueueBudget};
 use super::worker::{ExitNotice, Worker};
 use crate::metrics::Metrics;
 use crate::runtime::{HandlerKind, Runtime, Version};
 use crate::signal::{AGENTS_ADDRESS, Body, Signal};
+use crate::transport::OverBytes;
 
 /// Counters of one handler, for listings and metrics. A handler keeps them across a move to
 /// a new mailbox.
@@ -99,6 +102,8 @@ pub struct Entry {
     /// channel holds [`CALLBACK_CAP`] more, kept for replies to the handler's own sends.
     others: Arc<AtomicUsize>,
     limit: usize,
+    /// Bytes of the signals queued, shared with the mailbox it moved from.
+    bytes: Arc<MailboxBytes>,
     /// Becomes true once every worker has exited.
     exited: watch::Receiver<bool>,
     /// The mailbox this one replaced, closed, until its workers have exited.
@@ -115,17 +120,25 @@ fn is_reply(signal: &Signal) -> bool {
 pub enum Refused {
     Full(Signal),
     Closed(Signal),
+    /// Its bytes would pass the mailbox's byte bound or the host's queue budget.
+    OverBytes(Signal, OverBytes),
 }
 
 impl Entry {
     /// Opens a mailbox for a handler and starts its workers. With a `predecessor` (the
     /// handler's previous mailbox, whose shape no longer fits), the workers wait until every
-    /// worker of the predecessor has exited, and the handler keeps its counters.
+    /// worker of the predecessor has exited, and the handler keeps its counters and its
+    /// account of queued bytes; a new handler opens one drawing on `budget`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "called from one place, the router"
+    )]
     pub fn open(
         name: &str,
         address: String,
         version: Arc<Version>,
         predecessor: Option<Entry>,
+        budget: &Arc<QueueBudget>,
         runtime: Arc<Runtime>,
         router: Weak<Router>,
         metrics: Arc<Metrics>,
@@ -135,6 +148,10 @@ impl Entry {
         let (tx, rx) = async_channel::bounded(limit + CALLBACK_CAP);
         let others = Arc::new(AtomicUsize::new(0));
         let predecessor = predecessor.map(Entry::retire);
+        let bytes = predecessor.as_ref().map_or_else(
+            || MailboxBytes::new(runtime.config().mailbox_bytes, budget.clone()),
+            |p| p.bytes.clone(),
+        );
         let slot = Arc::new(Slot {
             name: Arc::from(name),
             address,
@@ -155,6 +172,7 @@ impl Entry {
                 router: router.clone(),
                 metrics: metrics.clone(),
                 others: others.clone(),
+                bytes: bytes.clone(),
                 after: predecessor.as_ref().map(|p| p.exited.clone()),
                 exit: exit.clone(),
             });
@@ -165,6 +183,7 @@ impl Entry {
             workers,
             others,
             limit,
+            bytes,
             exited,
             predecessor: predecessor.map(Box::new),
         }
@@ -198,18 +217,28 @@ impl Entry {
     }
 
     /// Queues a signal without waiting; a full mailbox refuses it. Replies may use the room
-    /// kept for them; everything else only the mailbox's own size.
-    pub fn offer(&self, signal: Signal) -> Result<(), Refused> {
+    /// kept for them; everything else only the mailbox's own size. The signal's bytes are
+    /// refused past the mailbox's byte bound or the host's budget, unless it is `promised`
+    /// room: a reply to an open callback send of this handler.
+    pub fn offer(&self, signal: Signal, promised: bool) -> Result<(), Refused> {
         let counted = !is_reply(&signal);
         if counted && self.others.fetch_add(1, Ordering::AcqRel) >= self.limit {
             self.others.fetch_sub(1, Ordering::AcqRel);
             return Err(Refused::Full(signal));
+        }
+        let size = signal.size();
+        if let Err(over) = self.bytes.charge(size, promised) {
+            if counted {
+                self.others.fetch_sub(1, Ordering::AcqRel);
+            }
+            return Err(Refused::OverBytes(signal, over));
         }
         // Counted from here until a worker is done with it, so a drain never misses it.
         let in_flight = &self.slot.counters.in_flight;
         in_flight.fetch_add(1, Ordering::AcqRel);
         self.mailbox.try_send(signal).map_err(|e| {
             in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.bytes.release(size);
             if counted {
                 self.others.fetch_sub(1, Ordering::AcqRel);
             }

@@ -17,6 +17,7 @@ mod callbacks;
 mod mailbox;
 mod outbound;
 mod pending;
+mod queue_bytes;
 mod undelivered;
 mod worker;
 
@@ -30,6 +31,7 @@ use tokio::sync::mpsc;
 pub use callbacks::{CALLBACK_CAP, Callbacks};
 pub use mailbox::{Counters, Entry, Refused, Slot};
 pub use pending::Pending;
+use queue_bytes::QueueBudget;
 
 use crate::dead_letters::{DeadLetter, DeadLetters, DeadReason};
 use crate::metrics::{Metrics, RefusedLabels};
@@ -99,6 +101,8 @@ pub struct Router {
     table: RwLock<Table>,
     pending: Pending,
     callbacks: Callbacks,
+    /// The host's budget of queued bytes, shared by every mailbox.
+    budget: Arc<QueueBudget>,
     dead_letters: DeadLetters,
     transport: Arc<dyn Transport>,
     runtime: Arc<Runtime>,
@@ -118,6 +122,7 @@ impl Router {
             table: RwLock::default(),
             pending: Pending::default(),
             callbacks: Callbacks::default(),
+            budget: QueueBudget::new(runtime.config().queue_budget_bytes),
             dead_letters,
             transport,
             runtime,
@@ -342,9 +347,9 @@ impl Router {
             let Some(entry) = table.handlers.get(address) else {
                 continue;
             };
-            match entry.offer(signal.clone()) {
+            match entry.offer(signal.clone(), false) {
                 Ok(()) => accepted.delivered += 1,
-                Err(Refused::Full(copy)) => {
+                Err(Refused::Full(copy) | Refused::OverBytes(copy, _)) => {
                     refusals.push((entry.slot.name.clone(), DeadReason::MailboxFull, copy))
                 }
                 Err(Refused::Closed(copy)) => {
@@ -378,10 +383,14 @@ impl Router {
                 reason: Reason::NoRoute,
             });
         };
-        entry.offer(signal).map_err(|refused| match refused {
+        entry.offer(signal, false).map_err(|refused| match refused {
             Refused::Full(signal) => Undelivered {
                 signal,
                 reason: Reason::Overloaded,
+            },
+            Refused::OverBytes(signal, over) => Undelivered {
+                signal,
+                reason: Reason::OverBytes(Box::new(over)),
             },
             Refused::Closed(signal) => Undelivered {
                 signal,
@@ -429,9 +438,17 @@ impl Router {
                         return fail(signal, Reason::NotAccepted);
                     }
                 }
-                match entry.offer(signal) {
+                // A reply to a message this handler sent has room kept for it.
+                let promised = match &signal.body {
+                    Body::Reply { reply_to, .. } | Body::ErrorReply { reply_to, .. } => {
+                        self.callbacks.awaits(reply_to, &entry.slot.name)
+                    }
+                    _ => false,
+                };
+                match entry.offer(signal, promised) {
                     Ok(()) => Ok(Accepted::ONE),
                     Err(Refused::Full(s)) => fail(s, Reason::Overloaded),
+                    Err(Refused::OverBytes(s, over)) => fail(s, Reason::OverBytes(Box::new(over))),
                     Err(Refused::Closed(s)) => fail(s, Reason::ShuttingDown),
                 }
             }
@@ -495,6 +512,7 @@ impl Router {
                     address.clone(),
                     version,
                     old,
+                    &self.budget,
                     self.runtime.clone(),
                     self.me.clone(),
                     self.metrics.clone(),
@@ -542,6 +560,7 @@ impl Router {
         self.metrics
             .pending_requests
             .set(self.pending.waiting() as i64);
+        self.metrics.queued_bytes.set(self.budget.queued() as i64);
         self.metrics
             .dead_letters_stored
             .set(self.dead_letters.len() as i64);

@@ -21,7 +21,7 @@ impl Router {
                 self.callbacks.close(reply_to);
                 let dead = match reason {
                     Reason::Overloaded if to.starts_with(USER_PREFIX) => DeadReason::ClientSlow,
-                    Reason::Overloaded => DeadReason::MailboxFull,
+                    Reason::Overloaded | Reason::OverBytes(_) => DeadReason::MailboxFull,
                     Reason::ClientGone => DeadReason::ClientGone,
                     Reason::ShuttingDown => DeadReason::HandlerStopped,
                     Reason::NoRoute | Reason::NotAccepted | Reason::DeadLettersFull => {
@@ -64,6 +64,9 @@ impl Router {
                 format!("the mailbox of `{}` is full", message.to),
             )
             .with_help("retry later"),
+            Reason::OverBytes(over) => {
+                Failure::new(code::OVERLOADED, over.describe(&message.to)).with_help(over.help())
+            }
             Reason::ShuttingDown => Failure::new(code::OVERLOADED, "the host is shutting down"),
         };
         self.route(Signal::answer(&signal, HOST_ADDRESS, Err(failure), None));

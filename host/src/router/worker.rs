@@ -33,6 +33,8 @@ pub(super) struct Worker {
     pub metrics: Arc<Metrics>,
     /// The mailbox's count of queued signals other than replies.
     pub others: Arc<AtomicUsize>,
+    /// The mailbox's queued bytes.
+    pub bytes: Arc<super::queue_bytes::MailboxBytes>,
     /// The predecessor mailbox's exit notice: start handling only once it is true.
     pub after: Option<watch::Receiver<bool>>,
     /// Dropped when the worker exits; the last one to go tells the successor mailbox.
@@ -88,6 +90,7 @@ impl Running {
             let _ = before.wait_for(|exited| *exited).await;
         }
         while let Ok(signal) = self.worker.mailbox.recv().await {
+            self.worker.bytes.release(signal.size());
             match &signal.body {
                 Body::Reply { reply_to, .. } | Body::ErrorReply { reply_to, .. } => {
                     // Its place in the room kept for replies is free again.
