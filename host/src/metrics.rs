@@ -1,6 +1,7 @@
 //! Prometheus metrics per handler: signals by kind and outcome, handling time, queue depth,
 //! warm instances, traps, limit hits, swaps, broadcasts dropped for want of a subscription,
-//! the most signals handled at once; and host-wide pending requests and late replies.
+//! the most signals handled at once, loops and send caps stopped, log lines suppressed; and
+//! host-wide pending requests and late replies.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -48,6 +49,14 @@ pub struct DeadLetterLabels {
     pub reason: String,
 }
 
+/// Labels of the per-signal send caps counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CapLabels {
+    pub handler: String,
+    /// `send`, `emit` or `request`.
+    pub kind: String,
+}
+
 /// Labels of a counter by reason alone.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -84,6 +93,12 @@ pub struct Metrics {
     pub replies_dropped: Family<ReasonLabels, Counter>,
     pub callbacks_refused: Family<HandlerLabels, Counter>,
     pub compilations: Gauge,
+    /// Host calls refused because the signal would be past the causal depth limit.
+    pub depth_refused: Family<HandlerLabels, Counter>,
+    /// Host calls refused because a handler used up a per-signal send cap.
+    pub send_caps_hit: Family<CapLabels, Counter>,
+    /// Log lines about a handler (its own or the host's warnings) dropped by a limit.
+    pub log_suppressed: Family<HandlerLabels, Counter>,
 }
 
 /// The signal kinds as labelled.
@@ -125,6 +140,9 @@ impl Default for Metrics {
             replies_dropped: Family::default(),
             callbacks_refused: Family::default(),
             compilations: Gauge::default(),
+            depth_refused: Family::default(),
+            send_caps_hit: Family::default(),
+            log_suppressed: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -216,6 +234,21 @@ impl Default for Metrics {
             "compilations",
             "Components compiled from source since start (cached artifacts excluded)",
             metrics.compilations.clone(),
+        );
+        registry.register(
+            "depth_refused",
+            "Signals a handler tried to send past the causal depth limit, refused with 508 (a loop)",
+            metrics.depth_refused.clone(),
+        );
+        registry.register(
+            "send_caps_hit",
+            "Host calls refused with 429 because a handler sent, emitted or requested more than it may while handling one signal",
+            metrics.send_caps_hit.clone(),
+        );
+        registry.register(
+            "log_suppressed",
+            "Log lines about a handler dropped by the per-signal line cap or the per-handler rate limit",
+            metrics.log_suppressed.clone(),
         );
         Self {
             registry,
