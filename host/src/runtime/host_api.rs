@@ -253,9 +253,9 @@ impl host::Host for HostState {
             wit::LogLevel::Warn => tracing::enabled!(Level::WARN),
             wit::LogLevel::Error => tracing::enabled!(Level::ERROR),
         };
-        // A line nobody would see costs nothing; one past the per-signal cap is counted when
-        // the call returns; the per-handler rate limit counts its own.
-        if !enabled || !self.budget.log_line() || !self.log_limit.admit(&self.identity.handler) {
+        // A line past the per-signal cap is counted when the call returns; a line nobody
+        // would see costs nothing more; the per-handler rate limit counts its own drops.
+        if !self.budget.log_line() || !enabled || !self.log_limit.admit(&self.identity.handler) {
             return Ok(());
         }
         let mut message = message;
