@@ -32,6 +32,22 @@ pub const DEFAULT_TABLE_ELEMENTS: usize = 100_000;
 pub const DEFAULT_MAILBOX_BYTES: usize = 64 << 20;
 /// Default bytes of signals all mailboxes of a host may hold together.
 pub const DEFAULT_QUEUE_BUDGET_BYTES: usize = 1 << 30;
+/// Default longest causal chain: a signal more than this many steps from the client signal
+/// that started it is refused with 508 (loop detected).
+pub const DEFAULT_MAX_CAUSAL_DEPTH: u32 = 32;
+/// Default number of messages a handler may `send` while handling one signal.
+pub const DEFAULT_SENDS_PER_SIGNAL: u32 = 1000;
+/// Default number of events and data changes a handler may emit while handling one signal.
+pub const DEFAULT_EMITS_PER_SIGNAL: u32 = 1000;
+/// Default number of `request`s a handler may make while handling one signal.
+pub const DEFAULT_REQUESTS_PER_SIGNAL: u32 = 100;
+/// Default number of lines a handler may `log` while handling one signal; the rest are
+/// dropped and counted.
+pub const DEFAULT_LOG_LINES_PER_SIGNAL: u32 = 100;
+/// Default steady rate of warning lines (and guest log lines) about one handler, per second.
+pub const DEFAULT_LOG_LINES_PER_SECOND: u32 = 20;
+/// Default burst of warning lines about one handler before the rate applies.
+pub const DEFAULT_LOG_BURST: u32 = 100;
 
 /// Limits for one handler, chosen at deploy time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +93,20 @@ pub struct HostConfig {
     pub mailbox_bytes: usize,
     /// Bytes of signals all mailboxes may hold together; past it, signals are refused (503).
     pub queue_budget_bytes: usize,
+    /// Longest causal chain; a host call that would go deeper fails with 508.
+    pub max_causal_depth: u32,
+    /// Messages a handler may `send` while handling one signal; past it, 429.
+    pub max_sends_per_signal: u32,
+    /// Events and data changes a handler may emit while handling one signal; past it, 429.
+    pub max_emits_per_signal: u32,
+    /// `request`s a handler may make while handling one signal; past it, 429.
+    pub max_requests_per_signal: u32,
+    /// Lines a handler may `log` while handling one signal; the rest are dropped and counted.
+    pub max_log_lines_per_signal: u32,
+    /// Steady rate of warning and guest log lines about one handler, per second.
+    pub log_lines_per_second: u32,
+    /// Lines about one handler that may be written in a burst before the rate applies.
+    pub log_burst: u32,
 }
 
 impl Default for HostConfig {
@@ -90,6 +120,13 @@ impl Default for HostConfig {
             dead_letter_capacity: DEFAULT_DEAD_LETTERS,
             mailbox_bytes: DEFAULT_MAILBOX_BYTES,
             queue_budget_bytes: DEFAULT_QUEUE_BUDGET_BYTES,
+            max_causal_depth: DEFAULT_MAX_CAUSAL_DEPTH,
+            max_sends_per_signal: DEFAULT_SENDS_PER_SIGNAL,
+            max_emits_per_signal: DEFAULT_EMITS_PER_SIGNAL,
+            max_requests_per_signal: DEFAULT_REQUESTS_PER_SIGNAL,
+            max_log_lines_per_signal: DEFAULT_LOG_LINES_PER_SIGNAL,
+            log_lines_per_second: DEFAULT_LOG_LINES_PER_SECOND,
+            log_burst: DEFAULT_LOG_BURST,
         }
     }
 }

@@ -21,6 +21,7 @@
 //! - [`run_command`]: `switchboard run`, a host driven by JSON signals on stdin.
 //! - [`operator`]: the operator commands (`deploy`, `list`, `request`, ...): a client of the
 //!   admin API.
+//! - [`log_limit`]: per-handler rate limits of log lines, with a count of what was dropped.
 //! - [`metrics`]: Prometheus counters, gauges and histograms per handler.
 //! - [`config`]: host settings and per-handler limits with their defaults.
 
@@ -29,6 +30,7 @@ pub mod config;
 pub mod db;
 pub mod dead_letters;
 pub mod host;
+pub mod log_limit;
 pub mod metrics;
 pub mod operator;
 pub mod registry;

@@ -1,7 +1,7 @@
 //! Prometheus metrics per handler: signals by kind and outcome, handling time, queue depth,
 //! warm instances, traps, limit hits, swaps, broadcasts dropped for want of a subscription,
-//! the most signals handled at once; host-wide pending requests, late replies and queued
-//! bytes; and the admin API's connections.
+//! the most signals handled at once, loops and send caps stopped, log lines suppressed;
+//! host-wide pending requests, late replies and queued bytes; and the admin API's connections.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -49,6 +49,14 @@ pub struct DeadLetterLabels {
     pub reason: String,
 }
 
+/// Labels of the per-signal send caps counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CapLabels {
+    pub handler: String,
+    /// `send`, `emit` or `request`.
+    pub kind: String,
+}
+
 /// Labels of a counter by reason alone.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -94,6 +102,12 @@ pub struct Metrics {
     pub connections_shed: Family<ReasonLabels, Counter>,
     /// Connections closed by the idle or header-read timeout, by what they were doing.
     pub connections_timed_out: Family<ReasonLabels, Counter>,
+    /// Host calls refused because the signal would be past the causal depth limit.
+    pub depth_refused: Family<HandlerLabels, Counter>,
+    /// Host calls refused because a handler used up a per-signal send cap.
+    pub send_caps_hit: Family<CapLabels, Counter>,
+    /// Log lines about a handler (its own or the host's warnings) dropped by a limit.
+    pub log_suppressed: Family<HandlerLabels, Counter>,
 }
 
 /// The signal kinds as labelled.
@@ -139,6 +153,9 @@ impl Default for Metrics {
             connections: Gauge::default(),
             connections_shed: Family::default(),
             connections_timed_out: Family::default(),
+            depth_refused: Family::default(),
+            send_caps_hit: Family::default(),
+            log_suppressed: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -250,6 +267,21 @@ impl Default for Metrics {
             "connections_timed_out",
             "Connections closed by the idle timeout (idle) or the header-read timeout (reading_headers)",
             metrics.connections_timed_out.clone(),
+        );
+        registry.register(
+            "depth_refused",
+            "Signals a handler tried to send past the causal depth limit, refused with 508 (a loop)",
+            metrics.depth_refused.clone(),
+        );
+        registry.register(
+            "send_caps_hit",
+            "Host calls refused with 429 because a handler sent, emitted or requested more than it may while handling one signal",
+            metrics.send_caps_hit.clone(),
+        );
+        registry.register(
+            "log_suppressed",
+            "Log lines about a handler dropped by the per-signal line cap or the per-handler rate limit",
+            metrics.log_suppressed.clone(),
         );
         Self {
             registry,

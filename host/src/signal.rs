@@ -99,6 +99,10 @@ pub struct Envelope {
     pub from: String,
     /// Extra key/value pairs set by the sender.
     pub headers: Headers,
+    /// Causal depth: how many signals led to this one. Zero for a signal from a client or
+    /// the admin API; a signal a handler sends while handling one at depth `d` has `d + 1`.
+    /// Kept by the host, like an IP TTL, so no chain of handlers can loop forever.
+    pub depth: u32,
 }
 
 impl Envelope {
@@ -109,7 +113,14 @@ impl Envelope {
             timestamp: now_millis(),
             from: from.into(),
             headers,
+            depth: 0,
         }
+    }
+
+    /// The same envelope at causal depth `depth`.
+    pub fn at_depth(mut self, depth: u32) -> Self {
+        self.depth = depth;
+        self
     }
 }
 
@@ -174,7 +185,8 @@ pub mod code {
     pub const NOT_FOUND: u32 = 404;
     /// The signal is over the maximum message size.
     pub const TOO_LARGE: u32 = 413;
-    /// Too many requests: a handler has too many sent messages awaiting replies.
+    /// Too many: a handler has too many sent messages awaiting replies, or sent, emitted or
+    /// requested more than it may while handling one signal.
     pub const TOO_MANY: u32 = 429;
     /// The handler trapped: panic, stack overflow, bad memory access.
     pub const TRAPPED: u32 = 500;
@@ -184,6 +196,8 @@ pub mod code {
     pub const TIMEOUT: u32 = 504;
     /// The handler hit a resource limit: memory or CPU time.
     pub const LIMIT: u32 = 507;
+    /// Loop detected: the signal would be deeper in a causal chain than the host allows.
+    pub const LOOP_DETECTED: u32 = 508;
 }
 
 /// A signal for exactly one handler.
@@ -287,8 +301,8 @@ impl Signal {
     }
 
     /// The answer to `message` (which must be a Message): ok becomes a Reply, err an
-    /// ErrorReply. Addressed by the seed's rule: `address` if given, else the message's
-    /// return address, else its sender.
+    /// ErrorReply, one causal step deeper than the message. Addressed by the seed's rule:
+    /// `address` if given, else the message's return address, else its sender.
     pub fn answer(
         message: &Signal,
         from: impl Into<String>,
@@ -304,7 +318,9 @@ impl Signal {
             return_address,
             sender: message.envelope.from.clone(),
         };
-        target.answer(from, outcome, address)
+        let mut answer = target.answer(from, outcome, address);
+        answer.envelope.depth = message.envelope.depth.saturating_add(1);
+        answer
     }
 }
 
@@ -398,6 +414,19 @@ mod tests {
         );
         assert_eq!(reply_address(&reply), "orders");
         assert_eq!(reply.kind(), "ERROR_REPLY");
+    }
+
+    /// An answer is one causal step deeper than the message it answers, never wrapping.
+    #[test]
+    fn answer_is_one_step_deeper() {
+        let mut msg = message(None);
+        assert_eq!(msg.envelope.depth, 0, "a fresh envelope starts at depth 0");
+        msg.envelope.depth = 7;
+        let reply = Signal::answer(&msg, "inventory", Ok(Json::null()), None);
+        assert_eq!(reply.envelope.depth, 8);
+        msg.envelope.depth = u32::MAX;
+        let reply = Signal::answer(&msg, "inventory", Ok(Json::null()), None);
+        assert_eq!(reply.envelope.depth, u32::MAX);
     }
 
     #[test]

@@ -8,8 +8,12 @@
 //! - [`WireSignal::into_signal`]: a complete signal as hosts carry it between them, envelope
 //!   (`id`, `timestamp`, `from`) included.
 //! - [`WireSignal::into_client_body`]: what a client hands an edge (HTTP, WebSocket, the
-//!   `run` command's input). The host stamps the envelope, so a client-supplied `id`, `from`
-//!   or `timestamp` is refused; the edge may imply the kind, so `signalType` can be left out.
+//!   `run` command's input). The host stamps the envelope, so a client-supplied `id`, `from`,
+//!   `timestamp` or `depth` is refused; the edge may imply the kind, so `signalType` can be
+//!   left out.
+//!
+//! `depth` is the signal's causal depth (see [`Envelope::depth`]): always written, and
+//! optional when reading a complete signal (absent means 0).
 
 use std::fmt;
 
@@ -79,7 +83,7 @@ impl fmt::Display for SignalType {
 const NON_EMPTY: [&str; 4] = ["messageType", "eventType", "objectType", "to"];
 
 /// The envelope fields only the host sets; a client edge refuses them.
-const HOST_SET: [&str; 3] = ["id", "from", "timestamp"];
+const HOST_SET: [&str; 4] = ["id", "from", "timestamp", "depth"];
 
 /// A signal as JSON. Every field is optional here; the conversions check that the ones its
 /// kind needs are present and that no other kind's fields are.
@@ -94,6 +98,9 @@ pub struct WireSignal {
     pub signal_type: Option<SignalType>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// Causal depth, set by the host only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub depth: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -173,6 +180,7 @@ impl WireSignal {
                 .ok_or(WireError::MissingEnvelope("timestamp"))?,
             from: self.from.take().ok_or(WireError::MissingEnvelope("from"))?,
             headers: std::mem::take(&mut self.headers),
+            depth: self.depth.take().unwrap_or(0),
         };
         let kind = self.signal_type.unwrap_or(SignalType::Message);
         let body = self.into_kind(kind)?;
@@ -191,6 +199,7 @@ impl WireSignal {
             self.id.is_some(),
             self.from.is_some(),
             self.timestamp.is_some(),
+            self.depth.is_some(),
         ];
         if let Some((field, _)) = HOST_SET.into_iter().zip(stamped).find(|(_, set)| *set) {
             return Err(WireError::SetByHost(field));
@@ -323,6 +332,7 @@ impl Serialize for Signal {
         };
         map.serialize_entry("signalType", &kind)?;
         map.serialize_entry("from", &e.from)?;
+        map.serialize_entry("depth", &e.depth)?;
         match &self.body {
             Body::Message(m) => {
                 map.serialize_entry("messageType", &m.message_type)?;

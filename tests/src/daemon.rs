@@ -4,7 +4,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The admin token test daemons use.
@@ -64,6 +65,8 @@ pub struct Daemon {
     /// How long it took from spawning the process to its handlers restored (ready).
     pub startup: Duration,
     client: reqwest::Client,
+    /// Bytes the daemon has written to its log (stderr) so far.
+    log_bytes: Arc<AtomicU64>,
 }
 
 impl Daemon {
@@ -95,8 +98,11 @@ impl Daemon {
             .expect("starting switchboard serve");
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let log_bytes = Arc::new(AtomicU64::new(0));
+        let counted = log_bytes.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                counted.fetch_add(line.len() as u64 + 1, Ordering::Relaxed);
                 if let Some(at) = line.find("listening on http://") {
                     let address = line[at + "listening on http://".len()..]
                         .split_whitespace()
@@ -128,12 +134,18 @@ impl Daemon {
                 .pool_max_idle_per_host(0)
                 .build()
                 .expect("an HTTP client"),
+            log_bytes,
         }
     }
 
     /// The address the daemon listens on, `127.0.0.1:PORT`.
     pub fn address(&self) -> &str {
         self.url.trim_start_matches("http://")
+    }
+
+    /// Bytes the daemon has written to its log (stderr) so far, as read by the fixture.
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes.load(Ordering::Relaxed)
     }
 
     /// A request to `path` with the admin token.

@@ -125,8 +125,8 @@ impl Router {
             budget: QueueBudget::new(runtime.config().queue_budget_bytes),
             dead_letters,
             transport,
+            metrics: runtime.metrics().clone(),
             runtime,
-            metrics: Arc::default(),
             me: me.clone(),
         });
         router
@@ -168,7 +168,12 @@ impl Router {
                 match self.pending.claim(&reply_to, signal) {
                     pending::Claim::Unclaimed(signal) => signal,
                     pending::Claim::Delivered => return self.count_accepted(kind, 1),
-                    pending::Claim::Forged => return self.drop_reply(kind, "forged"),
+                    pending::Claim::Forged { from, addressee } => {
+                        if self.runtime.log_limit().admit(&from) {
+                            tracing::warn!(%reply_to, from, addressee, "refused a reply from someone the message was not sent to");
+                        }
+                        return self.drop_reply(kind, "forged");
+                    }
                     pending::Claim::Late => {
                         self.metrics.late_replies.inc();
                         tracing::debug!(%reply_to, "dropped a reply that came after its deadline");
@@ -456,7 +461,7 @@ impl Router {
     }
 
     /// Called by a worker when its handler is done with a signal: a message's outcome
-    /// becomes its Reply or ErrorReply; other kinds' failures are logged.
+    /// becomes its Reply or ErrorReply (the worker logs other kinds' failures).
     pub(crate) fn finish(
         &self,
         signal: Signal,
@@ -466,9 +471,12 @@ impl Router {
         if let Body::Message(_) = signal.body {
             let outcome = result.map(|payload| payload.unwrap_or_else(Json::null));
             self.route(Signal::answer(&signal, from, outcome, None));
-        } else if let Err(failure) = result {
-            tracing::warn!(id = %signal.envelope.id, kind = signal.kind(), %failure, "handler failed on a signal");
         }
+    }
+
+    /// Whether a warning about `handler` may be logged now (a per-handler rate limit).
+    pub(crate) fn may_warn(&self, handler: &str) -> bool {
+        self.runtime.log_limit().admit(handler)
     }
 
     /// Makes `version` the current version of handler `name`, starting it if it is new.

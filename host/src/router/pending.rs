@@ -49,7 +49,8 @@ pub enum Claim {
     /// Nobody waits for it: route it by its address.
     Unclaimed(Signal),
     /// It claims to answer a message that was not sent to its sender; it was dropped.
-    Forged,
+    /// Carries who sent it and who the message went to, for the caller's (rate-limited) log.
+    Forged { from: String, addressee: String },
 }
 
 impl Pending {
@@ -68,8 +69,10 @@ impl Pending {
             match waiters.get(reply_to) {
                 Some(w) if w.addressee == from || from == HOST_ADDRESS => waiters.remove(reply_to),
                 Some(w) => {
-                    tracing::warn!(%reply_to, from, addressee = %w.addressee, "refused a reply from someone the message was not sent to");
-                    return Claim::Forged;
+                    return Claim::Forged {
+                        from: from.to_owned(),
+                        addressee: w.addressee.clone(),
+                    };
                 }
                 None => None,
             }
@@ -188,7 +191,7 @@ mod tests {
         let mut rx = pending.register("m1".into(), "b".into());
         assert!(matches!(
             pending.claim("m1", reply_from("m1", "mallory")),
-            Claim::Forged
+            Claim::Forged { from, addressee } if from == "mallory" && addressee == "b"
         ));
         assert!(rx.try_recv().is_err());
         assert!(matches!(

@@ -90,11 +90,13 @@ impl Router {
                 self.keep(&mut room, handler, reason, signal);
             }
             None => {
-                tracing::error!(
-                    handler,
-                    reason = reason.as_str(),
-                    "the dead-letter store is full; a reply was dropped"
-                );
+                if self.may_warn(handler) {
+                    tracing::error!(
+                        handler,
+                        reason = reason.as_str(),
+                        "the dead-letter store is full; a reply was dropped"
+                    );
+                }
                 self.drop_reply(kind, "dead_letters_full");
             }
         }
@@ -120,7 +122,9 @@ impl Router {
                 tracing::debug!(%id, handler, reason = reason.as_str(), "kept a dead letter");
             }
             Err(error) => {
-                tracing::error!(%id, handler, %error, "could not keep a dead letter; the signal is lost");
+                if self.may_warn(handler) {
+                    tracing::error!(%id, handler, %error, "could not keep a dead letter; the signal is lost");
+                }
                 self.metrics
                     .dead_letters
                     .get_or_create(&DeadLetterLabels {

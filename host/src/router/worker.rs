@@ -161,7 +161,9 @@ impl Running {
             {
                 Ok(instance) => self.set_warm(Some(instance)),
                 Err(error) => {
-                    tracing::error!(error = format!("{error:#}"), "could not start an instance");
+                    if self.may_warn() {
+                        tracing::error!(handler = %slot.name, error = format!("{error:#}"), "could not start an instance");
+                    }
                     slot.counters.failed.fetch_add(1, Ordering::Relaxed);
                     let failure = Failure::new(
                         code::OVERLOADED,
@@ -263,11 +265,31 @@ impl Running {
         address: String,
     ) {
         match result {
+            // A message's failure goes back to its sender; a broadcast's has nobody to go to,
+            // so it is logged: its code only (a description can be as long as a payload),
+            // and rate-limited per handler, so a storm of failures cannot flood the log.
+            Err(ref failure) if !matches!(signal.body, Body::Message(_)) && self.may_warn() => {
+                tracing::warn!(
+                    handler = %self.worker.slot.name,
+                    id = %signal.envelope.id,
+                    kind = signal.kind(),
+                    code = failure.code,
+                    "handler failed on a signal"
+                )
+            }
             Err(ref failure) => tracing::debug!(%failure, "handler failed"),
             Ok(_) => tracing::trace!("handled"),
         }
         if let Some(router) = self.worker.router.upgrade() {
             router.finish(signal, result, address);
         }
+    }
+
+    /// Whether a warning about this worker's handler may be logged now.
+    fn may_warn(&self) -> bool {
+        self.worker
+            .router
+            .upgrade()
+            .is_some_and(|router| router.may_warn(&self.worker.slot.name))
     }
 }

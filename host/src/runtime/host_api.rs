@@ -1,12 +1,16 @@
 //! The `host` interface handlers import: every signal a guest sends enters the host here.
 //!
 //! Everything a guest hands over is hostile until checked: JSON is validated, sizes are
-//! capped (413), and the envelope is stamped by the host with the handler's own address.
+//! capped (413), and the envelope is stamped by the host with the handler's own address and
+//! the causal depth of the signal being handled plus one. Each send, emit and request spends
+//! from the signal's [`Budget`](super::budget::Budget) first (508 past the causal depth limit,
+//! 429 past a per-signal cap); log lines are capped per signal and rate-limited per handler.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::bindings::{guest_json, headers, switchboard::signal::host, wit};
+use super::budget::{Refusal, Spend};
 use super::outbound::Outbound;
 use super::state::HostState;
 use crate::config::{DEFAULT_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT};
@@ -24,10 +28,53 @@ impl HostState {
             .ok_or_else(|| Failure::new(code::OVERLOADED, "the host is shutting down"))
     }
 
-    /// Stamps a guest's outgoing body with a fresh envelope and checks its size.
-    fn stamp(&self, body: Body, headers: crate::signal::Headers) -> Result<Signal, Failure> {
+    /// Spends one call of kind `spend` from the current signal's budget: the new signal's
+    /// causal depth, or the typed failure (508, 429), counted and logged (rate-limited).
+    fn spend(&mut self, spend: Spend) -> Result<u32, Failure> {
+        let refusal = match self.budget.spend(spend) {
+            Ok(depth) => return Ok(depth),
+            Err(refusal) => refusal,
+        };
+        let handler = &*self.identity.handler;
+        let labels = crate::metrics::Metrics::handler(handler);
+        match refusal {
+            Refusal::Depth { .. } => self.metrics.depth_refused.get_or_create(&labels).inc(),
+            Refusal::Cap { spend, .. } => self
+                .metrics
+                .send_caps_hit
+                .get_or_create(&crate::metrics::CapLabels {
+                    handler: handler.to_owned(),
+                    kind: spend.as_str().to_owned(),
+                })
+                .inc(),
+        };
+        let failure = refusal.failure(handler);
+        if self.log_limit.admit(handler) {
+            tracing::warn!(
+                handler,
+                call = spend.as_str(),
+                code = failure.code,
+                depth = self.budget.next_depth(),
+                "refused a handler's host call: {}",
+                match refusal {
+                    Refusal::Depth { .. } => "past the causal depth limit (a loop)",
+                    Refusal::Cap { .. } => "past its per-signal cap",
+                }
+            );
+        }
+        Err(failure)
+    }
+
+    /// Stamps a guest's outgoing body with a fresh envelope at causal depth `depth` and
+    /// checks its size.
+    fn stamp(
+        &self,
+        body: Body,
+        headers: crate::signal::Headers,
+        depth: u32,
+    ) -> Result<Signal, Failure> {
         let signal = Signal {
-            envelope: Envelope::new(self.identity.address.clone(), headers),
+            envelope: Envelope::new(self.identity.address.clone(), headers).at_depth(depth),
             body,
         };
         let size = signal.size();
@@ -45,7 +92,7 @@ impl HostState {
         Ok(signal)
     }
 
-    fn message(&self, msg: host::OutgoingMessage) -> Result<Signal, Failure> {
+    fn message(&mut self, msg: host::OutgoingMessage, spend: Spend) -> Result<Signal, Failure> {
         if msg.to.is_empty() || msg.message_type.is_empty() {
             return Err(Failure::new(
                 code::BAD_REQUEST,
@@ -58,7 +105,26 @@ impl HostState {
             return_address: msg.return_address,
             payload: guest_json(msg.payload, "message payload")?,
         });
-        self.stamp(body, headers(msg.headers))
+        let depth = self.spend(spend)?;
+        self.stamp(body, headers(msg.headers), depth)
+    }
+
+    /// After a call: counts the log lines the per-signal cap dropped, and says so once.
+    pub(super) fn note_dropped_log_lines(&mut self) {
+        let dropped = self.budget.take_log_dropped();
+        if dropped == 0 {
+            return;
+        }
+        let handler = &*self.identity.handler;
+        self.log_limit.count_dropped(handler, dropped.into());
+        if self.log_limit.admit(handler) {
+            tracing::warn!(
+                handler,
+                version = self.identity.version,
+                dropped,
+                "dropped {dropped} log lines from one signal, past the per-signal cap (max_log_lines_per_signal)"
+            );
+        }
     }
 
     /// Hands a stamped signal to `go` and gives back its id.
@@ -79,11 +145,12 @@ impl wit::Host for HostState {}
 impl host::Host for HostState {
     fn send(&mut self, msg: host::OutgoingMessage) -> wasmtime::Result<HostResult<String>> {
         let owner = self.identity.handler.clone();
-        Ok(self.hand_over(self.message(msg), |out, signal| out.send(signal, &owner)))
+        let signal = self.message(msg, Spend::Send);
+        Ok(self.hand_over(signal, |out, signal| out.send(signal, &owner)))
     }
 
     async fn request(&mut self, msg: host::OutgoingMessage, timeout_ms: u32) -> HostResult<String> {
-        let signal = self.message(msg)?;
+        let signal = self.message(msg, Spend::Request)?;
         let outbound = self.outbound()?;
         let timeout = match timeout_ms {
             0 => DEFAULT_REQUEST_TIMEOUT,
@@ -112,12 +179,14 @@ impl host::Host for HostState {
                 ));
             }
             let payload = guest_json(payload, "event payload")?;
+            let depth = self.spend(Spend::Emit)?;
             self.stamp(
                 Body::Event {
                     event_type,
                     payload,
                 },
                 headers(headers_list),
+                depth,
             )
         })();
         Ok(self.hand_over(signal, |out, signal| out.broadcast(signal)))
@@ -142,7 +211,8 @@ impl host::Host for HostState {
                 object_type,
                 object: guest_json(object, "changed object")?,
             };
-            self.stamp(body, headers(headers_list))
+            let depth = self.spend(Spend::Emit)?;
+            self.stamp(body, headers(headers_list), depth)
         })();
         Ok(self.hand_over(signal, |out, signal| out.broadcast(signal)))
     }
@@ -164,7 +234,9 @@ impl host::Host for HostState {
                 sender: target.sender,
             };
             let reply = target.answer(self.identity.address.clone(), outcome, address);
-            self.stamp(reply.body, reply.envelope.headers)
+            // Never refused for depth or count: an answer must be able to arrive.
+            let depth = self.budget.next_depth();
+            self.stamp(reply.body, reply.envelope.headers, depth)
         })();
         Ok(self.hand_over(signal, |out, signal| {
             out.reply(signal);
@@ -173,6 +245,19 @@ impl host::Host for HostState {
     }
 
     fn log(&mut self, level: wit::LogLevel, message: String) -> wasmtime::Result<()> {
+        use tracing::Level;
+        let enabled = match level {
+            wit::LogLevel::Trace => tracing::enabled!(Level::TRACE),
+            wit::LogLevel::Debug => tracing::enabled!(Level::DEBUG),
+            wit::LogLevel::Info => tracing::enabled!(Level::INFO),
+            wit::LogLevel::Warn => tracing::enabled!(Level::WARN),
+            wit::LogLevel::Error => tracing::enabled!(Level::ERROR),
+        };
+        // A line past the per-signal cap is counted when the call returns; a line nobody
+        // would see costs nothing more; the per-handler rate limit counts its own drops.
+        if !self.budget.log_line() || !enabled || !self.log_limit.admit(&self.identity.handler) {
+            return Ok(());
+        }
         let mut message = message;
         if message.len() > MAX_LOG_LINE {
             let mut cut = MAX_LOG_LINE;

@@ -1,7 +1,8 @@
 //! One warm handler instance: a store plus the instantiated component, reused across signals
 //! until it traps.
 //!
-//! Each call restarts the CPU meter and arms the epoch deadline; the deadline callback yields
+//! Each call restarts the CPU meter and the per-signal budget (see [`super::budget`]) with
+//! the incoming signal's causal depth, and arms the epoch deadline; the deadline callback yields
 //! to tokio every tick and traps with [`LimitHit::CpuTime`] once the signal's
 //! CPU budget is spent. A trap or limit hit poisons the instance: the caller must drop it.
 
@@ -44,7 +45,7 @@ impl Instance {
         outbound: Weak<dyn Outbound>,
     ) -> wasmtime::Result<Self> {
         let max_message_bytes = runtime.config.max_message_bytes;
-        let state = HostState::new(identity, outbound, &version.limits, max_message_bytes);
+        let state = HostState::new(identity, outbound, &version.limits, runtime);
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|state| state);
         store.set_hostcall_fuel(max_message_bytes.saturating_mul(2) + HOSTCALL_SLACK_BYTES);
@@ -71,9 +72,12 @@ impl Instance {
         self.version
     }
 
-    fn arm(&mut self, address: String) {
+    /// Readies the store for one call: who speaks, the incoming signal's causal depth, and a
+    /// fresh CPU meter and per-signal budget.
+    fn arm(&mut self, address: String, depth: u32) {
         let state = self.store.data_mut();
         state.identity.address = address;
+        state.budget.arm(depth);
         state.cpu.restart();
         self.store.set_epoch_deadline(1);
     }
@@ -81,7 +85,7 @@ impl Instance {
     /// Calls `describe`.
     pub async fn describe(&mut self) -> Result<Description, Failure> {
         let address = self.store.data().identity.address.clone();
-        self.arm(address);
+        self.arm(address, 0);
         self.bindings
             .call_describe(&mut self.store)
             .await
@@ -92,7 +96,7 @@ impl Instance {
     /// Hands one signal to the export for its kind. `address` is where signals the handler
     /// sends meanwhile come from.
     pub async fn handle(&mut self, signal: &Signal, address: String) -> Outcome {
-        self.arm(address);
+        self.arm(address, signal.envelope.depth);
         let max = self.store.data().max_message_bytes;
         let store = &mut self.store;
         let called = match Delivery::from(signal) {
@@ -117,6 +121,7 @@ impl Instance {
                 .await
                 .map(|r| r.map(|()| None)),
         };
+        self.store.data_mut().note_dropped_log_lines();
         match called {
             Ok(Ok(Some(payload))) if payload.len() > max => Outcome {
                 result: Err(Failure::new(

@@ -7,6 +7,7 @@
 //! [`Runtime::load`] runs it on a blocking thread and refuses components over a size cap.
 
 mod bindings;
+mod budget;
 mod host_api;
 mod instance;
 mod outbound;
@@ -21,11 +22,14 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use bindings::Delivery;
+pub use budget::{Caps, Refusal, Spend};
 pub use instance::{Instance, Outcome};
 pub use outbound::{Answer, DenyAll, Outbound};
 pub use state::{Identity, LimitHit};
 
 use crate::config::{EPOCH_TICK, HostConfig, Limits};
+use crate::log_limit::LogLimiter;
+use crate::metrics::Metrics;
 
 /// Longest a handler's `describe` may take at deploy time (its CPU limit applies too).
 const DESCRIBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -105,11 +109,14 @@ pub struct Version {
     pre: HandlerPre<state::HostState>,
 }
 
-/// The process's engine, linker and settings.
+/// The process's engine, linker and settings, and the metrics and log limiter that running
+/// guests' host calls report to.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<state::HostState>,
     config: HostConfig,
+    metrics: Arc<Metrics>,
+    log_limit: Arc<LogLimiter>,
     next_version: AtomicU64,
     ticker_stop: Arc<AtomicBool>,
 }
@@ -145,10 +152,18 @@ impl Runtime {
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.weak(), ticker_stop.clone());
+        let metrics = Arc::new(Metrics::default());
+        let log_limit = Arc::new(LogLimiter::new(
+            config.log_lines_per_second,
+            config.log_burst,
+            &metrics,
+        ));
         Ok(Self {
             engine,
             linker,
             config,
+            metrics,
+            log_limit,
             next_version: AtomicU64::new(1),
             ticker_stop,
         })
@@ -157,6 +172,16 @@ impl Runtime {
     /// The host settings this runtime was built with.
     pub fn config(&self) -> &HostConfig {
         &self.config
+    }
+
+    /// The host's metrics, shared with the router.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The per-handler rate limit of log lines, shared with the router.
+    pub fn log_limit(&self) -> &Arc<LogLimiter> {
+        &self.log_limit
     }
 
     /// Compiles a component on a blocking thread, refusing one over the size cap.

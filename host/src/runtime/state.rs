@@ -1,5 +1,5 @@
-//! The data each handler instance's store carries: its identity, its limits, and a
-//! deny-by-default WASI context.
+//! The data each handler instance's store carries: its identity, its limits, what the
+//! current signal may still send, and a deny-by-default WASI context.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -8,7 +8,11 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::Runtime;
+use super::budget::{Budget, Caps};
 use super::outbound::Outbound;
+use crate::log_limit::LogLimiter;
+use crate::metrics::Metrics;
 
 /// Raised from inside wasm when a handler breaks one of its limits; found again by downcast
 /// when the call returns, to answer 507 instead of 500.
@@ -80,6 +84,12 @@ pub struct HostState {
     /// Where the guest's signals go; weak, so an instance never keeps the host alive.
     pub outbound: Weak<dyn Outbound>,
     pub cpu: CpuMeter,
+    /// Depth of the signal being handled, and what handling it may still send and log.
+    pub budget: Budget,
+    /// Where refused host calls and dropped log lines are counted.
+    pub metrics: Arc<Metrics>,
+    /// Rate limit of the log lines about this handler.
+    pub log_limit: Arc<LogLimiter>,
     pub max_message_bytes: usize,
     memory_limit: u64,
     /// Bytes of linear memory across all of this instance's memories.
@@ -95,13 +105,16 @@ impl HostState {
         identity: Identity,
         outbound: Weak<dyn Outbound>,
         limits: &crate::config::Limits,
-        max_message_bytes: usize,
+        runtime: &Runtime,
     ) -> Self {
         Self {
             identity,
             outbound,
             cpu: CpuMeter::new(limits.cpu_time),
-            max_message_bytes,
+            budget: Budget::new(Caps::of(runtime.config())),
+            metrics: runtime.metrics().clone(),
+            log_limit: runtime.log_limit().clone(),
+            max_message_bytes: runtime.config().max_message_bytes,
             memory_limit: limits.memory_bytes,
             memory_used: 0,
             table_limit: crate::config::DEFAULT_TABLE_ELEMENTS,

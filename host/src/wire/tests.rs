@@ -192,7 +192,12 @@ fn empty_routing_names_are_refused() {
 #[test]
 fn clients_leave_the_envelope_to_the_host() {
     let body = r#""messageType":"A","to":"b""#;
-    for (field, value) in [("id", r#""m1""#), ("from", r#""me""#), ("timestamp", "1")] {
+    for (field, value) in [
+        ("id", r#""m1""#),
+        ("from", r#""me""#),
+        ("timestamp", "1"),
+        ("depth", "0"),
+    ] {
         let json = format!("{{{body},\"{field}\":{value}}}");
         let err = wire(&json).into_client_body(None).unwrap_err();
         assert_eq!(err, WireError::SetByHost(field_name(field)));
@@ -205,6 +210,53 @@ fn clients_leave_the_envelope_to_the_host() {
     let signal = wire(full).into_signal().unwrap();
     assert_eq!(signal.envelope.from, "orders");
     assert!(wire(&format!("{{{body}}}")).into_client_body(None).is_ok());
+}
+
+/// Causal depth is a named field the host always writes and reads back; a complete signal
+/// without it is at depth 0; a client may not set it, not even to 0 (it could otherwise
+/// restart a loop's count), on any edge.
+#[test]
+fn depth_is_carried_and_only_the_host_sets_it() {
+    let mut envelope = Envelope::new("storm", Headers::new());
+    envelope.depth = 17;
+    let signal = Signal {
+        envelope,
+        body: Body::Event {
+            event_type: "Storm".into(),
+            payload: Json::null(),
+        },
+    };
+    let text = serde_json::to_string(&signal).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(value["depth"], 17, "{text}");
+    let back: Signal = serde_json::from_str(&text).unwrap();
+    assert_eq!(back.envelope.depth, 17);
+    let fresh = Envelope::new("client", Headers::new());
+    let written = serde_json::to_value(Signal {
+        envelope: fresh,
+        body: Body::Event {
+            event_type: "E".into(),
+            payload: Json::null(),
+        },
+    })
+    .unwrap();
+    assert_eq!(written["depth"], 0, "depth 0 is written too");
+
+    let full = r#"{"id":"m1","timestamp":1,"from":"orders","messageType":"A","to":"b"}"#;
+    assert_eq!(wire(full).into_signal().unwrap().envelope.depth, 0);
+    for implied in [None, Some(SignalType::Message), Some(SignalType::Event)] {
+        let body = match implied {
+            Some(SignalType::Event) => r#""eventType":"E""#,
+            _ => r#""messageType":"A","to":"b""#,
+        };
+        let json = format!("{{{body},\"depth\":3}}");
+        assert_eq!(
+            wire(&json).into_client_body(implied),
+            Err(WireError::SetByHost("depth"))
+        );
+    }
+    let negative = r#"{"messageType":"A","to":"b","depth":-1}"#;
+    assert!(serde_json::from_str::<WireSignal>(negative).is_err());
 }
 
 fn field_name(field: &str) -> &'static str {

@@ -1,0 +1,104 @@
+//! `storm`: a hostile handler that tries to keep the host busy forever with signals of its
+//! own, so tests can prove the host stops each attempt by itself:
+//! - a `Storm` event makes it emit `Storm` again (a loop through the event bus);
+//! - a `Double` message makes it send itself two `Double`s (a loop that doubles each step);
+//! - a `SelfRequest` message makes it `request` itself (each step waits for its own 504);
+//! - `Flood {n}` emits `n` `Flood` events while handling one signal (it subscribes to them
+//!   itself, so a small mailbox overflows);
+//! - `Chatty {n}` writes `n` warning lines to the host's log while handling one signal.
+//!
+//! Every host call's failure is handed back as the signal's own failure, so a test sees the
+//! host's code (508 loop detected, 429 cap reached).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use switchboard_sdk::prelude::*;
+
+/// Re-emitted on every delivery.
+#[derive(Serialize, Deserialize)]
+struct Storm {}
+impl Event for Storm {}
+
+/// Sends itself two more of these.
+#[derive(Serialize, Deserialize)]
+struct Double {}
+impl Message for Double {}
+
+/// Requests itself again, waiting up to `timeout_ms` for an answer.
+#[derive(Serialize, Deserialize)]
+struct SelfRequest {
+    timeout_ms: u64,
+}
+impl Message for SelfRequest {}
+
+/// Emits `n` `Flood` events in one signal.
+#[derive(Serialize, Deserialize)]
+struct Flood {
+    n: u32,
+}
+impl Message for Flood {}
+impl Event for Flood {}
+
+/// Logs `n` warning lines in one signal.
+#[derive(Serialize, Deserialize)]
+struct Chatty {
+    n: u32,
+}
+impl Message for Chatty {}
+
+/// How many of something the handler did.
+#[derive(Serialize, Deserialize)]
+struct Done {
+    done: u32,
+}
+
+struct StormHandler;
+
+impl Handler for StormHandler {
+    fn describe() -> Description {
+        Description::service("storm")
+            .accepts::<Double>()
+            .accepts::<SelfRequest>()
+            .accepts::<Flood>()
+            .accepts::<Chatty>()
+            .on_event::<Storm>()
+            .on_event::<Flood>()
+    }
+
+    fn handle_event(event: IncomingEvent) -> Result<(), Failure> {
+        if event.is::<Storm>() {
+            switchboard_sdk::emit(&Storm {})?;
+        }
+        Ok(())
+    }
+
+    fn handle_message(msg: IncomingMessage) -> Result<Reply, Failure> {
+        // Its own address, whatever name it was deployed under.
+        let me = msg.to().to_owned();
+        if msg.is::<Double>() {
+            switchboard_sdk::send(&me, &Double {})?;
+            switchboard_sdk::send(&me, &Double {})?;
+            ok(&Done { done: 2 })
+        } else if let Some(SelfRequest { timeout_ms }) = msg.decode_if()? {
+            let again = SelfRequest { timeout_ms };
+            let timeout = Duration::from_millis(timeout_ms);
+            let answer: serde_json::Value = switchboard_sdk::request(&me, &again, timeout)?;
+            ok(&answer)
+        } else if let Some(Flood { n }) = msg.decode_if()? {
+            for i in 0..n {
+                switchboard_sdk::emit(&Flood { n: i })?;
+            }
+            ok(&Done { done: n })
+        } else if let Some(Chatty { n }) = msg.decode_if()? {
+            for i in 0..n {
+                switchboard_sdk::warn!("chatty line {i} of {n}: {}", "x".repeat(100));
+            }
+            ok(&Done { done: n })
+        } else {
+            Err(msg.unsupported())
+        }
+    }
+}
+
+switchboard_sdk::export_handler!(StormHandler);
