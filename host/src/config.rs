@@ -27,6 +27,16 @@ pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
 pub const DEFAULT_DEAD_LETTERS: usize = 100_000;
 /// Table elements one handler may grow to (componentize-py handlers hold thousands).
 pub const DEFAULT_TABLE_ELEMENTS: usize = 100_000;
+/// Default number of handler instances alive at once across all handlers; every deployed
+/// handler is guaranteed one of them.
+pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
+/// Most instances a host may be configured for: the pooling allocator reserves address
+/// space for every slot up front.
+pub const MAX_INSTANCES_LIMIT: u32 = 10_000;
+/// Default time a warm instance waits for a signal before it is released.
+pub const DEFAULT_INSTANCE_IDLE: Duration = Duration::from_secs(30);
+/// How long a signal waits for a free instance slot before it is answered with 503.
+pub const INSTANCE_SLOT_WAIT: Duration = Duration::from_secs(1);
 
 /// Limits for one handler, chosen at deploy time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,8 +73,11 @@ pub struct HostConfig {
     pub max_component_bytes: usize,
     /// Wasm stack per instance; deeper recursion traps (ErrorReply 500).
     pub max_wasm_stack: usize,
-    /// Most component instances alive at once across all handlers (pooling allocator slots).
+    /// Most handler instances alive at once across all handlers (the instance pool's slots);
+    /// every deployed handler is guaranteed one, so it is also the most handlers deployed.
     pub max_instances: u32,
+    /// How long a warm instance waits for a signal before it is released.
+    pub instance_idle: Duration,
     /// Most dead letters kept; past it, signals that would need one are refused at the source.
     pub dead_letter_capacity: usize,
 }
@@ -76,7 +89,8 @@ impl Default for HostConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
             max_wasm_stack: DEFAULT_MAX_WASM_STACK,
-            max_instances: 1000,
+            max_instances: DEFAULT_MAX_INSTANCES,
+            instance_idle: DEFAULT_INSTANCE_IDLE,
             dead_letter_capacity: DEFAULT_DEAD_LETTERS,
         }
     }

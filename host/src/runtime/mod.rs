@@ -10,6 +10,7 @@ mod bindings;
 mod host_api;
 mod instance;
 mod outbound;
+pub mod pool;
 mod state;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use bindings::Delivery;
 pub use instance::{Instance, Outcome};
 pub use outbound::{Answer, DenyAll, Outbound};
+pub use pool::{InstancePool, InstanceSlot, PoolFull, Reservation};
 pub use state::{Identity, LimitHit};
 
 use crate::config::{EPOCH_TICK, HostConfig, Limits};
@@ -110,6 +112,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<state::HostState>,
     config: HostConfig,
+    pool: Arc<InstancePool>,
     next_version: AtomicU64,
     ticker_stop: Arc<AtomicBool>,
 }
@@ -117,12 +120,14 @@ pub struct Runtime {
 impl Runtime {
     /// Builds the engine and starts the epoch ticker thread.
     pub fn new(config: HostConfig) -> wasmtime::Result<Self> {
+        // The slots [`InstancePool`] hands out, plus those of deploys' `describe` probes.
+        let slots = config.max_instances.max(1) + pool::PROBE_SLOTS;
         let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(config.max_instances)
-            .total_core_instances(config.max_instances * 4)
-            .total_memories(config.max_instances * 2)
-            .total_tables(config.max_instances * 4)
-            .total_stacks(config.max_instances)
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * 4)
+            .total_memories(slots * 2)
+            .total_tables(slots * 4)
+            .total_stacks(slots)
             .max_core_instances_per_component(64)
             .max_memories_per_component(8)
             .max_tables_per_component(16)
@@ -148,6 +153,7 @@ impl Runtime {
         Ok(Self {
             engine,
             linker,
+            pool: InstancePool::new(config.max_instances),
             config,
             next_version: AtomicU64::new(1),
             ticker_stop,
@@ -157,6 +163,11 @@ impl Runtime {
     /// The host settings this runtime was built with.
     pub fn config(&self) -> &HostConfig {
         &self.config
+    }
+
+    /// The slots instances of deployed handlers run in.
+    pub fn pool(&self) -> &Arc<InstancePool> {
+        &self.pool
     }
 
     /// Compiles a component on a blocking thread, refusing one over the size cap.
@@ -238,7 +249,8 @@ impl Runtime {
         // function) fail at once rather than acting as the host or waiting on anyone.
         let deny: Arc<dyn Outbound> = Arc::new(DenyAll);
         let probe = async {
-            let mut probe = Instance::new(self, &version, identity, Arc::downgrade(&deny))
+            let slot = self.pool.probe().await;
+            let mut probe = Instance::new(self, &version, identity, Arc::downgrade(&deny), slot)
                 .await
                 .map_err(|e| LoadError::Describe(format!("{e:#}")))?;
             probe
