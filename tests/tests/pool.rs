@@ -49,11 +49,18 @@ fn hold(host: &Host, to: &str) -> String {
 
 /// Holds `n` instances of `to` busy; returns the requests the gate holds.
 async fn hold_n(host: &Host, gate: &mut Receiver<Signal>, to: &str, n: usize) -> Vec<Signal> {
-    let ids: Vec<_> = (0..n).map(|_| hold(host, to)).collect();
+    for _ in 0..n {
+        hold(host, to);
+    }
+    held_at(gate, to, n).await
+}
+
+/// Waits for `n` requests from `from` at the gate.
+async fn held_at(gate: &mut Receiver<Signal>, from: &str, n: usize) -> Vec<Signal> {
     let mut held = Vec::new();
-    for _ in &ids {
+    for _ in 0..n {
         let request = next(gate).await;
-        assert_eq!(request.envelope.from, to, "held in order");
+        assert_eq!(request.envelope.from, from, "held in order");
         held.push(request);
     }
     held
@@ -287,4 +294,38 @@ async fn the_instances_gauge_follows_instances_that_go_away() {
     wait_until_idle(&host, &["chaos"]).await;
     let usage = host.runtime().pool().usage();
     assert_eq!((usage.reserved, usage.in_use), (0, 0));
+}
+
+/// Proves a neighbour kept busy by a queue gives a shared slot back after its signal when a
+/// new handler is owed one, rather than holding it for the next queued signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_neighbour_gives_a_shared_slot_back_after_its_signal() {
+    let host = Host::new(HostConfig {
+        max_instances: 3,
+        ..HostConfig::default()
+    })
+    .expect("a host");
+    let mut gate = host.connect("user:gate");
+    let mut results = host.connect("user:results");
+    host.deploy("a", guest("orders"), concurrency(3)).await.unwrap();
+    let held = hold_n(&host, &mut gate, "a", 3).await;
+    for _ in 0..3 {
+        hold(&host, "a");
+    }
+    host.deploy("d", guest("echo"), None)
+        .await
+        .expect("a deploy while every slot is in use");
+    release(&host, &held);
+    let echoed = call(&host, "d", "Ping", json!({"n": 3})).await;
+    assert_eq!(echoed.expect("d gets the slot a gave back"), json!({"n": 3}));
+
+    // `a` keeps its reserved slot and one shared one: two queued requests reach the gate,
+    // the third finds no slot free.
+    let more = held_at(&mut gate, "a", 2).await;
+    release(&host, &more);
+    let outcomes = answers(&mut results, 6).await;
+    let refused: Vec<_> = outcomes.iter().filter_map(|(_, o)| o.as_ref().err()).collect();
+    assert_eq!(refused.len(), 1, "{outcomes:?}");
+    assert_eq!(refused[0].code, 503);
+    assert!(refused[0].description.contains("handler `a` already has 2"), "{refused:?}");
 }
