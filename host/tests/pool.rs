@@ -35,7 +35,12 @@ async fn pool_size_and_idle_time_are_serve_flags() {
         error.contains("all 2 instance slots (set by --max-instances) are reserved"),
         "{body}"
     );
-    assert!(body["help"].as_str().unwrap_or_default().contains("--max-instances"));
+    assert!(
+        body["help"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--max-instances")
+    );
     let after = daemon.metric("switchboard_compilations").await;
     assert_eq!(after, compiled, "refused before compiling");
 
@@ -46,7 +51,10 @@ async fn pool_size_and_idle_time_are_serve_flags() {
     assert_eq!(warm, Some(1.0), "warm right after the call");
     let deadline = Instant::now() + Duration::from_secs(20);
     while daemon.metric(&instances_of("a")).await != Some(0.0) {
-        assert!(Instant::now() < deadline, "the idle instance was never released");
+        assert!(
+            Instant::now() < deadline,
+            "the idle instance was never released"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(

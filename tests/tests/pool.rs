@@ -94,7 +94,10 @@ async fn answers(
 /// The `switchboard_instances` gauge of `handler`.
 fn instances(host: &Host, handler: &str) -> i64 {
     let metrics = host.router().metrics();
-    metrics.instances.get_or_create(&Metrics::handler(handler)).get()
+    metrics
+        .instances
+        .get_or_create(&Metrics::handler(handler))
+        .get()
 }
 
 /// Polls until every named handler's instances gauge is 0 and no slot is in use.
@@ -172,7 +175,10 @@ async fn a_deploy_past_the_reserved_total_is_refused_up_front() {
     assert_eq!(host.runtime().pool().usage().reserved, MAX);
 
     // Not even WebAssembly: refused for want of a slot, so it was never looked at.
-    let refused = host.deploy("late", b"junk".to_vec(), None).await.unwrap_err();
+    let refused = host
+        .deploy("late", b"junk".to_vec(), None)
+        .await
+        .unwrap_err();
     let DeployError::PoolFull(full) = &refused else {
         panic!("expected a pool refusal, got {refused}");
     };
@@ -253,7 +259,10 @@ async fn busy_handlers_share_what_is_not_reserved_and_idle_instances_go() {
         outcome.expect("a's held requests are answered");
     }
     let echoed = call(&host, "d", "Ping", json!({"n": 2})).await;
-    assert_eq!(echoed.expect("d gets the slot a gave back"), json!({"n": 2}));
+    assert_eq!(
+        echoed.expect("d gets the slot a gave back"),
+        json!({"n": 2})
+    );
     assert!(instances(&host, "a") < 8, "a gave a shared slot back");
 
     release(&host, &held_b);
@@ -288,7 +297,11 @@ async fn the_instances_gauge_follows_instances_that_go_away() {
     let swapped = host.deploy("chaos", guest("chaos"), None).await.unwrap();
     assert!(swapped.swapped);
     call(&host, "chaos", "Ping", json!({})).await.unwrap();
-    assert_eq!(instances(&host, "chaos"), 1, "the old version's instance is gone");
+    assert_eq!(
+        instances(&host, "chaos"),
+        1,
+        "the old version's instance is gone"
+    );
 
     assert!(host.remove("chaos"));
     wait_until_idle(&host, &["chaos"]).await;
@@ -307,7 +320,9 @@ async fn a_busy_neighbour_gives_a_shared_slot_back_after_its_signal() {
     .expect("a host");
     let mut gate = host.connect("user:gate");
     let mut results = host.connect("user:results");
-    host.deploy("a", guest("orders"), concurrency(3)).await.unwrap();
+    host.deploy("a", guest("orders"), concurrency(3))
+        .await
+        .unwrap();
     let held = hold_n(&host, &mut gate, "a", 3).await;
     for _ in 0..3 {
         hold(&host, "a");
@@ -317,15 +332,24 @@ async fn a_busy_neighbour_gives_a_shared_slot_back_after_its_signal() {
         .expect("a deploy while every slot is in use");
     release(&host, &held);
     let echoed = call(&host, "d", "Ping", json!({"n": 3})).await;
-    assert_eq!(echoed.expect("d gets the slot a gave back"), json!({"n": 3}));
+    assert_eq!(
+        echoed.expect("d gets the slot a gave back"),
+        json!({"n": 3})
+    );
 
     // `a` keeps its reserved slot and one shared one: two queued requests reach the gate,
     // the third finds no slot free.
     let more = held_at(&mut gate, "a", 2).await;
     release(&host, &more);
     let outcomes = answers(&mut results, 6).await;
-    let refused: Vec<_> = outcomes.iter().filter_map(|(_, o)| o.as_ref().err()).collect();
+    let refused: Vec<_> = outcomes
+        .iter()
+        .filter_map(|(_, o)| o.as_ref().err())
+        .collect();
     assert_eq!(refused.len(), 1, "{outcomes:?}");
     assert_eq!(refused[0].code, 503);
-    assert!(refused[0].description.contains("handler `a` already has 2"), "{refused:?}");
+    assert!(
+        refused[0].description.contains("handler `a` already has 2"),
+        "{refused:?}"
+    );
 }

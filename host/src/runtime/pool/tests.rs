@@ -29,7 +29,10 @@ fn a_reservation_is_kept_from_busy_neighbours() {
     // a: its reserved slot plus the two shared ones (4 slots - 2 reserved).
     let held = take(&pool, "a", 3);
     let refused = pool.try_acquire(&name("a"), Gauge::default()).unwrap_err();
-    assert!(matches!(refused, PoolFull::Instances { has: 3, .. }), "{refused}");
+    assert!(
+        matches!(refused, PoolFull::Instances { has: 3, .. }),
+        "{refused}"
+    );
     let b = pool.try_acquire(&name("b"), Gauge::default());
     assert!(b.is_ok(), "b's reserved slot is kept for it");
     let usage = pool.usage();
@@ -100,7 +103,11 @@ fn refusals_say_what_is_full_and_what_to_change() {
     );
     assert!(refused.help().contains("--max-instances"));
     assert_eq!(pool.check_room("c"), Err(refused));
-    assert_eq!(pool.check_room("a"), Ok(()), "a deployed handler keeps its slot");
+    assert_eq!(
+        pool.check_room("a"),
+        Ok(()),
+        "a deployed handler keeps its slot"
+    );
 }
 
 /// Proves a reservation made while every slot is in use is paid: shared instances are told
@@ -112,7 +119,9 @@ async fn an_overcommitted_pool_takes_shared_slots_back() {
     let _a = pool.reserve("a").unwrap();
     let mut a_slots = take(&pool, "a", 3);
     assert!(!a_slots[2].should_yield());
-    let _b = pool.reserve("b").expect("a slot is free to reserve, though in use");
+    let _b = pool
+        .reserve("b")
+        .expect("a slot is free to reserve, though in use");
     assert!(a_slots.iter().all(InstanceSlot::should_yield));
     tokio::time::timeout(Duration::from_secs(10), a_slots[0].owed())
         .await
@@ -147,7 +156,14 @@ async fn acquire_waits_for_a_slot_then_gives_up() {
         .await
         .unwrap_err();
     assert!(started.elapsed() >= Duration::from_millis(30));
-    assert!(matches!(refused, PoolFull::Instances { in_use: 1, max: 1, .. }));
+    assert!(matches!(
+        refused,
+        PoolFull::Instances {
+            in_use: 1,
+            max: 1,
+            ..
+        }
+    ));
 
     let waiting = {
         let pool = pool.clone();
