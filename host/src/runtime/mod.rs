@@ -248,8 +248,9 @@ impl Runtime {
         // The probe reaches nobody: a guest's host calls during `describe` (or its start
         // function) fail at once rather than acting as the host or waiting on anyone.
         let deny: Arc<dyn Outbound> = Arc::new(DenyAll);
+        // Waiting for another deploy's probe to finish is not the guest's time.
+        let slot = self.pool.probe().await;
         let probe = async {
-            let slot = self.pool.probe().await;
             let mut probe = Instance::new(self, &version, identity, Arc::downgrade(&deny), slot)
                 .await
                 .map_err(|e| LoadError::Describe(format!("{e:#}")))?;
