@@ -342,7 +342,7 @@ impl Drop for Reservation {
 #[derive(Debug)]
 enum Holder {
     Handler { name: Arc<str>, gauge: Gauge },
-    Probe(#[allow(dead_code, reason = "held for its Drop")] OwnedSemaphorePermit),
+    Probe(#[expect(dead_code, reason = "held for its Drop")] OwnedSemaphorePermit),
 }
 
 /// The slot an instance runs in, held for as long as the instance lives.
