@@ -48,6 +48,16 @@ pub const DEFAULT_LOG_LINES_PER_SIGNAL: u32 = 100;
 pub const DEFAULT_LOG_LINES_PER_SECOND: u32 = 20;
 /// Default burst of warning lines about one handler before the rate applies.
 pub const DEFAULT_LOG_BURST: u32 = 100;
+/// Default number of handler instances alive at once across all handlers; every deployed
+/// handler is guaranteed one of them.
+pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
+/// Most instances a host may be configured for: the pooling allocator reserves address
+/// space for every slot up front.
+pub const MAX_INSTANCES_LIMIT: u32 = 10_000;
+/// Default time a warm instance waits for a signal before it is released.
+pub const DEFAULT_INSTANCE_IDLE: Duration = Duration::from_secs(30);
+/// How long a signal waits for a free instance slot before it is answered with 503.
+pub const INSTANCE_SLOT_WAIT: Duration = Duration::from_secs(1);
 
 /// Limits for one handler, chosen at deploy time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,8 +94,11 @@ pub struct HostConfig {
     pub max_component_bytes: usize,
     /// Wasm stack per instance; deeper recursion traps (ErrorReply 500).
     pub max_wasm_stack: usize,
-    /// Most component instances alive at once across all handlers (pooling allocator slots).
+    /// Most handler instances alive at once across all handlers (the instance pool's slots);
+    /// every deployed handler is guaranteed one, so it is also the most handlers deployed.
     pub max_instances: u32,
+    /// How long a warm instance waits for a signal before it is released.
+    pub instance_idle: Duration,
     /// Most dead letters kept; past it, signals that would need one are refused at the source.
     pub dead_letter_capacity: usize,
     /// Bytes of signals ([`crate::Signal::size`]) one handler's mailbox may hold; past it,
@@ -116,7 +129,8 @@ impl Default for HostConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
             max_wasm_stack: DEFAULT_MAX_WASM_STACK,
-            max_instances: 1000,
+            max_instances: DEFAULT_MAX_INSTANCES,
+            instance_idle: DEFAULT_INSTANCE_IDLE,
             dead_letter_capacity: DEFAULT_DEAD_LETTERS,
             mailbox_bytes: DEFAULT_MAILBOX_BYTES,
             queue_budget_bytes: DEFAULT_QUEUE_BUDGET_BYTES,

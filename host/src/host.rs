@@ -15,7 +15,7 @@ use crate::config::{HostConfig, Limits};
 use crate::db::{Db, DbError};
 use crate::dead_letters::DeadLetters;
 use crate::router::{Accepted, InstallError, Router, Undelivered};
-use crate::runtime::{Description, LoadError, Runtime, Version, VersionSpec};
+use crate::runtime::{Description, LoadError, PoolFull, Runtime, Version, VersionSpec};
 use crate::signal::{
     AGENTS_ADDRESS, Body, ChangeType, Envelope, Failure, HOST_ADDRESS, Headers, Json, Message,
     Signal,
@@ -33,7 +33,25 @@ pub enum DeployError {
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error(transparent)]
-    Install(#[from] InstallError),
+    Install(InstallError),
+    /// A new handler cannot be guaranteed an instance slot: every slot is reserved.
+    #[error(transparent)]
+    PoolFull(PoolFull),
+}
+
+impl From<InstallError> for DeployError {
+    fn from(error: InstallError) -> Self {
+        match error {
+            InstallError::PoolFull(full) => Self::PoolFull(full),
+            other => Self::Install(other),
+        }
+    }
+}
+
+impl From<PoolFull> for DeployError {
+    fn from(full: PoolFull) -> Self {
+        Self::PoolFull(full)
+    }
 }
 
 /// A handler version that went live.
@@ -115,13 +133,21 @@ impl Host {
         component: Vec<u8>,
         limits: Option<Limits>,
     ) -> Result<Deployed, DeployError> {
-        check_name(name)?;
+        self.check_room(name)?;
         let spec = VersionSpec {
             limits: limits.unwrap_or(self.runtime.config().default_limits),
             ..VersionSpec::default()
         };
         let version = self.runtime.load(component, spec).await?;
         self.install(name, version)
+    }
+
+    /// Checks, before anything is compiled, that handler `name` could be deployed: its name
+    /// is valid, and it is deployed already or an instance slot is free to reserve for it.
+    /// Installing checks the slot again, for deploys that race.
+    pub fn check_room(&self, name: &str) -> Result<(), DeployError> {
+        check_name(name)?;
+        Ok(self.runtime.pool().check_room(name)?)
     }
 
     /// The runtime, for callers that compile and cache components themselves.

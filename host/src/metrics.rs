@@ -57,6 +57,14 @@ pub struct CapLabels {
     pub kind: String,
 }
 
+/// Labels of the instance pool's slot gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SlotLabels {
+    /// `max`, `reserved` (one per deployed handler), `in_use`, `shared` (in use beyond a
+    /// handler's reserved slot).
+    pub state: String,
+}
+
 /// Labels of a counter by reason alone.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -75,6 +83,10 @@ pub struct Metrics {
     pub handling_seconds: Family<HandlerLabels, Histogram, fn() -> Histogram>,
     pub queue_depth: Family<HandlerLabels, Gauge>,
     pub instances: Family<HandlerLabels, Gauge>,
+    /// The instance pool's slots by state, read when the metrics are rendered.
+    pub instance_slots: Family<SlotLabels, Gauge>,
+    /// Signals answered 503 because no instance slot came free in time.
+    pub pool_refusals: Family<HandlerLabels, Counter>,
     pub traps: Family<HandlerLabels, Counter>,
     pub limit_hits: Family<HandlerLabels, Counter>,
     pub swaps: Family<HandlerLabels, Counter>,
@@ -128,6 +140,8 @@ impl Default for Metrics {
             handling_seconds: Family::new_with_constructor(handling_histogram),
             queue_depth: Family::default(),
             instances: Family::default(),
+            instance_slots: Family::default(),
+            pool_refusals: Family::default(),
             traps: Family::default(),
             limit_hits: Family::default(),
             swaps: Family::default(),
@@ -177,6 +191,16 @@ impl Default for Metrics {
             "instances",
             "Warm instances of a handler",
             metrics.instances.clone(),
+        );
+        registry.register(
+            "instance_slots",
+            "Slots of the instance pool: max (--max-instances), reserved (one per deployed handler), in_use, shared (in use beyond a handler's reserved slot)",
+            metrics.instance_slots.clone(),
+        );
+        registry.register(
+            "instance_slot_refusals",
+            "Signals answered 503 because no instance slot came free in time",
+            metrics.pool_refusals.clone(),
         );
         registry.register(
             "traps",

@@ -19,7 +19,7 @@ use thiserror::Error;
 use tokio::sync::Mutex;
 
 use crate::config::Limits;
-use crate::host::{DeployError, Host, check_name};
+use crate::host::{DeployError, Host};
 use crate::runtime::{Component, HandlerKind, LoadError, Runtime, Version, VersionSpec};
 use crate::store::{DataDir, HandlerRecord, RegistryFile, StoreError, VersionRecord};
 
@@ -222,7 +222,7 @@ impl Registry {
         bytes: Vec<u8>,
         options: DeployOptions,
     ) -> Result<DeployView, RegistryError> {
-        check_name(name)?;
+        self.host.check_room(name)?;
         let hash = DataDir::hash(&bytes);
         let component = self.component_checked(&hash, bytes).await?;
         let mut file = self.file.lock().await;

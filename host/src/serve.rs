@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::admin::{AppState, app};
-use crate::config::{bytes_arg, duration_arg, parse_bytes, parse_duration};
+use crate::config::{MAX_INSTANCES_LIMIT, bytes_arg, duration_arg, parse_bytes, parse_duration};
 use crate::db::Db;
 use crate::registry::Registry;
 use crate::store::DataDir;
@@ -49,8 +49,8 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// TOML file with `listen`, `data_dir`, `admin_token`, `drain_timeout`,
-    /// `max_connections`, `header_read_timeout`, `idle_timeout`, `mailbox_bytes` and
-    /// `queue_budget_bytes`; flags and environment win.
+    /// `max_connections`, `header_read_timeout`, `idle_timeout`, `mailbox_bytes`,
+    /// `queue_budget_bytes`, `max_instances` and `instance_idle`; flags and environment win.
     #[arg(long, env = "SWITCHBOARD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Longest wait at shutdown for signals in flight, like 500ms, 30s or 2m [default: 30s].
@@ -80,6 +80,33 @@ pub struct ServeArgs {
     /// 503 [default: 1GiB].
     #[arg(long, env = "SWITCHBOARD_QUEUE_BUDGET_BYTES", value_parser = bytes_arg)]
     pub queue_budget_bytes: Option<usize>,
+    /// Most handler instances alive at once, across all handlers (up to 10000). Every
+    /// deployed handler is guaranteed one, so it also caps the handlers deployed
+    /// [default: 1000].
+    #[arg(long, env = "SWITCHBOARD_MAX_INSTANCES", value_parser = max_instances_arg)]
+    pub max_instances: Option<u32>,
+    /// How long a warm instance waits for a signal before it is released, like 500ms, 30s
+    /// or 2m [default: 30s].
+    #[arg(long, env = "SWITCHBOARD_INSTANCE_IDLE", value_parser = duration_arg)]
+    pub instance_idle: Option<Duration>,
+}
+
+/// Parses `--max-instances`: 1 to [`MAX_INSTANCES_LIMIT`].
+fn max_instances_arg(text: &str) -> Result<u32, String> {
+    text.parse::<u32>()
+        .ok()
+        .and_then(|n| check_max_instances(n).ok())
+        .ok_or_else(|| {
+            format!("`{text}` is not a number of instances from 1 to {MAX_INSTANCES_LIMIT}")
+        })
+}
+
+/// Checks a pool size from the config file: 1 to [`MAX_INSTANCES_LIMIT`].
+fn check_max_instances(n: u32) -> anyhow::Result<u32> {
+    if !(1..=MAX_INSTANCES_LIMIT).contains(&n) {
+        bail!("`max_instances = {n}` in the config file is not from 1 to {MAX_INSTANCES_LIMIT}");
+    }
+    Ok(n)
 }
 
 /// The config file's keys.
@@ -98,6 +125,9 @@ struct FileConfig {
     idle_timeout: Option<String>,
     mailbox_bytes: Option<Size>,
     queue_budget_bytes: Option<Size>,
+    max_instances: Option<u32>,
+    /// A duration like `30s`.
+    instance_idle: Option<String>,
 }
 
 /// A size in the config file: a number of bytes, or text like `64MiB`.
@@ -277,6 +307,18 @@ impl ServeArgs {
             )?,
             ..defaults
         };
+        let mut host = host_config;
+        if let Some(max) = self.max_instances.or(file.max_instances) {
+            host.max_instances = check_max_instances(max)?;
+        }
+        host.instance_idle = match (self.instance_idle, file.instance_idle) {
+            (Some(flag), _) => flag,
+            (None, Some(text)) => parse_duration(&text).with_context(|| {
+                format!("`instance_idle = \"{text}\"` in the config file is not a duration like 500ms, 30s or 2m")
+            })?,
+            (None, None) => host.instance_idle,
+        };
+        let host_config = host;
         Ok(Settings {
             drain_timeout,
             connections,
@@ -320,8 +362,12 @@ pub async fn run(
         .with_context(|| format!("opening data directory {}", options.data_dir.display()))?;
     let db = Db::open(&data.path().join(crate::db::FILE_NAME))
         .with_context(|| format!("opening the store in {}", options.data_dir.display()))?;
-    let host = Host::open(options.host_config, Arc::new(InProcess::default()), db)
-        .context("starting the host")?;
+    let host = Host::open(
+        options.host_config.clone(),
+        Arc::new(InProcess::default()),
+        db,
+    )
+    .context("starting the host")?;
     let registry = Arc::new(Registry::open(host.clone(), data).context("reading the registry")?);
     let state = AppState::new(registry.clone(), &options.admin_token);
     let address = listener.local_addr()?;
@@ -339,6 +385,8 @@ pub async fn run(
     tracing::info!(
         restoring = registry.restoring_count(),
         max_connections = limits.max_connections,
+        max_instances = options.host_config.max_instances,
+        instance_idle = ?options.host_config.instance_idle,
         "listening on http://{address}"
     );
     let starting = async {
@@ -457,6 +505,7 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{DEFAULT_INSTANCE_IDLE, DEFAULT_MAX_INSTANCES};
 
     fn args(config: Option<PathBuf>, token: Option<&str>) -> ServeArgs {
         ServeArgs {
@@ -471,6 +520,8 @@ mod tests {
             idle_timeout: None,
             mailbox_bytes: None,
             queue_budget_bytes: None,
+            max_instances: None,
+            instance_idle: None,
         }
     }
 
@@ -493,6 +544,28 @@ mod tests {
         let settings = flags.settings().unwrap();
         assert_eq!(settings.admin_token, "from-flag");
         assert_eq!(settings.drain_timeout, Duration::from_millis(500));
+
+        std::fs::write(
+            &path,
+            "admin_token = \"t\"\nmax_instances = 12\ninstance_idle = \"200ms\"\n",
+        )
+        .unwrap();
+        let settings = args(Some(path.clone()), None).settings().unwrap();
+        assert_eq!(settings.host_config.max_instances, 12);
+        assert_eq!(
+            settings.host_config.instance_idle,
+            Duration::from_millis(200)
+        );
+        let mut flags = args(Some(path.clone()), None);
+        flags.max_instances = Some(7);
+        flags.instance_idle = Some(Duration::from_secs(3));
+        let settings = flags.settings().unwrap();
+        assert_eq!(settings.host_config.max_instances, 7);
+        assert_eq!(settings.host_config.instance_idle, Duration::from_secs(3));
+
+        std::fs::write(&path, "admin_token = \"t\"\nmax_instances = 0\n").unwrap();
+        let error = args(Some(path.clone()), None).settings().unwrap_err();
+        assert!(format!("{error:#}").contains("max_instances"), "{error:#}");
 
         std::fs::write(&path, "admin_token = \"t\"\ndrain_timeout = \"soon\"\n").unwrap();
         let error = args(Some(path.clone()), None).settings().unwrap_err();
@@ -555,5 +628,17 @@ mod tests {
         let settings = args(None, Some("t")).settings().unwrap();
         assert_eq!(settings.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(settings.drain_timeout, DRAIN_TIMEOUT);
+        assert_eq!(settings.host_config.max_instances, DEFAULT_MAX_INSTANCES);
+        assert_eq!(settings.host_config.instance_idle, DEFAULT_INSTANCE_IDLE);
+    }
+
+    /// Proves `--max-instances` takes 1 to the limit and says so otherwise.
+    #[test]
+    fn max_instances_are_checked() {
+        assert_eq!(max_instances_arg("12"), Ok(12));
+        for bad in ["0", "-1", "many", "10001"] {
+            let error = max_instances_arg(bad).unwrap_err();
+            assert!(error.contains("from 1 to 10000"), "{error}");
+        }
     }
 }

@@ -76,7 +76,7 @@ impl Daemon {
         Self::start_with(data_dir, &[])
     }
 
-    /// Like [`Daemon::start`], with more `serve` flags.
+    /// Like [`Daemon::start`], with more `serve` flags (e.g. `--max-instances 3`).
     pub fn start_with(data_dir: &Path, flags: &[&str]) -> Self {
         let started = Instant::now();
         let mut child = Command::new(binary())

@@ -83,6 +83,10 @@ impl From<RegistryError> for ApiError {
                 Self::new(StatusCode::CONFLICT, message)
             }
             RegistryError::Deploy(DeployError::Load(load)) => load_error(load, message),
+            // 507: the host cannot hold another handler until an operator acts.
+            RegistryError::Deploy(DeployError::PoolFull(full)) => {
+                Self::new(StatusCode::INSUFFICIENT_STORAGE, message).help(full.help())
+            }
         }
     }
 }

@@ -115,6 +115,7 @@ pub(super) fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Api
         (status = 409, description = "The version could not be installed", body = ErrorBody),
         (status = 413, description = "The component is over the host's size cap", body = ErrorBody),
         (status = 500, description = "The host could not read or write its data directory; nothing changed", body = ErrorBody),
+        (status = 507, description = "A new handler cannot be guaranteed an instance slot: every slot of the instance pool (--max-instances) is reserved by a deployed handler", body = ErrorBody),
     )
 )]
 pub async fn deploy(

@@ -35,7 +35,7 @@ use queue_bytes::QueueBudget;
 
 use crate::dead_letters::{DeadLetter, DeadLetters, DeadReason};
 use crate::metrics::{Metrics, RefusedLabels};
-use crate::runtime::{HandlerKind, Runtime, Version};
+use crate::runtime::{HandlerKind, PoolFull, Reservation, Runtime, Version};
 use crate::signal::{AGENTS_ADDRESS, Body, Failure, Json, Signal, USER_PREFIX, code};
 pub use crate::transport::{Accepted, Reason, Undelivered};
 use crate::transport::{Inbound, Publish, Route, Transport};
@@ -48,6 +48,9 @@ pub const CLIENT_QUEUE: usize = 256;
 pub enum InstallError {
     #[error("the address `{address}` is already served by handler `{holder}`")]
     AddressTaken { address: String, holder: String },
+    /// A new handler could not be guaranteed an instance slot.
+    #[error(transparent)]
+    PoolFull(#[from] PoolFull),
 }
 
 #[derive(Default)]
@@ -60,6 +63,9 @@ struct Table {
     changes: HashMap<String, Arc<[String]>>,
     /// Connected clients (`user:<id>`).
     clients: HashMap<String, mpsc::Sender<Signal>>,
+    /// The instance slot each deployed handler is guaranteed, by handler name: taken when
+    /// it is first installed, kept across swaps and moves, given back when it is removed.
+    reservations: HashMap<String, Reservation>,
 }
 
 impl Table {
@@ -495,6 +501,10 @@ impl Router {
                 holder: entry.slot.name.to_string(),
             });
         }
+        if !table.reservations.contains_key(name) {
+            let reservation = self.runtime.pool().reserve(name)?;
+            table.reservations.insert(name.to_owned(), reservation);
+        }
         // The handler's running entry, wherever it is (a new kind moves it to a new address).
         let running = table
             .handlers
@@ -541,9 +551,12 @@ impl Router {
     /// Stops a handler: its mailbox closes, queued signals are still handled.
     pub fn remove(&self, address: &str) -> bool {
         let mut table = self.write();
-        let removed = table.handlers.remove(address).is_some();
+        let removed = table.handlers.remove(address);
+        if let Some(entry) = &removed {
+            table.reservations.remove(&*entry.slot.name);
+        }
         table.reindex();
-        removed
+        removed.is_some()
     }
 
     /// The deployed handlers' slots, by address, with the signals queued for each (counting
@@ -565,6 +578,10 @@ impl Router {
                 .get_or_create(&labels)
                 .set(queued as i64);
         }
+        self.runtime
+            .pool()
+            .usage()
+            .record(&self.metrics.instance_slots);
         self.metrics
             .pending_requests
             .set(self.pending.waiting() as i64);

@@ -5,9 +5,11 @@
 //! instance, which is dropped afterwards. The version that handles a signal also decides
 //! whether it takes it ([`admission`]): a message type it does not accept is answered with
 //! 404, a broadcast it no longer subscribes to is counted and dropped. A worker whose
-//! instance traps drops it and starts a fresh one for the next signal.
+//! instance traps drops it and starts a fresh one for the next signal; an idle one releases
+//! its instance ([`warm`]).
 
 mod admission;
+mod warm;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -89,7 +91,7 @@ impl Running {
             // An error means the notice is gone, which also means every worker exited.
             let _ = before.wait_for(|exited| *exited).await;
         }
-        while let Ok(signal) = self.worker.mailbox.recv().await {
+        while let Some(signal) = self.next_signal().await {
             self.worker.bytes.release(signal.size());
             match &signal.body {
                 Body::Reply { reply_to, .. } | Body::ErrorReply { reply_to, .. } => {
@@ -118,6 +120,7 @@ impl Running {
                 gauge.inner().fetch_max(now as i64, Ordering::Relaxed);
             }
             self.admit(signal, version).instrument(span).await;
+            self.give_back_if_owed();
             counters.active.fetch_sub(1, Ordering::Relaxed);
             counters.in_flight.fetch_sub(1, Ordering::AcqRel);
         }
@@ -151,30 +154,10 @@ impl Running {
                 version: version.id,
                 address: address.clone(),
             };
-            match Instance::new(
-                &self.worker.runtime,
-                &version,
-                identity,
-                self.worker.router.clone() as Weak<dyn crate::runtime::Outbound>,
-            )
-            .await
-            {
-                Ok(instance) => self.set_warm(Some(instance)),
-                Err(error) => {
-                    if self.may_warn() {
-                        tracing::error!(handler = %slot.name, error = format!("{error:#}"), "could not start an instance");
-                    }
-                    slot.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    let failure = Failure::new(
-                        code::OVERLOADED,
-                        format!(
-                            "handler `{}` could not start an instance: {error:#}",
-                            slot.name
-                        ),
-                    );
-                    self.finish(signal, Err(failure), address);
-                    return;
-                }
+            if let Err(failure) = self.start(&version, identity).await {
+                slot.counters.failed.fetch_add(1, Ordering::Relaxed);
+                self.finish(signal, Err(failure), address);
+                return;
             }
         }
         let Some(instance) = self.warm.as_mut() else {
@@ -240,22 +223,6 @@ impl Running {
                 self.handles.signals.push((kind, verdict, counter));
             }
         }
-    }
-
-    /// Replaces the warm instance, keeping the instances gauge true.
-    fn set_warm(&mut self, instance: Option<Instance>) {
-        let gauge = self
-            .worker
-            .metrics
-            .instances
-            .get_or_create(&Metrics::handler(&self.worker.slot.name));
-        if self.warm.is_some() {
-            gauge.dec();
-        }
-        if instance.is_some() {
-            gauge.inc();
-        }
-        self.warm = instance;
     }
 
     fn finish(

@@ -12,6 +12,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::{Delivery, Handler};
 use super::outbound::Outbound;
+use super::pool::InstanceSlot;
 use super::state::{HostState, Identity, LimitHit};
 use super::{Description, Runtime, Version};
 use crate::signal::{Failure, Json, Signal, code};
@@ -34,15 +35,19 @@ pub struct Instance {
     store: Store<HostState>,
     bindings: Handler,
     version: u64,
+    /// Declared after the store, so the engine's slot is free before the pool's is.
+    slot: InstanceSlot,
 }
 
 impl Instance {
-    /// Instantiates `version` in a fresh store wired with the version's limits.
+    /// Instantiates `version` in a fresh store wired with the version's limits, in the pool
+    /// slot `slot`, which it holds until it is dropped.
     pub async fn new(
         runtime: &Runtime,
         version: &Version,
         identity: Identity,
         outbound: Weak<dyn Outbound>,
+        slot: InstanceSlot,
     ) -> wasmtime::Result<Self> {
         let max_message_bytes = runtime.config.max_message_bytes;
         let state = HostState::new(identity, outbound, &version.limits, runtime);
@@ -64,12 +69,18 @@ impl Instance {
             store,
             bindings,
             version: version.id,
+            slot,
         })
     }
 
     /// The version this instance runs.
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// The pool slot this instance holds.
+    pub fn slot(&self) -> &InstanceSlot {
+        &self.slot
     }
 
     /// Readies the store for one call: who speaks, the incoming signal's causal depth, and a

@@ -11,6 +11,7 @@ mod budget;
 mod host_api;
 mod instance;
 mod outbound;
+pub mod pool;
 mod state;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub use bindings::Delivery;
 pub use budget::{Caps, Refusal, Spend};
 pub use instance::{Instance, Outcome};
 pub use outbound::{Answer, DenyAll, Outbound};
+pub use pool::{InstancePool, InstanceSlot, PoolFull, Reservation};
 pub use state::{Identity, LimitHit};
 
 use crate::config::{EPOCH_TICK, HostConfig, Limits};
@@ -117,6 +119,7 @@ pub struct Runtime {
     config: HostConfig,
     metrics: Arc<Metrics>,
     log_limit: Arc<LogLimiter>,
+    pool: Arc<InstancePool>,
     next_version: AtomicU64,
     ticker_stop: Arc<AtomicBool>,
 }
@@ -124,12 +127,14 @@ pub struct Runtime {
 impl Runtime {
     /// Builds the engine and starts the epoch ticker thread.
     pub fn new(config: HostConfig) -> wasmtime::Result<Self> {
+        // The slots [`InstancePool`] hands out, plus those of deploys' `describe` probes.
+        let slots = config.max_instances.max(1) + pool::PROBE_SLOTS;
         let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(config.max_instances)
-            .total_core_instances(config.max_instances * 4)
-            .total_memories(config.max_instances * 2)
-            .total_tables(config.max_instances * 4)
-            .total_stacks(config.max_instances)
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * 4)
+            .total_memories(slots * 2)
+            .total_tables(slots * 4)
+            .total_stacks(slots)
             .max_core_instances_per_component(64)
             .max_memories_per_component(8)
             .max_tables_per_component(16)
@@ -161,6 +166,7 @@ impl Runtime {
         Ok(Self {
             engine,
             linker,
+            pool: InstancePool::new(config.max_instances),
             config,
             metrics,
             log_limit,
@@ -182,6 +188,11 @@ impl Runtime {
     /// The per-handler rate limit of log lines, shared with the router.
     pub fn log_limit(&self) -> &Arc<LogLimiter> {
         &self.log_limit
+    }
+
+    /// The slots instances of deployed handlers run in.
+    pub fn pool(&self) -> &Arc<InstancePool> {
+        &self.pool
     }
 
     /// Compiles a component on a blocking thread, refusing one over the size cap.
@@ -262,8 +273,10 @@ impl Runtime {
         // The probe reaches nobody: a guest's host calls during `describe` (or its start
         // function) fail at once rather than acting as the host or waiting on anyone.
         let deny: Arc<dyn Outbound> = Arc::new(DenyAll);
+        // Waiting for another deploy's probe to finish is not the guest's time.
+        let slot = self.pool.probe().await;
         let probe = async {
-            let mut probe = Instance::new(self, &version, identity, Arc::downgrade(&deny))
+            let mut probe = Instance::new(self, &version, identity, Arc::downgrade(&deny), slot)
                 .await
                 .map_err(|e| LoadError::Describe(format!("{e:#}")))?;
             probe
