@@ -27,6 +27,12 @@ pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
 pub const DEFAULT_DEAD_LETTERS: usize = 100_000;
 /// Table elements one handler may grow to (componentize-py handlers hold thousands).
 pub const DEFAULT_TABLE_ELEMENTS: usize = 100_000;
+/// Uploads compiled at once by default; more wait their turn.
+pub const DEFAULT_MAX_COMPILATIONS: usize = 2;
+/// Uploads that may wait for a compile slot by default; past it an upload gets 503.
+pub const DEFAULT_MAX_QUEUED_COMPILATIONS: usize = 16;
+/// Longest one compilation may take by default before it is stopped and the upload refused.
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Limits for one handler, chosen at deploy time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +73,28 @@ pub struct HostConfig {
     pub max_instances: u32,
     /// Most dead letters kept; past it, signals that would need one are refused at the source.
     pub dead_letter_capacity: usize,
+    /// Where uploads are compiled.
+    pub compiler: Compiler,
+    /// Compilations run at once; more wait for a slot.
+    pub max_compilations: usize,
+    /// Uploads that may wait for a compile slot; past it an upload is refused (503).
+    pub max_queued_compilations: usize,
+    /// Longest one compilation may take before it is stopped and the upload refused.
+    pub compile_timeout: Duration,
+}
+
+/// Where uploads are compiled. Compiling is CPU- and memory-heavy and outside wasmtime's
+/// denial-of-service scope, so the daemon compiles in a child process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Compiler {
+    /// On a blocking thread of this process: needs no binary (tests, embedding), but a
+    /// compile cannot be stopped once started, and its memory stays with this process.
+    #[default]
+    InProcess,
+    /// In a child process, `PROGRAM compile-artifact ...` (the `switchboard` binary): killed
+    /// when nobody waits for it any more or past the time budget, and its memory goes back
+    /// to the system when it exits.
+    Subprocess(std::path::PathBuf),
 }
 
 impl Default for HostConfig {
@@ -78,6 +106,10 @@ impl Default for HostConfig {
             max_wasm_stack: DEFAULT_MAX_WASM_STACK,
             max_instances: 1000,
             dead_letter_capacity: DEFAULT_DEAD_LETTERS,
+            compiler: Compiler::InProcess,
+            max_compilations: DEFAULT_MAX_COMPILATIONS,
+            max_queued_compilations: DEFAULT_MAX_QUEUED_COMPILATIONS,
+            compile_timeout: DEFAULT_COMPILE_TIMEOUT,
         }
     }
 }

@@ -84,6 +84,10 @@ pub struct Metrics {
     pub replies_dropped: Family<ReasonLabels, Counter>,
     pub callbacks_refused: Family<HandlerLabels, Counter>,
     pub compilations: Gauge,
+    /// Uploads being compiled now.
+    pub compilations_in_progress: Gauge,
+    /// Uploads waiting for a compile slot now.
+    pub compilations_queued: Gauge,
 }
 
 /// The signal kinds as labelled.
@@ -125,6 +129,8 @@ impl Default for Metrics {
             replies_dropped: Family::default(),
             callbacks_refused: Family::default(),
             compilations: Gauge::default(),
+            compilations_in_progress: Gauge::default(),
+            compilations_queued: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -214,8 +220,18 @@ impl Default for Metrics {
         );
         registry.register(
             "compilations",
-            "Components compiled from source since start (cached artifacts excluded)",
+            "Components handed to the compiler since start (shared code and cached artifacts excluded)",
             metrics.compilations.clone(),
+        );
+        registry.register(
+            "compilations_in_progress",
+            "Uploads being compiled now",
+            metrics.compilations_in_progress.clone(),
+        );
+        registry.register(
+            "compilations_queued",
+            "Uploads waiting for a compile slot now",
+            metrics.compilations_queued.clone(),
         );
         Self {
             registry,

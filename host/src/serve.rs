@@ -18,7 +18,7 @@ use crate::db::Db;
 use crate::registry::Registry;
 use crate::store::DataDir;
 use crate::transport::InProcess;
-use crate::{Host, HostConfig};
+use crate::{Compiler, Host, HostConfig};
 
 /// Default address of the admin API.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -54,6 +54,12 @@ pub struct ServeArgs {
     /// handler already runs the same module. A file that fails to deploy is logged and skipped.
     #[arg(long, value_name = "DIR")]
     pub deploy_dir: Option<PathBuf>,
+    /// Uploads compiled at once; more wait for a slot [default: 2].
+    #[arg(long, env = "SWITCHBOARD_MAX_COMPILATIONS")]
+    pub max_compilations: Option<usize>,
+    /// Longest one upload may take to compile, like 30s or 2m [default: 120s].
+    #[arg(long, env = "SWITCHBOARD_COMPILE_TIMEOUT", value_parser = duration_arg)]
+    pub compile_timeout: Option<Duration>,
 }
 
 /// The config file's keys.
@@ -80,6 +86,10 @@ pub struct Settings {
     pub deploy_dir: Option<PathBuf>,
     /// Longest wait at shutdown for signals in flight.
     pub drain_timeout: Duration,
+    /// Uploads compiled at once.
+    pub max_compilations: usize,
+    /// Longest one upload may take to compile.
+    pub compile_timeout: Duration,
 }
 
 /// Everything [`run`] needs beside its listener.
@@ -95,6 +105,8 @@ pub struct RunOptions {
     /// Restoring handlers waits for this first; the API answers (not ready) meanwhile.
     /// For tests that look at a host caught in the middle of starting.
     pub restore_gate: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// Host settings; the daemon compiles uploads in child processes of its own binary.
+    pub host: HostConfig,
 }
 
 impl RunOptions {
@@ -106,6 +118,7 @@ impl RunOptions {
             deploy_dir: None,
             drain_timeout: DRAIN_TIMEOUT,
             restore_gate: None,
+            host: HostConfig::default(),
         }
     }
 
@@ -118,9 +131,24 @@ impl RunOptions {
 
 impl From<Settings> for RunOptions {
     fn from(settings: Settings) -> Self {
+        // A compile that runs apart can be killed and gives its memory back; without a path
+        // to this binary the host still compiles, on its own threads.
+        let compiler = match std::env::current_exe() {
+            Ok(program) => Compiler::Subprocess(program),
+            Err(error) => {
+                tracing::warn!(%error, "compiling uploads in-process: this binary's path is unknown");
+                Compiler::InProcess
+            }
+        };
         Self {
             deploy_dir: settings.deploy_dir,
             drain_timeout: settings.drain_timeout,
+            host: HostConfig {
+                compiler,
+                max_compilations: settings.max_compilations,
+                compile_timeout: settings.compile_timeout,
+                ..HostConfig::default()
+            },
             ..Self::new(settings.data_dir, settings.admin_token)
         }
     }
@@ -166,6 +194,13 @@ impl ServeArgs {
                 .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             admin_token,
             deploy_dir: self.deploy_dir,
+            max_compilations: self
+                .max_compilations
+                .filter(|n| *n > 0)
+                .unwrap_or(crate::config::DEFAULT_MAX_COMPILATIONS),
+            compile_timeout: self
+                .compile_timeout
+                .unwrap_or(crate::config::DEFAULT_COMPILE_TIMEOUT),
         })
     }
 }
@@ -195,7 +230,7 @@ pub async fn run(
         .with_context(|| format!("opening data directory {}", options.data_dir.display()))?;
     let db = Db::open(&data.path().join(crate::db::FILE_NAME))
         .with_context(|| format!("opening the store in {}", options.data_dir.display()))?;
-    let host = Host::open(HostConfig::default(), Arc::new(InProcess::default()), db)
+    let host = Host::open(options.host, Arc::new(InProcess::default()), db)
         .context("starting the host")?;
     let registry = Arc::new(Registry::open(host.clone(), data).context("reading the registry")?);
     let state = AppState::new(registry.clone(), &options.admin_token);
@@ -320,6 +355,8 @@ mod tests {
             config,
             deploy_dir: None,
             drain_timeout: None,
+            max_compilations: None,
+            compile_timeout: None,
         }
     }
 

@@ -70,6 +70,11 @@ impl Daemon {
     /// Starts `switchboard serve` on a free loopback port with `data_dir`, and waits until
     /// it says it is ready (listening, and every handler restored).
     pub fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Like [`Daemon::start`], with extra `serve` flags (e.g. `--compile-timeout 1ms`).
+    pub fn start_with(data_dir: &Path, flags: &[&str]) -> Self {
         let started = Instant::now();
         let mut child = Command::new(binary())
             .args([
@@ -81,6 +86,7 @@ impl Daemon {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(flags)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
