@@ -190,7 +190,7 @@ impl Registry {
         let unchanged = file
             .handlers
             .get(name)
-            .is_some_and(|h| h.current == current && h.versions.iter().any(|v| *v == previous));
+            .is_some_and(|h| h.current == current && h.versions.contains(&previous));
         if !unchanged {
             return Err(RegistryError::Changed(name.to_owned()));
         }
