@@ -31,9 +31,9 @@ pub enum LoadError {
         others: Vec<String>,
     },
     #[error(
-        "the component does not export {}, which every handler must (the `handler` world of \
-         wit/signal.wit exports describe, handle-message, handle-event, handle-data-change and \
-         handle-reply)",
+        "the component does not fit the switchboard:signal handler world: it does not export \
+         {} (every handler exports the functions describe, handle-message, handle-event, \
+         handle-data-change and handle-reply of wit/signal.wit)",
         quoted(missing)
     )]
     MissingExports { missing: Vec<String> },
