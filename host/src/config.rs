@@ -58,6 +58,12 @@ pub const MAX_INSTANCES_LIMIT: u32 = 10_000;
 pub const DEFAULT_INSTANCE_IDLE: Duration = Duration::from_secs(30);
 /// How long a signal waits for a free instance slot before it is answered with 503.
 pub const INSTANCE_SLOT_WAIT: Duration = Duration::from_secs(1);
+/// Uploads compiled at once by default; more wait their turn.
+pub const DEFAULT_MAX_COMPILATIONS: usize = 2;
+/// Uploads that may wait for a compile slot by default; past it an upload gets 503.
+pub const DEFAULT_MAX_QUEUED_COMPILATIONS: usize = 16;
+/// Longest one compilation may take by default before it is stopped and the upload refused.
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Limits for one handler, chosen at deploy time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +126,28 @@ pub struct HostConfig {
     pub log_lines_per_second: u32,
     /// Lines about one handler that may be written in a burst before the rate applies.
     pub log_burst: u32,
+    /// Where uploads are compiled.
+    pub compiler: Compiler,
+    /// Compilations run at once; more wait for a slot.
+    pub max_compilations: usize,
+    /// Uploads that may wait for a compile slot; past it an upload is refused (503).
+    pub max_queued_compilations: usize,
+    /// Longest one compilation may take before it is stopped and the upload refused.
+    pub compile_timeout: Duration,
+}
+
+/// Where uploads are compiled. Compiling is CPU- and memory-heavy and outside wasmtime's
+/// denial-of-service scope, so the daemon compiles in a child process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Compiler {
+    /// On a blocking thread of this process: needs no binary (tests, embedding), but a
+    /// compile cannot be stopped once started, and its memory stays with this process.
+    #[default]
+    InProcess,
+    /// In a child process, `PROGRAM compile-artifact ...` (the `switchboard` binary): killed
+    /// when nobody waits for it any more or past the time budget, and its memory goes back
+    /// to the system when it exits.
+    Subprocess(std::path::PathBuf),
 }
 
 impl Default for HostConfig {
@@ -141,6 +169,10 @@ impl Default for HostConfig {
             max_log_lines_per_signal: DEFAULT_LOG_LINES_PER_SIGNAL,
             log_lines_per_second: DEFAULT_LOG_LINES_PER_SECOND,
             log_burst: DEFAULT_LOG_BURST,
+            compiler: Compiler::InProcess,
+            max_compilations: DEFAULT_MAX_COMPILATIONS,
+            max_queued_compilations: DEFAULT_MAX_QUEUED_COMPILATIONS,
+            compile_timeout: DEFAULT_COMPILE_TIMEOUT,
         }
     }
 }

@@ -19,6 +19,8 @@
 //! - [`admin`]: the HTTP admin API (axum), guarded by a bearer token.
 //! - [`serve`]: the daemon: restore the registry, serve the admin API, drain on shutdown.
 //! - [`run_command`]: `switchboard run`, a host driven by JSON signals on stdin.
+//! - [`compile_command`]: `switchboard compile-artifact`, the child process a daemon compiles
+//!   uploads in.
 //! - [`operator`]: the operator commands (`deploy`, `list`, `request`, ...): a client of the
 //!   admin API.
 //! - [`log_limit`]: per-handler rate limits of log lines, with a count of what was dropped.
@@ -26,6 +28,7 @@
 //! - [`config`]: host settings and per-handler limits with their defaults.
 
 pub mod admin;
+pub mod compile_command;
 pub mod config;
 pub mod db;
 pub mod dead_letters;
@@ -43,7 +46,7 @@ pub mod store;
 pub mod transport;
 pub mod wire;
 
-pub use config::{HostConfig, Limits};
+pub use config::{Compiler, HostConfig, Limits};
 pub use host::{DeployError, Deployed, HandlerInfo, Host, StartError};
 pub use signal::{Body, ChangeType, Failure, Json, Signal};
 pub use wire::WireSignal;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use switchboard::{operator, run_command, serve};
+use switchboard::{compile_command, operator, run_command, serve};
 
 /// Routes signals between sandboxed WebAssembly handlers.
 #[derive(Parser)]
@@ -23,6 +23,10 @@ enum Command {
     Run(run_command::RunArgs),
     #[command(flatten)]
     Operator(operator::OperatorCommand),
+    /// Internal: compile a component from stdin to an artifact on stdout (the daemon runs
+    /// this as a child process for each upload).
+    #[command(hide = true)]
+    CompileArtifact(compile_command::CompileArgs),
 }
 
 #[tokio::main]
@@ -35,6 +39,7 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let outcome = match Args::parse().command {
+        Command::CompileArtifact(args) => return compile_command::run(args),
         Command::Serve(args) => match args.settings() {
             Ok(settings) => serve::serve(settings, serve::shutdown_signal())
                 .await

@@ -120,6 +120,10 @@ pub struct Metrics {
     pub send_caps_hit: Family<CapLabels, Counter>,
     /// Log lines about a handler (its own or the host's warnings) dropped by a limit.
     pub log_suppressed: Family<HandlerLabels, Counter>,
+    /// Uploads being compiled now.
+    pub compilations_in_progress: Gauge,
+    /// Uploads waiting for a compile slot now.
+    pub compilations_queued: Gauge,
 }
 
 /// The signal kinds as labelled.
@@ -170,6 +174,8 @@ impl Default for Metrics {
             depth_refused: Family::default(),
             send_caps_hit: Family::default(),
             log_suppressed: Family::default(),
+            compilations_in_progress: Gauge::default(),
+            compilations_queued: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -269,7 +275,7 @@ impl Default for Metrics {
         );
         registry.register(
             "compilations",
-            "Components compiled from source since start (cached artifacts excluded)",
+            "Components handed to the compiler since start (shared code and cached artifacts excluded)",
             metrics.compilations.clone(),
         );
         registry.register(
@@ -306,6 +312,16 @@ impl Default for Metrics {
             "log_suppressed",
             "Log lines about a handler dropped by the per-signal line cap or the per-handler rate limit",
             metrics.log_suppressed.clone(),
+        );
+        registry.register(
+            "compilations_in_progress",
+            "Uploads being compiled now",
+            metrics.compilations_in_progress.clone(),
+        );
+        registry.register(
+            "compilations_queued",
+            "Uploads waiting for a compile slot now",
+            metrics.compilations_queued.clone(),
         );
         Self {
             registry,

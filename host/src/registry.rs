@@ -6,12 +6,12 @@
 //! instead of compiling. [`Registry::open`] reads the registry file; [`Registry::restore`]
 //! then brings the handlers back, several at once, while the registry already answers.
 
+mod deploy;
 mod restore;
+mod tidy;
 
 pub use restore::RESTORE_CONCURRENCY;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -20,8 +20,8 @@ use tokio::sync::Mutex;
 
 use crate::config::Limits;
 use crate::host::{DeployError, Host};
-use crate::runtime::{Component, HandlerKind, LoadError, Runtime, Version, VersionSpec};
-use crate::store::{DataDir, HandlerRecord, RegistryFile, StoreError, VersionRecord};
+use crate::runtime::{HandlerKind, LoadError};
+use crate::store::{DataDir, HandlerRecord, RegistryFile, StoreError};
 
 /// Why a registry operation failed. Nothing changed.
 #[derive(Debug, Error)]
@@ -34,6 +34,8 @@ pub enum RegistryError {
     NotFound(String),
     #[error("handler `{0}` has no earlier version to roll back to")]
     NoEarlierVersion(String),
+    #[error("handler `{0}` changed while this operation was being prepared; nothing was done")]
+    Changed(String),
 }
 
 impl From<LoadError> for RegistryError {
@@ -115,8 +117,9 @@ pub struct DeployView {
 pub struct Registry {
     host: Host,
     data: DataDir,
+    /// Held only to check and commit a change, never across compiling or `describe`.
     file: Mutex<RegistryFile>,
-    compilations: AtomicU64,
+    files: tidy::Files,
     restoring: restore::Restoring,
 }
 
@@ -134,16 +137,20 @@ fn now_millis() -> u64 {
 }
 
 impl Registry {
-    /// Opens the registry in `data`. Its handlers are registered but not running until
-    /// [`Registry::restore`] brings them back; until then [`Registry::restoring`] names them.
+    /// Opens the registry in `data`, removing what a crash or an earlier run left behind
+    /// (temp files, modules and artifacts no version refers to). Its handlers are registered
+    /// but not running until [`Registry::restore`] brings them back; until then
+    /// [`Registry::restoring`] names them.
     pub fn open(host: Host, data: DataDir) -> Result<Self, StoreError> {
         let file = data.load_registry()?;
+        let files = tidy::Files::new(data.clone(), &file);
+        files.sweep(&host.runtime().engine_key());
         Ok(Self {
             host,
             data,
+            files,
             restoring: restore::Restoring::from_file(&file),
             file: Mutex::new(file),
-            compilations: AtomicU64::new(0),
         })
     }
 
@@ -152,154 +159,41 @@ impl Registry {
         &self.host
     }
 
-    /// Components compiled from source since start (cached artifacts are not counted).
+    /// Components handed to the compiler since start (shared code and cached artifacts are
+    /// not counted).
     pub fn compilations(&self) -> u64 {
-        self.compilations.load(Ordering::Relaxed)
+        self.host.runtime().compilations()
     }
 
-    /// A component for module `hash`: the cached artifact if this engine can use it, else
-    /// compiled from `bytes` (or the stored module) and cached.
-    async fn component(
-        &self,
-        hash: &str,
-        bytes: Option<Vec<u8>>,
-    ) -> Result<Component, RegistryError> {
-        let runtime = self.host.runtime();
-        let engine = runtime.engine_key();
-        // Reading and deserializing an artifact blocks: keep it off the threads that serve
-        // requests, which answer while handlers are being restored.
-        let cached = {
-            let (runtime, data) = (runtime.clone(), self.data.clone());
-            let (hash, engine) = (hash.to_owned(), engine.clone());
-            tokio::task::spawn_blocking(move || {
-                data.artifact(&hash, &engine)
-                    .map(|artifact| runtime.from_artifact(&artifact))
-            })
-            .await
-            .map_err(|e| LoadError::Interrupted(e.to_string()))?
-        };
-        match cached {
-            Some(Ok(component)) => return Ok(component),
-            Some(Err(error)) => {
-                tracing::warn!(module = hash, %error, "dropping an unusable cached artifact");
-                self.data.forget_artifact(hash, &engine);
-            }
-            None => {}
-        }
-        let bytes = match bytes {
-            Some(bytes) => bytes,
-            None => self.data.module(hash)?,
-        };
-        let component = runtime.compile(bytes).await?;
-        self.compilations.fetch_add(1, Ordering::Relaxed);
-        self.data
-            .put_artifact(hash, &engine, &Runtime::artifact(&component)?)?;
-        Ok(component)
-    }
-
-    async fn prepare(
-        &self,
-        record: &VersionRecord,
-        bytes: Option<Vec<u8>>,
-    ) -> Result<Arc<Version>, RegistryError> {
-        let component = self.component(&record.module, bytes).await?;
-        let spec = VersionSpec {
-            number: Some(record.version),
-            limits: record.limits(),
-            kind: Some(match record.kind.as_str() {
-                "agent" => HandlerKind::Agent,
-                _ => HandlerKind::Service,
-            }),
-        };
-        Ok(self.host.runtime().prepare(&component, spec).await?)
-    }
-
-    /// Uploads a new version of `name`: checked, persisted, then live (a hot swap if the
-    /// handler was running).
-    pub async fn deploy(
-        &self,
-        name: &str,
-        bytes: Vec<u8>,
-        options: DeployOptions,
-    ) -> Result<DeployView, RegistryError> {
-        self.host.check_room(name)?;
-        let hash = DataDir::hash(&bytes);
-        let component = self.component_checked(&hash, bytes).await?;
-        let mut file = self.file.lock().await;
-        let number = file
-            .handlers
-            .get(name)
-            .and_then(|h| h.versions.last())
-            .map_or(1, |v| v.version + 1);
-        let limits = options
-            .limits
-            .unwrap_or(self.host.runtime().config().default_limits);
-        let spec = VersionSpec {
-            number: Some(number),
-            limits,
-            kind: options.kind,
-        };
-        let version = self.host.runtime().prepare(&component, spec).await?;
-        let record = VersionRecord {
-            version: number,
-            module: hash,
-            kind: kind_name(version.description.kind).to_owned(),
-            memory_bytes: limits.memory_bytes,
-            cpu_ms: limits.cpu_time.as_millis() as u64,
-            concurrency: limits.concurrency,
-            mailbox: limits.mailbox,
-            deployed_at: now_millis(),
-        };
-        let mut next = file.clone();
-        let entry = next.handlers.entry(name.to_owned()).or_default();
-        entry.versions.push(record);
-        entry.current = number;
-        self.data.save_registry(&next)?;
-        match self.host.install(name, version) {
-            Ok(deployed) => {
-                *file = next;
-                self.restoring.done(name);
-                drop(file);
-                let handler = self.view(name).await?;
-                Ok(DeployView {
-                    handler,
-                    swapped: deployed.swapped,
-                })
-            }
-            Err(error) => {
-                self.data.save_registry(&file)?;
-                Err(error.into())
-            }
-        }
-    }
-
-    /// Stores the module and compiles it, before anything else changes.
-    async fn component_checked(
-        &self,
-        hash: &str,
-        bytes: Vec<u8>,
-    ) -> Result<Component, RegistryError> {
-        // Compile first: a module that does not compile is never stored.
-        let component = self.component(hash, Some(bytes.clone())).await?;
-        self.data.put_module(&bytes)?;
-        Ok(component)
-    }
-
-    /// Makes the version before the live one live again.
+    /// Makes the version before the live one live again. The registry is not held while
+    /// that version is loaded and described; if the handler changed meanwhile, nothing is
+    /// done ([`RegistryError::Changed`]).
     pub async fn rollback(&self, name: &str) -> Result<HandlerView, RegistryError> {
+        let (previous, current) = {
+            let file = self.file.lock().await;
+            let record = file
+                .handlers
+                .get(name)
+                .ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
+            let previous = record
+                .versions
+                .iter()
+                .filter(|v| v.version < record.current)
+                .max_by_key(|v| v.version)
+                .cloned()
+                .ok_or_else(|| RegistryError::NoEarlierVersion(name.to_owned()))?;
+            (previous, record.current)
+        };
+        let _pin = self.files.pin(&previous.module);
+        let version = self.prepare(&previous, None).await?;
         let mut file = self.file.lock().await;
-        let record = file
+        let unchanged = file
             .handlers
             .get(name)
-            .ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
-        let previous = record
-            .versions
-            .iter()
-            .filter(|v| v.version < record.current)
-            .max_by_key(|v| v.version)
-            .cloned()
-            .ok_or_else(|| RegistryError::NoEarlierVersion(name.to_owned()))?;
-        let version = self.prepare(&previous, None).await?;
+            .is_some_and(|h| h.current == current && h.versions.contains(&previous));
+        if !unchanged {
+            return Err(RegistryError::Changed(name.to_owned()));
+        }
         let mut next = file.clone();
         if let Some(entry) = next.handlers.get_mut(name) {
             entry.current = previous.version;
@@ -310,12 +204,14 @@ impl Registry {
             return Err(error.into());
         }
         *file = next;
+        self.files.committed(&file);
         self.restoring.done(name);
         drop(file);
         self.view(name).await
     }
 
-    /// Stops and forgets a handler; its modules stay on disk, shared by content hash.
+    /// Stops and forgets a handler; its modules and artifacts go too unless another
+    /// handler's version uses them.
     pub async fn delete(&self, name: &str) -> Result<(), RegistryError> {
         let mut file = self.file.lock().await;
         if !file.handlers.contains_key(name) {
@@ -325,6 +221,7 @@ impl Registry {
         next.handlers.remove(name);
         self.data.save_registry(&next)?;
         *file = next;
+        self.files.committed(&file);
         self.restoring.done(name);
         self.host.remove(name);
         Ok(())

@@ -20,7 +20,7 @@ use crate::db::Db;
 use crate::registry::Registry;
 use crate::store::DataDir;
 use crate::transport::InProcess;
-use crate::{Host, HostConfig};
+use crate::{Compiler, Host, HostConfig};
 pub use connections::ConnectionLimits;
 pub use settings::{ServeArgs, Settings};
 
@@ -76,11 +76,23 @@ impl RunOptions {
 
 impl From<Settings> for RunOptions {
     fn from(settings: Settings) -> Self {
+        // A compile that runs apart can be killed and gives its memory back; without a path
+        // to this binary the host still compiles, on its own threads.
+        let compiler = match std::env::current_exe() {
+            Ok(program) => Compiler::Subprocess(program),
+            Err(error) => {
+                tracing::warn!(%error, "compiling uploads in-process: this binary's path is unknown");
+                Compiler::InProcess
+            }
+        };
         Self {
             deploy_dir: settings.deploy_dir,
             drain_timeout: settings.drain_timeout,
             connections: settings.connections,
-            host_config: settings.host_config,
+            host_config: HostConfig {
+                compiler,
+                ..settings.host_config
+            },
             ..Self::new(settings.data_dir, settings.admin_token)
         }
     }

@@ -144,7 +144,8 @@ impl DataDir {
         self.root.join("modules").join(format!("{hash}.wasm"))
     }
 
-    fn artifact_path(&self, hash: &str, engine: &str) -> PathBuf {
+    /// Where the compiled artifact of module `hash` for engine key `engine` is cached.
+    pub fn artifact_path(&self, hash: &str, engine: &str) -> PathBuf {
         self.root
             .join("cache")
             .join(format!("{hash}-{engine}.cwasm"))
@@ -179,6 +180,65 @@ impl DataDir {
     /// Drops a cached artifact (e.g. one this engine refused).
     pub fn forget_artifact(&self, hash: &str, engine: &str) {
         let _ = fs::remove_file(self.artifact_path(hash, engine));
+    }
+
+    /// Removes module `hash` and every artifact compiled from it, for any engine.
+    pub fn forget_module(&self, hash: &str) {
+        let _ = fs::remove_file(self.module_path(hash));
+        for (artifact, engine) in self.artifacts() {
+            if artifact == hash {
+                self.forget_artifact(&artifact, &engine);
+            }
+        }
+    }
+
+    /// The hashes of the stored modules.
+    pub fn modules(&self) -> Vec<String> {
+        self.names("modules", ".wasm")
+    }
+
+    /// The cached artifacts, as (module hash, engine key).
+    pub fn artifacts(&self) -> Vec<(String, String)> {
+        self.names("cache", ".cwasm")
+            .into_iter()
+            .filter_map(|name| {
+                let (hash, engine) = name.split_once('-')?;
+                Some((hash.to_owned(), engine.to_owned()))
+            })
+            .collect()
+    }
+
+    /// Names in `dir` ending with `suffix`, without it; temp files are not listed.
+    fn names(&self, dir: &str, suffix: &str) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(self.root.join(dir)) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| !name.starts_with('.'))
+            .filter_map(|name| name.strip_suffix(suffix).map(str::to_owned))
+            .collect()
+    }
+
+    /// Removes the temp files a crash left behind mid-write; returns how many.
+    pub fn remove_temp_files(&self) -> usize {
+        let mut removed = 0;
+        for dir in [
+            self.root.clone(),
+            self.root.join("modules"),
+            self.root.join("cache"),
+        ] {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.filter_map(Result::ok) {
+                let is_temp = entry.file_name().to_string_lossy().ends_with(".tmp");
+                if is_temp && entry.file_type().is_ok_and(|t| t.is_file()) {
+                    removed += usize::from(fs::remove_file(entry.path()).is_ok());
+                }
+            }
+        }
+        removed
     }
 
     /// Reads the registry; a missing file is an empty registry.

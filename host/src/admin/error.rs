@@ -70,6 +70,8 @@ impl From<RegistryError> for ApiError {
         match error {
             RegistryError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, message),
             RegistryError::NoEarlierVersion(_) => Self::new(StatusCode::CONFLICT, message),
+            RegistryError::Changed(_) => Self::new(StatusCode::CONFLICT, message)
+                .help("look at the handler again, then retry"),
             RegistryError::Store(inner) => {
                 tracing::error!(error = %inner, source = ?std::error::Error::source(&inner), "data directory failure");
                 Self::new(
@@ -105,6 +107,19 @@ fn load_error(error: LoadError, message: String) -> ApiError {
         LoadError::Describe(_) => ApiError::bad_request(message)
             .help("the handler's `describe` must return without trapping"),
         LoadError::Interrupted(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
+        LoadError::UnsupportedImport { .. } => ApiError::bad_request(message)
+            .help("a handler imports only switchboard:signal/host and WASI 0.2; see wit/signal.wit"),
+        LoadError::MissingExports { .. } => ApiError::bad_request(message)
+            .help("implement the `handler` world of wit/signal.wit, e.g. with the switchboard-sdk crate or your language's component bindings generator"),
+        LoadError::CompileTimeout { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+            .help("make the component smaller (strip debug info, drop unused dependencies) or raise the host's --compile-timeout"),
+        LoadError::CompilerBusy { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+            .help("retry when the uploads ahead of this one are compiled"),
+        LoadError::CompilerFailed(inner) => {
+            tracing::error!(error = %inner, "the compiler failed");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the host's compiler failed on this component")
+                .help("see the host's log; nothing was changed")
+        }
     }
 }
 

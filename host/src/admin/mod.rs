@@ -204,10 +204,13 @@ async fn healthz() -> &'static str {
 )]
 async fn metrics(State(state): State<AppState>) -> Response {
     let router = state.registry.host().router();
-    router
-        .metrics()
+    let metrics = router.metrics();
+    metrics
         .compilations
         .set(state.registry.compilations() as i64);
+    let (compiling, queued) = state.registry.host().runtime().compiling();
+    metrics.compilations_in_progress.set(compiling as i64);
+    metrics.compilations_queued.set(queued as i64);
     let text = router.render_metrics();
     (
         [(

@@ -110,11 +110,13 @@ pub(super) fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Api
     responses(
         (status = 200, description = "Swapped in for the live version", body = DeployView),
         (status = 201, description = "Deployed", body = DeployView),
-        (status = 400, description = "Bad name or parameters, empty body, or not a valid handler component", body = ErrorBody),
+        (status = 400, description = "Bad name or parameters, empty body, or not a valid handler component (an import the host does not provide, a missing export: refused before compiling)", body = ErrorBody),
         (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
         (status = 409, description = "The version could not be installed", body = ErrorBody),
         (status = 413, description = "The component is over the host's size cap", body = ErrorBody),
-        (status = 500, description = "The host could not read or write its data directory; nothing changed", body = ErrorBody),
+        (status = 422, description = "Compiling the component took longer than the host's compile timeout", body = ErrorBody),
+        (status = 500, description = "The host could not read or write its data directory, or its compiler failed; nothing changed", body = ErrorBody),
+        (status = 503, description = "Too many uploads are already waiting to be compiled", body = ErrorBody),
         (status = 507, description = "A new handler cannot be guaranteed an instance slot: every slot of the instance pool (--max-instances) is reserved by a deployed handler", body = ErrorBody),
     )
 )]

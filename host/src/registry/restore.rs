@@ -108,6 +108,7 @@ impl Registry {
         name: &str,
         record: &VersionRecord,
     ) -> Result<(), super::RegistryError> {
+        let _pin = self.files.pin(&record.module);
         let version = self.prepare(record, None).await?;
         let file = self.file.lock().await;
         let still_current = file

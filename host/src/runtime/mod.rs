@@ -3,28 +3,36 @@
 //!
 //! The engine uses the pooling allocator and epoch interruption; one ticker thread advances
 //! the epoch, and each store checks its own CPU budget when the epoch moves
-//! (see [`state::CpuMeter`]). Compilation is CPU-heavy and outside wasmtime's DoS scope, so
-//! [`Runtime::load`] runs it on a blocking thread and refuses components over a size cap.
+//! (see [`state::CpuMeter`]). Compilation is CPU-heavy and outside wasmtime's DoS scope:
+//! an upload's imports and exports are [`check`]ed first, then it is compiled in a bounded
+//! pool (see [`compile`]) under a size and time budget, and its compiled [`Code`] is shared
+//! by every version running the same module.
 
 mod bindings;
 mod budget;
+pub mod check;
+mod code;
+pub mod compile;
 mod host_api;
 mod instance;
+mod load_error;
 mod outbound;
 pub mod pool;
 mod state;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use thiserror::Error;
 pub use wasmtime::component::Component;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use bindings::Delivery;
 pub use budget::{Caps, Refusal, Spend};
+pub use code::Code;
 pub use instance::{Instance, Outcome};
+pub use load_error::LoadError;
 pub use outbound::{Answer, DenyAll, Outbound};
 pub use pool::{InstancePool, InstanceSlot, PoolFull, Reservation};
 pub use state::{Identity, LimitHit};
@@ -81,25 +89,6 @@ fn sorted_unique(mut list: Vec<String>) -> Vec<String> {
     list
 }
 
-/// Why a component could not be loaded. Nothing changes when loading fails.
-#[derive(Debug, Error)]
-pub enum LoadError {
-    #[error("the component is {size} bytes, over the limit of {limit} bytes")]
-    TooLarge { size: usize, limit: usize },
-    #[error("not WebAssembly: the upload does not start with the `\\0asm` magic bytes")]
-    NotWasm,
-    #[error("this is a core WebAssembly module, not a component")]
-    CoreModule,
-    #[error("not a valid WebAssembly component: {0:#}")]
-    Invalid(wasmtime::Error),
-    #[error("the component does not fit the switchboard:signal handler world: {0:#}")]
-    WrongWorld(wasmtime::Error),
-    #[error("the handler's `describe` failed: {0}")]
-    Describe(String),
-    #[error("compilation was interrupted: {0}")]
-    Interrupted(String),
-}
-
 /// A compiled, checked handler version, ready to instantiate cheaply.
 pub struct Version {
     /// Sequence number of this version within the host process.
@@ -109,6 +98,27 @@ pub struct Version {
     /// Limits every instance of this version runs under.
     pub limits: Limits,
     pre: HandlerPre<state::HostState>,
+    /// Keeps the shared compiled code live while this version is.
+    code: Arc<Code>,
+}
+
+impl Version {
+    /// The same version under another number (the registry numbers a version when it
+    /// commits it, after preparing it without holding its lock).
+    pub fn renumbered(&self, id: u64) -> Arc<Version> {
+        Arc::new(Version {
+            id,
+            description: self.description.clone(),
+            limits: self.limits,
+            pre: self.pre.clone(),
+            code: self.code.clone(),
+        })
+    }
+
+    /// The hash of the module this version runs.
+    pub fn module(&self) -> &str {
+        self.code.hash()
+    }
 }
 
 /// The process's engine, linker and settings, and the metrics and log limiter that running
@@ -122,11 +132,23 @@ pub struct Runtime {
     pool: Arc<InstancePool>,
     next_version: AtomicU64,
     ticker_stop: Arc<AtomicBool>,
+    code: code::CodeCache,
+    compiler: compile::CompilePool,
 }
 
-impl Runtime {
-    /// Builds the engine and starts the epoch ticker thread.
-    pub fn new(config: HostConfig) -> wasmtime::Result<Self> {
+/// What a handler may import: WASI 0.2 (deny-by-default) and the `switchboard:signal`
+/// host interface. [`check`] mirrors it, to refuse an upload before compiling it.
+pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<state::HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    bindings::Handler::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
+
+/// The engine settings of a host; `pooling` off for a process that only compiles.
+pub(crate) fn engine_config(config: &HostConfig, pooling: bool) -> Config {
+    let mut engine_config = Config::new();
+    if pooling {
         // The slots [`InstancePool`] hands out, plus those of deploys' `describe` probes.
         let slots = config.max_instances.max(1) + pool::PROBE_SLOTS;
         let mut pool = PoolingAllocationConfig::new();
@@ -142,18 +164,21 @@ impl Runtime {
             .max_memory_size(config.default_limits.memory_bytes.max(4 << 30) as usize)
             .max_component_instance_size(4 << 20)
             .max_core_instance_size(4 << 20);
-        let mut engine_config = Config::new();
-        engine_config
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .epoch_interruption(true)
-            .max_wasm_stack(config.max_wasm_stack)
-            .concurrency_support(false)
-            .wasm_backtrace_max_frames(None);
-        let engine = Engine::new(&engine_config)?;
+        engine_config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    engine_config
+        .epoch_interruption(true)
+        .max_wasm_stack(config.max_wasm_stack)
+        .concurrency_support(false)
+        .wasm_backtrace_max_frames(None);
+    engine_config
+}
 
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        bindings::Handler::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+impl Runtime {
+    /// Builds the engine and starts the epoch ticker thread.
+    pub fn new(config: HostConfig) -> wasmtime::Result<Self> {
+        let engine = Engine::new(&engine_config(&config, true))?;
+        let linker = linker(&engine)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.weak(), ticker_stop.clone());
@@ -167,11 +192,13 @@ impl Runtime {
             engine,
             linker,
             pool: InstancePool::new(config.max_instances),
-            config,
             metrics,
             log_limit,
             next_version: AtomicU64::new(1),
             ticker_stop,
+            code: code::CodeCache::default(),
+            compiler: compile::CompilePool::new(config.max_compilations),
+            config,
         })
     }
 
@@ -195,8 +222,9 @@ impl Runtime {
         &self.pool
     }
 
-    /// Compiles a component on a blocking thread, refusing one over the size cap.
-    pub async fn compile(&self, bytes: Vec<u8>) -> Result<Component, LoadError> {
+    /// Refuses, before any compiling, a component over the size cap, one that is not a
+    /// component, or one whose imports and exports do not fit the handler world.
+    pub fn check(&self, bytes: &[u8]) -> Result<(), LoadError> {
         let limit = self.config.max_component_bytes;
         if bytes.len() > limit {
             return Err(LoadError::TooLarge {
@@ -209,11 +237,54 @@ impl Runtime {
             Some([0, b'a', b's', b'm', ..]) => {}
             _ => return Err(LoadError::NotWasm),
         }
-        let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+        check::check(bytes)
+    }
+
+    /// Compiles a checked component into an artifact (see [`Runtime::from_artifact`]) in
+    /// the bounded compile pool. Dropping the future stops the compile where the compiler
+    /// allows it (a child process is killed).
+    pub async fn precompile(&self, bytes: Vec<u8>) -> Result<Vec<u8>, LoadError> {
+        self.check(&bytes)?;
+        self.compiler
+            .precompile(&self.engine, &self.config, bytes)
             .await
-            .map_err(|e| LoadError::Interrupted(e.to_string()))?
-            .map_err(LoadError::Invalid)
+    }
+
+    /// Checks and compiles a component, or shares the live code of the same module.
+    pub async fn compile(&self, bytes: Vec<u8>) -> Result<Arc<Code>, LoadError> {
+        self.check(&bytes)?;
+        let hash = crate::store::DataDir::hash(&bytes);
+        if let Some(code) = self.code.get(&hash) {
+            return Ok(code);
+        }
+        let artifact = self.precompile(bytes).await?;
+        let component = self.from_artifact(&artifact)?;
+        Ok(self.share(&hash, component))
+    }
+
+    /// The live compiled code of module `hash`, if a version still runs it.
+    pub fn shared(&self, hash: &str) -> Option<Arc<Code>> {
+        self.code.get(hash)
+    }
+
+    /// Shares `component` as the code of module `hash` (or the copy already live).
+    pub fn share(&self, hash: &str, component: Component) -> Arc<Code> {
+        self.code.insert(hash, component)
+    }
+
+    /// How many holders (versions, deploys in progress) the live code of `hash` has.
+    pub fn code_holders(&self, hash: &str) -> usize {
+        self.code.holders(hash)
+    }
+
+    /// Components handed to the compiler since start (shared or cached code not counted).
+    pub fn compilations(&self) -> u64 {
+        self.compiler.started()
+    }
+
+    /// Compilations running now, and uploads waiting for a compile slot.
+    pub fn compiling(&self) -> (usize, usize) {
+        (self.compiler.in_progress(), self.compiler.queued())
     }
 
     /// Names the engine build and settings compiled artifacts are valid for.
@@ -226,28 +297,35 @@ impl Runtime {
         format!("{:016x}", hasher.finish())
     }
 
-    /// A compiled component's artifact, for the on-disk cache.
-    pub fn artifact(component: &Component) -> Result<Vec<u8>, LoadError> {
-        component.serialize().map_err(LoadError::Invalid)
+    /// Loads an artifact made by [`Runtime::precompile`].
+    pub fn from_artifact(&self, artifact: &[u8]) -> Result<Component, LoadError> {
+        // SAFETY: artifacts come from this host's own compiler (in this process or its
+        // child) or its own data directory, written atomically; wasmtime checks the engine
+        // compatibility header.
+        unsafe { Component::deserialize(&self.engine, artifact) }.map_err(LoadError::Invalid)
     }
 
-    /// Loads an artifact written by [`Runtime::artifact`] from this host's own cache.
-    pub fn from_artifact(&self, artifact: &[u8]) -> Result<Component, LoadError> {
-        // SAFETY: artifacts are only ever read from the host's own data directory, written
-        // atomically by `artifact` above; wasmtime checks the engine compatibility header.
-        unsafe { Component::deserialize(&self.engine, artifact) }.map_err(LoadError::Invalid)
+    /// Loads an artifact file from this host's own cache. It is read, not mapped: a file
+    /// changed in place under a mapping (by hand, or a full disk) would crash the process.
+    pub fn from_artifact_file(&self, path: &Path) -> Result<Component, LoadError> {
+        let artifact = std::fs::read(path).map_err(|e| {
+            LoadError::Invalid(
+                wasmtime::Error::new(e).context(format!("reading {}", path.display())),
+            )
+        })?;
+        self.from_artifact(&artifact)
     }
 
     /// Checks a compiled component against the handler world, runs its `describe`, and
     /// makes it a version ready to install.
     pub async fn prepare(
         &self,
-        component: &Component,
+        code: &Arc<Code>,
         spec: VersionSpec,
     ) -> Result<Arc<Version>, LoadError> {
         let pre = self
             .linker
-            .instantiate_pre(component)
+            .instantiate_pre(code.component())
             .and_then(HandlerPre::new)
             .map_err(LoadError::WrongWorld)?;
         let id = spec
@@ -264,6 +342,7 @@ impl Runtime {
             },
             limits: spec.limits,
             pre,
+            code: code.clone(),
         };
         let identity = state::Identity {
             handler: Arc::from("(deploying)"),
@@ -297,8 +376,8 @@ impl Runtime {
 
     /// Compiles and prepares in one step.
     pub async fn load(&self, bytes: Vec<u8>, spec: VersionSpec) -> Result<Arc<Version>, LoadError> {
-        let component = self.compile(bytes).await?;
-        self.prepare(&component, spec).await
+        let code = self.compile(bytes).await?;
+        self.prepare(&code, spec).await
     }
 }
 

@@ -67,6 +67,12 @@ pub struct ServeArgs {
     /// or 2m [default: 30s].
     #[arg(long, env = "SWITCHBOARD_INSTANCE_IDLE", value_parser = duration_arg)]
     pub instance_idle: Option<Duration>,
+    /// Uploads compiled at once; more wait for a slot [default: 2].
+    #[arg(long, env = "SWITCHBOARD_MAX_COMPILATIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_compilations: Option<u32>,
+    /// Longest one upload may take to compile, like 30s or 2m [default: 120s].
+    #[arg(long, env = "SWITCHBOARD_COMPILE_TIMEOUT", value_parser = duration_arg)]
+    pub compile_timeout: Option<Duration>,
 }
 
 /// Parses `--max-instances`: 1 to [`MAX_INSTANCES_LIMIT`].
@@ -244,6 +250,12 @@ impl ServeArgs {
             })?,
             (None, None) => host.instance_idle,
         };
+        if let Some(n) = self.max_compilations {
+            host.max_compilations = n as usize;
+        }
+        if let Some(timeout) = self.compile_timeout {
+            host.compile_timeout = timeout;
+        }
         let host_config = host;
         Ok(Settings {
             drain_timeout,
@@ -283,6 +295,8 @@ mod tests {
             queue_budget_bytes: None,
             max_instances: None,
             instance_idle: None,
+            max_compilations: None,
+            compile_timeout: None,
         }
     }
 

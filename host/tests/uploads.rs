@@ -1,0 +1,461 @@
+//! Uploads cannot starve the host: a component that does not fit is refused before it is
+//! compiled; compiles run in a bounded pool, stop when their client hangs up or their time
+//! budget runs out; a slow deploy holds up nobody; compiled code is shared by module hash;
+//! and the data directory keeps only what some version uses. Each attack ends with a
+//! neighbour handler still answering.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use switchboard::registry::{DeployOptions, Registry, RegistryError};
+use switchboard::runtime::LoadError;
+use switchboard::serve::{RunOptions, run};
+use switchboard::store::DataDir;
+use switchboard::{Compiler, DeployError, Host, HostConfig, Limits};
+use switchboard_tests::daemon::{Daemon, binary, data_dir};
+use switchboard_tests::guest;
+use tokio::net::TcpListener;
+
+/// Longest a test waits for a condition it polls.
+const BOUND: Duration = Duration::from_secs(30);
+const TOKEN: &str = "uploads-token";
+
+/// A component that would compile fine but imports `wasi:http`, which no handler gets.
+fn http_component() -> Vec<u8> {
+    wat::parse_str(
+        r#"(component
+            (import "wasi:http/outgoing-handler@0.2.0" (instance (export "handle" (func))))
+            (core module $m (func (export "f")))
+            (core instance $i (instantiate $m))
+            (func $f (canon lift (core func $i "f")))
+            (export "describe" (func $f))
+            (export "handle-message" (func $f))
+            (export "handle-event" (func $f))
+            (export "handle-data-change" (func $f))
+            (export "handle-reply" (func $f)))"#,
+    )
+    .unwrap()
+}
+
+/// Every file under `dir`, as paths relative to it.
+fn files(dir: &Path) -> BTreeSet<PathBuf> {
+    let mut found = BTreeSet::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(at) = stack.pop() {
+        for entry in std::fs::read_dir(&at).unwrap().map(Result::unwrap) {
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else {
+                found.insert(entry.path().strip_prefix(dir).unwrap().to_owned());
+            }
+        }
+    }
+    found
+}
+
+/// Polls `condition` every 10 ms until it holds; panics with `what` after [`BOUND`].
+async fn until(what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + BOUND;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn open_registry(tag: &str, config: HostConfig) -> (Arc<Registry>, PathBuf) {
+    let dir = data_dir(&format!("uploads-{tag}"));
+    let host = Host::new(config).unwrap();
+    let registry = Registry::open(host, DataDir::open(&dir).unwrap()).unwrap();
+    (Arc::new(registry), dir)
+}
+
+async fn echo_answers(host: &Host, to: &str) {
+    let reply = switchboard_tests::call(host, to, "ping", json!({"n": 1})).await;
+    assert_eq!(reply.unwrap(), json!({"n": 1}), "{to} answers");
+}
+
+/// The wasi:http component is refused with the import named before any compiling (the
+/// compilations counter does not move), nothing is written, and a neighbour still answers.
+#[tokio::test]
+async fn a_wasi_http_component_is_refused_before_compiling() {
+    let dir = data_dir("uploads-http");
+    let daemon = Daemon::start(&dir);
+    let (status, body) = daemon.deploy("echo", guest("echo")).await;
+    assert_eq!(status, 201, "{body}");
+    let compiled = daemon.metric("switchboard_compilations ").await.unwrap();
+    let before = files(&dir);
+
+    let (status, body) = daemon.deploy("fetcher", http_component()).await;
+    assert_eq!(status, 400, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("`wasi:http/outgoing-handler@0.2.0`"),
+        "{error}"
+    );
+    assert!(error.contains("sending signals"), "{error}");
+
+    assert_eq!(
+        daemon.metric("switchboard_compilations ").await.unwrap(),
+        compiled,
+        "a refused upload never reaches the compiler"
+    );
+    assert_eq!(files(&dir), before, "a refused upload writes nothing");
+    let (status, reply) = daemon.call("echo", "ping", json!({"n": 1})).await;
+    assert_eq!((status, &reply["payload"]), (200, &json!({"n": 1})));
+}
+
+/// A past-the-budget compile is stopped and the upload refused with 422; the in-progress
+/// gauge returns to 0 and a neighbour restored from its artifact still answers.
+#[tokio::test]
+async fn the_time_budget_refuses_a_compile() {
+    let dir = data_dir("uploads-budget");
+    {
+        let daemon = Daemon::start(&dir);
+        assert_eq!(daemon.deploy("echo", guest("echo")).await.0, 201);
+    }
+    let daemon = Daemon::start_with(&dir, &["--compile-timeout", "1ms"]);
+    let (status, body) = daemon.deploy("counter", guest("counter")).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("longer than"),
+        "{body}"
+    );
+    until("no compile is in progress", async || {
+        daemon.metric("switchboard_compilations_in_progress").await == Some(0.0)
+    })
+    .await;
+    let (status, reply) = daemon.call("echo", "ping", json!({"n": 2})).await;
+    assert_eq!((status, &reply["payload"]), (200, &json!({"n": 2})));
+    assert!(
+        !files(&dir)
+            .iter()
+            .any(|f| f.to_string_lossy().contains(".tmp")),
+        "nothing half-written is left"
+    );
+}
+
+/// A compiler that waits for `go` in `dir` before compiling: a gate the test opens.
+fn gated_compiler(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let script = dir.join("gated-compiler.sh");
+    let text = format!(
+        "#!/bin/sh\necho $$ > '{pid}'\nwhile [ ! -e '{go}' ]; do sleep 0.02; done\nexec '{bin}' \"$@\"\n",
+        pid = dir.join("pid").display(),
+        go = dir.join("go").display(),
+        bin = binary().display(),
+    );
+    std::fs::write(&script, text).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+/// Whether process `pid` has exited (gone, or a zombie nobody reaped yet).
+fn exited(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .is_none_or(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+}
+
+async fn metric(client: &reqwest::Client, url: &str, name: &str) -> Option<f64> {
+    let text = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|line| line.starts_with(&format!("{name} ")))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+/// A client that hangs up while its upload compiles leaves no compile running: the child
+/// compiler is killed and the in-progress gauge returns to 0; the next upload compiles and
+/// answers.
+#[tokio::test]
+async fn a_client_that_hangs_up_stops_its_compile() {
+    let dir = data_dir("uploads-hangup");
+    let gate = dir.with_extension("gate");
+    let _ = std::fs::remove_dir_all(&gate);
+    let mut options = RunOptions::new(&dir, TOKEN);
+    options.host_config = HostConfig {
+        compiler: Compiler::Subprocess(gated_compiler(&gate)),
+        ..HostConfig::default()
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(run(listener, options, async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    until("the host answers", async || {
+        metric(&client, &url, "switchboard_compilations_in_progress").await == Some(0.0)
+    })
+    .await;
+
+    let upload = {
+        let request = client
+            .put(format!("{url}/v1/handlers/echo"))
+            .bearer_auth(TOKEN)
+            .body(guest("echo"));
+        tokio::spawn(request.send())
+    };
+    until("the compile is running", async || {
+        gate.join("pid").exists()
+            && metric(&client, &url, "switchboard_compilations_in_progress").await == Some(1.0)
+    })
+    .await;
+    let pid = std::fs::read_to_string(gate.join("pid")).unwrap();
+    let pid = pid.trim().to_owned();
+    upload.abort();
+    let _ = upload.await;
+    until("the compile stopped", async || {
+        metric(&client, &url, "switchboard_compilations_in_progress").await == Some(0.0)
+    })
+    .await;
+    until("the compiler process is gone", async || exited(&pid)).await;
+
+    std::fs::write(gate.join("go"), b"").unwrap();
+    let deployed = client
+        .put(format!("{url}/v1/handlers/echo"))
+        .bearer_auth(TOKEN)
+        .body(guest("echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deployed.status().as_u16(), 201);
+    let reply: serde_json::Value = client
+        .post(format!("{url}/v1/messages?wait=5s"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"to": "echo", "messageType": "ping", "payload": {"n": 3}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["payload"], json!({"n": 3}));
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
+
+/// While a deploy sits in a `describe` that never returns, listing answers at once, again
+/// and again; the abandoned deploy leaves no file behind.
+#[tokio::test]
+async fn listing_answers_while_a_deploy_sits_in_describe() {
+    let (registry, dir) = open_registry("describe", HostConfig::default());
+    registry
+        .deploy("echo", guest("echo"), DeployOptions::default())
+        .await
+        .unwrap();
+    let before = files(&dir);
+    let slow = guest("slow_describe");
+    let hash = DataDir::hash(&slow);
+    let deploy = {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            registry
+                .deploy("slow", slow, DeployOptions::default())
+                .await
+        })
+    };
+    let runtime = registry.host().runtime().clone();
+    until("the slow module is compiled", async || {
+        runtime.code_holders(&hash) > 0
+    })
+    .await;
+    // Sampled over a second of its `describe` (which sleeps for an hour, up to the
+    // host's describe timeout): each listing answers within 2 s.
+    for _ in 0..10 {
+        let listed = tokio::time::timeout(Duration::from_secs(2), registry.list())
+            .await
+            .expect("listing waits for nobody's deploy");
+        assert_eq!(listed.len(), 1);
+        assert!(!deploy.is_finished(), "the deploy is still in `describe`");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    deploy.abort();
+    assert!(deploy.await.unwrap_err().is_cancelled());
+    until("the abandoned upload's files are gone", async || {
+        files(&dir) == before
+    })
+    .await;
+    echo_answers(registry.host(), "echo").await;
+}
+
+/// One module deployed under ten names is compiled once and held as one shared copy; a
+/// further deploy of it reads neither the compiler nor the artifact cache (the artifact on
+/// disk is made garbage to prove it).
+#[tokio::test]
+async fn one_module_under_ten_names_compiles_once() {
+    let (registry, dir) = open_registry("shared", HostConfig::default());
+    let bytes = guest("echo");
+    let hash = DataDir::hash(&bytes);
+    for n in 0..10 {
+        let name = format!("echo{n}");
+        registry
+            .deploy(&name, bytes.clone(), DeployOptions::default())
+            .await
+            .unwrap();
+    }
+    assert_eq!(registry.compilations(), 1);
+    let runtime = registry.host().runtime().clone();
+    assert_eq!(
+        runtime.code_holders(&hash),
+        10,
+        "ten versions, one copy of the code"
+    );
+    let artifact = DataDir::open(&dir)
+        .unwrap()
+        .artifact_path(&hash, &runtime.engine_key());
+    std::fs::write(&artifact, b"not an artifact").unwrap();
+    registry
+        .deploy("echo10", bytes.clone(), DeployOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(registry.compilations(), 1, "no compile");
+    assert_eq!(
+        std::fs::read(&artifact).unwrap(),
+        b"not an artifact",
+        "the artifact was not read (a bad one is dropped when read)"
+    );
+    for n in 0..=10 {
+        echo_answers(registry.host(), &format!("echo{n}")).await;
+    }
+}
+
+/// A refused upload (its `describe` panics, after compiling) leaves the data directory as
+/// it was; deleting a handler takes its module and artifact along unless another handler
+/// runs the same module; a rolled-back-to module stays.
+#[tokio::test]
+async fn files_live_exactly_as_long_as_a_version_uses_them() {
+    let (registry, dir) = open_registry("tidy", HostConfig::default());
+    registry
+        .deploy("echo", guest("echo"), DeployOptions::default())
+        .await
+        .unwrap();
+    let before = files(&dir);
+    let error = registry
+        .deploy("broken", guest("broken"), DeployOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            RegistryError::Deploy(DeployError::Load(LoadError::Describe(_)))
+        ),
+        "{error}"
+    );
+    assert_eq!(registry.compilations(), 2, "it was compiled, then refused");
+    assert_eq!(files(&dir), before, "a refused upload leaves nothing");
+
+    let data = DataDir::open(&dir).unwrap();
+    let counter = DataDir::hash(&guest("counter"));
+    let echo = DataDir::hash(&guest("echo"));
+    registry
+        .deploy("twin", guest("echo"), DeployOptions::default())
+        .await
+        .unwrap();
+    registry
+        .deploy("twin", guest("counter"), DeployOptions::default())
+        .await
+        .unwrap();
+    registry.delete("echo").await.unwrap();
+    assert!(
+        data.modules().contains(&echo),
+        "twin's version 1 still uses it"
+    );
+    registry.delete("twin").await.unwrap();
+    assert!(data.modules().is_empty(), "{:?}", data.modules());
+    assert!(data.artifacts().is_empty(), "{:?}", data.artifacts());
+    assert!(!data.modules().contains(&counter));
+
+    let (neighbour, _) = open_registry("tidy-neighbour", HostConfig::default());
+    neighbour
+        .deploy("echo", guest("echo"), DeployOptions::default())
+        .await
+        .unwrap();
+    echo_answers(neighbour.host(), "echo").await;
+}
+
+/// At start-up, temp files a crash left mid-write and modules no version refers to are
+/// removed; what the registry uses stays and restores.
+#[tokio::test]
+async fn opening_removes_what_a_crash_left_behind() {
+    let (registry, dir) = open_registry("crash", HostConfig::default());
+    registry
+        .deploy("echo", guest("echo"), DeployOptions::default())
+        .await
+        .unwrap();
+    let kept = files(&dir);
+    drop(registry);
+    for stray in [
+        "x.tmp",
+        "modules/.abc.wasm.1.2.tmp",
+        "cache/.abc-e.cwasm.1.3.tmp",
+        "modules/0000.wasm",
+        "cache/0000-0123.cwasm",
+    ] {
+        std::fs::write(dir.join(stray), b"left over").unwrap();
+    }
+    let host = Host::new(HostConfig::default()).unwrap();
+    let registry = Arc::new(Registry::open(host, DataDir::open(&dir).unwrap()).unwrap());
+    assert_eq!(files(&dir), kept);
+    assert!(registry.restore().await.is_empty());
+    assert_eq!(registry.compilations(), 0, "restored from its artifact");
+    echo_answers(registry.host(), "echo").await;
+}
+
+/// Limits pass through a deploy made without the registry lock (regression guard for the
+/// renumbering at commit): two concurrent deploys of one handler get versions 1 and 2.
+#[tokio::test]
+async fn concurrent_deploys_of_one_handler_are_numbered_in_commit_order() {
+    let (registry, _) = open_registry("numbering", HostConfig::default());
+    let options = DeployOptions {
+        limits: Some(Limits {
+            concurrency: 2,
+            ..Limits::default()
+        }),
+        ..DeployOptions::default()
+    };
+    let (a, b) = tokio::join!(
+        registry.deploy("pair", guest("echo"), options),
+        registry.deploy("pair", guest("counter"), options)
+    );
+    let mut numbers = vec![a.unwrap().handler.version, b.unwrap().handler.version];
+    numbers.sort();
+    assert_eq!(numbers, [1, 2]);
+    let view = registry.view("pair").await.unwrap();
+    assert_eq!(view.versions.len(), 2);
+    assert_eq!(view.limits.concurrency, 2);
+}
+
+/// The check admits every real handler (Rust SDK builds import WASI and the signal host
+/// interface, and `use` the signal types): what it trusts is what handlers need.
+#[test]
+fn every_example_guest_passes_the_check() {
+    let dir = switchboard_tests::guests_dir();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "wasm") {
+            let bytes = std::fs::read(&path).unwrap();
+            switchboard::runtime::check::check(&bytes)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "checked {checked} guests");
+}
