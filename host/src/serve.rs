@@ -6,6 +6,7 @@
 pub mod connections;
 pub mod open_files;
 mod settings;
+pub mod signal_limits;
 
 use std::path::PathBuf;
 use std::pin::Pin;

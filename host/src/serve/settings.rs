@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use super::connections::{self, ConnectionLimits};
+use super::signal_limits::SignalLimitArgs;
 use super::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, DRAIN_TIMEOUT};
 use crate::HostConfig;
 use crate::config::{MAX_INSTANCES_LIMIT, bytes_arg, duration_arg, parse_bytes, parse_duration};
@@ -28,7 +29,9 @@ pub struct ServeArgs {
     pub admin_token: Option<String>,
     /// TOML file with `listen`, `data_dir`, `admin_token`, `drain_timeout`,
     /// `max_connections`, `header_read_timeout`, `idle_timeout`, `mailbox_bytes`,
-    /// `queue_budget_bytes`, `max_instances` and `instance_idle`; flags and environment win.
+    /// `queue_budget_bytes`, `max_instances`, `instance_idle`, `max_compilations`,
+    /// `compile_timeout` and a `[signals]` table of the per-signal limits below; flags and
+    /// environment win.
     #[arg(long, env = "SWITCHBOARD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Longest wait at shutdown for signals in flight, like 500ms, 30s or 2m [default: 30s].
@@ -73,6 +76,8 @@ pub struct ServeArgs {
     /// Longest one upload may take to compile, like 30s or 2m [default: 120s].
     #[arg(long, env = "SWITCHBOARD_COMPILE_TIMEOUT", value_parser = duration_arg)]
     pub compile_timeout: Option<Duration>,
+    #[command(flatten)]
+    pub signals: SignalLimitArgs,
 }
 
 /// Parses `--max-instances`: 1 to [`MAX_INSTANCES_LIMIT`].
@@ -112,6 +117,12 @@ struct FileConfig {
     max_instances: Option<u32>,
     /// A duration like `30s`.
     instance_idle: Option<String>,
+    max_compilations: Option<u32>,
+    /// A duration like `120s`.
+    compile_timeout: Option<String>,
+    /// The per-signal limits.
+    #[serde(default)]
+    signals: SignalLimitArgs,
 }
 
 /// A size in the config file: a number of bytes, or text like `64MiB`.
@@ -250,12 +261,16 @@ impl ServeArgs {
             })?,
             (None, None) => host.instance_idle,
         };
-        if let Some(n) = self.max_compilations {
-            host.max_compilations = n as usize;
+        if let Some(n) = self.max_compilations.or(file.max_compilations) {
+            host.max_compilations = n.max(1) as usize;
         }
-        if let Some(timeout) = self.compile_timeout {
-            host.compile_timeout = timeout;
-        }
+        host.compile_timeout = duration_setting(
+            self.compile_timeout,
+            file.compile_timeout,
+            "compile_timeout",
+            host.compile_timeout,
+        )?;
+        self.signals.or(file.signals).apply(&mut host);
         let host_config = host;
         Ok(Settings {
             drain_timeout,
@@ -297,6 +312,7 @@ mod tests {
             instance_idle: None,
             max_compilations: None,
             compile_timeout: None,
+            signals: SignalLimitArgs::default(),
         }
     }
 
