@@ -64,6 +64,8 @@ pub struct VersionView {
 pub struct LimitsView {
     pub memory_bytes: u64,
     pub cpu_ms: u64,
+    /// Wall-clock deadline per signal, in milliseconds.
+    pub deadline_ms: u64,
     pub concurrency: u32,
     pub mailbox: u32,
 }
@@ -246,6 +248,7 @@ impl Registry {
             kind: kind_name(version.description.kind).to_owned(),
             memory_bytes: limits.memory_bytes,
             cpu_ms: limits.cpu_time.as_millis() as u64,
+            deadline_ms: limits.deadline.as_millis() as u64,
             concurrency: limits.concurrency,
             mailbox: limits.mailbox,
             deployed_at: now_millis(),
@@ -383,6 +386,7 @@ fn view(info: crate::host::HandlerInfo, record: &HandlerRecord) -> HandlerView {
         limits: LimitsView {
             memory_bytes: info.limits.memory_bytes,
             cpu_ms: info.limits.cpu_time.as_millis() as u64,
+            deadline_ms: info.limits.deadline.as_millis() as u64,
             concurrency: info.limits.concurrency,
             mailbox: info.limits.mailbox,
         },

@@ -512,12 +512,14 @@ impl Router {
         Ok(swapped)
     }
 
-    /// Stops a handler: its mailbox closes, queued signals are still handled.
+    /// Stops a handler: calls in progress are abandoned (their senders get 503) and their
+    /// instances dropped; the mailbox closes, and signals already queued are still handled.
     pub fn remove(&self, address: &str) -> bool {
         let mut table = self.write();
-        let removed = table.handlers.remove(address).is_some();
+        let removed = table.handlers.remove(address);
         table.reindex();
-        removed
+        drop(table);
+        removed.inspect(Entry::stop).is_some()
     }
 
     /// The deployed handlers' slots, by address, with the signals queued for each (counting

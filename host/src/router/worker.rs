@@ -5,9 +5,11 @@
 //! instance, which is dropped afterwards. The version that handles a signal also decides
 //! whether it takes it ([`admission`]): a message type it does not accept is answered with
 //! 404, a broadcast it no longer subscribes to is counted and dropped. A worker whose
-//! instance traps drops it and starts a fresh one for the next signal.
+//! instance traps drops it and starts a fresh one for the next signal; so does one whose
+//! call was abandoned at its deadline or because the handler was deleted ([`call`]).
 
 mod admission;
+mod call;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -17,6 +19,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use admission::Admission;
+pub(super) use call::Stop;
 
 use super::Router;
 use super::mailbox::Slot;
@@ -35,6 +38,8 @@ pub(super) struct Worker {
     pub others: Arc<AtomicUsize>,
     /// The predecessor mailbox's exit notice: start handling only once it is true.
     pub after: Option<watch::Receiver<bool>>,
+    /// Fires when the handler is deleted: the call in progress is abandoned.
+    pub stop: Stop,
     /// Dropped when the worker exits; the last one to go tells the successor mailbox.
     #[expect(dead_code, reason = "held for its Drop")]
     pub exit: Arc<ExitNotice>,
@@ -148,16 +153,21 @@ impl Running {
                 version: version.id,
                 address: address.clone(),
             };
-            match Instance::new(
+            let started = Instance::new(
                 &self.worker.runtime,
                 &version,
                 identity,
                 self.worker.router.clone() as Weak<dyn crate::runtime::Outbound>,
-            )
-            .await
-            {
-                Ok(instance) => self.set_warm(Some(instance)),
-                Err(error) => {
+            );
+            let deadline = version.limits.deadline;
+            match call::guarded(started, deadline, &self.worker.stop).await {
+                Ok(Ok(instance)) => self.set_warm(Some(instance)),
+                Err(cut) => {
+                    slot.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    self.finish(signal, Err(cut.failure(&slot.name)), address);
+                    return;
+                }
+                Ok(Err(error)) => {
                     tracing::error!(error = format!("{error:#}"), "could not start an instance");
                     slot.counters.failed.fetch_add(1, Ordering::Relaxed);
                     let failure = Failure::new(
@@ -176,7 +186,14 @@ impl Running {
             return;
         };
         let started = Instant::now();
-        let outcome = instance.handle(&signal, address.clone()).await;
+        let call = instance.handle(&signal, address.clone());
+        let outcome = match call::guarded(call, version.limits.deadline, &self.worker.stop).await {
+            Ok(outcome) => outcome,
+            Err(cut) => Outcome {
+                result: Err(cut.failure(&slot.name)),
+                poisoned: true,
+            },
+        };
         self.record(&signal, &outcome, started);
         if outcome.poisoned {
             self.set_warm(None);
@@ -204,10 +221,13 @@ impl Running {
             Ok(_) => "ok",
             Err(_) if !outcome.poisoned => "error",
             Err(failure) if failure.code == code::LIMIT => "limit",
+            // Abandoned calls (see `call`): past the deadline, or the handler was deleted.
+            Err(failure) if failure.code == code::TIMEOUT => "deadline",
+            Err(failure) if failure.code == code::OVERLOADED => "stopped",
             Err(_) => "trap",
         };
         match verdict {
-            "limit" => metrics
+            "limit" | "deadline" => metrics
                 .limit_hits
                 .get_or_create(&Metrics::handler(name))
                 .inc(),

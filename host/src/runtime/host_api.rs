@@ -4,7 +4,7 @@
 //! capped (413), and the envelope is stamped by the host with the handler's own address.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::bindings::{guest_json, headers, switchboard::signal::host, wit};
 use super::outbound::Outbound;
@@ -89,12 +89,11 @@ impl host::Host for HostState {
             0 => DEFAULT_REQUEST_TIMEOUT,
             ms => Duration::from_millis(ms.into()).min(MAX_REQUEST_TIMEOUT),
         };
-        let started = Instant::now();
+        // Time waiting here is not charged: the call hook closed the CPU meter's segment.
         let outcome = outbound
             .request(signal, timeout)
             .await
             .and_then(Signal::into_outcome);
-        self.cpu.add_wait(started.elapsed());
         Ok(outcome?.as_str().to_owned())
     }
 

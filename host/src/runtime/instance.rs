@@ -1,15 +1,16 @@
 //! One warm handler instance: a store plus the instantiated component, reused across signals
 //! until it traps.
 //!
-//! Each call restarts the CPU meter and arms the epoch deadline; the deadline callback yields
-//! to tokio every tick and traps with [`LimitHit::CpuTime`] once the signal's
-//! CPU budget is spent. A trap or limit hit poisons the instance: the caller must drop it.
+//! Each call restarts the CPU meter and arms the epoch deadline; the call hook charges the
+//! meter only while wasm runs, and the deadline callback yields to tokio every tick and traps
+//! with [`LimitHit::CpuTime`] once the signal's CPU budget is spent. A trap or limit hit poisons the instance: the caller must drop it.
 
 use std::sync::Weak;
 
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::{Delivery, Handler};
+use super::cpu::on_call_hook;
 use super::outbound::Outbound;
 use super::state::{HostState, Identity, LimitHit};
 use super::{Description, Runtime, Version};
@@ -48,6 +49,11 @@ impl Instance {
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|state| state);
         store.set_hostcall_fuel(max_message_bytes.saturating_mul(2) + HOSTCALL_SLACK_BYTES);
+        // A running segment of the CPU meter lasts exactly while wasm runs (see `cpu`).
+        store.call_hook(|mut ctx, hook| {
+            on_call_hook(&mut ctx.data_mut().cpu, hook);
+            Ok(())
+        });
         store.epoch_deadline_callback(|ctx| {
             ctx.data().cpu.check()?;
             // tokio's own yield lets timers and I/O run before this guest resumes.

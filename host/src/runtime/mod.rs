@@ -3,10 +3,11 @@
 //!
 //! The engine uses the pooling allocator and epoch interruption; one ticker thread advances
 //! the epoch, and each store checks its own CPU budget when the epoch moves
-//! (see [`state::CpuMeter`]). Compilation is CPU-heavy and outside wasmtime's DoS scope, so
+//! (see [`cpu::CpuMeter`], which charges only the time a guest runs). Compilation is CPU-heavy and outside wasmtime's DoS scope, so
 //! [`Runtime::load`] runs it on a blocking thread and refuses components over a size cap.
 
 mod bindings;
+mod cpu;
 mod host_api;
 mod instance;
 mod outbound;
