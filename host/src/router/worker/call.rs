@@ -42,13 +42,14 @@ impl Cut {
             Self::Deadline(deadline) => Failure::new(
                 code::TIMEOUT,
                 format!(
-                    "handler `{handler}` did not finish within its deadline of {} ms per signal",
+                    "handler `{handler}` did not finish within its deadline of {} ms per signal \
+                     (the `deadline_ms` deploy setting)",
                     deadline.as_millis()
                 ),
             )
             .with_help(
                 "the handler may be blocked in a sleep or a slow call; redeploy it with a larger \
-                 `deadline_ms` if it needs more time",
+                 deadline if it needs more time",
             ),
             Self::Stopped => Failure::new(
                 code::OVERLOADED,
