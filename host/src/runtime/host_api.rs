@@ -89,7 +89,7 @@ impl host::Host for HostState {
             0 => DEFAULT_REQUEST_TIMEOUT,
             ms => Duration::from_millis(ms.into()).min(MAX_REQUEST_TIMEOUT),
         };
-        // Time waiting here is not charged: the call hook closed the CPU meter's segment.
+        // Time waiting here is not charged: the call future is not being polled.
         let outcome = outbound
             .request(signal, timeout)
             .await

@@ -1,16 +1,16 @@
 //! One warm handler instance: a store plus the instantiated component, reused across signals
 //! until it traps.
 //!
-//! Each call restarts the CPU meter and arms the epoch deadline; the call hook charges the
-//! meter only while wasm runs, and the deadline callback yields to tokio every tick and traps
-//! with [`LimitHit::CpuTime`] once the signal's CPU budget is spent. A trap or limit hit poisons the instance: the caller must drop it.
+//! Each call restarts the CPU meter and arms the epoch deadline; the meter charges only the
+//! polls of the call future, while the guest runs, and the deadline callback yields to tokio
+//! every tick and traps with [`LimitHit::CpuTime`] once the signal's CPU budget is spent. A trap or limit hit poisons the instance: the caller must drop it.
 
 use std::sync::Weak;
 
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::{Delivery, Handler};
-use super::cpu::on_call_hook;
+use super::cpu::metered;
 use super::outbound::Outbound;
 use super::state::{HostState, Identity, LimitHit};
 use super::{Description, Runtime, Version};
@@ -49,11 +49,6 @@ impl Instance {
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|state| state);
         store.set_hostcall_fuel(max_message_bytes.saturating_mul(2) + HOSTCALL_SLACK_BYTES);
-        // A running segment of the CPU meter lasts exactly while wasm runs (see `cpu`).
-        store.call_hook(|mut ctx, hook| {
-            on_call_hook(&mut ctx.data_mut().cpu, hook);
-            Ok(())
-        });
         store.epoch_deadline_callback(|ctx| {
             ctx.data().cpu.check()?;
             // tokio's own yield lets timers and I/O run before this guest resumes.
@@ -62,9 +57,10 @@ impl Instance {
                 Box::pin(tokio::task::yield_now()),
             ))
         });
-        store.data_mut().cpu.restart();
+        let cpu = store.data().cpu.clone();
+        cpu.restart();
         store.set_epoch_deadline(1);
-        let bindings = version.pre.instantiate_async(&mut store).await?;
+        let bindings = metered(&cpu, version.pre.instantiate_async(&mut store)).await?;
         Ok(Self {
             store,
             bindings,
@@ -88,8 +84,8 @@ impl Instance {
     pub async fn describe(&mut self) -> Result<Description, Failure> {
         let address = self.store.data().identity.address.clone();
         self.arm(address);
-        self.bindings
-            .call_describe(&mut self.store)
+        let cpu = self.store.data().cpu.clone();
+        metered(&cpu, self.bindings.call_describe(&mut self.store))
             .await
             .map(Description::from)
             .map_err(classify)
@@ -100,30 +96,34 @@ impl Instance {
     pub async fn handle(&mut self, signal: &Signal, address: String) -> Outcome {
         self.arm(address);
         let max = self.store.data().max_message_bytes;
+        let cpu = self.store.data().cpu.clone();
+        let delivery = Delivery::from(signal);
         let store = &mut self.store;
-        let called = match Delivery::from(signal) {
-            Delivery::Message(msg) => self
-                .bindings
-                .call_handle_message(&mut *store, &msg)
-                .await
-                .map(|r| r.map(Some)),
-            Delivery::Event(evt) => self
-                .bindings
-                .call_handle_event(&mut *store, &evt)
-                .await
-                .map(|r| r.map(|()| None)),
-            Delivery::DataChange(change) => self
-                .bindings
-                .call_handle_data_change(&mut *store, &change)
-                .await
-                .map(|r| r.map(|()| None)),
-            Delivery::Reply(reply) => self
-                .bindings
-                .call_handle_reply(&mut *store, &reply)
-                .await
-                .map(|r| r.map(|()| None)),
+        let call = async {
+            match delivery {
+                Delivery::Message(msg) => self
+                    .bindings
+                    .call_handle_message(&mut *store, &msg)
+                    .await
+                    .map(|r| r.map(Some)),
+                Delivery::Event(evt) => self
+                    .bindings
+                    .call_handle_event(&mut *store, &evt)
+                    .await
+                    .map(|r| r.map(|()| None)),
+                Delivery::DataChange(change) => self
+                    .bindings
+                    .call_handle_data_change(&mut *store, &change)
+                    .await
+                    .map(|r| r.map(|()| None)),
+                Delivery::Reply(reply) => self
+                    .bindings
+                    .call_handle_reply(&mut *store, &reply)
+                    .await
+                    .map(|r| r.map(|()| None)),
+            }
         };
-        match called {
+        match metered(&cpu, call).await {
             Ok(Ok(Some(payload))) if payload.len() > max => Outcome {
                 result: Err(Failure::new(
                     code::TOO_LARGE,
