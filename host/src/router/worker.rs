@@ -146,6 +146,7 @@ impl Running {
         let slot = self.worker.slot.clone();
         slot.counters.handled.fetch_add(1, Ordering::Relaxed);
         let address = slot.speaking_address(version.description.kind, &signal);
+        let watch = self.worker.stop.watch();
         if self.warm.as_ref().map(Instance::version) != Some(version.id) {
             self.set_warm(None);
             let identity = crate::runtime::Identity {
@@ -160,7 +161,7 @@ impl Running {
                 self.worker.router.clone() as Weak<dyn crate::runtime::Outbound>,
             );
             let deadline = version.limits.deadline;
-            match call::guarded(started, deadline, &self.worker.stop).await {
+            match call::guarded(started, deadline, &watch).await {
                 Ok(Ok(instance)) => self.set_warm(Some(instance)),
                 Err(cut) => {
                     slot.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -187,7 +188,7 @@ impl Running {
         };
         let started = Instant::now();
         let call = instance.handle(&signal, address.clone());
-        let outcome = match call::guarded(call, version.limits.deadline, &self.worker.stop).await {
+        let outcome = match call::guarded(call, version.limits.deadline, &watch).await {
             Ok(outcome) => outcome,
             Err(cut) => Outcome {
                 result: Err(cut.failure(&slot.name)),

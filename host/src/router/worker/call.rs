@@ -8,22 +8,46 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use crate::signal::{Failure, code};
 
-/// Tells the workers of a mailbox to abandon the calls they are in. Signals a worker takes
-/// afterwards (those still queued when the handler was deleted) are handled as before.
+/// Tells the workers of a mailbox to abandon the signals they are handling. Signals a worker
+/// takes afterwards (those still queued when the handler was deleted) are handled as before.
 #[derive(Clone, Debug, Default)]
-pub(in crate::router) struct Stop(Arc<Notify>);
+pub(in crate::router) struct Stop(Arc<Stopping>);
+
+#[derive(Debug, Default)]
+struct Stopping {
+    notify: Notify,
+    /// How many times the mailbox was stopped.
+    stops: AtomicU64,
+}
 
 impl Stop {
-    /// Abandons every call in progress on the mailbox's workers.
+    /// Abandons every signal being handled on the mailbox's workers.
     pub(in crate::router) fn stop(&self) {
-        self.0.notify_waiters();
+        self.0.stops.fetch_add(1, Ordering::SeqCst);
+        self.0.notify.notify_waiters();
     }
+
+    /// Marks the start of handling one signal: a stop from now on abandons it, even between
+    /// its calls (starting an instance, then handling).
+    pub(super) fn watch(&self) -> Watch {
+        Watch {
+            stop: self.clone(),
+            stops: self.0.stops.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// One signal's view of its mailbox's [`Stop`].
+pub(super) struct Watch {
+    stop: Stop,
+    stops: u64,
 }
 
 /// Why a call was abandoned.
@@ -64,12 +88,16 @@ impl Cut {
 pub(super) async fn guarded<F: Future>(
     call: F,
     deadline: Duration,
-    stop: &Stop,
+    watch: &Watch,
 ) -> Result<F::Output, Cut> {
-    // Registered before the call starts, so a stop that comes during it is never missed.
-    let stopped = stop.0.notified();
+    // Registered before the count is read, so a stop is either seen in the count or wakes
+    // this call.
+    let stopped = watch.stop.0.notify.notified();
     tokio::pin!(stopped);
     stopped.as_mut().enable();
+    if watch.stop.0.stops.load(Ordering::SeqCst) != watch.stops {
+        return Err(Cut::Stopped);
+    }
     tokio::select! {
         biased;
         output = call => Ok(output),
@@ -87,25 +115,32 @@ mod tests {
     async fn deadline_cuts_a_call_that_never_ends() {
         let stop = Stop::default();
         let deadline = Duration::from_millis(50);
-        let cut = guarded(std::future::pending::<()>(), deadline, &stop).await;
+        let cut = guarded(std::future::pending::<()>(), deadline, &stop.watch()).await;
         assert_eq!(cut, Err(Cut::Deadline(deadline)));
         assert_eq!(cut.unwrap_err().failure("x").code, code::TIMEOUT);
     }
 
-    /// Proves a stop abandons a call in progress, and a call started after the stop runs
-    /// to its end.
+    /// Proves a stop abandons a call in progress and a later call of the same signal, while
+    /// a signal whose handling starts after the stop runs to its end.
     #[tokio::test]
     async fn stop_cuts_calls_in_progress_only() {
         let stop = Stop::default();
         let long = Duration::from_secs(3600);
         let running = tokio::spawn({
             let stop = stop.clone();
-            async move { guarded(std::future::pending::<()>(), long, &stop).await }
+            async move {
+                let watch = stop.watch();
+                let first = guarded(std::future::pending::<()>(), long, &watch).await;
+                let second = guarded(async { 1 }, long, &watch).await;
+                (first, second)
+            }
         });
         tokio::task::yield_now().await;
         stop.stop();
-        assert_eq!(running.await.unwrap(), Err(Cut::Stopped));
-        let later = guarded(async { 7 }, long, &stop).await;
+        let (first, second) = running.await.unwrap();
+        assert_eq!(first, Err(Cut::Stopped));
+        assert_eq!(second, Err(Cut::Stopped));
+        let later = guarded(async { 7 }, long, &stop.watch()).await;
         assert_eq!(later, Ok(7));
         let failure = Cut::Stopped.failure("x");
         assert_eq!(failure.code, code::OVERLOADED);
