@@ -4,8 +4,14 @@ use std::time::Duration;
 
 /// Default memory a handler instance may grow to.
 pub const DEFAULT_MEMORY_BYTES: u64 = 128 << 20;
-/// Default CPU time a handler may spend on one signal (time suspended in `request` is free).
+/// Default CPU time a handler may spend on one signal: the time its guest runs, not time
+/// suspended in a host call or waiting for a core.
 pub const DEFAULT_CPU_TIME: Duration = Duration::from_secs(2);
+/// Default wall-clock time a handler may take over one signal (or to start an instance),
+/// host calls and sleeps included; past it the call is abandoned with 504.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
+/// Longest per-signal deadline a deploy may ask for.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(15 * 60);
 /// Default number of signals one handler works on at once. One means a handler is an actor:
 /// its in-memory state sees its signals one at a time, like the seeds' reducers.
 pub const DEFAULT_CONCURRENCY: u32 = 1;
@@ -72,6 +78,9 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// CPU time per signal.
     pub cpu_time: Duration,
+    /// Wall-clock time per signal, after which the call is abandoned and its instance
+    /// discarded.
+    pub deadline: Duration,
     /// Signals handled at once, each on its own warm instance.
     pub concurrency: u32,
     /// Signals that may wait in the mailbox.
@@ -83,6 +92,7 @@ impl Default for Limits {
         Self {
             memory_bytes: DEFAULT_MEMORY_BYTES,
             cpu_time: DEFAULT_CPU_TIME,
+            deadline: DEFAULT_DEADLINE,
             concurrency: DEFAULT_CONCURRENCY,
             mailbox: DEFAULT_MAILBOX,
         }

@@ -215,7 +215,7 @@ impl Default for Metrics {
         );
         registry.register(
             "limit_hits",
-            "Signals stopped by a memory or CPU limit",
+            "Signals stopped by a memory, CPU time or wall-clock deadline limit",
             metrics.limit_hits.clone(),
         );
         registry.register(

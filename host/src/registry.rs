@@ -66,6 +66,8 @@ pub struct VersionView {
 pub struct LimitsView {
     pub memory_bytes: u64,
     pub cpu_ms: u64,
+    /// Wall-clock deadline per signal, in milliseconds.
+    pub deadline_ms: u64,
     pub concurrency: u32,
     pub mailbox: u32,
 }
@@ -280,6 +282,7 @@ fn view(info: crate::host::HandlerInfo, record: &HandlerRecord) -> HandlerView {
         limits: LimitsView {
             memory_bytes: info.limits.memory_bytes,
             cpu_ms: info.limits.cpu_time.as_millis() as u64,
+            deadline_ms: info.limits.deadline.as_millis() as u64,
             concurrency: info.limits.concurrency,
             mailbox: info.limits.mailbox,
         },

@@ -64,6 +64,9 @@ pub struct VersionRecord {
     /// Limits it runs under.
     pub memory_bytes: u64,
     pub cpu_ms: u64,
+    /// Wall-clock deadline per signal; registries written before it existed get the default.
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
     pub concurrency: u32,
     pub mailbox: u32,
     /// When it was uploaded, in ms since the Unix epoch.
@@ -76,10 +79,15 @@ impl VersionRecord {
         Limits {
             memory_bytes: self.memory_bytes,
             cpu_time: std::time::Duration::from_millis(self.cpu_ms),
+            deadline: std::time::Duration::from_millis(self.deadline_ms),
             concurrency: self.concurrency,
             mailbox: self.mailbox,
         }
     }
+}
+
+fn default_deadline_ms() -> u64 {
+    crate::config::DEFAULT_DEADLINE.as_millis() as u64
 }
 
 /// One handler as persisted: every version kept, and which one is live.
@@ -305,6 +313,7 @@ mod tests {
             kind: "service".into(),
             memory_bytes: 1 << 20,
             cpu_ms: 100,
+            deadline_ms: 2_000,
             concurrency: 1,
             mailbox: 8,
             deployed_at: 1,
@@ -328,6 +337,17 @@ mod tests {
         assert_eq!(loaded, registry);
         assert_eq!(loaded.handlers["echo"].current().unwrap().version, 2);
         assert_eq!(record(1).limits().cpu_time.as_millis(), 100);
+        assert_eq!(record(1).limits().deadline.as_millis(), 2_000);
+    }
+
+    /// Proves a version written before the per-signal deadline existed loads with the
+    /// default deadline.
+    #[test]
+    fn a_record_without_a_deadline_gets_the_default() {
+        let old = r#"{"version":1,"module":"ab","kind":"service","memory_bytes":1048576,
+            "cpu_ms":100,"concurrency":1,"mailbox":8,"deployed_at":1}"#;
+        let record: VersionRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(record.limits().deadline, crate::config::DEFAULT_DEADLINE);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use utoipa::IntoParams;
 use super::error::ErrorBody;
 use super::openapi::{Emitted, HandlerList, Sent};
 use super::{ApiError, AppState};
-use crate::config::{Limits, MAX_REQUEST_TIMEOUT, parse_duration};
+use crate::config::{Limits, MAX_DEADLINE, MAX_REQUEST_TIMEOUT, parse_duration};
 use crate::registry::{DeployOptions, DeployView, HandlerView};
 use crate::router::{Reason, Undelivered};
 use crate::runtime::HandlerKind;
@@ -40,6 +40,10 @@ pub struct DeployParams {
     /// CPU time limit per signal, in milliseconds.
     #[param(minimum = 1, maximum = 600_000)]
     cpu_ms: Option<u64>,
+    /// Wall-clock deadline per signal, in milliseconds: past it the call is abandoned and
+    /// its sender gets 504.
+    #[param(minimum = 1, maximum = 900_000)]
+    deadline_ms: Option<u64>,
     /// Signals handled at once.
     #[param(minimum = 1, maximum = 64)]
     concurrency: Option<u32>,
@@ -76,9 +80,12 @@ impl DeployParams {
         };
         let memory_mb = in_range("memory_mb", self.memory_mb, 1, 4096)?;
         let cpu_ms = in_range("cpu_ms", self.cpu_ms, 1, 600_000)?;
+        let max_deadline = MAX_DEADLINE.as_millis() as u64;
+        let deadline_ms = in_range("deadline_ms", self.deadline_ms, 1, max_deadline)?;
         let limits = Limits {
             memory_bytes: memory_mb.map_or(defaults.memory_bytes, |mb| mb << 20),
             cpu_time: cpu_ms.map_or(defaults.cpu_time, Duration::from_millis),
+            deadline: deadline_ms.map_or(defaults.deadline, Duration::from_millis),
             concurrency: in_range("concurrency", self.concurrency, 1, 64)?
                 .unwrap_or(defaults.concurrency),
             mailbox: in_range("mailbox", self.mailbox, 1, MAX_MAILBOX)?.unwrap_or(defaults.mailbox),

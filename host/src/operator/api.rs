@@ -109,6 +109,7 @@ impl OperatorCommand {
                 .query("kind", settings.kind.map(HandlerKind::as_str))
                 .query("memory_mb", settings.memory_mb)
                 .query("cpu_ms", settings.cpu_ms)
+                .query("deadline_ms", settings.deadline_ms)
                 .query("concurrency", settings.concurrency)
                 .query("mailbox", settings.mailbox)
                 .body(ApiBody::Component(file.clone())),
@@ -306,6 +307,7 @@ mod tests {
             settings: DeploySettings {
                 kind: Some(HandlerKind::Agent),
                 cpu_ms: Some(300),
+                deadline_ms: Some(1500),
                 ..DeploySettings::default()
             },
         };
@@ -314,7 +316,7 @@ mod tests {
         assert_eq!(request.body, ApiBody::Component("echo.wasm".into()));
         assert_eq!(
             url_of(&command),
-            "http://h:7/admin/v1/handlers/echo?kind=agent&cpu_ms=300"
+            "http://h:7/admin/v1/handlers/echo?kind=agent&cpu_ms=300&deadline_ms=1500"
         );
     }
 

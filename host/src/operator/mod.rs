@@ -194,6 +194,9 @@ pub struct DeploySettings {
     /// CPU time per signal, in milliseconds.
     #[arg(long, value_name = "N")]
     pub cpu_ms: Option<u64>,
+    /// Wall-clock time per signal, in milliseconds; past it the call is abandoned (504).
+    #[arg(long, value_name = "N")]
+    pub deadline_ms: Option<u64>,
     /// Signals handled at once.
     #[arg(long, value_name = "N")]
     pub concurrency: Option<u32>,

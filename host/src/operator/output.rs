@@ -76,6 +76,9 @@ struct Description {
 struct Limits {
     memory_bytes: u64,
     cpu_ms: u64,
+    /// Absent from hosts older than the per-signal deadline.
+    #[serde(default)]
+    deadline_ms: Option<u64>,
     concurrency: u32,
     mailbox: u32,
 }
@@ -242,6 +245,11 @@ fn show(view: &View, out: &mut impl Write) -> std::io::Result<()> {
         ("data changes", names(&d.data_changes)),
         ("memory", memory),
         ("cpu time", format!("{} ms per signal", l.cpu_ms)),
+        (
+            "deadline",
+            l.deadline_ms
+                .map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms per signal")),
+        ),
         ("concurrency", l.concurrency.to_string()),
         ("mailbox", l.mailbox.to_string()),
         ("handled", c.handled.to_string()),
@@ -333,7 +341,7 @@ mod tests {
         "versions":[{"version":1,"module":"ab12cd34ef56ab12cd34","deployed_at":1718000000000},
                     {"version":2,"module":"99887766554433221100","deployed_at":1718000060000}],
         "description":{"message_types":["Ping","Pong"],"events":[],"data_changes":["User"]},
-        "limits":{"memory_bytes":134217728,"cpu_ms":2000,"concurrency":1,"mailbox":1024},
+        "limits":{"memory_bytes":134217728,"cpu_ms":2000,"deadline_ms":60000,"concurrency":1,"mailbox":1024},
         "counters":{"handled":10,"failed":1,"traps":0,"queued":3}}"#;
 
     fn connection(json: bool) -> Connection {
@@ -409,6 +417,7 @@ events:        -
 data changes:  User
 memory:        128 MiB
 cpu time:      2000 ms per signal
+deadline:      60000 ms per signal
 concurrency:   1
 mailbox:       1024
 handled:       10

@@ -119,6 +119,7 @@ impl Registry {
             kind: kind_name(version.description.kind).to_owned(),
             memory_bytes: limits.memory_bytes,
             cpu_ms: limits.cpu_time.as_millis() as u64,
+            deadline_ms: limits.deadline.as_millis() as u64,
             concurrency: limits.concurrency,
             mailbox: limits.mailbox,
             deployed_at: now_millis(),

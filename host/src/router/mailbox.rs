@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use super::Router;
 use super::callbacks::CALLBACK_CAP;
 use super::queue_bytes::{MailboxBytes, QueueBudget};
-use super::worker::{ExitNotice, Worker};
+use super::worker::{ExitNotice, Stop, Worker};
 use crate::metrics::Metrics;
 use crate::runtime::{HandlerKind, Runtime, Version};
 use crate::signal::{AGENTS_ADDRESS, Body, Signal};
@@ -106,6 +106,8 @@ pub struct Entry {
     bytes: Arc<MailboxBytes>,
     /// Becomes true once every worker has exited.
     exited: watch::Receiver<bool>,
+    /// Abandons the calls its workers are in.
+    stop: Stop,
     /// The mailbox this one replaced, closed, until its workers have exited.
     predecessor: Option<Box<Entry>>,
 }
@@ -164,6 +166,7 @@ impl Entry {
         let (exited_tx, exited) = watch::channel(false);
         let exit = Arc::new(ExitNotice(exited_tx));
         let workers = limits.concurrency.max(1);
+        let stop = Stop::default();
         for _ in 0..workers {
             Worker::spawn(Worker {
                 slot: slot.clone(),
@@ -174,6 +177,7 @@ impl Entry {
                 others: others.clone(),
                 bytes: bytes.clone(),
                 after: predecessor.as_ref().map(|p| p.exited.clone()),
+                stop: stop.clone(),
                 exit: exit.clone(),
             });
         }
@@ -185,7 +189,19 @@ impl Entry {
             limit,
             bytes,
             exited,
+            stop,
             predecessor: predecessor.map(Box::new),
+        }
+    }
+
+    /// Abandons the calls in progress on this mailbox's workers and on those of the
+    /// mailboxes still draining before it; each sender gets 503. Queued signals are still
+    /// handled. Used when the handler is deleted.
+    pub fn stop(&self) {
+        let mut entry = Some(self);
+        while let Some(e) = entry {
+            e.stop.stop();
+            entry = e.predecessor.as_deref();
         }
     }
 

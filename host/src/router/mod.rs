@@ -548,7 +548,8 @@ impl Router {
         Ok(swapped)
     }
 
-    /// Stops a handler: its mailbox closes, queued signals are still handled.
+    /// Stops a handler: calls in progress are abandoned (their senders get 503) and their
+    /// instances dropped; the mailbox closes, and signals already queued are still handled.
     pub fn remove(&self, address: &str) -> bool {
         let mut table = self.write();
         let removed = table.handlers.remove(address);
@@ -556,7 +557,8 @@ impl Router {
             table.reservations.remove(&*entry.slot.name);
         }
         table.reindex();
-        removed.is_some()
+        drop(table);
+        removed.inspect(Entry::stop).is_some()
     }
 
     /// The deployed handlers' slots, by address, with the signals queued for each (counting

@@ -5,10 +5,12 @@
 //! instance, which is dropped afterwards. The version that handles a signal also decides
 //! whether it takes it ([`admission`]): a message type it does not accept is answered with
 //! 404, a broadcast it no longer subscribes to is counted and dropped. A worker whose
-//! instance traps drops it and starts a fresh one for the next signal; an idle one releases
-//! its instance ([`warm`]).
+//! instance traps drops it and starts a fresh one for the next signal; so does one whose
+//! call was abandoned at its deadline or because the handler was deleted ([`call`]). An idle
+//! worker releases its instance ([`warm`]).
 
 mod admission;
+mod call;
 mod warm;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +21,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use admission::Admission;
+pub(super) use call::Stop;
 
 use super::Router;
 use super::mailbox::Slot;
@@ -39,6 +42,8 @@ pub(super) struct Worker {
     pub bytes: Arc<super::queue_bytes::MailboxBytes>,
     /// The predecessor mailbox's exit notice: start handling only once it is true.
     pub after: Option<watch::Receiver<bool>>,
+    /// Fires when the handler is deleted: the call in progress is abandoned.
+    pub stop: Stop,
     /// Dropped when the worker exits; the last one to go tells the successor mailbox.
     #[expect(dead_code, reason = "held for its Drop")]
     pub exit: Arc<ExitNotice>,
@@ -147,6 +152,7 @@ impl Running {
         let slot = self.worker.slot.clone();
         slot.counters.handled.fetch_add(1, Ordering::Relaxed);
         let address = slot.speaking_address(version.description.kind, &signal);
+        let watch = self.worker.stop.watch();
         if self.warm.as_ref().map(Instance::version) != Some(version.id) {
             self.set_warm(None);
             let identity = crate::runtime::Identity {
@@ -154,7 +160,7 @@ impl Running {
                 version: version.id,
                 address: address.clone(),
             };
-            if let Err(failure) = self.start(&version, identity).await {
+            if let Err(failure) = self.start(&version, identity, &watch).await {
                 slot.counters.failed.fetch_add(1, Ordering::Relaxed);
                 self.finish(signal, Err(failure), address);
                 return;
@@ -164,7 +170,14 @@ impl Running {
             return;
         };
         let started = Instant::now();
-        let outcome = instance.handle(&signal, address.clone()).await;
+        let call = instance.handle(&signal, address.clone());
+        let outcome = match call::guarded(call, version.limits.deadline, &watch).await {
+            Ok(outcome) => outcome,
+            Err(cut) => Outcome {
+                result: Err(cut.failure(&slot.name)),
+                poisoned: true,
+            },
+        };
         self.record(&signal, &outcome, started);
         if outcome.poisoned {
             self.set_warm(None);
@@ -192,10 +205,13 @@ impl Running {
             Ok(_) => "ok",
             Err(_) if !outcome.poisoned => "error",
             Err(failure) if failure.code == code::LIMIT => "limit",
+            // Abandoned calls (see `call`): past the deadline, or the handler was deleted.
+            Err(failure) if failure.code == code::TIMEOUT => "deadline",
+            Err(failure) if failure.code == code::OVERLOADED => "stopped",
             Err(_) => "trap",
         };
         match verdict {
-            "limit" => metrics
+            "limit" | "deadline" => metrics
                 .limit_hits
                 .get_or_create(&Metrics::handler(name))
                 .inc(),

@@ -2,15 +2,17 @@
 //! until it traps.
 //!
 //! Each call restarts the CPU meter and the per-signal budget (see [`super::budget`]) with
-//! the incoming signal's causal depth, and arms the epoch deadline; the deadline callback yields
-//! to tokio every tick and traps with [`LimitHit::CpuTime`] once the signal's
-//! CPU budget is spent. A trap or limit hit poisons the instance: the caller must drop it.
+//! the incoming signal's causal depth, and arms the epoch deadline; the meter charges only
+//! the polls of the call future, while the guest runs, and the deadline callback yields to
+//! tokio every tick and traps with [`LimitHit::CpuTime`] once the signal's CPU budget is
+//! spent. A trap or limit hit poisons the instance: the caller must drop it.
 
 use std::sync::Weak;
 
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::{Delivery, Handler};
+use super::cpu::metered;
 use super::outbound::Outbound;
 use super::pool::InstanceSlot;
 use super::state::{HostState, Identity, LimitHit};
@@ -62,9 +64,10 @@ impl Instance {
                 Box::pin(tokio::task::yield_now()),
             ))
         });
-        store.data_mut().cpu.restart();
+        let cpu = store.data().cpu.clone();
+        cpu.restart();
         store.set_epoch_deadline(1);
-        let bindings = version.pre.instantiate_async(&mut store).await?;
+        let bindings = metered(&cpu, version.pre.instantiate_async(&mut store)).await?;
         Ok(Self {
             store,
             bindings,
@@ -97,8 +100,8 @@ impl Instance {
     pub async fn describe(&mut self) -> Result<Description, Failure> {
         let address = self.store.data().identity.address.clone();
         self.arm(address, 0);
-        self.bindings
-            .call_describe(&mut self.store)
+        let cpu = self.store.data().cpu.clone();
+        metered(&cpu, self.bindings.call_describe(&mut self.store))
             .await
             .map(Description::from)
             .map_err(classify)
@@ -109,29 +112,34 @@ impl Instance {
     pub async fn handle(&mut self, signal: &Signal, address: String) -> Outcome {
         self.arm(address, signal.envelope.depth);
         let max = self.store.data().max_message_bytes;
+        let cpu = self.store.data().cpu.clone();
+        let delivery = Delivery::from(signal);
         let store = &mut self.store;
-        let called = match Delivery::from(signal) {
-            Delivery::Message(msg) => self
-                .bindings
-                .call_handle_message(&mut *store, &msg)
-                .await
-                .map(|r| r.map(Some)),
-            Delivery::Event(evt) => self
-                .bindings
-                .call_handle_event(&mut *store, &evt)
-                .await
-                .map(|r| r.map(|()| None)),
-            Delivery::DataChange(change) => self
-                .bindings
-                .call_handle_data_change(&mut *store, &change)
-                .await
-                .map(|r| r.map(|()| None)),
-            Delivery::Reply(reply) => self
-                .bindings
-                .call_handle_reply(&mut *store, &reply)
-                .await
-                .map(|r| r.map(|()| None)),
+        let call = async {
+            match delivery {
+                Delivery::Message(msg) => self
+                    .bindings
+                    .call_handle_message(&mut *store, &msg)
+                    .await
+                    .map(|r| r.map(Some)),
+                Delivery::Event(evt) => self
+                    .bindings
+                    .call_handle_event(&mut *store, &evt)
+                    .await
+                    .map(|r| r.map(|()| None)),
+                Delivery::DataChange(change) => self
+                    .bindings
+                    .call_handle_data_change(&mut *store, &change)
+                    .await
+                    .map(|r| r.map(|()| None)),
+                Delivery::Reply(reply) => self
+                    .bindings
+                    .call_handle_reply(&mut *store, &reply)
+                    .await
+                    .map(|r| r.map(|()| None)),
+            }
         };
+        let called = metered(&cpu, call).await;
         self.store.data_mut().note_dropped_log_lines();
         match called {
             Ok(Ok(Some(payload))) if payload.len() > max => Outcome {

@@ -2,7 +2,7 @@
 //! current signal may still send, and a deny-by-default WASI context.
 
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
@@ -10,6 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::Runtime;
 use super::budget::{Budget, Caps};
+use super::cpu::CpuMeter;
 use super::outbound::Outbound;
 use crate::log_limit::LogLimiter;
 use crate::metrics::Metrics;
@@ -26,44 +27,6 @@ pub enum LimitHit {
     Memory { wanted: usize, limit: u64 },
     #[error("the handler tried to grow a table to {wanted} elements, over the limit of {limit}")]
     Table { wanted: usize, limit: usize },
-}
-
-/// Counts the CPU time of the current signal: wall time minus time suspended in `request`.
-#[derive(Debug)]
-pub struct CpuMeter {
-    started: Instant,
-    waited: Duration,
-    limit: Duration,
-}
-
-impl CpuMeter {
-    fn new(limit: Duration) -> Self {
-        Self {
-            started: Instant::now(),
-            waited: Duration::ZERO,
-            limit,
-        }
-    }
-
-    /// Starts counting afresh for a new signal.
-    pub fn restart(&mut self) {
-        self.started = Instant::now();
-        self.waited = Duration::ZERO;
-    }
-
-    /// Excludes time the guest spent suspended, waiting for a reply.
-    pub fn add_wait(&mut self, waited: Duration) {
-        self.waited += waited;
-    }
-
-    /// Errs once the signal has used more CPU time than allowed.
-    pub fn check(&self) -> Result<(), LimitHit> {
-        let used = self.started.elapsed().saturating_sub(self.waited);
-        if used > self.limit {
-            return Err(LimitHit::CpuTime { limit: self.limit });
-        }
-        Ok(())
-    }
 }
 
 /// Who is running in this store, for stamping `from` and tagging logs.

@@ -6,6 +6,7 @@
 use std::sync::Weak;
 
 use super::Running;
+use super::call::{Watch, guarded};
 use crate::config::INSTANCE_SLOT_WAIT;
 use crate::metrics::Metrics;
 use crate::runtime::{Identity, Instance, Outbound, PoolFull, Version};
@@ -40,11 +41,13 @@ impl Running {
     }
 
     /// Starts a warm instance of `version` in a pool slot, waiting up to
-    /// [`INSTANCE_SLOT_WAIT`] for one; the failure answers the signal that needed it.
+    /// [`INSTANCE_SLOT_WAIT`] for one, and starting it within the version's deadline unless
+    /// `watch` sees the handler deleted; the failure answers the signal that needed it.
     pub(super) async fn start(
         &mut self,
         version: &Version,
         identity: Identity,
+        watch: &Watch,
     ) -> Result<(), Failure> {
         let slot = &self.worker.slot;
         let metrics = &self.worker.metrics;
@@ -60,12 +63,14 @@ impl Running {
             }
         };
         let outbound = self.worker.router.clone() as Weak<dyn Outbound>;
-        match Instance::new(&self.worker.runtime, version, identity, outbound, taken).await {
-            Ok(instance) => {
+        let started = Instance::new(&self.worker.runtime, version, identity, outbound, taken);
+        match guarded(started, version.limits.deadline, watch).await {
+            Err(cut) => Err(cut.failure(&slot.name)),
+            Ok(Ok(instance)) => {
                 self.set_warm(Some(instance));
                 Ok(())
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 if self.may_warn() {
                     tracing::error!(handler = %slot.name, error = format!("{error:#}"), "could not start an instance");
                 }
