@@ -81,12 +81,24 @@ async fn at_the_cap_stalled_connections_are_shed_and_clients_get_through() {
             "stalled connection {n} is one of the newest and is kept"
         );
     }
-    let shed = until_metric(
-        &daemon,
-        r#"switchboard_connections_shed_total{reason="reading_headers"}"#,
-        |v| v >= 11.0,
-    )
-    .await;
+    // A connection counts as reading its headers once the daemon has read its first byte,
+    // so on a busy machine some of the stalled ones may still count as idle when shed.
+    let deadline = Instant::now() + BOUND;
+    let shed = loop {
+        let mut shed = 0.0;
+        for reason in ["idle", "reading_headers"] {
+            let line = format!(r#"switchboard_connections_shed_total{{reason="{reason}"}}"#);
+            shed += daemon.metric(&line).await.unwrap_or(0.0);
+        }
+        if shed >= 11.0 {
+            break shed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {shed} connections counted as shed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(shed <= 14.0, "only as many shed as needed: {shed}");
     until_metric(&daemon, "switchboard_connections ", |v| v <= 50.0).await;
 }
