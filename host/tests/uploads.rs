@@ -459,3 +459,49 @@ fn every_example_guest_passes_the_check() {
     }
     assert!(checked >= 10, "checked {checked} guests");
 }
+
+/// A handler deleted while its backlog drains still holds its compiled code, so deploying
+/// the same module again reuses that code without compiling; the module file must be
+/// written anyway, or the handler would be lost at the next restart.
+#[tokio::test]
+async fn a_redeploy_onto_code_still_draining_keeps_its_module_on_disk() {
+    let (registry, dir) = open_registry("redeploy-draining", HostConfig::default());
+    registry
+        .deploy("s", guest("sleeper"), DeployOptions::default())
+        .await
+        .unwrap();
+    // A backlog of about 1.5 s at concurrency 1: the deleted handler drains it afterwards.
+    for _ in 0..5 {
+        let host = registry.host().clone();
+        tokio::spawn(async move {
+            let _ = switchboard_tests::call(&host, "s", "Sleep", json!({"ms": 300})).await;
+        });
+    }
+    until("the backlog is queued", async || {
+        let handlers = registry.host().handlers();
+        handlers.iter().any(|h| h.name == "s" && h.queued >= 4)
+    })
+    .await;
+    let compiled = registry.compilations();
+    registry.delete("s").await.unwrap();
+    registry
+        .deploy("s", guest("sleeper"), DeployOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        registry.compilations(),
+        compiled,
+        "the redeploy reused the code the draining version still holds"
+    );
+    let module = DataDir::hash(&guest("sleeper"));
+    let data = DataDir::open(&dir).unwrap();
+    assert!(data.modules().contains(&module), "the module is on disk");
+
+    // A restart restores the handler from what is on disk.
+    let host = Host::new(HostConfig::default()).unwrap();
+    let reopened = Arc::new(Registry::open(host, DataDir::open(&dir).unwrap()).unwrap());
+    let failed = reopened.restore().await;
+    assert!(failed.is_empty(), "restored everything: {failed:?}");
+    let reply = switchboard_tests::call(reopened.host(), "s", "Ping", json!({})).await;
+    assert_eq!(reply.unwrap()["version"], json!("sleeper"));
+}

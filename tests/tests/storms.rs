@@ -100,6 +100,29 @@ async fn doubling_messages_stop_at_the_depth_limit() {
     everyone_still_answers(&host).await;
 }
 
+/// A handler that answers one message again and again with the host's `reply`, doubling at
+/// each step, is stopped like one that sends: only its first answer to the message it is
+/// handling is free, every other `reply` counts as a send and is refused past the depth
+/// limit (508).
+#[tokio::test]
+async fn a_loop_through_reply_stops_at_the_depth_limit() {
+    let config = HostConfig {
+        max_causal_depth: 6,
+        ..HostConfig::default()
+    };
+    let host = storm_host(config, None).await;
+    let first = call(&host, "storm", "ReplyStorm", json!({})).await;
+    assert_eq!(first.unwrap(), json!({"done": 1}));
+    storm_stops(&host).await;
+    let total = handled(&host, "storm");
+    assert!(
+        (32..=2 * 127).contains(&total),
+        "the message and its replies: {total}"
+    );
+    assert!(depth_refused(&host, "storm") > 0);
+    everyone_still_answers(&host).await;
+}
+
 /// A handler that `request`s itself waits for its own 504, then the queued request does the
 /// same one step deeper, until the depth limit refuses the next request (508): one handled
 /// message per depth, and the chain ends by itself.

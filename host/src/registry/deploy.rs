@@ -26,6 +26,13 @@ impl Registry {
         bytes: Option<Vec<u8>>,
     ) -> Result<Arc<Code>, RegistryError> {
         let runtime = self.host.runtime();
+        if let Some(bytes) = &bytes {
+            // Stored first, even when the code is already live: a version of a handler
+            // being deleted may still hold the code while its module file is removed, and a
+            // restart needs the module. The caller's pin removes it again if the version is
+            // not accepted.
+            self.data.put_module(bytes)?;
+        }
         if let Some(code) = runtime.shared(hash) {
             return Ok(code);
         }
@@ -48,12 +55,7 @@ impl Registry {
             }
         }
         let bytes = match bytes {
-            Some(bytes) => {
-                // Stored before compiling so a restart can rebuild the artifact; the caller's
-                // pin removes it again if the version is not accepted.
-                self.data.put_module(&bytes)?;
-                bytes
-            }
+            Some(bytes) => bytes,
             None => self.data.module(hash)?,
         };
         let artifact = runtime.precompile(bytes).await?;

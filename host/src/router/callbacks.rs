@@ -19,8 +19,9 @@ pub const OPEN_FOR: Duration = Duration::from_secs(600);
 
 #[derive(Default)]
 struct Inner {
-    /// Open sends by message id: the handler, and when the place is given up.
-    open: HashMap<String, (Arc<str>, Instant)>,
+    /// Open sends by message id: the handler, when the place is given up, and whether a
+    /// reply has already taken the room kept for it.
+    open: HashMap<String, (Arc<str>, Instant, bool)>,
     /// Open sends per handler.
     per_handler: HashMap<Arc<str>, usize>,
 }
@@ -46,7 +47,7 @@ impl Callbacks {
         }
         inner
             .open
-            .insert(id.to_owned(), (handler.clone(), now + OPEN_FOR));
+            .insert(id.to_owned(), (handler.clone(), now + OPEN_FOR, false));
         *inner.per_handler.entry(handler.clone()).or_default() += 1;
         Ok(())
     }
@@ -54,17 +55,22 @@ impl Callbacks {
     /// Closes the callback send `id`, if it is open.
     pub fn close(&self, id: &str) {
         let mut inner = self.lock();
-        if let Some((handler, _)) = inner.open.remove(id) {
+        if let Some((handler, ..)) = inner.open.remove(id) {
             Self::release(&mut inner, &handler);
         }
     }
 
-    /// Whether `id` is a callback send of `handler` still awaiting its reply.
-    pub fn awaits(&self, id: &str, handler: &str) -> bool {
-        self.lock()
-            .open
-            .get(id)
-            .is_some_and(|(owner, _)| **owner == *handler)
+    /// Whether a reply to `id` may take the room kept for it: `id` is a callback send of
+    /// `handler` still awaiting its reply, and no reply has taken that room yet. Only the
+    /// first reply does; any other is bounded like every other signal.
+    pub fn claim_room(&self, id: &str, handler: &str) -> bool {
+        match self.lock().open.get_mut(id) {
+            Some((owner, _, taken)) if **owner == *handler && !*taken => {
+                *taken = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Callback sends `handler` has open.
@@ -86,8 +92,8 @@ impl Callbacks {
         let overdue: Vec<_> = inner
             .open
             .iter()
-            .filter(|(_, (_, until))| *until <= now)
-            .map(|(id, (handler, _))| (id.clone(), handler.clone()))
+            .filter(|(_, (_, until, _))| *until <= now)
+            .map(|(id, (handler, ..))| (id.clone(), handler.clone()))
             .collect();
         for (id, handler) in overdue {
             inner.open.remove(&id);
@@ -120,5 +126,24 @@ mod tests {
         assert_eq!(callbacks.open_for("a"), CALLBACK_CAP - 1);
         callbacks.open("a-extra", &a).unwrap();
         assert_eq!(callbacks.open_for("b"), 1);
+    }
+
+    /// Proves only the first reply to a callback send, and only to its sender, takes the
+    /// room kept for it: a guest that answers one message many times is bounded like any
+    /// other sender.
+    #[test]
+    fn only_the_first_reply_takes_the_kept_room() {
+        let callbacks = Callbacks::default();
+        let a: Arc<str> = Arc::from("a");
+        callbacks.open("m1", &a).unwrap();
+        assert!(!callbacks.claim_room("m1", "b"), "not b's send");
+        assert!(callbacks.claim_room("m1", "a"));
+        assert!(
+            !callbacks.claim_room("m1", "a"),
+            "a second reply has no kept room"
+        );
+        assert!(!callbacks.claim_room("unknown", "a"));
+        callbacks.close("m1");
+        assert!(!callbacks.claim_room("m1", "a"));
     }
 }

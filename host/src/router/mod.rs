@@ -452,7 +452,7 @@ impl Router {
                 // A reply to a message this handler sent has room kept for it.
                 let promised = match &signal.body {
                     Body::Reply { reply_to, .. } | Body::ErrorReply { reply_to, .. } => {
-                        self.callbacks.awaits(reply_to, &entry.slot.name)
+                        self.callbacks.claim_room(reply_to, &entry.slot.name)
                     }
                     _ => false,
                 };

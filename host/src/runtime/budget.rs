@@ -133,6 +133,16 @@ pub struct Budget {
     requested: u32,
     logged: u32,
     log_dropped: u32,
+    /// A hash of the id of the message being handled, until the handler answers it.
+    answering: Option<u64>,
+}
+
+/// A cheap fingerprint of a message id (compared, never trusted for anything else).
+fn id_hash(id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut hasher);
+    hasher.finish()
 }
 
 impl Budget {
@@ -146,13 +156,28 @@ impl Budget {
             requested: 0,
             logged: 0,
             log_dropped: 0,
+            answering: None,
         }
     }
 
-    /// Starts afresh for a signal at causal depth `depth`.
-    pub fn arm(&mut self, depth: u32) {
+    /// Starts afresh for a signal at causal depth `depth`; `answering` is the id of the
+    /// message being handled, which the handler may answer once with `reply` whatever the
+    /// limits.
+    pub fn arm(&mut self, depth: u32, answering: Option<&str>) {
         *self = Self::new(self.caps);
         self.depth = depth;
+        self.answering = answering.map(id_hash);
+    }
+
+    /// Spends a `reply` to message `message_id`: free the first time it answers the message
+    /// being handled (an answer must be able to arrive), otherwise a send like any other, so
+    /// a guest cannot use `reply` to loop or flood past the limits.
+    pub fn reply(&mut self, message_id: &str) -> Result<u32, Refusal> {
+        if self.answering.is_some() && self.answering == Some(id_hash(message_id)) {
+            self.answering = None;
+            return Ok(self.next_depth());
+        }
+        self.spend(Spend::Send)
     }
 
     /// The depth of anything sent while handling the current signal.
@@ -218,11 +243,11 @@ mod tests {
     #[test]
     fn depth_grows_by_one_and_stops_at_the_limit() {
         let mut budget = Budget::new(caps());
-        budget.arm(2);
+        budget.arm(2, None);
         assert_eq!(budget.spend(Spend::Emit), Ok(3));
-        budget.arm(3);
+        budget.arm(3, None);
         assert_eq!(budget.spend(Spend::Send), Ok(4));
-        budget.arm(4);
+        budget.arm(4, None);
         let refused = budget.spend(Spend::Request).unwrap_err();
         assert_eq!(refused, Refusal::Depth { depth: 5, limit: 4 });
         let failure = refused.failure("storm");
@@ -230,7 +255,7 @@ mod tests {
         assert!(failure.description.contains("5 steps"), "{failure}");
         assert!(failure.description.contains("limit of 4"), "{failure}");
         assert!(failure.help.unwrap().contains("max_causal_depth"));
-        budget.arm(u32::MAX);
+        budget.arm(u32::MAX, None);
         assert!(budget.spend(Spend::Emit).is_err(), "no wrap-around");
     }
 
@@ -239,7 +264,7 @@ mod tests {
     #[test]
     fn caps_count_per_signal_and_kind() {
         let mut budget = Budget::new(caps());
-        budget.arm(0);
+        budget.arm(0, None);
         for _ in 0..3 {
             assert!(budget.spend(Spend::Emit).is_ok());
         }
@@ -264,7 +289,7 @@ mod tests {
         );
         assert!(budget.spend(Spend::Request).is_ok());
         assert!(budget.spend(Spend::Request).is_err());
-        budget.arm(0);
+        budget.arm(0, None);
         assert!(
             budget.spend(Spend::Emit).is_ok(),
             "a new signal, a new budget"
@@ -275,12 +300,45 @@ mod tests {
     #[test]
     fn log_lines_are_capped_per_signal() {
         let mut budget = Budget::new(caps());
-        budget.arm(0);
+        budget.arm(0, None);
         assert!(budget.log_line() && budget.log_line());
         assert!(!budget.log_line() && !budget.log_line());
         assert_eq!(budget.take_log_dropped(), 2);
         assert_eq!(budget.take_log_dropped(), 0);
-        budget.arm(0);
+        budget.arm(0, None);
         assert!(budget.log_line());
+    }
+
+    /// The first reply to the message being handled is free even at the depth limit; any
+    /// other reply is a send: refused past the depth limit and counted against the cap.
+    #[test]
+    fn only_the_answer_to_the_message_being_handled_is_free() {
+        let mut budget = Budget::new(caps());
+        budget.arm(4, Some("m1"));
+        assert_eq!(
+            budget.reply("m1"),
+            Ok(5),
+            "the answer gets through at the limit"
+        );
+        assert!(
+            matches!(budget.reply("m1"), Err(Refusal::Depth { .. })),
+            "a second answer is a send past the limit"
+        );
+        budget.arm(0, Some("m1"));
+        for _ in 0..2 {
+            assert!(budget.reply("other").is_ok(), "a deferred reply is a send");
+        }
+        assert_eq!(
+            budget.reply("other"),
+            Err(Refusal::Cap {
+                spend: Spend::Send,
+                cap: 2
+            })
+        );
+        assert_eq!(
+            budget.reply("m1"),
+            Ok(1),
+            "the handled message can still be answered"
+        );
     }
 }

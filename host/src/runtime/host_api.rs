@@ -31,10 +31,18 @@ impl HostState {
     /// Spends one call of kind `spend` from the current signal's budget: the new signal's
     /// causal depth, or the typed failure (508, 429), counted and logged (rate-limited).
     fn spend(&mut self, spend: Spend) -> Result<u32, Failure> {
-        let refusal = match self.budget.spend(spend) {
-            Ok(depth) => return Ok(depth),
-            Err(refusal) => refusal,
-        };
+        let spent = self.budget.spend(spend);
+        spent.map_err(|refusal| self.refused(spend, refusal))
+    }
+
+    /// Spends a `reply` to `message_id` (see [`super::budget::Budget::reply`]).
+    fn spend_reply(&mut self, message_id: &str) -> Result<u32, Failure> {
+        let spent = self.budget.reply(message_id);
+        spent.map_err(|refusal| self.refused(Spend::Send, refusal))
+    }
+
+    /// Counts and logs (rate-limited) a refused host call; the failure the guest gets.
+    fn refused(&self, spend: Spend, refusal: Refusal) -> Failure {
         let handler = &*self.identity.handler;
         let labels = crate::metrics::Metrics::handler(handler);
         match refusal {
@@ -62,7 +70,7 @@ impl HostState {
                 }
             );
         }
-        Err(failure)
+        failure
     }
 
     /// Stamps a guest's outgoing body with a fresh envelope at causal depth `depth` and
@@ -227,14 +235,15 @@ impl host::Host for HostState {
                 Ok(payload) => Ok(guest_json(payload, "reply payload")?),
                 Err(failure) => Err(failure.into()),
             };
+            // Free only for the first answer to the message being handled; any other reply
+            // counts as a send (depth and cap), so `reply` cannot loop or flood.
+            let depth = self.spend_reply(&target.message_id)?;
             let target = ReplyTarget {
                 message_id: target.message_id,
                 return_address: target.return_address,
                 sender: target.sender,
             };
             let reply = target.answer(self.identity.address.clone(), outcome, address);
-            // Never refused for depth or count: an answer must be able to arrive.
-            let depth = self.budget.next_depth();
             self.stamp(reply.body, reply.envelope.headers, depth)
         })();
         Ok(self.hand_over(signal, |out, signal| {

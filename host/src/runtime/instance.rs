@@ -88,10 +88,10 @@ impl Instance {
 
     /// Readies the store for one call: who speaks, the incoming signal's causal depth, and a
     /// fresh CPU meter and per-signal budget.
-    fn arm(&mut self, address: String, depth: u32) {
+    fn arm(&mut self, address: String, depth: u32, answering: Option<&str>) {
         let state = self.store.data_mut();
         state.identity.address = address;
-        state.budget.arm(depth);
+        state.budget.arm(depth, answering);
         state.cpu.restart();
         self.store.set_epoch_deadline(1);
     }
@@ -99,7 +99,7 @@ impl Instance {
     /// Calls `describe`.
     pub async fn describe(&mut self) -> Result<Description, Failure> {
         let address = self.store.data().identity.address.clone();
-        self.arm(address, 0);
+        self.arm(address, 0, None);
         let cpu = self.store.data().cpu.clone();
         metered(&cpu, self.bindings.call_describe(&mut self.store))
             .await
@@ -110,7 +110,11 @@ impl Instance {
     /// Hands one signal to the export for its kind. `address` is where signals the handler
     /// sends meanwhile come from.
     pub async fn handle(&mut self, signal: &Signal, address: String) -> Outcome {
-        self.arm(address, signal.envelope.depth);
+        let answering = match &signal.body {
+            crate::signal::Body::Message(_) => Some(signal.envelope.id.as_str()),
+            _ => None,
+        };
+        self.arm(address, signal.envelope.depth, answering);
         let max = self.store.data().max_message_bytes;
         let cpu = self.store.data().cpu.clone();
         let delivery = Delivery::from(signal);
