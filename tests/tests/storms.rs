@@ -79,25 +79,32 @@ async fn event_storm_stops_at_the_depth_limit() {
     everyone_still_answers(&host).await;
 }
 
-/// A handler that sends itself two messages per message (a chain that doubles each step)
-/// stops by itself: with the limit at 6, at most 2^7 - 1 messages and as many replies.
-#[tokio::test]
-async fn doubling_messages_stop_at_the_depth_limit() {
+/// Starts a storm that doubles at each step with `message_type` (answered with
+/// `{"done": done}`) at a depth limit of 6, and checks it stops by itself, having handled
+/// between `at_least` and 2 × (2^7 - 1) signals, with some host call refused for depth.
+async fn doubling_storm_stops(message_type: &str, done: u32, at_least: u64) {
     let config = HostConfig {
         max_causal_depth: 6,
         ..HostConfig::default()
     };
     let host = storm_host(config, None).await;
-    let first = call(&host, "storm", "Double", json!({})).await;
-    assert_eq!(first.unwrap(), json!({"done": 2}));
+    let first = call(&host, "storm", message_type, json!({})).await;
+    assert_eq!(first.unwrap(), json!({"done": done}));
     storm_stops(&host).await;
     let total = handled(&host, "storm");
     assert!(
-        (64..=2 * 127).contains(&total),
-        "messages and their replies: {total}"
+        (at_least..=2 * 127).contains(&total),
+        "signals handled: {total}"
     );
     assert!(depth_refused(&host, "storm") > 0);
     everyone_still_answers(&host).await;
+}
+
+/// A handler that sends itself two messages per message (a chain that doubles each step)
+/// stops by itself: with the limit at 6, at most 2^7 - 1 messages and as many replies.
+#[tokio::test]
+async fn doubling_messages_stop_at_the_depth_limit() {
+    doubling_storm_stops("Double", 2, 64).await;
 }
 
 /// A handler that answers one message again and again with the host's `reply`, doubling at
@@ -106,21 +113,7 @@ async fn doubling_messages_stop_at_the_depth_limit() {
 /// limit (508).
 #[tokio::test]
 async fn a_loop_through_reply_stops_at_the_depth_limit() {
-    let config = HostConfig {
-        max_causal_depth: 6,
-        ..HostConfig::default()
-    };
-    let host = storm_host(config, None).await;
-    let first = call(&host, "storm", "ReplyStorm", json!({})).await;
-    assert_eq!(first.unwrap(), json!({"done": 1}));
-    storm_stops(&host).await;
-    let total = handled(&host, "storm");
-    assert!(
-        (32..=2 * 127).contains(&total),
-        "the message and its replies: {total}"
-    );
-    assert!(depth_refused(&host, "storm") > 0);
-    everyone_still_answers(&host).await;
+    doubling_storm_stops("ReplyStorm", 1, 32).await;
 }
 
 /// A handler that `request`s itself waits for its own 504, then the queued request does the
