@@ -61,6 +61,9 @@ async fn memory_hog_hits_memory_limit() {
 async fn panic_is_500() {
     let failure = misbehave("Panic", json!({})).await;
     assert_eq!(failure.code, code::TRAPPED, "{failure}");
+    // The help speaks to authors of any language, not only Rust.
+    let help = failure.help.unwrap_or_default();
+    assert!(help.contains("uncaught exception"), "{help}");
 }
 
 /// Unbounded recursion overflows the stack (a Rust guest's stack lives in its linear memory,

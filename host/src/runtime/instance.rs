@@ -198,7 +198,9 @@ fn classify(error: wasmtime::Error) -> Failure {
     if let Some(trap) = error.downcast_ref::<Trap>() {
         let help = match trap {
             Trap::StackOverflow => "the handler recursed too deeply",
-            Trap::UnreachableCodeReached => "a Rust handler panicked, or hit `unreachable`",
+            Trap::UnreachableCodeReached => {
+                "the handler panicked (Rust), raised an uncaught exception (Python, JavaScript) or hit `unreachable`"
+            }
             _ => "a bug in the handler",
         };
         return Failure::new(code::TRAPPED, format!("the handler trapped: {trap}")).with_help(help);
