@@ -17,20 +17,25 @@ async fn chaos_host(limits: Limits) -> Host {
     host
 }
 
+/// Proves `chaos` itself and its neighbour `echo` both answer a follow-up.
+async fn both_still_answer(host: &Host) {
+    assert_eq!(
+        call(host, "chaos", "Ping", json!({})).await.unwrap(),
+        json!({})
+    );
+    assert_eq!(
+        call(host, "echo", "Ping", json!({"ok": 1})).await.unwrap(),
+        json!({"ok": 1})
+    );
+}
+
 /// Sends one misbehaving message, returns its failure, and proves both handlers still work.
 async fn misbehave(message_type: &str, payload: serde_json::Value) -> Failure {
     let host = chaos_host(tight_limits()).await;
     let failure = call(&host, "chaos", message_type, payload)
         .await
         .unwrap_err();
-    assert_eq!(
-        call(&host, "chaos", "Ping", json!({})).await.unwrap(),
-        json!({})
-    );
-    assert_eq!(
-        call(&host, "echo", "Ping", json!({"ok": 1})).await.unwrap(),
-        json!({"ok": 1})
-    );
+    both_still_answer(&host).await;
     let info = host
         .handlers()
         .into_iter()
@@ -158,4 +163,30 @@ async fn bad_components_are_refused_and_change_nothing() {
         .unwrap_err();
     assert!(err.to_string().contains("invalid handler name"), "{err}");
     assert!(host.handlers().is_empty());
+}
+
+/// What a guest prints to stderr reaches the host's log, through the per-handler rate limit:
+/// 300 lines in one signal pass the burst of 100 and the rest are counted as suppressed
+/// (with stdio discarded, nothing would be counted), and both handlers go on serving.
+#[tokio::test]
+async fn printed_lines_reach_the_log_rate_limited() {
+    let host = chaos_host(Limits::default()).await;
+    let printed = call(&host, "chaos", "Print", json!({"n": 300})).await;
+    assert_eq!(printed.unwrap(), json!(300));
+    let suppressed = || {
+        let metrics = host.router().metrics();
+        let labels = switchboard::metrics::Metrics::handler("chaos");
+        metrics.log_suppressed.get_or_create(&labels).get()
+    };
+    // The guest's stream is written by a background task: wait for it, bounded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while suppressed() < 150 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let count = suppressed();
+    assert!(
+        (150..=200).contains(&count),
+        "suppressed {count} of 300 lines"
+    );
+    both_still_answer(&host).await;
 }

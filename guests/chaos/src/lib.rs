@@ -1,6 +1,7 @@
 //! `chaos`: misbehaves on purpose, one way per message type, so tests can prove the host
 //! contains it: spin, hog memory, panic, overflow the stack, or answer with a huge reply;
-//! and a `Stall` event makes it a subscriber that is slow on purpose.
+//! print `n` lines to stderr; and a `Stall` event makes it a subscriber that is slow on
+//! purpose.
 
 use std::hint::black_box;
 use std::sync::Mutex;
@@ -38,6 +39,13 @@ impl Message for Ping {}
 
 #[derive(Serialize, Deserialize)]
 struct Pong {}
+
+/// Prints `n` lines to stderr, as a Python traceback or a chatty guest would.
+#[derive(Serialize, Deserialize)]
+struct Print {
+    n: u32,
+}
+impl Message for Print {}
 
 /// An event that keeps `chaos` busy until its CPU limit stops it: a slow subscriber.
 #[derive(Serialize, Deserialize)]
@@ -86,6 +94,7 @@ impl Handler for Chaos {
             .accepts::<Recurse>()
             .accepts::<Bloat>()
             .accepts::<Ping>()
+            .accepts::<Print>()
             .on_event::<Stall>()
     }
 
@@ -111,6 +120,11 @@ impl Handler for Chaos {
             ok(&"x".repeat(len))
         } else if msg.is::<Ping>() {
             ok(&Pong {})
+        } else if let Some(Print { n }) = msg.decode_if()? {
+            for i in 0..n {
+                eprintln!("chaos: line {i} of {n} on stderr");
+            }
+            ok(&n)
         } else {
             Err(msg.unsupported())
         }

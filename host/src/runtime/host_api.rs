@@ -17,7 +17,7 @@ use crate::config::{DEFAULT_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT};
 use crate::signal::{Body, Envelope, Failure, Message, ReplyTarget, Signal, code};
 
 /// Longest log line a guest may write; the rest is cut off.
-const MAX_LOG_LINE: usize = 4096;
+pub(super) const MAX_LOG_LINE: usize = 4096;
 
 type HostResult<T> = Result<T, wit::Failure>;
 

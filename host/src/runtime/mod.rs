@@ -14,6 +14,7 @@ pub mod check;
 mod code;
 pub mod compile;
 mod cpu;
+mod guest_output;
 mod host_api;
 mod instance;
 mod load_error;

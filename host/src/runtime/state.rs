@@ -11,6 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::Runtime;
 use super::budget::{Budget, Caps};
 use super::cpu::CpuMeter;
+use super::guest_output::{GuestOutput, Stream};
 use super::outbound::Outbound;
 use crate::log_limit::LogLimiter;
 use crate::metrics::Metrics;
@@ -63,13 +64,23 @@ pub struct HostState {
 }
 
 impl HostState {
-    /// State for a new instance; WASI grants nothing: no files, environment, network or stdio.
+    /// State for a new instance; WASI grants nothing: no files, environment, network or
+    /// stdin. What the guest prints to stdout or stderr goes to the host's log.
     pub fn new(
         identity: Identity,
         outbound: Weak<dyn Outbound>,
         limits: &crate::config::Limits,
         runtime: &Runtime,
     ) -> Self {
+        // What a guest prints goes to the host's log, a line at a time and rate-limited.
+        let output = |stream| {
+            let (handler, version) = (identity.handler.clone(), identity.version);
+            GuestOutput::new(handler, version, runtime.log_limit().clone(), stream)
+        };
+        let wasi = WasiCtx::builder()
+            .stdout(output(Stream::Stdout))
+            .stderr(output(Stream::Stderr))
+            .build();
         Self {
             identity,
             outbound,
@@ -81,7 +92,7 @@ impl HostState {
             memory_limit: limits.memory_bytes,
             memory_used: 0,
             table_limit: crate::config::DEFAULT_TABLE_ELEMENTS,
-            wasi: WasiCtx::builder().build(),
+            wasi,
             table: ResourceTable::new(),
         }
     }
