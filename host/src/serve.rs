@@ -4,6 +4,7 @@
 //! loop ([`connections`]) bounds the connections clients may hold open.
 
 pub mod connections;
+pub mod host_limits;
 pub mod open_files;
 mod settings;
 pub mod signal_limits;

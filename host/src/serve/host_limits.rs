@@ -1,0 +1,101 @@
+//! `switchboard serve`'s remaining host-wide limits: signal and component sizes, the
+//! dead-letter store, the compile queue and the log rate. Flags and environment win over
+//! the config file's `[limits]` table (sizes there in bytes), which wins over the defaults.
+
+use serde::Deserialize;
+
+use crate::HostConfig;
+use crate::config::bytes_arg;
+
+/// Host-wide limits; also the config file's `[limits]` table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostLimitArgs {
+    /// Largest signal (payload, addresses, headers), like 1MiB; bigger ones get 413
+    /// [default: 1MiB].
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_BYTES", value_parser = bytes_arg)]
+    pub max_message_bytes: Option<usize>,
+    /// Largest component accepted for upload, like 64MiB; bigger ones get 413
+    /// [default: 64MiB].
+    #[arg(long, env = "SWITCHBOARD_MAX_COMPONENT_BYTES", value_parser = bytes_arg)]
+    pub max_component_bytes: Option<usize>,
+    /// Dead letters kept at most; past it, signals that would need one are refused at the
+    /// source with 503 [default: 100000].
+    #[arg(long, env = "SWITCHBOARD_DEAD_LETTER_CAPACITY")]
+    pub dead_letter_capacity: Option<usize>,
+    /// Uploads that may wait for a compile slot; past it, an upload gets 503 [default: 16].
+    #[arg(long, env = "SWITCHBOARD_MAX_QUEUED_COMPILATIONS")]
+    pub max_queued_compilations: Option<usize>,
+    /// Steady rate of log lines about one handler (its own, what it prints, the host's
+    /// warnings), per second; the rest are dropped and counted [default: 20].
+    #[arg(long, env = "SWITCHBOARD_LOG_LINES_PER_SECOND", value_parser = clap::value_parser!(u32).range(1..))]
+    pub log_lines_per_second: Option<u32>,
+    /// Log lines about one handler that may be written in a burst before the rate applies
+    /// [default: 100].
+    #[arg(long, env = "SWITCHBOARD_LOG_BURST", value_parser = clap::value_parser!(u32).range(1..))]
+    pub log_burst: Option<u32>,
+}
+
+impl HostLimitArgs {
+    /// These limits where given, else `file`'s (the config file's `[limits]` table).
+    pub fn or(self, file: Self) -> Self {
+        Self {
+            max_message_bytes: self.max_message_bytes.or(file.max_message_bytes),
+            max_component_bytes: self.max_component_bytes.or(file.max_component_bytes),
+            dead_letter_capacity: self.dead_letter_capacity.or(file.dead_letter_capacity),
+            max_queued_compilations: self
+                .max_queued_compilations
+                .or(file.max_queued_compilations),
+            log_lines_per_second: self.log_lines_per_second.or(file.log_lines_per_second),
+            log_burst: self.log_burst.or(file.log_burst),
+        }
+    }
+
+    /// Writes the limits given into `host`, leaving the others as they are. Sizes and rates
+    /// of 0 would refuse everything: they are at least 1.
+    pub fn apply(&self, host: &mut HostConfig) {
+        fn set<T: Copy + Ord + From<u8>>(field: &mut T, value: Option<T>) {
+            if let Some(value) = value {
+                *field = value.max(T::from(1));
+            }
+        }
+        set(&mut host.max_message_bytes, self.max_message_bytes);
+        set(&mut host.max_component_bytes, self.max_component_bytes);
+        set(&mut host.dead_letter_capacity, self.dead_letter_capacity);
+        set(
+            &mut host.max_queued_compilations,
+            self.max_queued_compilations,
+        );
+        set(&mut host.log_lines_per_second, self.log_lines_per_second);
+        set(&mut host.log_burst, self.log_burst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves flags win over the file's table, unset limits keep the host's defaults, and
+    /// an unknown key in the table is an error naming it.
+    #[test]
+    fn flags_win_over_the_file_and_unset_limits_keep_defaults() {
+        let file: HostLimitArgs =
+            toml::from_str("max_message_bytes = 2048\nlog_burst = 5\n").unwrap();
+        let flags = HostLimitArgs {
+            log_burst: Some(7),
+            dead_letter_capacity: Some(0),
+            ..HostLimitArgs::default()
+        };
+        let mut host = HostConfig::default();
+        flags.or(file).apply(&mut host);
+        assert_eq!(host.max_message_bytes, 2048);
+        assert_eq!(host.log_burst, 7);
+        assert_eq!(host.dead_letter_capacity, 1, "at least one");
+        assert_eq!(
+            host.max_component_bytes,
+            crate::config::DEFAULT_MAX_COMPONENT_BYTES
+        );
+        let unknown = toml::from_str::<HostLimitArgs>("max_bytes = 3\n").unwrap_err();
+        assert!(unknown.to_string().contains("max_bytes"), "{unknown}");
+    }
+}
