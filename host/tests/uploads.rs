@@ -15,7 +15,7 @@ use switchboard::runtime::LoadError;
 use switchboard::serve::{RunOptions, run};
 use switchboard::store::DataDir;
 use switchboard::{Compiler, DeployError, Host, HostConfig, Limits};
-use switchboard_tests::daemon::{Daemon, binary, data_dir};
+use switchboard_tests::daemon::{Daemon, binary, data_dir, metric_at};
 use switchboard_tests::guest;
 use tokio::net::TcpListener;
 
@@ -163,20 +163,6 @@ fn exited(pid: &str) -> bool {
         })
 }
 
-async fn metric(client: &reqwest::Client, url: &str, name: &str) -> Option<f64> {
-    let text = client
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find(|line| line.starts_with(&format!("{name} ")))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-}
-
 /// A client that hangs up while its upload compiles leaves no compile running: the child
 /// compiler is killed and the in-progress gauge returns to 0; the next upload compiles and
 /// answers.
@@ -201,7 +187,7 @@ async fn a_client_that_hangs_up_stops_its_compile() {
         .build()
         .unwrap();
     until("the host answers", async || {
-        metric(&client, &url, "switchboard_compilations_in_progress").await == Some(0.0)
+        metric_at(&client, &url, "switchboard_compilations_in_progress ").await == Some(0.0)
     })
     .await;
 
@@ -214,7 +200,7 @@ async fn a_client_that_hangs_up_stops_its_compile() {
     };
     until("the compile is running", async || {
         gate.join("pid").exists()
-            && metric(&client, &url, "switchboard_compilations_in_progress").await == Some(1.0)
+            && metric_at(&client, &url, "switchboard_compilations_in_progress ").await == Some(1.0)
     })
     .await;
     let pid = std::fs::read_to_string(gate.join("pid")).unwrap();
@@ -222,7 +208,7 @@ async fn a_client_that_hangs_up_stops_its_compile() {
     upload.abort();
     let _ = upload.await;
     until("the compile stopped", async || {
-        metric(&client, &url, "switchboard_compilations_in_progress").await == Some(0.0)
+        metric_at(&client, &url, "switchboard_compilations_in_progress ").await == Some(0.0)
     })
     .await;
     until("the compiler process is gone", async || exited(&pid)).await;

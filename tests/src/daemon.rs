@@ -215,18 +215,7 @@ impl Daemon {
 
     /// The value of a metric line starting with `prefix` (e.g. `switchboard_compilations`).
     pub async fn metric(&self, prefix: &str) -> Option<f64> {
-        let text = self
-            .anonymous(reqwest::Method::GET, "/metrics")
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find(|line| line.starts_with(prefix))
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+        metric_at(&self.client, &self.url, prefix).await
     }
 
     /// Runs `switchboard ARGS --url URL --token TOKEN` against this daemon.
@@ -281,4 +270,21 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value of the first metric line starting with `prefix` at `url`'s `/metrics` (a host
+/// this fixture did not start), or `None` if there is none or it cannot be read.
+pub async fn metric_at(client: &reqwest::Client, url: &str, prefix: &str) -> Option<f64> {
+    let text = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|line| line.starts_with(prefix))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }

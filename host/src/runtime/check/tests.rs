@@ -1,19 +1,25 @@
 use super::*;
 
-/// A component exporting the handler world's functions (all bound to one core function,
-/// enough for the check, which never runs them) with `imports` as empty instance imports.
+/// A component with `imports` as empty instance imports, exporting `exports`.
 fn component(imports: &[&str], exports: &[&str]) -> Vec<u8> {
     let imports: String = imports
         .iter()
         .map(|name| format!("(import \"{name}\" (instance))\n"))
         .collect();
+    component_with(&imports, exports)
+}
+
+/// A component starting with the text `prelude` (imports, types, nested components) and
+/// exporting `exports`, all bound to one core function: enough for the check, which never
+/// runs them.
+fn component_with(prelude: &str, exports: &[&str]) -> Vec<u8> {
     let exports: String = exports
         .iter()
         .map(|name| format!("(export \"{name}\" (func $f))\n"))
         .collect();
     wat::parse_str(format!(
         r#"(component
-            {imports}
+            {prelude}
             (core module $m (func (export "f")))
             (core instance $i (instantiate $m))
             (func $f (canon lift (core func $i "f")))
@@ -83,20 +89,11 @@ fn provided_interfaces_pass_at_compatible_versions() {
     ]);
     check(&ok).unwrap();
     // A world's `use` imports types equal to ones the component defines: nothing to provide.
-    let with_type = wat::parse_str(
-        r#"(component
-            (type $t (record (field "a" u32)))
-            (import "message" (type (eq $t)))
-            (core module $m (func (export "f")))
-            (core instance $i (instantiate $m))
-            (func $f (canon lift (core func $i "f")))
-            (export "describe" (func $f))
-            (export "handle-message" (func $f))
-            (export "handle-event" (func $f))
-            (export "handle-data-change" (func $f))
-            (export "handle-reply" (func $f)))"#,
-    )
-    .unwrap();
+    let with_type = component_with(
+        r#"(type $t (record (field "a" u32)))
+           (import "message" (type (eq $t)))"#,
+        HANDLER_EXPORTS,
+    );
     check(&with_type).unwrap();
     for wrong in [
         "wasi:cli/environment@0.3.0",
@@ -113,19 +110,10 @@ fn provided_interfaces_pass_at_compatible_versions() {
 /// Imports of a nested component are its own business: only the outer ones count.
 #[test]
 fn nested_imports_are_not_the_hosts_business() {
-    let bytes = wat::parse_str(
-        r#"(component
-            (component $inner (import "wasi:http/types@0.2.0" (instance)))
-            (core module $m (func (export "f")))
-            (core instance $i (instantiate $m))
-            (func $f (canon lift (core func $i "f")))
-            (export "describe" (func $f))
-            (export "handle-message" (func $f))
-            (export "handle-event" (func $f))
-            (export "handle-data-change" (func $f))
-            (export "handle-reply" (func $f)))"#,
-    )
-    .unwrap();
+    let bytes = component_with(
+        r#"(component $inner (import "wasi:http/types@0.2.0" (instance)))"#,
+        HANDLER_EXPORTS,
+    );
     assert!(surface(&bytes).unwrap().imports.is_empty());
     check(&bytes).unwrap();
 }
