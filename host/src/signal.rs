@@ -18,6 +18,24 @@ pub const HOST_ADDRESS: &str = "host";
 pub const AGENTS_ADDRESS: &str = "agents";
 /// Prefix of agent addresses: `agent:<id>`.
 pub const AGENT_PREFIX: &str = "agent:";
+/// The address an agent handler is listed at: `agent:<name>/*`, standing for its agents.
+pub fn agent_home(handler: &str) -> String {
+    format!("{AGENT_PREFIX}{handler}/*")
+}
+
+/// The parts of an agent address: `agent:<handler>/<id>` gives the handler and id;
+/// `agent:<id>` (the short form, valid while one agent handler is deployed) the id alone.
+/// `None` for anything else, or an empty id or handler.
+pub fn agent_parts(to: &str) -> Option<(Option<&str>, &str)> {
+    let rest = to.strip_prefix(AGENT_PREFIX)?;
+    match rest.split_once('/') {
+        Some((handler, id)) if !handler.is_empty() && !id.is_empty() => Some((Some(handler), id)),
+        Some(_) => None,
+        None if rest.is_empty() => None,
+        None => Some((None, rest)),
+    }
+}
+
 /// Prefix of connected clients' addresses: `user:<id>`.
 pub const USER_PREFIX: &str = "user:";
 
@@ -437,6 +455,24 @@ mod tests {
         msg.envelope.depth = u32::MAX;
         let reply = Signal::answer(&msg, "inventory", Ok(Json::null()), None);
         assert_eq!(reply.envelope.depth, u32::MAX);
+    }
+
+    /// Agent addresses split into handler and id; the short form has no handler.
+    #[test]
+    fn agent_addresses_split() {
+        assert_eq!(
+            agent_parts("agent:counter/alice"),
+            Some((Some("counter"), "alice"))
+        );
+        assert_eq!(
+            agent_parts("agent:counter/a/b"),
+            Some((Some("counter"), "a/b"))
+        );
+        assert_eq!(agent_parts("agent:alice"), Some((None, "alice")));
+        for bad in ["agent:", "agent:/x", "agent:x/", "echo", "user:alice"] {
+            assert_eq!(agent_parts(bad), None, "{bad}");
+        }
+        assert_eq!(agent_home("counter"), "agent:counter/*");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use serde_json::json;
 use switchboard::signal::code;
 use switchboard::{Body, ChangeType, Host, Signal};
-use switchboard_tests::{WAIT, call, host_with, json, next};
+use switchboard_tests::{WAIT, call, guest, host_with, json, next};
 
 /// A message reaches the handler at its `to`, and the Reply carries the host-set envelope.
 #[tokio::test]
@@ -263,11 +263,12 @@ fn assert_reply(reply: &Signal, id: &str, address: &str, payload: serde_json::Va
 }
 
 /// Agents share the `agents` address; `to` carries the agent id and state is per agent.
+/// With one agent handler deployed, `agent:<id>` is short for `agent:<handler>/<id>`.
 #[tokio::test]
 async fn agents_keep_state_per_agent_id() {
     let host = host_with(&["counter"]).await;
     let info = host.handlers();
-    assert_eq!(info[0].address, "agents");
+    assert_eq!(info[0].address, "agent:counter/*");
 
     call(&host, "agent:alice", "Increment", json!({"by": 2}))
         .await
@@ -279,9 +280,45 @@ async fn agents_keep_state_per_agent_id() {
         .await
         .unwrap();
     assert_eq!(alice["count"], 3);
-    assert_eq!(alice["agent"], "agent:alice");
-    let bob = call(&host, "agent:bob", "Get", json!({})).await.unwrap();
+    assert_eq!(alice["agent"], "agent:counter/alice");
+    let bob = call(&host, "agent:counter/bob", "Get", json!({}))
+        .await
+        .unwrap();
     assert_eq!(bob["count"], 5);
+}
+
+/// Two agent handlers side by side: each has its own agents, `agent:<handler>/<id>`; the
+/// short `agent:<id>` is ambiguous then and gets 404, and works again once one is left.
+#[tokio::test]
+async fn two_agent_handlers_side_by_side() {
+    let host = host_with(&["counter"]).await;
+    host.deploy("tally", guest("counter"), None).await.unwrap();
+    call(&host, "agent:counter/alice", "Increment", json!({"by": 2}))
+        .await
+        .unwrap();
+    let tally = call(&host, "agent:tally/alice", "Increment", json!({"by": 40}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (tally["agent"].as_str(), tally["count"].as_i64()),
+        (Some("agent:tally/alice"), Some(40))
+    );
+    let counter = call(&host, "agent:counter/alice", "Get", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(counter["count"], 2);
+    let ambiguous = call(&host, "agent:alice", "Get", json!({})).await;
+    assert_eq!(ambiguous.unwrap_err().code, 404);
+    assert_eq!(
+        call(&host, "agent:nobody/alice", "Get", json!({}))
+            .await
+            .unwrap_err()
+            .code,
+        404
+    );
+    assert!(host.remove("tally"));
+    let short = call(&host, "agent:alice", "Get", json!({})).await.unwrap();
+    assert_eq!(short["count"], 2);
 }
 
 /// Callback style: an agent sends without waiting; the Reply arrives later at its

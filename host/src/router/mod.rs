@@ -19,6 +19,7 @@ mod mailbox;
 mod outbound;
 mod pending;
 mod queue_bytes;
+mod turns;
 mod undelivered;
 mod worker;
 
@@ -38,7 +39,9 @@ use queue_bytes::QueueBudget;
 use crate::dead_letters::{DeadLetter, DeadLetters, DeadReason};
 use crate::metrics::{Metrics, RefusedLabels};
 use crate::runtime::{HandlerKind, PoolFull, Reservation, Runtime, Version};
-use crate::signal::{AGENTS_ADDRESS, Body, Failure, HOST_ADDRESS, Json, Signal, USER_PREFIX, code};
+use crate::signal::{
+    AGENT_PREFIX, AGENTS_ADDRESS, Body, Failure, HOST_ADDRESS, Json, Signal, USER_PREFIX, code,
+};
 pub use crate::transport::{Accepted, Reason, Undelivered};
 use crate::transport::{Inbound, Publish, Route, Transport};
 
@@ -59,6 +62,8 @@ pub enum InstallError {
 struct Table {
     /// Handlers by the address they serve.
     handlers: HashMap<String, Entry>,
+    /// The addresses of the agent handlers (`agent:<name>/*`), for the short `agent:<id>`.
+    agents: Vec<String>,
     /// Subscribers by event type (shared, so a broadcast takes the list without copying).
     events: HashMap<String, Arc<[String]>>,
     /// Subscribers by object type.
@@ -95,6 +100,34 @@ impl Table {
         };
         self.events = shared(events);
         self.changes = shared(changes);
+        self.agents = self
+            .handlers
+            .keys()
+            .filter(|address| address.starts_with(AGENT_PREFIX))
+            .cloned()
+            .collect();
+    }
+
+    /// The address of the agent handler serving agent address `to`, and `to` in full,
+    /// `agent:<handler>/<id>`. The short `agent:<id>` resolves only while exactly one agent
+    /// handler is deployed.
+    fn resolve_agent(&self, to: &str) -> Option<(String, String)> {
+        let (handler, id) = crate::signal::agent_parts(to)?;
+        match handler {
+            Some(handler) => {
+                let home = crate::signal::agent_home(handler);
+                self.handlers
+                    .contains_key(&home)
+                    .then(|| (home, to.to_owned()))
+            }
+            None => match self.agents.as_slice() {
+                [only] => {
+                    let handler = only.strip_prefix(AGENT_PREFIX)?.strip_suffix("/*")?;
+                    Some((only.clone(), format!("{AGENT_PREFIX}{handler}/{id}")))
+                }
+                _ => None,
+            },
+        }
     }
 }
 
@@ -532,43 +565,70 @@ impl Router {
                 let address = address.to_owned();
                 Self::to_client(&table, &address, signal).map(|()| Accepted::ONE)
             }
-            Route::Address(address) => {
-                let Some(entry) = table.handlers.get(address) else {
+            Route::Address(AGENTS_ADDRESS) => {
+                let to = match &signal.body {
+                    Body::Message(m) => m.to.as_str(),
+                    Body::Reply { to, .. } | Body::ErrorReply { to, .. } => to.as_str(),
+                    _ => "",
+                };
+                let Some((home, full)) = table.resolve_agent(to) else {
                     return fail(signal, Reason::NoRoute);
                 };
-                if let Body::Message(m) = &signal.body
-                    && !entry
-                        .slot
-                        .current()
-                        .description
-                        .accepts
-                        .takes(&m.message_type)
-                {
-                    return fail(signal, Reason::NotAccepted);
-                }
-                // A reply to a message this handler sent has room kept for it.
-                let promised = match &signal.body {
-                    Body::Reply { reply_to, .. } | Body::ErrorReply { reply_to, .. } => {
-                        self.callbacks.claim_room(reply_to, &entry.slot.name)
-                    }
-                    _ => false,
-                };
-                // Open before it can be handled: its answer may come at once.
-                let open = Open::of(&signal, &entry.addressee(&signal), self.default_deadline());
-                if let Some(open) = &open {
-                    self.answers.open(open.clone());
-                }
-                let offered = entry.offer(signal, promised);
-                if let (Err(_), Some(open)) = (&offered, &open) {
-                    let _ = self.answers.claim_any(&open.id);
-                }
-                match offered {
-                    Ok(()) => Ok(Accepted::ONE),
-                    Err(Refused::Full(s)) => fail(s, Reason::Overloaded),
-                    Err(Refused::OverBytes(s, over)) => fail(s, Reason::OverBytes(Box::new(over))),
-                    Err(Refused::Closed(s)) => fail(s, Reason::ShuttingDown),
-                }
+                let mut signal = signal;
+                set_to(&mut signal, full);
+                self.deliver_to_handler(&table, &home, signal)
             }
+            Route::Address(address) => {
+                let address = address.to_owned();
+                self.deliver_to_handler(&table, &address, signal)
+            }
+        }
+    }
+
+    /// Offers a message or reply to the handler serving `address`: a message it does not
+    /// accept is refused, a reply to its own send takes the room kept for it, and a message
+    /// is opened for its one answer before it can be handled.
+    fn deliver_to_handler(
+        &self,
+        table: &Table,
+        address: &str,
+        signal: Signal,
+    ) -> Result<Accepted, Undelivered> {
+        let fail = |signal, reason| Err(Undelivered { signal, reason });
+        let Some(entry) = table.handlers.get(address) else {
+            return fail(signal, Reason::NoRoute);
+        };
+        if let Body::Message(m) = &signal.body
+            && !entry
+                .slot
+                .current()
+                .description
+                .accepts
+                .takes(&m.message_type)
+        {
+            return fail(signal, Reason::NotAccepted);
+        }
+        // A reply to a message this handler sent has room kept for it.
+        let promised = match &signal.body {
+            Body::Reply { reply_to, .. } | Body::ErrorReply { reply_to, .. } => {
+                self.callbacks.claim_room(reply_to, &entry.slot.name)
+            }
+            _ => false,
+        };
+        // Open before it can be handled: its answer may come at once.
+        let open = Open::of(&signal, &entry.addressee(&signal), self.default_deadline());
+        if let Some(open) = &open {
+            self.answers.open(open.clone());
+        }
+        let offered = entry.offer(signal, promised);
+        if let (Err(_), Some(open)) = (&offered, &open) {
+            let _ = self.answers.claim_any(&open.id);
+        }
+        match offered {
+            Ok(()) => Ok(Accepted::ONE),
+            Err(Refused::Full(s)) => fail(s, Reason::Overloaded),
+            Err(Refused::OverBytes(s, over)) => fail(s, Reason::OverBytes(Box::new(over))),
+            Err(Refused::Closed(s)) => fail(s, Reason::ShuttingDown),
         }
     }
 
@@ -623,7 +683,7 @@ impl Router {
     pub fn install(&self, name: &str, version: Arc<Version>) -> Result<bool, InstallError> {
         let address = match version.description.kind {
             HandlerKind::Service => name.to_owned(),
-            HandlerKind::Agent => AGENTS_ADDRESS.to_owned(),
+            HandlerKind::Agent => crate::signal::agent_home(name),
         };
         let mut table = self.write();
         if let Some(entry) = table.handlers.get(&address)
@@ -769,5 +829,14 @@ async fn expire_open_messages(router: Weak<Router>) {
             break;
         };
         router.expire();
+    }
+}
+
+/// Sets the address a message or reply is for.
+fn set_to(signal: &mut Signal, address: String) {
+    match &mut signal.body {
+        Body::Message(m) => m.to = address,
+        Body::Reply { to, .. } | Body::ErrorReply { to, .. } => *to = address,
+        _ => {}
     }
 }

@@ -25,6 +25,7 @@ pub(super) use call::Stop;
 
 use super::Router;
 use super::mailbox::Slot;
+use super::turns::agent_of;
 use crate::metrics::{Metrics, SignalLabels};
 use crate::runtime::{Instance, Outcome, Runtime, Version};
 use crate::signal::{Body, Failure, HOST_ADDRESS, Signal, code};
@@ -44,6 +45,9 @@ pub(super) struct Worker {
     pub after: Option<watch::Receiver<bool>>,
     /// Fires when the handler is deleted: the call in progress is abandoned.
     pub stop: Stop,
+    /// For an agent handler, the mailbox's turns: after a signal for an agent, the worker
+    /// takes that agent's next one itself.
+    pub turns: Option<Arc<super::turns::Turns>>,
     /// Dropped when the worker exits; the last one to go tells the successor mailbox.
     #[expect(dead_code, reason = "held for its Drop")]
     pub exit: Arc<ExitNotice>,
@@ -97,39 +101,57 @@ impl Running {
             let _ = before.wait_for(|exited| *exited).await;
         }
         while let Some(signal) = self.next_signal().await {
-            self.worker.bytes.release(signal.size());
-            match &signal.body {
-                Body::Reply { reply_to, .. } | Body::ErrorReply { reply_to, .. } => {
-                    // Its place in the room kept for replies is free again.
-                    if let Some(router) = self.worker.router.upgrade() {
-                        router.callbacks().close(reply_to);
-                    }
-                }
-                _ => {
-                    self.worker.others.fetch_sub(1, Ordering::AcqRel);
+            let mut next = Some(signal);
+            while let Some(signal) = next.take() {
+                let agent = self
+                    .worker
+                    .turns
+                    .as_ref()
+                    .and(agent_of(&signal))
+                    .map(str::to_owned);
+                self.take(signal).await;
+                if let (Some(turns), Some(agent)) = (&self.worker.turns, agent) {
+                    next = turns.next(&agent);
                 }
             }
-            let version = self.worker.slot.current();
-            let span = tracing::debug_span!(
-                "signal",
-                id = %signal.envelope.id,
-                kind = signal.kind(),
-                handler = %self.worker.slot.name,
-                version = version.id,
-            );
-            let counters = self.worker.slot.counters.clone();
-            let now = counters.active.fetch_add(1, Ordering::Relaxed) + 1;
-            if counters.peak_active.fetch_max(now, Ordering::Relaxed) < now {
-                let labels = Metrics::handler(&self.worker.slot.name);
-                let gauge = self.worker.metrics.peak_active.get_or_create(&labels);
-                gauge.inner().fetch_max(now as i64, Ordering::Relaxed);
-            }
-            self.admit(signal, version).instrument(span).await;
-            self.give_back_if_owed();
-            counters.active.fetch_sub(1, Ordering::Relaxed);
-            counters.in_flight.fetch_sub(1, Ordering::AcqRel);
         }
         self.set_warm(None);
+    }
+
+    /// Handles one signal taken from the mailbox (or from its agent's line), and settles the
+    /// mailbox's accounts of it.
+    async fn take(&mut self, signal: Signal) {
+        self.worker.bytes.release(signal.size());
+        match &signal.body {
+            Body::Reply { reply_to, .. } | Body::ErrorReply { reply_to, .. } => {
+                // Its place in the room kept for replies is free again.
+                if let Some(router) = self.worker.router.upgrade() {
+                    router.callbacks().close(reply_to);
+                }
+            }
+            _ => {
+                self.worker.others.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let version = self.worker.slot.current();
+        let span = tracing::debug_span!(
+            "signal",
+            id = %signal.envelope.id,
+            kind = signal.kind(),
+            handler = %self.worker.slot.name,
+            version = version.id,
+        );
+        let counters = self.worker.slot.counters.clone();
+        let now = counters.active.fetch_add(1, Ordering::Relaxed) + 1;
+        if counters.peak_active.fetch_max(now, Ordering::Relaxed) < now {
+            let labels = Metrics::handler(&self.worker.slot.name);
+            let gauge = self.worker.metrics.peak_active.get_or_create(&labels);
+            gauge.inner().fetch_max(now as i64, Ordering::Relaxed);
+        }
+        self.admit(signal, version).instrument(span).await;
+        self.give_back_if_owed();
+        counters.active.fetch_sub(1, Ordering::Relaxed);
+        counters.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Hands `signal` to `version` if that version takes it.

@@ -4,8 +4,7 @@
 //! is the one that counts.
 
 use crate::runtime::{Description, HandlerKind};
-use crate::signal::{AGENTS_ADDRESS, Body, Failure, Signal, code};
-use crate::transport::address_of;
+use crate::signal::{Body, Failure, Signal, code};
 
 /// What the version handling a signal does with it.
 pub(super) enum Admission {
@@ -32,10 +31,12 @@ impl Admission {
                     ));
                 }
                 let serves = match description.kind {
-                    HandlerKind::Service => name,
-                    HandlerKind::Agent => AGENTS_ADDRESS,
+                    HandlerKind::Service => m.to == name,
+                    HandlerKind::Agent => {
+                        crate::signal::agent_parts(&m.to).is_some_and(|(h, _)| h == Some(name))
+                    }
                 };
-                if address_of(&m.to) != serves {
+                if !serves {
                     return Self::Refuse(
                         Failure::new(
                             code::NOT_FOUND,
