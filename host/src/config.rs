@@ -72,6 +72,12 @@ pub const DEFAULT_MAX_COMPILATIONS: usize = 2;
 pub const DEFAULT_MAX_QUEUED_COMPILATIONS: usize = 16;
 /// Longest one compilation may take by default before it is stopped and the upload refused.
 pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default largest value of one state key, in bytes.
+pub const DEFAULT_STATE_VALUE_BYTES: usize = 256 << 10;
+/// Default bytes of state (keys and values) one handler may store across its agents.
+pub const DEFAULT_STATE_HANDLER_BYTES: u64 = 256 << 20;
+/// Default number of pending durable timers one handler may have.
+pub const DEFAULT_TIMERS_PER_HANDLER: usize = 100_000;
 
 /// Limits for one handler, chosen at deploy time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,6 +155,13 @@ pub struct HostConfig {
     /// How long a message sent without waiting stays open for its answer; past it the host
     /// answers 504 (an awaited message's deadline is its sender's timeout).
     pub message_deadline: Duration,
+    /// Largest value of one state key; a turn setting a bigger one fails with 507.
+    pub state_value_bytes: usize,
+    /// Bytes of state (keys and values) one handler may store; a turn that would store more
+    /// fails with 507 (deletes always pass).
+    pub state_handler_bytes: u64,
+    /// Pending durable timers one handler may have; scheduling past it fails with 429.
+    pub timers_per_handler: usize,
 }
 
 /// Where uploads are compiled. Compiling is CPU- and memory-heavy and outside wasmtime's
@@ -189,6 +202,9 @@ impl Default for HostConfig {
             max_queued_compilations: DEFAULT_MAX_QUEUED_COMPILATIONS,
             compile_timeout: DEFAULT_COMPILE_TIMEOUT,
             message_deadline: DEFAULT_MESSAGE_DEADLINE,
+            state_value_bytes: DEFAULT_STATE_VALUE_BYTES,
+            state_handler_bytes: DEFAULT_STATE_HANDLER_BYTES,
+            timers_per_handler: DEFAULT_TIMERS_PER_HANDLER,
         }
     }
 }

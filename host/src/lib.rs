@@ -14,6 +14,7 @@
 //! - [`host`]: the embeddable [`Host`] handle tying them together.
 //! - [`store`]: the data directory: modules by hash, compiled artifacts, the registry file.
 //! - [`db`]: the embedded transactional store (redb) in the data directory.
+//! - [`keyed`]: durable keyed state of agents and services, and durable timers.
 //! - [`dead_letters`]: signals a mailbox or client refused, kept for replay or purge.
 //! - [`registry`]: deployed handlers and versions, persisted; deploy, roll back, delete.
 //! - [`admin`]: the HTTP admin API (axum), guarded by a bearer token.
@@ -33,6 +34,7 @@ pub mod config;
 pub mod db;
 pub mod dead_letters;
 pub mod host;
+pub mod keyed;
 pub mod log_limit;
 pub mod metrics;
 pub mod operator;

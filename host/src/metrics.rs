@@ -138,6 +138,20 @@ pub struct Metrics {
     pub answers_expired: Counter,
     /// Messages delivered to handlers and not yet answered, read when rendered.
     pub open_messages: Gauge,
+    /// Turns whose state and timers committed.
+    pub state_commits: Counter,
+    /// Turns refused at commit because a key they read changed meanwhile.
+    pub state_conflicts: Family<HandlerLabels, Counter>,
+    /// Turns refused at commit by a state size limit or the timer quota.
+    pub state_quota_refused: Family<HandlerLabels, Counter>,
+    /// Turns committed per state transaction (group commit).
+    pub state_group_commit_batches: Histogram,
+    /// Timers committed.
+    pub timers_scheduled: Family<HandlerLabels, Counter>,
+    /// Timers delivered and removed.
+    pub timers_fired: Family<HandlerLabels, Counter>,
+    /// Pending timers cancelled.
+    pub timers_cancelled: Family<HandlerLabels, Counter>,
 }
 
 /// The signal kinds as labelled.
@@ -193,6 +207,13 @@ impl Default for Metrics {
             answers_refused: Family::default(),
             answers_expired: Counter::default(),
             open_messages: Gauge::default(),
+            state_commits: Counter::default(),
+            state_conflicts: Family::default(),
+            state_quota_refused: Family::default(),
+            state_group_commit_batches: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+            timers_scheduled: Family::default(),
+            timers_fired: Family::default(),
+            timers_cancelled: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -355,11 +376,51 @@ impl Default for Metrics {
             "Messages delivered to handlers and not yet answered",
             metrics.open_messages.clone(),
         );
+        register_state(&mut registry, &metrics);
         Self {
             registry,
             ..metrics
         }
     }
+}
+
+/// Registers the keyed-state and timer metrics.
+fn register_state(registry: &mut Registry, metrics: &Metrics) {
+    registry.register(
+        "state_commits",
+        "Turns whose state writes and timers committed durably",
+        metrics.state_commits.clone(),
+    );
+    registry.register(
+        "state_conflicts",
+        "Turns refused at commit because a state key they read was changed by another turn meanwhile",
+        metrics.state_conflicts.clone(),
+    );
+    registry.register(
+        "state_quota_refused",
+        "Turns refused at commit by a state size limit (state_value_bytes, state_handler_bytes) or the timer quota (timers_per_handler)",
+        metrics.state_quota_refused.clone(),
+    );
+    registry.register(
+        "state_group_commit_batches",
+        "Turns committed together in one state transaction (one fsync)",
+        metrics.state_group_commit_batches.clone(),
+    );
+    registry.register(
+        "timers_scheduled",
+        "Durable timers committed",
+        metrics.timers_scheduled.clone(),
+    );
+    registry.register(
+        "timers_fired",
+        "Durable timers delivered and removed",
+        metrics.timers_fired.clone(),
+    );
+    registry.register(
+        "timers_cancelled",
+        "Pending durable timers cancelled",
+        metrics.timers_cancelled.clone(),
+    );
 }
 
 impl Metrics {
