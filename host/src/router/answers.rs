@@ -14,6 +14,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
+use crate::runtime::TIMER_HEADER;
 use crate::signal::{Body, Failure, Json, ReplyTarget, Signal, code, now_millis};
 
 /// An open message: enough to answer it, and to check who may.
@@ -23,8 +24,9 @@ pub struct Open {
     pub id: String,
     /// The address it was delivered to: only it may answer.
     pub addressee: String,
-    /// Where the answer goes: the message's return address, else its sender.
-    pub answer_to: String,
+    /// Where the answer goes: the message's return address, else its sender; nowhere for a
+    /// timer's message.
+    pub answer_to: Option<String>,
     /// The message's causal depth; its answer is one deeper.
     pub depth: u32,
     /// When the host answers it with 504, in milliseconds since the Unix epoch.
@@ -40,10 +42,11 @@ impl Open {
         Some(Self {
             id: message.envelope.id.clone(),
             addressee: addressee.to_owned(),
-            answer_to: m
-                .return_address
-                .clone()
-                .unwrap_or_else(|| message.envelope.from.clone()),
+            answer_to: (!message.envelope.headers.contains_key(TIMER_HEADER)).then(|| {
+                m.return_address
+                    .clone()
+                    .unwrap_or_else(|| message.envelope.from.clone())
+            }),
             depth: message.envelope.depth,
             deadline: message.envelope.deadline.unwrap_or(default_deadline),
         })
@@ -59,7 +62,7 @@ impl Open {
         let target = ReplyTarget {
             message_id: self.id.clone(),
             return_address: None,
-            sender: self.answer_to.clone(),
+            sender: self.answer_to.clone().unwrap_or_default(),
         };
         let mut answer = target.answer(from, outcome, None);
         answer.envelope.depth = self.depth.saturating_add(1);
@@ -105,6 +108,8 @@ impl Refused {
 struct Table {
     open: HashMap<String, Open>,
     by_deadline: BTreeSet<(u64, String)>,
+    /// Answered by a turn not yet committed: settled when it commits, open again if it fails.
+    claimed: HashMap<String, Open>,
 }
 
 /// The open messages of this host.
@@ -144,9 +149,23 @@ impl Answers {
         Ok(open)
     }
 
-    /// Opens again a message whose answer was discarded with its turn.
-    pub fn reopen(&self, open: Open) {
-        self.open(open);
+    /// Holds a claimed message until its turn commits ([`Answers::settle`]) or fails
+    /// ([`Answers::reopen`]).
+    pub fn hold(&self, open: Open) {
+        self.lock().claimed.insert(open.id.clone(), open);
+    }
+
+    /// Forgets a held message: its answer went out.
+    pub fn settle(&self, id: &str) {
+        self.lock().claimed.remove(id);
+    }
+
+    /// Opens again a held message whose answer was discarded with its turn.
+    pub fn reopen(&self, id: &str) {
+        let held = self.lock().claimed.remove(id);
+        if let Some(open) = held {
+            self.open(open);
+        }
     }
 
     /// Closes every message past its deadline at `now` (milliseconds), for the host to
@@ -211,7 +230,10 @@ mod tests {
     fn an_answer_goes_where_the_sender_asked() {
         let msg = message(Some("audit"), Some(10));
         let open = Open::of(&msg, "inventory", 99).unwrap();
-        assert_eq!((open.answer_to.as_str(), open.deadline), ("audit", 10));
+        assert_eq!(
+            (open.answer_to.as_deref(), open.deadline),
+            (Some("audit"), 10)
+        );
         let answer = open.answer(Ok(Json::null()));
         assert_eq!(answer.envelope.from, "inventory");
         assert_eq!(answer.envelope.depth, 4);
@@ -219,7 +241,16 @@ mod tests {
             matches!(&answer.body, Body::Reply { reply_to, to, .. } if reply_to == msg.id() && to == "audit")
         );
         let open = Open::of(&message(None, None), "inventory", 99).unwrap();
-        assert_eq!((open.answer_to.as_str(), open.deadline), ("orders", 99));
+        assert_eq!(
+            (open.answer_to.as_deref(), open.deadline),
+            (Some("orders"), 99)
+        );
+        let mut timer = message(None, None);
+        timer
+            .envelope
+            .headers
+            .insert(TIMER_HEADER.into(), "t-1".into());
+        assert_eq!(Open::of(&timer, "inventory", 99).unwrap().answer_to, None);
     }
 
     /// Exactly one answer, and only from the addressee; a refused claim changes nothing.
@@ -234,9 +265,13 @@ mod tests {
         );
         let open = answers.claim(msg.id(), "inventory").unwrap();
         assert_eq!(answers.claim(msg.id(), "inventory"), Err(Refused::NotOpen));
-        answers.reopen(open);
-        assert!(answers.claim(msg.id(), "inventory").is_ok());
-        assert!(answers.is_empty());
+        answers.hold(open);
+        answers.reopen(msg.id());
+        let open = answers.claim(msg.id(), "inventory").unwrap();
+        answers.hold(open);
+        answers.settle(msg.id());
+        answers.reopen(msg.id());
+        assert!(answers.is_empty(), "a settled answer stays closed");
         assert_eq!(
             answers.claim("never-sent", "inventory"),
             Err(Refused::NotOpen)

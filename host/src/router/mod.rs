@@ -259,9 +259,9 @@ impl Router {
         Ok(self.release_answer(&open, outcome))
     }
 
-    /// Closes message `id` for `answerer`'s answer, to be released with
-    /// [`Router::release_answer`] (or opened again with [`Router::reopen`]).
-    pub fn claim_answer(&self, id: &str, answerer: &str) -> Result<Open, Failure> {
+    /// Closes message `id` for `answerer`'s answer. The host (`host`) may answer any open
+    /// message. A refusal is counted and logged (rate-limited).
+    fn claim_answer(&self, id: &str, answerer: &str) -> Result<Open, Failure> {
         let claimed = if answerer == HOST_ADDRESS {
             self.answers.claim_any(id)
         } else {
@@ -284,16 +284,19 @@ impl Router {
     }
 
     /// Sends the answer to a claimed message; returns the answer's id.
-    pub fn release_answer(&self, open: &Open, outcome: Result<Json, Failure>) -> String {
+    fn release_answer(&self, open: &Open, outcome: Result<Json, Failure>) -> String {
         let answer = open.answer(outcome);
         let id = answer.envelope.id.clone();
-        self.route(answer);
+        self.route_answer(answer);
         id
     }
 
-    /// Opens again a message whose claimed answer was discarded.
-    pub fn reopen(&self, open: Open) {
-        self.answers.reopen(open);
+    /// Routes an answer, unless it answers a timer's message: that goes nowhere.
+    pub(crate) fn route_answer(&self, answer: Signal) {
+        let nowhere = matches!(&answer.body, Body::Reply { to, .. } | Body::ErrorReply { to, .. } if to.is_empty());
+        if !nowhere {
+            self.route(answer);
+        }
     }
 
     /// Publishes through the transport and hands the outcome to `then`, at once or, when the
@@ -402,6 +405,14 @@ impl Router {
     /// mailbox, it takes one of the handler's [`CALLBACK_CAP`] places for replies, and fails
     /// with 429 when none is free.
     pub fn send_from(&self, signal: Signal, owner: &Arc<str>) -> Result<(), Failure> {
+        self.reserve_send(&signal, owner)?;
+        self.route(signal);
+        Ok(())
+    }
+
+    /// Reserves a place for the reply to a message handler `owner` sends without waiting,
+    /// if the reply will come back to it (429 when it has none left).
+    fn reserve_send(&self, signal: &Signal, owner: &Arc<str>) -> Result<(), Failure> {
         if let Body::Message(m) = &signal.body {
             let comes_back = !m.to.starts_with(USER_PREFIX)
                 && m.return_address
@@ -419,7 +430,6 @@ impl Router {
                 .with_help("wait for replies in `handle_reply` before sending more, or use `request`"));
             }
         }
-        self.route(signal);
         Ok(())
     }
 
@@ -669,7 +679,7 @@ impl Router {
             .with_help(
                 "the handler said it would answer later and did not; it may be slow or stuck",
             );
-            self.route(open.answer_from(HOST_ADDRESS.to_owned(), Err(failure)));
+            self.route_answer(open.answer_from(HOST_ADDRESS.to_owned(), Err(failure)));
         }
     }
 

@@ -11,6 +11,7 @@
 
 mod admission;
 mod call;
+mod commit;
 mod warm;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,6 +23,7 @@ use tracing::Instrument;
 
 use admission::Admission;
 pub(super) use call::Stop;
+use commit::Settled;
 
 use super::Router;
 use super::mailbox::Slot;
@@ -188,18 +190,30 @@ impl Running {
                 return;
             }
         }
-        let Some(instance) = self.warm.as_mut() else {
-            return;
-        };
         let started = Instant::now();
-        let call = instance.handle(&signal, address.clone());
-        let outcome = match call::guarded(call, version.limits.deadline, &watch).await {
-            Ok(outcome) => outcome,
-            Err(cut) => Outcome {
-                result: Err(cut.failure(&slot.name)),
-                poisoned: true,
-                later: false,
-            },
+        let mut attempt = 1;
+        let outcome = loop {
+            let Some(instance) = self.warm.as_mut() else {
+                return;
+            };
+            let call = instance.handle(&signal, address.clone());
+            let outcome = match call::guarded(call, version.limits.deadline, &watch).await {
+                Ok(outcome) => outcome,
+                Err(cut) => Outcome {
+                    result: Err(cut.failure(&slot.name)),
+                    poisoned: true,
+                    later: false,
+                },
+            };
+            let turn = self
+                .warm
+                .as_mut()
+                .map(Instance::take_turn)
+                .unwrap_or_default();
+            match self.worker.settle(turn, outcome, attempt).await {
+                Settled::Done(outcome) => break outcome,
+                Settled::Again => attempt += 1,
+            }
         };
         self.record(&signal, &outcome, started);
         if outcome.poisoned {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::bindings::{guest_json, headers, switchboard::signal::host, wit};
 use super::budget::{Refusal, Spend};
-use super::outbound::Outbound;
+use super::outbound::{Outbound, Output};
 use super::state::HostState;
 use crate::config::{DEFAULT_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT};
 use crate::signal::{Body, Envelope, Failure, Message, Signal, code};
@@ -78,9 +78,11 @@ impl HostState {
     pub(super) fn stamp(
         &self,
         body: Body,
-        headers: crate::signal::Headers,
+        mut headers: crate::signal::Headers,
         depth: u32,
     ) -> Result<Signal, Failure> {
+        // Only the host marks a timer's message.
+        headers.remove(super::TIMER_HEADER);
         let signal = Signal {
             envelope: Envelope::new(self.identity.address.clone(), headers).at_depth(depth),
             body,
@@ -135,24 +137,14 @@ impl HostState {
         }
     }
 
-    /// Broadcasts a stamped event or data change: its id and how many subscribers took it.
-    fn broadcast(&self, signal: Result<Signal, Failure>) -> HostResult<host::Emitted> {
+    /// Holds a stamped event or data change for the turn's commit: its id and how many
+    /// subscribers it will be offered to.
+    fn broadcast(&mut self, signal: Result<Signal, Failure>) -> HostResult<host::Emitted> {
         let signal = signal?;
         let id = signal.id().to_owned();
-        let subscribers = self.outbound()?.broadcast(signal)?;
+        let subscribers = self.outbound()?.subscribers(&signal);
+        self.turn.hold(Output::Broadcast(signal));
         Ok(host::Emitted { id, subscribers })
-    }
-
-    /// Hands a stamped signal to `go` and gives back its id.
-    fn hand_over(
-        &self,
-        signal: Result<Signal, Failure>,
-        go: impl FnOnce(&dyn Outbound, Signal) -> Result<(), Failure>,
-    ) -> HostResult<String> {
-        let signal = signal?;
-        let id = signal.id().to_owned();
-        go(&*self.outbound()?, signal)?;
-        Ok(id)
     }
 }
 
@@ -160,9 +152,14 @@ impl wit::Host for HostState {}
 
 impl host::Host for HostState {
     fn send(&mut self, msg: host::OutgoingMessage) -> wasmtime::Result<HostResult<String>> {
-        let owner = self.identity.handler.clone();
-        let signal = self.message(msg, Spend::Send);
-        Ok(self.hand_over(signal, |out, signal| out.send(signal, &owner)))
+        let sent = (|| -> Result<String, Failure> {
+            let signal = self.message(msg, Spend::Send)?;
+            self.outbound()?.send(&signal, &self.identity.handler)?;
+            let id = signal.id().to_owned();
+            self.turn.hold(Output::Send(signal));
+            Ok(id)
+        })();
+        Ok(sent.map_err(Into::into))
     }
 
     async fn request(&mut self, msg: host::OutgoingMessage, timeout_ms: u32) -> HostResult<String> {
@@ -237,7 +234,7 @@ impl host::Host for HostState {
         message_id: String,
         outcome: Result<String, wit::Failure>,
     ) -> wasmtime::Result<HostResult<String>> {
-        let answered = (|| {
+        let answered = (|| -> Result<String, Failure> {
             let outcome = match outcome {
                 Ok(payload) => Ok(guest_json(payload, "reply payload")?),
                 Err(failure) => Err(failure.into()),
@@ -245,8 +242,12 @@ impl host::Host for HostState {
             // Free only for the first answer to the message being handled; any other reply
             // counts as a send (depth and cap), so `reply` cannot loop or flood.
             self.spend_reply(&message_id)?;
-            let answerer = self.identity.address.clone();
-            self.outbound()?.answer(&message_id, &answerer, outcome)
+            let answer = self
+                .outbound()?
+                .claim(&message_id, &self.identity.address, outcome)?;
+            let id = answer.id().to_owned();
+            self.turn.hold(Output::Answer(answer));
+            Ok(id)
         })();
         Ok(answered.map_err(Into::into))
     }

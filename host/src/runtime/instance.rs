@@ -92,10 +92,24 @@ impl Instance {
     /// fresh CPU meter and per-signal budget.
     fn arm(&mut self, address: String, depth: u32, answering: Option<&str>) {
         let state = self.store.data_mut();
+        let scope = state.store.is_some().then(|| state.scope_at(&address));
+        let left = std::mem::replace(&mut state.turn, super::turn::Turn::new(scope));
+        if !left.is_empty() {
+            // Only an instance's start can leave a turn behind: it never commits.
+            let parts = left.into_parts();
+            if let Some(out) = state.outbound.upgrade() {
+                out.discard(parts.outputs);
+            }
+        }
         state.identity.address = address;
         state.budget.arm(depth, answering);
         state.cpu.restart();
         self.store.set_epoch_deadline(1);
+    }
+
+    /// Takes the turn of the signal just handled, to commit or discard.
+    pub fn take_turn(&mut self) -> super::turn::Turn {
+        std::mem::take(&mut self.store.data_mut().turn)
     }
 
     /// Calls `describe`.

@@ -22,6 +22,7 @@ mod load_error;
 mod outbound;
 pub mod pool;
 mod state;
+pub mod turn;
 mod users_api;
 
 use std::path::Path;
@@ -36,8 +37,9 @@ pub use bindings::Delivery;
 pub use budget::{Caps, Refusal, Spend};
 pub use code::Code;
 pub use instance::{Instance, Outcome};
+pub use keyed_api::TIMER_HEADER;
 pub use load_error::LoadError;
-pub use outbound::{Answer, DenyAll, Outbound};
+pub use outbound::{Answer, DenyAll, Outbound, Output};
 pub use pool::{InstancePool, InstanceSlot, PoolFull, Reservation};
 pub use state::{Identity, LimitHit};
 
@@ -181,6 +183,8 @@ pub struct Runtime {
     ticker_stop: Arc<AtomicBool>,
     code: code::CodeCache,
     compiler: compile::CompilePool,
+    /// The keyed-state store instances read and write, once the host attaches it.
+    state: std::sync::OnceLock<Arc<crate::keyed::StateStore>>,
 }
 
 /// What a handler may import: WASI 0.2 (deny-by-default) and the `switchboard:signal`
@@ -245,6 +249,7 @@ impl Runtime {
             ticker_stop,
             code: code::CodeCache::default(),
             compiler: compile::CompilePool::new(config.max_compilations),
+            state: std::sync::OnceLock::new(),
             config,
         })
     }
@@ -262,6 +267,16 @@ impl Runtime {
     /// The per-handler rate limit of log lines, shared with the router.
     pub fn log_limit(&self) -> &Arc<LogLimiter> {
         &self.log_limit
+    }
+
+    /// Gives instances started from now on the host's keyed-state store (once).
+    pub fn attach_state(&self, store: Arc<crate::keyed::StateStore>) {
+        let _ = self.state.set(store);
+    }
+
+    /// The keyed-state store, if attached.
+    pub fn state_store(&self) -> Option<Arc<crate::keyed::StateStore>> {
+        self.state.get().cloned()
     }
 
     /// The slots instances of deployed handlers run in.

@@ -34,7 +34,7 @@ impl users::Host for HostState {
             });
             let depth = self.spend(Spend::Send)?;
             let signal = self.stamp(body, Headers::new(), depth)?;
-            self.outbound()?.push(signal);
+            self.turn.hold(super::outbound::Output::Push(signal));
             Ok(())
         })();
         Ok(pushed.map_err(Into::into))
