@@ -103,6 +103,11 @@ pub struct Envelope {
     /// the admin API; a signal a handler sends while handling one at depth `d` has `d + 1`.
     /// Kept by the host, like an IP TTL, so no chain of handlers can loop forever.
     pub depth: u32,
+    /// For a message: when the host answers it with 504 if it is still open, in
+    /// milliseconds since the Unix epoch. Set by the host when the message is routed (the
+    /// awaiting sender's timeout, or the default for a message sent without waiting); none
+    /// for other signals and for one-way pushes to `user:` addresses.
+    pub deadline: Option<u64>,
 }
 
 impl Envelope {
@@ -114,6 +119,7 @@ impl Envelope {
             from: from.into(),
             headers,
             depth: 0,
+            deadline: None,
         }
     }
 
@@ -124,7 +130,8 @@ impl Envelope {
     }
 }
 
-fn now_millis() -> u64 {
+/// Milliseconds since the Unix epoch, now.
+pub fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -185,6 +192,9 @@ pub mod code {
     pub const NOT_FOUND: u32 = 404;
     /// The signal is over the maximum message size.
     pub const TOO_LARGE: u32 = 413;
+    /// A second answer to a message, or one from a handler it was not delivered to; a
+    /// turn whose state changed under it too many times.
+    pub const CONFLICT: u32 = 409;
     /// Too many: a handler has too many sent messages awaiting replies, or sent, emitted or
     /// requested more than it may while handling one signal.
     pub const TOO_MANY: u32 = 429;

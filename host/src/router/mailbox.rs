@@ -265,6 +265,13 @@ impl Entry {
         })
     }
 
+    /// The address a message offered here is delivered to, and that alone may answer it:
+    /// the handler's name, or the agent the message is for.
+    pub fn addressee(&self, signal: &Signal) -> String {
+        let kind = self.slot.current().description.kind;
+        self.slot.speaking_address(kind, signal)
+    }
+
     /// Whether this mailbox and its workers match `limits` (mailbox size and concurrency).
     pub fn fits(&self, limits: &crate::config::Limits) -> bool {
         self.limit == limits.mailbox.max(1) as usize && self.workers == limits.concurrency.max(1)

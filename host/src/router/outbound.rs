@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::Router;
 use crate::runtime::{Answer, Outbound};
-use crate::signal::{Failure, Signal, code};
+use crate::signal::{Failure, Json, Signal, code};
 
 impl Outbound for Router {
     fn send(&self, signal: Signal, owner: &Arc<str>) -> Result<(), Failure> {
@@ -22,7 +22,7 @@ impl Outbound for Router {
         })
     }
 
-    fn broadcast(&self, signal: Signal) -> Result<(), Failure> {
+    fn broadcast(&self, signal: Signal) -> Result<u32, Failure> {
         self.offer_now(signal).map_err(|undelivered| {
             Failure::new(
                 code::OVERLOADED,
@@ -36,7 +36,20 @@ impl Outbound for Router {
         })
     }
 
-    fn reply(&self, signal: Signal) {
-        self.route(signal);
+    fn answer(
+        &self,
+        id: &str,
+        answerer: &str,
+        outcome: Result<Json, Failure>,
+    ) -> Result<String, Failure> {
+        Router::answer(self, id, answerer, outcome)
+    }
+
+    fn is_online(&self, address: &str) -> bool {
+        Router::is_online(self, address)
+    }
+
+    fn push(&self, signal: Signal) {
+        self.push_to_client(signal);
     }
 }

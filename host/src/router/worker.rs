@@ -136,7 +136,7 @@ impl Running {
     async fn admit(&mut self, signal: Signal, version: Arc<Version>) {
         match Admission::of(&version.description, &self.worker.slot.name, &signal) {
             Admission::Handle => self.handle(signal, version).await,
-            Admission::Refuse(failure) => self.finish(signal, Err(failure), HOST_ADDRESS.into()),
+            Admission::Refuse(failure) => self.finish(signal, Err(failure), HOST_ADDRESS, false),
             Admission::Unsubscribed => {
                 self.worker
                     .metrics
@@ -162,7 +162,7 @@ impl Running {
             };
             if let Err(failure) = self.start(&version, identity, &watch).await {
                 slot.counters.failed.fetch_add(1, Ordering::Relaxed);
-                self.finish(signal, Err(failure), address);
+                self.finish(signal, Err(failure), &address, false);
                 return;
             }
         }
@@ -176,6 +176,7 @@ impl Running {
             Err(cut) => Outcome {
                 result: Err(cut.failure(&slot.name)),
                 poisoned: true,
+                later: false,
             },
         };
         self.record(&signal, &outcome, started);
@@ -186,7 +187,7 @@ impl Running {
         if outcome.result.is_err() {
             slot.counters.failed.fetch_add(1, Ordering::Relaxed);
         }
-        self.finish(signal, outcome.result, address);
+        self.finish(signal, outcome.result, &address, outcome.later);
     }
 
     /// Counts a handled signal by kind and outcome, and how long it took.
@@ -245,7 +246,8 @@ impl Running {
         &self,
         signal: Signal,
         result: Result<Option<crate::signal::Json>, Failure>,
-        address: String,
+        address: &str,
+        later: bool,
     ) {
         match result {
             // A message's failure goes back to its sender; a broadcast's has nobody to go to,
@@ -264,7 +266,7 @@ impl Running {
             Ok(_) => tracing::trace!("handled"),
         }
         if let Some(router) = self.worker.router.upgrade() {
-            router.finish(signal, result, address);
+            router.finish(&signal, result, address, later);
         }
     }
 

@@ -14,7 +14,7 @@ use super::budget::{Refusal, Spend};
 use super::outbound::Outbound;
 use super::state::HostState;
 use crate::config::{DEFAULT_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT};
-use crate::signal::{Body, Envelope, Failure, Message, ReplyTarget, Signal, code};
+use crate::signal::{Body, Envelope, Failure, Message, Signal, code};
 
 /// Longest log line a guest may write; the rest is cut off.
 pub(super) const MAX_LOG_LINE: usize = 4096;
@@ -22,7 +22,7 @@ pub(super) const MAX_LOG_LINE: usize = 4096;
 type HostResult<T> = Result<T, wit::Failure>;
 
 impl HostState {
-    fn outbound(&self) -> Result<Arc<dyn Outbound>, Failure> {
+    pub(super) fn outbound(&self) -> Result<Arc<dyn Outbound>, Failure> {
         self.outbound
             .upgrade()
             .ok_or_else(|| Failure::new(code::OVERLOADED, "the host is shutting down"))
@@ -30,7 +30,7 @@ impl HostState {
 
     /// Spends one call of kind `spend` from the current signal's budget: the new signal's
     /// causal depth, or the typed failure (508, 429), counted and logged (rate-limited).
-    fn spend(&mut self, spend: Spend) -> Result<u32, Failure> {
+    pub(super) fn spend(&mut self, spend: Spend) -> Result<u32, Failure> {
         let spent = self.budget.spend(spend);
         spent.map_err(|refusal| self.refused(spend, refusal))
     }
@@ -75,7 +75,7 @@ impl HostState {
 
     /// Stamps a guest's outgoing body with a fresh envelope at causal depth `depth` and
     /// checks its size.
-    fn stamp(
+    pub(super) fn stamp(
         &self,
         body: Body,
         headers: crate::signal::Headers,
@@ -135,6 +135,14 @@ impl HostState {
         }
     }
 
+    /// Broadcasts a stamped event or data change: its id and how many subscribers took it.
+    fn broadcast(&self, signal: Result<Signal, Failure>) -> HostResult<host::Emitted> {
+        let signal = signal?;
+        let id = signal.id().to_owned();
+        let subscribers = self.outbound()?.broadcast(signal)?;
+        Ok(host::Emitted { id, subscribers })
+    }
+
     /// Hands a stamped signal to `go` and gives back its id.
     fn hand_over(
         &self,
@@ -177,7 +185,7 @@ impl host::Host for HostState {
         event_type: String,
         payload: String,
         headers_list: Vec<(String, String)>,
-    ) -> wasmtime::Result<HostResult<String>> {
+    ) -> wasmtime::Result<HostResult<host::Emitted>> {
         let signal = (|| {
             if event_type.is_empty() {
                 return Err(Failure::new(
@@ -196,7 +204,7 @@ impl host::Host for HostState {
                 depth,
             )
         })();
-        Ok(self.hand_over(signal, |out, signal| out.broadcast(signal)))
+        Ok(self.broadcast(signal))
     }
 
     fn emit_data_change(
@@ -205,7 +213,7 @@ impl host::Host for HostState {
         object_type: String,
         object: String,
         headers_list: Vec<(String, String)>,
-    ) -> wasmtime::Result<HostResult<String>> {
+    ) -> wasmtime::Result<HostResult<host::Emitted>> {
         let signal = (|| {
             if object_type.is_empty() {
                 return Err(Failure::new(
@@ -221,35 +229,26 @@ impl host::Host for HostState {
             let depth = self.spend(Spend::Emit)?;
             self.stamp(body, headers(headers_list), depth)
         })();
-        Ok(self.hand_over(signal, |out, signal| out.broadcast(signal)))
+        Ok(self.broadcast(signal))
     }
 
     fn reply(
         &mut self,
-        target: host::ReplyTarget,
+        message_id: String,
         outcome: Result<String, wit::Failure>,
-        address: Option<String>,
     ) -> wasmtime::Result<HostResult<String>> {
-        let signal = (|| {
+        let answered = (|| {
             let outcome = match outcome {
                 Ok(payload) => Ok(guest_json(payload, "reply payload")?),
                 Err(failure) => Err(failure.into()),
             };
             // Free only for the first answer to the message being handled; any other reply
             // counts as a send (depth and cap), so `reply` cannot loop or flood.
-            let depth = self.spend_reply(&target.message_id)?;
-            let target = ReplyTarget {
-                message_id: target.message_id,
-                return_address: target.return_address,
-                sender: target.sender,
-            };
-            let reply = target.answer(self.identity.address.clone(), outcome, address);
-            self.stamp(reply.body, reply.envelope.headers, depth)
+            self.spend_reply(&message_id)?;
+            let answerer = self.identity.address.clone();
+            self.outbound()?.answer(&message_id, &answerer, outcome)
         })();
-        Ok(self.hand_over(signal, |out, signal| {
-            out.reply(signal);
-            Ok(())
-        }))
+        Ok(answered.map_err(Into::into))
     }
 
     fn log(&mut self, level: wit::LogLevel, message: String) -> wasmtime::Result<()> {

@@ -17,10 +17,12 @@ mod cpu;
 mod guest_output;
 mod host_api;
 mod instance;
+mod keyed_api;
 mod load_error;
 mod outbound;
 pub mod pool;
 mod state;
+mod users_api;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -54,12 +56,51 @@ pub struct Description {
     pub name: String,
     /// Whether it serves its own address or every `agent:<id>`.
     pub kind: HandlerKind,
-    /// Message types it accepts; empty means any.
-    pub message_types: Vec<String>,
+    /// Message types it accepts.
+    pub accepts: Accepts,
     /// Event types it subscribes to.
     pub events: Vec<String>,
     /// Object types whose data changes it subscribes to.
     pub data_changes: Vec<String>,
+}
+
+/// Which message types a handler takes; others get 404.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Accepts {
+    /// Every type.
+    Any,
+    /// No messages at all: a handler that only listens to broadcasts.
+    None,
+    /// These types (sorted, without repeats).
+    Only(Vec<String>),
+}
+
+impl Accepts {
+    /// Whether a message of type `message_type` is taken.
+    pub fn takes(&self, message_type: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::None => false,
+            Self::Only(types) => types.iter().any(|t| t == message_type),
+        }
+    }
+
+    /// `any`, `none` or `only`, for operators.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Any => "any",
+            Self::None => "none",
+            Self::Only(_) => "only",
+        }
+    }
+
+    /// The types named (empty for `any` and `none`).
+    pub fn types(&self) -> &[String] {
+        match self {
+            Self::Only(types) => types,
+            Self::Any | Self::None => &[],
+        }
+    }
 }
 
 /// Service (its own address) or agent (the shared `agents` address).
@@ -77,7 +118,11 @@ impl From<wit::Description> for Description {
                 wit::HandlerKind::Service => HandlerKind::Service,
                 wit::HandlerKind::Agent => HandlerKind::Agent,
             },
-            message_types: sorted_unique(d.message_types),
+            accepts: match d.accepts {
+                wit::Accepts::Any => Accepts::Any,
+                wit::Accepts::None => Accepts::None,
+                wit::Accepts::Only(types) => Accepts::Only(sorted_unique(types)),
+            },
             events: sorted_unique(d.events),
             data_changes: sorted_unique(d.data_changes),
         }
@@ -338,7 +383,7 @@ impl Runtime {
             description: Description {
                 name: String::new(),
                 kind: HandlerKind::Service,
-                message_types: Vec::new(),
+                accepts: Accepts::Any,
                 events: Vec::new(),
                 data_changes: Vec::new(),
             },

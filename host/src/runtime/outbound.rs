@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::signal::{Failure, Signal, code};
+use crate::signal::{Failure, Json, Signal, code};
 
 /// A request's eventual answer: the Reply or ErrorReply signal, or the host's failure.
 pub type Answer = Pin<Box<dyn Future<Output = Result<Signal, Failure>> + Send>>;
@@ -21,11 +21,24 @@ pub trait Outbound: Send + Sync + 'static {
     /// A message whose reply the guest awaits, suspended, until `timeout`.
     fn request(&self, signal: Signal, timeout: Duration) -> Answer;
 
-    /// An event or data change. Fails (503) when it is refused at its source.
-    fn broadcast(&self, signal: Signal) -> Result<(), Failure>;
+    /// An event or data change; how many subscriber copies were taken (handed to a mailbox
+    /// or kept as a dead letter). Fails (503) when it is refused at its source.
+    fn broadcast(&self, signal: Signal) -> Result<u32, Failure>;
 
-    /// A reply (or error reply) the guest sends explicitly.
-    fn reply(&self, signal: Signal);
+    /// Answers message `id`, open at `answerer`, with `outcome`; the answer's id. Fails
+    /// with 409 for a message answered already or not delivered to `answerer`.
+    fn answer(
+        &self,
+        id: &str,
+        answerer: &str,
+        outcome: Result<Json, Failure>,
+    ) -> Result<String, Failure>;
+
+    /// Whether a client is connected at `address` (`user:<id>`).
+    fn is_online(&self, address: &str) -> bool;
+
+    /// A one-way push to a client; a client who is not connected gets nothing (counted).
+    fn push(&self, signal: Signal);
 }
 
 /// Refuses every host call: for a guest that must not reach anyone (the deploy-time probe).
@@ -50,11 +63,19 @@ impl Outbound for DenyAll {
         Box::pin(async { Err(Self::refuse()) })
     }
 
-    fn broadcast(&self, _: Signal) -> Result<(), Failure> {
+    fn broadcast(&self, _: Signal) -> Result<u32, Failure> {
         Err(Self::refuse())
     }
 
-    fn reply(&self, signal: Signal) {
-        tracing::debug!(id = %signal.envelope.id, "a handler being checked tried to reply; ignored");
+    fn answer(&self, _: &str, _: &str, _: Result<Json, Failure>) -> Result<String, Failure> {
+        Err(Self::refuse())
+    }
+
+    fn is_online(&self, _: &str) -> bool {
+        false
+    }
+
+    fn push(&self, signal: Signal) {
+        tracing::debug!(id = %signal.envelope.id, "a handler being checked tried to push; ignored");
     }
 }

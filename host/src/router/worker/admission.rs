@@ -18,13 +18,11 @@ pub(super) enum Admission {
 }
 
 impl Admission {
-    /// Applies a version's description to a signal: the message types it accepts (empty
-    /// means any), the address its kind serves, the broadcasts it subscribes to.
+    /// Applies a version's description to a signal: the message types it accepts, the address its kind serves, the broadcasts it subscribes to.
     pub(super) fn of(description: &Description, name: &str, signal: &Signal) -> Self {
         match &signal.body {
             Body::Message(m) => {
-                let accepts = &description.message_types;
-                if !accepts.is_empty() && !accepts.contains(&m.message_type) {
+                if !description.accepts.takes(&m.message_type) {
                     return Self::Refuse(Failure::new(
                         code::NOT_FOUND,
                         format!(
@@ -71,7 +69,12 @@ mod tests {
         Description {
             name: "x".into(),
             kind: HandlerKind::Service,
-            message_types: message_types.iter().map(|t| t.to_string()).collect(),
+            accepts: match message_types {
+                [] => crate::runtime::Accepts::Any,
+                types => {
+                    crate::runtime::Accepts::Only(types.iter().map(|t| t.to_string()).collect())
+                }
+            },
             events: events.iter().map(|t| t.to_string()).collect(),
             data_changes: Vec::new(),
         }
