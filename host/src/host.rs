@@ -79,7 +79,9 @@ pub enum StartError {
 
 /// Sends a due timer's message, from the address that scheduled it, as a fresh causal
 /// chain (a reminder that schedules itself again is paced by its delay, not the depth
-/// limit). Whether it was taken: a timer that cannot be read is logged and dropped.
+/// limit). Whether a mailbox took it: if nothing serves its address yet (a handler being
+/// restored or redeployed) or the mailbox is full, the timer stays stored and is offered
+/// again. A timer that cannot be read is logged and dropped.
 fn fire(router: &std::sync::Weak<Router>, timer: StoredTimer) -> bool {
     let Some(router) = router.upgrade() else {
         return false;
@@ -88,13 +90,19 @@ fn fire(router: &std::sync::Weak<Router>, timer: StoredTimer) -> bool {
         Ok(mut signal) => {
             signal.envelope.depth = 0;
             signal.envelope.deadline = None;
-            router.route(signal);
+            match router.offer_now(signal) {
+                Ok(_) => true,
+                Err(undelivered) => {
+                    tracing::debug!(handler = %timer.handler, id = %timer.id, reason = undelivered.reason.as_str(), "a due timer was not taken; it is offered again");
+                    false
+                }
+            }
         }
         Err(error) => {
             tracing::error!(handler = %timer.handler, id = %timer.id, %error, "dropped a timer whose message could not be read");
+            true
         }
     }
-    true
 }
 
 /// A deployed handler as listed.

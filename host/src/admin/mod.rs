@@ -10,6 +10,7 @@ mod error;
 mod lifecycle;
 mod openapi;
 mod routes;
+mod state;
 
 use std::sync::Arc;
 
@@ -112,6 +113,7 @@ fn v1_routes() -> Vec<Route> {
         Route::new(Method::GET, "/v1/dead-letters/{id}", dl::show),
         Route::new(Method::DELETE, "/v1/dead-letters/{id}", dl::delete),
         Route::new(Method::POST, "/v1/dead-letters/{id}/replay", dl::replay),
+        Route::new(Method::GET, "/v1/state/{handler}", state::show),
     ]
 }
 

@@ -10,7 +10,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{dead_letters, routes};
+use super::{dead_letters, routes, state};
 use crate::registry::HandlerView;
 use crate::router::Accepted;
 
@@ -36,6 +36,7 @@ use crate::router::Accepted;
         dead_letters::show,
         dead_letters::delete,
         dead_letters::replay,
+        state::show,
         super::healthz,
         super::lifecycle::readyz,
         super::metrics,

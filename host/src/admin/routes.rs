@@ -205,7 +205,7 @@ pub async fn show(
     summary = "Delete a handler and its versions",
     tag = "handlers",
     security(("bearer" = [])),
-    params(("name" = String, Path, description = "The handler's name")),
+    params(("name" = String, Path, description = "The handler's name"), DeleteParams),
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
@@ -216,9 +216,30 @@ pub async fn show(
 pub async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    params: Result<Query<DeleteParams>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let params = query(params)?;
     state.registry.delete(&name).await?;
+    if params.purge.unwrap_or(false)
+        && let Some(store) = state.registry.host().runtime().state_store()
+    {
+        store.purge(&name).map_err(|e| {
+            ApiError::unavailable(format!(
+                "the handler is deleted, but its state was not purged: {e}"
+            ))
+        })?;
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Query of a delete.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteParams {
+    /// Also remove the handler's keyed state and timers (kept by default, so a handler
+    /// deployed again under the name finds its agents as they were).
+    purge: Option<bool>,
 }
 
 /// `POST /v1/handlers/{name}/rollback`.

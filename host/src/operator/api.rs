@@ -118,7 +118,11 @@ impl OperatorCommand {
             Self::Rollback { name, .. } => {
                 R::new(Method::POST, &["v1", "handlers", name, "rollback"])
             }
-            Self::Delete { name, .. } => R::new(Method::DELETE, &["v1", "handlers", name]),
+            Self::Delete { name, purge, .. } => R::new(Method::DELETE, &["v1", "handlers", name])
+                .query("purge", purge.then_some(true)),
+            Self::State { handler, agent, .. } => {
+                R::new(Method::GET, &["v1", "state", handler]).query("agent", agent.as_ref())
+            }
             Self::Send { message, .. } => R::new(Method::POST, &["v1", "messages"])
                 .body(ApiBody::Signal(Box::new(message.signal()))),
             Self::Request {
@@ -345,9 +349,28 @@ mod tests {
                 OperatorCommand::Delete {
                     connection: connection(),
                     name: name(),
+                    purge: false,
                 },
                 Method::DELETE,
                 "http://h:7/admin/v1/handlers/a%20b%2Fc",
+            ),
+            (
+                OperatorCommand::Delete {
+                    connection: connection(),
+                    name: name(),
+                    purge: true,
+                },
+                Method::DELETE,
+                "http://h:7/admin/v1/handlers/a%20b%2Fc?purge=true",
+            ),
+            (
+                OperatorCommand::State {
+                    connection: connection(),
+                    handler: "counter".into(),
+                    agent: Some("agent:counter/alice".into()),
+                },
+                Method::GET,
+                "http://h:7/admin/v1/state/counter?agent=agent%3Acounter%2Falice",
             ),
             (
                 OperatorCommand::List {

@@ -10,6 +10,7 @@ mod api;
 mod client;
 mod dead_letters;
 mod output;
+mod state;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -77,12 +78,26 @@ pub enum OperatorCommand {
         /// The handler's name.
         name: String,
     },
-    /// Remove a handler and all its versions.
+    /// Remove a handler and all its versions. Its keyed state and timers are kept unless
+    /// `--purge` is given.
     Delete {
         #[command(flatten)]
         connection: Connection,
         /// The handler's name.
         name: String,
+        /// Also remove its keyed state and timers.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Show keyed state: one agent's (`switchboard state counter agent:counter/alice`, or
+    /// just `alice`), or with no agent the handler's own keys and its agents with state.
+    State {
+        #[command(flatten)]
+        connection: Connection,
+        /// The handler's name.
+        handler: String,
+        /// The agent: its id, or its address.
+        agent: Option<String>,
     },
     /// Send a message without waiting for its reply; prints the message's id.
     Send {
@@ -242,6 +257,7 @@ impl OperatorCommand {
             | Self::Show { connection, .. }
             | Self::Rollback { connection, .. }
             | Self::Delete { connection, .. }
+            | Self::State { connection, .. }
             | Self::Send { connection, .. }
             | Self::Request { connection, .. }
             | Self::Emit { connection, .. } => connection,

@@ -144,7 +144,11 @@ pub(super) fn answer(
             let view: View = parse(body)?;
             writeln!(out, "{name} rolled back to v{}", view.version)?;
         }
-        OperatorCommand::Delete { name, .. } => writeln!(out, "deleted {name}")?,
+        OperatorCommand::Delete { name, purge, .. } => {
+            let state = if *purge { " and its state" } else { "" };
+            writeln!(out, "deleted {name}{state}")?
+        }
+        OperatorCommand::State { .. } => super::state::answer(&parse(body)?, out)?,
         OperatorCommand::Send { .. } | OperatorCommand::Emit { .. } => {
             writeln!(out, "{}", parse::<Accepted>(body)?.id)?
         }

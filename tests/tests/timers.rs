@@ -1,0 +1,161 @@
+//! Durable timers, through the `reminders` agent: a reminder fires once, a cancelled one
+//! never does, and one scheduled before a restart fires after it (late, never lost).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use switchboard::db::Db;
+use switchboard::transport::InProcess;
+use switchboard::{Host, HostConfig};
+use switchboard_tests::{WAIT, call, guest, next};
+
+/// A host keeping its store in `dir`, with `reminders` deployed.
+async fn host_in(dir: &Path) -> Host {
+    host_deploying_after(dir, Duration::ZERO).await
+}
+
+/// A host keeping its store in `dir`, with `reminders` deployed `delay` after it starts.
+async fn host_deploying_after(dir: &Path, delay: Duration) -> Host {
+    let db = Db::open(&dir.join("switchboard.redb")).expect("opening the store");
+    let host = Host::open(HostConfig::default(), Arc::new(InProcess::default()), db)
+        .expect("starting a host");
+    tokio::time::sleep(delay).await;
+    host.deploy("reminders", guest("reminders"), None)
+        .await
+        .expect("deploying reminders");
+    host
+}
+
+/// A fresh directory for one test's store.
+fn store_dir(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("switchboard-timers-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Polls `agent`'s reminders until `done` holds, or panics after [`WAIT`].
+async fn until(
+    host: &Host,
+    agent: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let seen = call(host, agent, "Get", json!({})).await.unwrap();
+        if done(&seen) {
+            return seen;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{agent} did not get there: {seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A reminder fires once, is recorded in the agent's state and pushed to its user; a
+/// cancelled one never fires.
+#[tokio::test]
+async fn a_reminder_fires_once_and_a_cancelled_one_never() {
+    let dir = store_dir("fires");
+    let host = host_in(&dir).await;
+    let mut ann = host.connect("user:ann");
+    let agent = "agent:reminders/ann";
+    let kept = call(
+        &host,
+        agent,
+        "Remind",
+        json!({"text": "tea", "after_ms": 300}),
+    )
+    .await
+    .unwrap();
+    let dropped = call(
+        &host,
+        agent,
+        "Remind",
+        json!({"text": "nap", "after_ms": 200}),
+    )
+    .await
+    .unwrap();
+    let cancelled = call(&host, agent, "Cancel", json!({"id": dropped["id"]}))
+        .await
+        .unwrap();
+    assert_eq!(cancelled, json!({"cancelled": true}));
+    let seen = until(&host, agent, |s| {
+        s["fired"].as_array().is_some_and(|f| !f.is_empty())
+    })
+    .await;
+    let pushed = next(&mut ann).await;
+    assert_eq!(pushed.envelope.from, agent);
+    // Wait past the cancelled one's time too, then look again.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let seen_later = call(&host, agent, "Get", json!({})).await.unwrap();
+    assert_eq!(seen_later, seen, "nothing else fired");
+    let fired = seen["fired"].as_array().unwrap();
+    assert_eq!(fired.len(), 1, "{seen}");
+    assert_eq!(
+        (fired[0]["id"].clone(), fired[0]["text"].clone()),
+        (kept["id"].clone(), json!("tea"))
+    );
+    assert_eq!(seen["pending"], json!({}));
+    let metrics = host.router().render_metrics();
+    assert!(
+        metrics.contains(r#"switchboard_timers_fired_total{handler="reminders"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"switchboard_timers_cancelled_total{handler="reminders"} 1"#),
+        "{metrics}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A reminder scheduled before the host stops fires after it starts again, from the store,
+/// even though it fell due while nothing served its agent (the new host starts its timers
+/// at once, and deploys `reminders` a second later): it waits in the store until taken.
+#[tokio::test]
+async fn a_timer_scheduled_before_a_restart_fires_after_it() {
+    let dir = store_dir("restart");
+    let agent = "agent:reminders/bo";
+    {
+        let host = host_in(&dir).await;
+        let scheduled = call(
+            &host,
+            agent,
+            "Remind",
+            json!({"text": "call", "after_ms": 400}),
+        )
+        .await
+        .unwrap();
+        assert!(scheduled["id"].is_string());
+        let seen = call(&host, agent, "Get", json!({})).await.unwrap();
+        assert_eq!(seen["fired"], json!([]));
+        host.remove("reminders");
+    }
+    // The first host is gone before the timer is due; its store file is closed once every
+    // task holding it has ended, so open the next one when it can be.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let host = loop {
+        match Db::open(&dir.join("switchboard.redb")) {
+            Ok(db) => {
+                drop(db);
+                break host_deploying_after(&dir, Duration::from_secs(1)).await;
+            }
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("the store stayed locked: {e}"),
+        }
+    };
+    let seen = until(&host, agent, |s| {
+        s["fired"].as_array().is_some_and(|f| !f.is_empty())
+    })
+    .await;
+    assert_eq!(seen["fired"][0]["text"], "call", "{seen}");
+    assert_eq!(seen["pending"], json!({}));
+    let _ = std::fs::remove_dir_all(&dir);
+}
