@@ -160,6 +160,26 @@ impl From<wit::DataChangeEvent> for DataChange {
     }
 }
 
+/// A broadcast on its way: its id, and how many subscribers it is offered to when the
+/// current signal's turn commits (a subscriber whose mailbox is full gets it later, from
+/// the dead-letter store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emitted {
+    /// The id the host gave it.
+    pub id: String,
+    /// How many handlers subscribe to it.
+    pub subscribers: u32,
+}
+
+impl From<crate::wit_host::Emitted> for Emitted {
+    fn from(e: crate::wit_host::Emitted) -> Self {
+        Self {
+            id: e.id,
+            subscribers: e.subscribers,
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use serde::{Deserialize, Serialize};
@@ -199,6 +219,16 @@ pub(crate) mod tests {
             object_type: object_type.into(),
             object: object.into(),
         }
+    }
+
+    #[test]
+    fn emitted_carries_the_subscriber_count() {
+        let e: Emitted = crate::wit_host::Emitted {
+            id: "e-1".into(),
+            subscribers: 3,
+        }
+        .into();
+        assert_eq!((e.id.as_str(), e.subscribers), ("e-1", 3));
     }
 
     #[test]

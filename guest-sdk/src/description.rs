@@ -4,12 +4,13 @@
 use crate::typed::{DataObject, Event, Message};
 use crate::wit;
 
-/// Whether a handler serves one address or all `agent:<id>` addresses.
+/// Whether a handler serves one address or its own agents, `agent:<handler>/<id>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandlerKind {
     /// Serves the one address it is deployed under.
     Service,
-    /// Serves every `agent:<id>` address, keeping state per agent.
+    /// Serves every agent `agent:<handler>/<id>`: keyed actors, each with its own state,
+    /// handling one signal at a time.
     Agent,
 }
 
@@ -30,19 +31,21 @@ pub enum HandlerKind {
 pub struct Description {
     name: String,
     kind: HandlerKind,
-    message_types: Vec<String>,
+    accepts: Accepts,
     events: Vec<String>,
     data_changes: Vec<String>,
 }
 
 impl Description {
     /// A service handler suggesting `name` as its address. It accepts any message type
-    /// until [`accepts`](Self::accepts) narrows it.
+    /// until [`accepts`](Self::accepts) narrows it or [`accepts_none`](Self::accepts_none)
+    /// closes it.
     pub fn service(name: impl Into<String>) -> Self {
         Self::new(name, HandlerKind::Service)
     }
 
-    /// An agent handler: it receives every message addressed to `agent:<id>`.
+    /// An agent handler: it receives every message addressed to one of its agents,
+    /// `agent:<name>/<id>` (or `agent:<id>` while it is the only agent handler deployed).
     pub fn agent(name: impl Into<String>) -> Self {
         Self::new(name, HandlerKind::Agent)
     }
@@ -51,7 +54,7 @@ impl Description {
         Self {
             name: name.into(),
             kind,
-            message_types: vec![],
+            accepts: Accepts::Any,
             events: vec![],
             data_changes: vec![],
         }
@@ -64,7 +67,19 @@ impl Description {
 
     /// Accepts messages of the named type.
     pub fn accepts_type(mut self, message_type: impl Into<String>) -> Self {
-        push_unique(&mut self.message_types, message_type.into());
+        let mut types = match self.accepts {
+            Accepts::Only(types) => types,
+            Accepts::Any | Accepts::None => Vec::new(),
+        };
+        push_unique(&mut types, message_type.into());
+        self.accepts = Accepts::Only(types);
+        self
+    }
+
+    /// Accepts no messages at all (a handler that only listens to broadcasts): the host
+    /// answers every message with a 404.
+    pub fn accepts_none(mut self) -> Self {
+        self.accepts = Accepts::None;
         self
     }
 
@@ -100,9 +115,9 @@ impl Description {
         self.kind
     }
 
-    /// Accepted message types; empty means any.
-    pub fn message_types(&self) -> &[String] {
-        &self.message_types
+    /// Which message types it accepts.
+    pub fn accepts_types(&self) -> &Accepts {
+        &self.accepts
     }
 
     /// Event types subscribed to.
@@ -114,6 +129,17 @@ impl Description {
     pub fn data_changes(&self) -> &[String] {
         &self.data_changes
     }
+}
+
+/// Which messages a handler takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepts {
+    /// Every message type.
+    Any,
+    /// No messages at all.
+    None,
+    /// Only these types.
+    Only(Vec<String>),
 }
 
 fn push_unique(list: &mut Vec<String>, item: String) {
@@ -130,7 +156,11 @@ impl From<Description> for wit::Description {
                 HandlerKind::Service => wit::HandlerKind::Service,
                 HandlerKind::Agent => wit::HandlerKind::Agent,
             },
-            message_types: d.message_types,
+            accepts: match d.accepts {
+                Accepts::Any => wit::Accepts::Any,
+                Accepts::None => wit::Accepts::None,
+                Accepts::Only(types) => wit::Accepts::Only(types),
+            },
             events: d.events,
             data_changes: d.data_changes,
         }
@@ -164,7 +194,10 @@ mod tests {
             .on_change_type("Order");
         assert_eq!(d.name(), "echo");
         assert_eq!(d.kind(), HandlerKind::Service);
-        assert_eq!(d.message_types(), ["Ping", "Raw"]);
+        assert_eq!(
+            d.accepts_types(),
+            &Accepts::Only(vec!["Ping".into(), "Raw".into()])
+        );
         assert_eq!(d.events(), ["Ping", "Tick"]);
         assert_eq!(d.data_changes(), ["User", "Order"]);
     }
@@ -174,9 +207,22 @@ mod tests {
         let w: wit::Description = Description::agent("counter").accepts::<Ping>().into();
         assert_eq!(w.name, "counter");
         assert_eq!(w.kind, wit::HandlerKind::Agent);
-        assert_eq!(w.message_types, ["Ping"]);
+        assert_eq!(w.accepts, wit::Accepts::Only(vec!["Ping".into()]));
         assert!(w.events.is_empty() && w.data_changes.is_empty());
         let w: wit::Description = Description::service("svc").into();
         assert_eq!(w.kind, wit::HandlerKind::Service);
+        assert_eq!(w.accepts, wit::Accepts::Any);
+    }
+
+    #[test]
+    fn a_listener_accepts_no_messages_until_it_names_one() {
+        let d = Description::service("audit").accepts_none();
+        assert_eq!(d.accepts_types(), &Accepts::None);
+        let w: wit::Description = d.clone().into();
+        assert_eq!(w.accepts, wit::Accepts::None);
+        assert_eq!(
+            d.accepts_type("Get").accepts_types(),
+            &Accepts::Only(vec!["Get".into()])
+        );
     }
 }

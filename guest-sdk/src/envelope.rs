@@ -30,10 +30,21 @@ pub trait Signal {
         self.envelope().0.timestamp
     }
 
-    /// The sender's address: a service name, `agent:<id>`, `user:<id>`, or `host`. (Named
+    /// The sender's address: a service name, `agent:<handler>/<id>`, `user:<id>`, or `host`. (Named
     /// after the WIT field; call it as a method, `msg.from()`.)
     fn from(&self) -> &str {
         &self.envelope().0.from
+    }
+
+    /// How many signals led to this one: 0 from outside the host.
+    fn depth(&self) -> u32 {
+        self.envelope().0.depth
+    }
+
+    /// For a message: when the host answers it with 504 if still unanswered, in
+    /// milliseconds since the Unix epoch. `None` for other signals.
+    fn deadline(&self) -> Option<u64> {
+        self.envelope().0.deadline
     }
 
     /// All headers, in the order the sender set them.
@@ -67,6 +78,8 @@ pub(crate) mod tests {
             timestamp: 1_700_000_000_000,
             from: from.into(),
             headers: vec![("Trace-Id".into(), "abc".into()), ("x".into(), "1".into())],
+            depth: 2,
+            deadline: Some(1_700_000_060_000),
         }
     }
 
@@ -77,6 +90,7 @@ pub(crate) mod tests {
         assert_eq!(env.timestamp(), 1_700_000_000_000);
         assert_eq!(env.from(), "user:ann");
         assert_eq!(env.headers().len(), 2);
+        assert_eq!((env.depth(), env.deadline()), (2, Some(1_700_000_060_000)));
         assert_eq!(env.envelope(), &env);
     }
 

@@ -9,14 +9,15 @@ use crate::reply::{IncomingReply, Reply};
 use crate::wit;
 
 /// A signal handler. Implement `describe` and `handle_message`; the other entry points
-/// default to accepting and ignoring the signal. One signal is handled at a time, so state in
-/// a `static` (e.g. a `thread_local!` `RefCell`) persists between signals until the handler
-/// traps or is redeployed.
+/// default to accepting and ignoring the signal. Keep what must last in keyed state
+/// ([`state`](crate::state())): it survives swaps, traps and restarts, and commits with the
+/// signal. Guest memory (a `static`) lasts only until the instance is replaced.
 pub trait Handler {
     /// The handler's name, kind and subscriptions, read once at deploy time.
     fn describe() -> Description;
 
-    /// A message addressed to this handler: `Ok` becomes a Reply, `Err` an ErrorReply.
+    /// A message addressed to this handler: `Ok` becomes a Reply, `Err` an ErrorReply, and
+    /// `Ok(Reply::later())` answers nothing yet (answer with `msg.defer().reply(..)`).
     fn handle_message(msg: IncomingMessage) -> Result<Reply, Failure>;
 
     /// An event this handler subscribed to. An `Err` is logged and counted by the host.
@@ -48,10 +49,12 @@ pub mod glue {
         H::describe().into()
     }
 
-    pub fn handle_message<H: Handler>(msg: wit::Message) -> Result<String, wit::Failure> {
-        H::handle_message(msg.into())
-            .map(Reply::into_json)
-            .map_err(Into::into)
+    pub fn handle_message<H: Handler>(msg: wit::Message) -> wit::Answer {
+        match H::handle_message(msg.into()).map(Reply::into_json) {
+            Ok(Some(json)) => wit::Answer::Reply(json),
+            Ok(None) => wit::Answer::Later,
+            Err(failure) => wit::Answer::Error(failure.into()),
+        }
     }
 
     pub fn handle_event<H: Handler>(event: wit::Event) -> Result<(), wit::Failure> {
@@ -81,7 +84,7 @@ macro_rules! export_handler {
             fn describe() -> $crate::bindings::Description {
                 $crate::handler::glue::describe::<$handler>()
             }
-            fn handle_message(msg: $crate::bindings::Message) -> ::core::result::Result<::std::string::String, $crate::bindings::Failure> {
+            fn handle_message(msg: $crate::bindings::Message) -> $crate::bindings::Answer {
                 $crate::handler::glue::handle_message::<$handler>(msg)
             }
             fn handle_event(event: $crate::bindings::Event) -> ::core::result::Result<(), $crate::bindings::Failure> {
@@ -151,38 +154,63 @@ mod tests {
         }
     }
 
+    /// Answers every message later.
+    struct Later;
+    impl Handler for Later {
+        fn describe() -> Description {
+            Description::service("later")
+        }
+        fn handle_message(_: IncomingMessage) -> Result<Reply, Failure> {
+            Ok(Reply::later())
+        }
+    }
+
     #[test]
     fn describe_becomes_the_wit_description() {
         let d = glue::describe::<Echo>();
         assert_eq!(
-            (d.name.as_str(), d.kind, d.message_types),
-            ("echo", wit::HandlerKind::Service, vec!["Ping".to_owned()])
+            (d.name.as_str(), d.kind, d.accepts),
+            (
+                "echo",
+                wit::HandlerKind::Service,
+                wit::Accepts::Only(vec!["Ping".to_owned()])
+            )
         );
         assert_eq!(glue::describe::<Grumpy>().kind, wit::HandlerKind::Agent);
     }
 
+    /// The error code of an answer, or a panic if it is not an error.
+    fn code(answer: wit::Answer) -> u32 {
+        match answer {
+            wit::Answer::Error(failure) => failure.code,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn messages_become_replies_or_failures() {
+    fn messages_become_replies_failures_or_later() {
         assert_eq!(
-            glue::handle_message::<Echo>(wit_message("Ping", r#"{"text":"hi"}"#)).unwrap(),
-            r#"{"text":"hi"}"#
+            glue::handle_message::<Echo>(wit_message("Ping", r#"{"text":"hi"}"#)),
+            wit::Answer::Reply(r#"{"text":"hi"}"#.into())
         );
-        let err = glue::handle_message::<Echo>(wit_message("Ping", r#"{"text":""}"#)).unwrap_err();
+        match glue::handle_message::<Echo>(wit_message("Ping", r#"{"text":""}"#)) {
+            wit::Answer::Error(err) => assert_eq!(
+                (err.code, err.help.as_deref()),
+                (400, Some("say something"))
+            ),
+            other => panic!("expected an error, got {other:?}"),
+        }
         assert_eq!(
-            (err.code, err.help.as_deref()),
-            (400, Some("say something"))
-        );
-        assert_eq!(
-            glue::handle_message::<Echo>(wit_message("Ping", "{}"))
-                .unwrap_err()
-                .code,
+            code(glue::handle_message::<Echo>(wit_message("Ping", "{}"))),
             400
         );
         assert_eq!(
-            glue::handle_message::<Grumpy>(wit_message("Ping", "{}"))
-                .unwrap_err()
-                .code,
+            code(glue::handle_message::<Grumpy>(wit_message("Ping", "{}"))),
             404
+        );
+        assert_eq!(
+            glue::handle_message::<Later>(wit_message("Ping", "{}")),
+            wit::Answer::Later
         );
     }
 

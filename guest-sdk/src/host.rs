@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::broadcast::ChangeType;
+use crate::broadcast::{ChangeType, Emitted};
 use crate::failure::Failure;
 use crate::log::LogLevel;
-use crate::message::ReplyTarget;
 use crate::outgoing::{self, SendOptions};
-use crate::reply::{Reply, decode_reply};
+use crate::reply::decode_reply;
 use crate::typed::{self, DataObject, Event, Message};
 use crate::wit_host as host;
 
@@ -79,65 +78,44 @@ pub fn request_untyped(
     decode_reply(&json, message_type)
 }
 
-/// Broadcasts `event` to every handler subscribed to its type. Returns the event's id.
-pub fn emit<E: Event>(event: &E) -> Result<String, Failure> {
-    Ok(host::emit(&E::event_type(), &typed::encode(event)?, &[])?)
+/// Broadcasts `event` to every handler subscribed to its type. Returns its id and how many subscribers it is offered to.
+pub fn emit<E: Event>(event: &E) -> Result<Emitted, Failure> {
+    Ok(host::emit(&E::event_type(), &typed::encode(event)?, &[])?.into())
 }
 
-/// Broadcasts an event of any type with any JSON payload and headers. Returns its id.
+/// Broadcasts an event of any type with any JSON payload and headers.
 pub fn emit_untyped(
     event_type: &str,
     payload: &serde_json::Value,
     headers: &[(String, String)],
-) -> Result<String, Failure> {
-    Ok(host::emit(event_type, &payload.to_string(), headers)?)
+) -> Result<Emitted, Failure> {
+    Ok(host::emit(event_type, &payload.to_string(), headers)?.into())
 }
 
-/// Broadcasts that `object` was created. Returns the change's id.
-pub fn created<O: DataObject>(object: &O) -> Result<String, Failure> {
+/// Broadcasts that `object` was created. See [`Emitted`].
+pub fn created<O: DataObject>(object: &O) -> Result<Emitted, Failure> {
     data_change(ChangeType::Created, object)
 }
 
-/// Broadcasts that `object` was updated (it is the new version). Returns the change's id.
-pub fn updated<O: DataObject>(object: &O) -> Result<String, Failure> {
+/// Broadcasts that `object` was updated (it is the new version). See [`Emitted`].
+pub fn updated<O: DataObject>(object: &O) -> Result<Emitted, Failure> {
     data_change(ChangeType::Updated, object)
 }
 
-/// Broadcasts that `object` was deleted (it is the last version). Returns the change's id.
-pub fn deleted<O: DataObject>(object: &O) -> Result<String, Failure> {
+/// Broadcasts that `object` was deleted (it is the last version). See [`Emitted`].
+pub fn deleted<O: DataObject>(object: &O) -> Result<Emitted, Failure> {
     data_change(ChangeType::Deleted, object)
 }
 
 /// Broadcasts a data change of `object` to subscribers of its object type.
-pub fn data_change<O: DataObject>(change: ChangeType, object: &O) -> Result<String, Failure> {
+pub fn data_change<O: DataObject>(change: ChangeType, object: &O) -> Result<Emitted, Failure> {
     Ok(host::emit_data_change(
         change.into(),
         &O::object_type(),
         &typed::encode(object)?,
         &[],
-    )?)
-}
-
-/// Answers the message `target` names, later than by returning from `handle_message`:
-/// `Ok` becomes a Reply, `Err` an ErrorReply. It goes to the message's return address, else
-/// its sender. Returns the reply's id.
-pub fn reply(target: &ReplyTarget, outcome: Result<Reply, Failure>) -> Result<String, Failure> {
-    reply_at(target, outcome, None)
-}
-
-/// [`reply`], sent to `address` if given instead of the usual reply address.
-pub fn reply_at(
-    target: &ReplyTarget,
-    outcome: Result<Reply, Failure>,
-    address: Option<&str>,
-) -> Result<String, Failure> {
-    let outcome: Result<String, crate::wit::Failure> =
-        outcome.map(Reply::into_json).map_err(Into::into);
-    Ok(host::reply(
-        &target.clone().into(),
-        outcome.as_deref(),
-        address,
-    )?)
+    )?
+    .into())
 }
 
 /// Writes a line to the host's log; the `info!`-style macros call this.

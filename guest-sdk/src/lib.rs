@@ -22,11 +22,13 @@
 //!
 //! Layout: [`typed`] names Rust types on the wire; [`envelope`], [`message`], [`broadcast`]
 //! and [`reply`](mod@reply) wrap the signals a handler receives; [`description`] says what it handles;
-//! [`outgoing`] and [`host`] send, request, emit and reply; [`handler`] is the trait and the
-//! export glue; [`failure`] the error type. Only [`host`] calls into the host: everything else
+//! [`outgoing`] and [`host`] send, request and emit; [`deferred`] answers a message later;
+//! [`state`](mod@state) is keyed state, [`timers`] durable timers, [`users`] presence and
+//! push; [`handler`] is the trait and the export glue; [`failure`] the error type. Only [`host`] calls into the host: everything else
 //! is plain code, tested on the native target.
 
 pub mod broadcast;
+pub mod deferred;
 pub mod description;
 pub mod envelope;
 pub mod failure;
@@ -36,8 +38,11 @@ pub mod log;
 pub mod message;
 pub mod outgoing;
 pub mod reply;
+pub mod state;
+pub mod timers;
 pub mod type_name;
 pub mod typed;
+pub mod users;
 
 /// The raw bindings generated from `wit/signal.wit`. Handler code should not need them; they
 /// are public because [`export_handler!`] expands to code in the handler's crate.
@@ -55,21 +60,26 @@ pub mod bindings {
 }
 
 pub(crate) use bindings::switchboard::signal::host as wit_host;
+pub(crate) use bindings::switchboard::signal::state as wit_state;
+pub(crate) use bindings::switchboard::signal::timers as wit_timers;
 pub(crate) use bindings::switchboard::signal::types as wit;
+pub(crate) use bindings::switchboard::signal::users as wit_users;
 
-pub use broadcast::{ChangeType, DataChange, IncomingEvent};
-pub use description::{Description, HandlerKind};
+pub use broadcast::{ChangeType, DataChange, Emitted, IncomingEvent};
+pub use deferred::Deferred;
+pub use description::{Accepts, Description, HandlerKind};
 pub use envelope::{Envelope, Signal};
 pub use failure::Failure;
 pub use handler::Handler;
 pub use host::{
-    created, data_change, deleted, emit, emit_untyped, log, reply, reply_at, request,
-    request_untyped, request_with, send, send_untyped, send_with, updated,
+    created, data_change, deleted, emit, emit_untyped, log, request, request_untyped, request_with,
+    send, send_untyped, send_with, updated,
 };
 pub use log::LogLevel;
-pub use message::{IncomingMessage, ReplyTarget};
+pub use message::IncomingMessage;
 pub use outgoing::SendOptions;
 pub use reply::{IncomingReply, Reply, ok};
+pub use state::{State, state};
 pub use type_name::short_type_name;
 pub use typed::{DataObject, Event, Message};
 
@@ -81,7 +91,8 @@ pub struct ReadmeDoctests;
 /// Everything a handler usually needs: `use switchboard_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        ChangeType, DataChange, DataObject, Description, Event, Failure, Handler, IncomingEvent,
-        IncomingMessage, IncomingReply, Message, Reply, SendOptions, Signal, ok,
+        ChangeType, DataChange, DataObject, Deferred, Description, Event, Failure, Handler,
+        IncomingEvent, IncomingMessage, IncomingReply, Message, Reply, SendOptions, Signal, ok,
+        state,
     };
 }

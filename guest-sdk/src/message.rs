@@ -1,12 +1,12 @@
-//! [`IncomingMessage`]: a message addressed to this handler, and [`ReplyTarget`]: what a
-//! deferred reply needs to know about the message it answers.
+//! [`IncomingMessage`]: a message addressed to this handler.
 
 use serde::de::DeserializeOwned;
 
+use crate::deferred::Deferred;
 use crate::envelope::{Envelope, Signal};
 use crate::failure::Failure;
 use crate::typed::{self, Message};
-use crate::{wit, wit_host};
+use crate::wit;
 
 /// A message delivered to `handle_message`.
 #[derive(Debug, Clone)]
@@ -73,13 +73,12 @@ impl IncomingMessage {
         ))
     }
 
-    /// What a deferred [`reply`](fn@crate::reply) needs to answer this message later.
-    pub fn reply_target(&self) -> ReplyTarget {
-        ReplyTarget {
-            message_id: self.envelope.id().to_owned(),
-            return_address: self.return_address.clone(),
-            sender: self.envelope.from().to_owned(),
-        }
+    /// A handle to answer this message later: return [`Reply::later`](crate::Reply::later)
+    /// from `handle_message`, keep the handle (in state, say: it serializes), and answer
+    /// with [`Deferred::reply`] before the message's deadline. The host knows where the
+    /// answer goes and takes exactly one.
+    pub fn defer(&self) -> Deferred {
+        Deferred::new(self.envelope.id())
     }
 
     fn what(&self) -> String {
@@ -101,47 +100,6 @@ impl From<wit::Message> for IncomingMessage {
             to: m.to,
             return_address: m.return_address,
             payload: m.payload,
-        }
-    }
-}
-
-/// The message a deferred reply answers. Keep it (it is `Clone` and plain data) when a
-/// message cannot be answered from `handle_message`, and pass it to [`reply`](fn@crate::reply).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplyTarget {
-    message_id: String,
-    return_address: Option<String>,
-    sender: String,
-}
-
-impl ReplyTarget {
-    /// The id of the message to answer.
-    pub fn message_id(&self) -> &str {
-        &self.message_id
-    }
-
-    /// Where that message asked its reply to go, if anywhere.
-    pub fn return_address(&self) -> Option<&str> {
-        self.return_address.as_deref()
-    }
-
-    /// Who sent that message.
-    pub fn sender(&self) -> &str {
-        &self.sender
-    }
-
-    /// The address a reply goes to: the return address if set, else the sender.
-    pub fn reply_address(&self) -> &str {
-        self.return_address.as_deref().unwrap_or(&self.sender)
-    }
-}
-
-impl From<ReplyTarget> for wit_host::ReplyTarget {
-    fn from(t: ReplyTarget) -> Self {
-        Self {
-            message_id: t.message_id,
-            return_address: t.return_address,
-            sender: t.sender,
         }
     }
 }
@@ -237,30 +195,8 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn reply_target_copies_the_envelope() {
-        let mut wit = wit_message("SetUsername", "{}");
-        let target = <IncomingMessage as From<_>>::from(wit.clone()).reply_target();
-        assert_eq!(
-            (
-                target.message_id(),
-                target.sender(),
-                target.return_address()
-            ),
-            ("msg-1", "user:ann", None)
-        );
-        assert_eq!(target.reply_address(), "user:ann");
-
-        wit.return_address = Some("audit".into());
-        let target = <IncomingMessage as From<_>>::from(wit).reply_target();
-        assert_eq!(target.reply_address(), "audit");
-        let w: wit_host::ReplyTarget = target.into();
-        assert_eq!(
-            (
-                w.message_id.as_str(),
-                w.return_address.as_deref(),
-                w.sender.as_str()
-            ),
-            ("msg-1", Some("audit"), "user:ann")
-        );
+    fn defer_names_the_message() {
+        let msg = incoming("SetUsername", "{}");
+        assert_eq!(msg.defer().message_id(), "msg-1");
     }
 }

@@ -9,30 +9,44 @@ use crate::failure::Failure;
 use crate::typed;
 use crate::wit;
 
-/// A successful answer's payload, as JSON text. Build it with [`ok`] from any
-/// serializable value, or from JSON with [`Reply::from_value`] and [`Reply::from_json`].
+/// How a handler answers a message: a payload, as JSON text, or [`Reply::later`] to answer
+/// afterwards with [`Deferred::reply`](crate::Deferred::reply). Build a payload with [`ok`]
+/// from any serializable value, or from JSON with [`Reply::from_value`] and
+/// [`Reply::from_json`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply(String);
+pub struct Reply(Option<String>);
 
 impl Reply {
     /// A reply carrying `value`.
     pub fn from_value(value: &serde_json::Value) -> Self {
-        Self(value.to_string())
+        Self(Some(value.to_string()))
     }
 
     /// A reply carrying JSON text as is, e.g. a payload received elsewhere. The text is not
-    /// checked: pass only JSON.
+    /// checked: pass only JSON (the host answers a non-JSON reply with 400 to its sender).
     pub fn from_json(json: impl Into<String>) -> Self {
-        Self(json.into())
+        Self(Some(json.into()))
     }
 
-    /// The payload as JSON text.
-    pub fn json(&self) -> &str {
-        &self.0
+    /// No answer now: the handler answers later, once, with
+    /// [`Deferred::reply`](crate::Deferred::reply) (keep `msg.defer()` to do so), before
+    /// the message's deadline; past it the host answers 504.
+    pub fn later() -> Self {
+        Self(None)
     }
 
-    /// The payload, consuming the reply.
-    pub fn into_json(self) -> String {
+    /// Whether this is [`Reply::later`].
+    pub fn is_later(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The payload as JSON text; `None` for [`Reply::later`].
+    pub fn json(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
+    /// The payload, consuming the reply; `None` for [`Reply::later`].
+    pub fn into_json(self) -> Option<String> {
         self.0
     }
 }
@@ -40,7 +54,7 @@ impl Reply {
 /// A reply carrying `value` as JSON: `return ok(&UsernameSet { username })`. Named after
 /// `Ok` because it is how a handler answers successfully.
 pub fn ok<T: Serialize + ?Sized>(value: &T) -> Result<Reply, Failure> {
-    typed::encode(value).map(Reply)
+    typed::encode(value).map(|json| Reply(Some(json)))
 }
 
 /// Decodes a reply's payload as `R`; 400 naming `R` if it does not fit.
@@ -157,12 +171,15 @@ pub(crate) mod tests {
 
     #[test]
     fn reply_builders_hold_json() {
-        assert_eq!(ok(&Pong { n: 1 }).unwrap().json(), r#"{"n":1}"#);
+        assert_eq!(ok(&Pong { n: 1 }).unwrap().json(), Some(r#"{"n":1}"#));
         assert_eq!(
             Reply::from_value(&serde_json::json!([1, 2])).into_json(),
-            "[1,2]"
+            Some("[1,2]".to_owned())
         );
         assert_eq!(Reply::from_json("{}"), ok(&serde_json::json!({})).unwrap());
+        assert!(!Reply::from_json("{}").is_later());
+        assert!(Reply::later().is_later());
+        assert_eq!(Reply::later().json(), None);
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub const DEFAULT_MAX_WASM_STACK: usize = 1 << 20;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest deadline a guest may ask `request` for.
 pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a message sent without waiting stays open for its answer, by default.
+pub const DEFAULT_MESSAGE_DEADLINE: Duration = Duration::from_secs(300);
 /// How often the epoch ticker advances: the granularity of CPU-time checks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Largest component a host will compile.
@@ -150,6 +152,9 @@ pub struct HostConfig {
     pub max_queued_compilations: usize,
     /// Longest one compilation may take before it is stopped and the upload refused.
     pub compile_timeout: Duration,
+    /// How long a message sent without waiting stays open for its answer; past it the host
+    /// answers 504 (an awaited message's deadline is its sender's timeout).
+    pub message_deadline: Duration,
     /// Largest value of one state key; a turn setting a bigger one fails with 507.
     pub state_value_bytes: usize,
     /// Bytes of state (keys and values) one handler may store; a turn that would store more
@@ -196,6 +201,7 @@ impl Default for HostConfig {
             max_compilations: DEFAULT_MAX_COMPILATIONS,
             max_queued_compilations: DEFAULT_MAX_QUEUED_COMPILATIONS,
             compile_timeout: DEFAULT_COMPILE_TIMEOUT,
+            message_deadline: DEFAULT_MESSAGE_DEADLINE,
             state_value_bytes: DEFAULT_STATE_VALUE_BYTES,
             state_handler_bytes: DEFAULT_STATE_HANDLER_BYTES,
             timers_per_handler: DEFAULT_TIMERS_PER_HANDLER,

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use crate::config::{HostConfig, Limits};
 use crate::db::{Db, DbError};
 use crate::dead_letters::DeadLetters;
+use crate::keyed::{StateLimits, StateStore, StoredTimer, spawn_timer_loop};
 use crate::router::{Accepted, InstallError, Router, Undelivered};
 use crate::runtime::{Description, LoadError, PoolFull, Runtime, Version, VersionSpec};
 use crate::signal::{
@@ -72,8 +73,28 @@ pub struct Deployed {
 pub enum StartError {
     #[error("could not set up the WebAssembly engine")]
     Engine(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("could not open the dead-letter store")]
+    #[error("could not open the host's store (dead letters, state, timers)")]
     Store(#[from] DbError),
+}
+
+/// Sends a due timer's message, from the address that scheduled it, as a fresh causal
+/// chain (a reminder that schedules itself again is paced by its delay, not the depth
+/// limit). Whether it was taken: a timer that cannot be read is logged and dropped.
+fn fire(router: &std::sync::Weak<Router>, timer: StoredTimer) -> bool {
+    let Some(router) = router.upgrade() else {
+        return false;
+    };
+    match serde_json::from_slice::<Signal>(&timer.signal) {
+        Ok(mut signal) => {
+            signal.envelope.depth = 0;
+            signal.envelope.deadline = None;
+            router.route(signal);
+        }
+        Err(error) => {
+            tracing::error!(handler = %timer.handler, id = %timer.id, %error, "dropped a timer whose message could not be read");
+        }
+    }
+    true
 }
 
 /// A deployed handler as listed.
@@ -107,16 +128,28 @@ impl Host {
         Self::open(config, Arc::new(InProcess::default()), Db::in_memory()?)
     }
 
-    /// A host on the given transport, keeping dead letters (and, later, state) in `db`.
+    /// A host on the given transport, keeping dead letters, keyed state and timers in `db`.
+    /// Timers start firing at once (those due while the host was down fire late, never
+    /// lost), so call it inside a tokio runtime.
     pub fn open(
         config: HostConfig,
         transport: Arc<dyn Transport>,
         db: Arc<Db>,
     ) -> Result<Self, StartError> {
-        let dead_letters = DeadLetters::open(db, config.dead_letter_capacity)?;
+        let dead_letters = DeadLetters::open(db.clone(), config.dead_letter_capacity)?;
+        let limits = StateLimits::of(&config);
         let runtime = Runtime::new(config).map_err(|e| StartError::Engine(e.into()))?;
         let runtime = Arc::new(runtime);
+        let state = StateStore::open(db, limits, runtime.metrics().clone())?;
+        runtime.attach_state(state.clone());
         let router = Router::new(runtime.clone(), transport, dead_letters);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let weak = Arc::downgrade(&router);
+            spawn_timer_loop(
+                Arc::downgrade(&state),
+                Arc::new(move |timer| fire(&weak, timer)),
+            );
+        }
         Ok(Self { runtime, router })
     }
 

@@ -71,6 +71,13 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// Labels of a per-handler counter by reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandlerReasonLabels {
+    pub handler: String,
+    pub reason: String,
+}
+
 fn handling_histogram() -> Histogram {
     // 10 µs to ~5 s.
     Histogram::new(exponential_buckets(1e-5, 3.0, 13))
@@ -124,6 +131,13 @@ pub struct Metrics {
     pub compilations_in_progress: Gauge,
     /// Uploads waiting for a compile slot now.
     pub compilations_queued: Gauge,
+    /// Answers refused: a second answer to a message (`not_open`), or one from a handler it
+    /// was not delivered to (`not_addressee`).
+    pub answers_refused: Family<HandlerReasonLabels, Counter>,
+    /// Messages left unanswered past their deadline, answered 504 by the host.
+    pub answers_expired: Counter,
+    /// Messages delivered to handlers and not yet answered, read when rendered.
+    pub open_messages: Gauge,
     /// Turns whose state and timers committed.
     pub state_commits: Counter,
     /// Turns refused at commit because a key they read changed meanwhile.
@@ -190,6 +204,9 @@ impl Default for Metrics {
             log_suppressed: Family::default(),
             compilations_in_progress: Gauge::default(),
             compilations_queued: Gauge::default(),
+            answers_refused: Family::default(),
+            answers_expired: Counter::default(),
+            open_messages: Gauge::default(),
             state_commits: Counter::default(),
             state_conflicts: Family::default(),
             state_quota_refused: Family::default(),
@@ -343,6 +360,21 @@ impl Default for Metrics {
             "compilations_queued",
             "Uploads waiting for a compile slot now",
             metrics.compilations_queued.clone(),
+        );
+        registry.register(
+            "answers_refused",
+            "Answers refused: a second answer to a message, or one from a handler it was not delivered to",
+            metrics.answers_refused.clone(),
+        );
+        registry.register(
+            "answers_expired",
+            "Messages left unanswered past their deadline, answered 504 by the host",
+            metrics.answers_expired.clone(),
+        );
+        registry.register(
+            "open_messages",
+            "Messages delivered to handlers and not yet answered",
+            metrics.open_messages.clone(),
         );
         register_state(&mut registry, &metrics);
         Self {

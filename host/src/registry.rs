@@ -75,6 +75,9 @@ pub struct LimitsView {
 /// What a handler declared about itself.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DescriptionView {
+    /// `any`, `none`, or `only` the types in `message_types`.
+    #[schema(value_type = String, pattern = "^(any|none|only)$")]
+    pub accepts: &'static str,
     pub message_types: Vec<String>,
     pub events: Vec<String>,
     pub data_changes: Vec<String>,
@@ -275,7 +278,8 @@ fn view(info: crate::host::HandlerInfo, record: &HandlerRecord) -> HandlerView {
             })
             .collect(),
         description: DescriptionView {
-            message_types: info.description.message_types,
+            accepts: info.description.accepts.as_str(),
+            message_types: info.description.accepts.types().to_vec(),
             events: info.description.events,
             data_changes: info.description.data_changes,
         },

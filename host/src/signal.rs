@@ -18,6 +18,24 @@ pub const HOST_ADDRESS: &str = "host";
 pub const AGENTS_ADDRESS: &str = "agents";
 /// Prefix of agent addresses: `agent:<id>`.
 pub const AGENT_PREFIX: &str = "agent:";
+/// The address an agent handler is listed at: `agent:<name>/*`, standing for its agents.
+pub fn agent_home(handler: &str) -> String {
+    format!("{AGENT_PREFIX}{handler}/*")
+}
+
+/// The parts of an agent address: `agent:<handler>/<id>` gives the handler and id;
+/// `agent:<id>` (the short form, valid while one agent handler is deployed) the id alone.
+/// `None` for anything else, or an empty id or handler.
+pub fn agent_parts(to: &str) -> Option<(Option<&str>, &str)> {
+    let rest = to.strip_prefix(AGENT_PREFIX)?;
+    match rest.split_once('/') {
+        Some((handler, id)) if !handler.is_empty() && !id.is_empty() => Some((Some(handler), id)),
+        Some(_) => None,
+        None if rest.is_empty() => None,
+        None => Some((None, rest)),
+    }
+}
+
 /// Prefix of connected clients' addresses: `user:<id>`.
 pub const USER_PREFIX: &str = "user:";
 
@@ -103,6 +121,11 @@ pub struct Envelope {
     /// the admin API; a signal a handler sends while handling one at depth `d` has `d + 1`.
     /// Kept by the host, like an IP TTL, so no chain of handlers can loop forever.
     pub depth: u32,
+    /// For a message: when the host answers it with 504 if it is still open, in
+    /// milliseconds since the Unix epoch. Set by the host when the message is routed (the
+    /// awaiting sender's timeout, or the default for a message sent without waiting); none
+    /// for other signals and for one-way pushes to `user:` addresses.
+    pub deadline: Option<u64>,
 }
 
 impl Envelope {
@@ -114,6 +137,7 @@ impl Envelope {
             from: from.into(),
             headers,
             depth: 0,
+            deadline: None,
         }
     }
 
@@ -124,7 +148,8 @@ impl Envelope {
     }
 }
 
-fn now_millis() -> u64 {
+/// Milliseconds since the Unix epoch, now.
+pub fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -185,6 +210,9 @@ pub mod code {
     pub const NOT_FOUND: u32 = 404;
     /// The signal is over the maximum message size.
     pub const TOO_LARGE: u32 = 413;
+    /// A second answer to a message, or one from a handler it was not delivered to; a
+    /// turn whose state changed under it too many times.
+    pub const CONFLICT: u32 = 409;
     /// Too many: a handler has too many sent messages awaiting replies, or sent, emitted or
     /// requested more than it may while handling one signal.
     pub const TOO_MANY: u32 = 429;
@@ -427,6 +455,24 @@ mod tests {
         msg.envelope.depth = u32::MAX;
         let reply = Signal::answer(&msg, "inventory", Ok(Json::null()), None);
         assert_eq!(reply.envelope.depth, u32::MAX);
+    }
+
+    /// Agent addresses split into handler and id; the short form has no handler.
+    #[test]
+    fn agent_addresses_split() {
+        assert_eq!(
+            agent_parts("agent:counter/alice"),
+            Some((Some("counter"), "alice"))
+        );
+        assert_eq!(
+            agent_parts("agent:counter/a/b"),
+            Some((Some("counter"), "a/b"))
+        );
+        assert_eq!(agent_parts("agent:alice"), Some((None, "alice")));
+        for bad in ["agent:", "agent:/x", "agent:x/", "echo", "user:alice"] {
+            assert_eq!(agent_parts(bad), None, "{bad}");
+        }
+        assert_eq!(agent_home("counter"), "agent:counter/*");
     }
 
     #[test]

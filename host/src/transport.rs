@@ -162,6 +162,10 @@ pub trait Inbound: Send + Sync + 'static {
 }
 
 /// The outcome of a publish: known at once, or later.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "`Now` is the common, in-process case; boxing it would add an allocation per signal"
+)]
 pub enum Publish {
     /// The transport knew the outcome when it took the signal.
     Now(Result<Accepted, Undelivered>),

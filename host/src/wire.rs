@@ -83,7 +83,7 @@ impl fmt::Display for SignalType {
 const NON_EMPTY: [&str; 4] = ["messageType", "eventType", "objectType", "to"];
 
 /// The envelope fields only the host sets; a client edge refuses them.
-const HOST_SET: [&str; 4] = ["id", "from", "timestamp", "depth"];
+const HOST_SET: [&str; 5] = ["id", "from", "timestamp", "depth", "deadline"];
 
 /// A signal as JSON. Every field is optional here; the conversions check that the ones its
 /// kind needs are present and that no other kind's fields are.
@@ -101,6 +101,9 @@ pub struct WireSignal {
     /// Causal depth, set by the host only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub depth: Option<u32>,
+    /// A message's deadline (milliseconds since the Unix epoch), set by the host only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -181,6 +184,7 @@ impl WireSignal {
             from: self.from.take().ok_or(WireError::MissingEnvelope("from"))?,
             headers: std::mem::take(&mut self.headers),
             depth: self.depth.take().unwrap_or(0),
+            deadline: self.deadline.take(),
         };
         let kind = self.signal_type.unwrap_or(SignalType::Message);
         let body = self.into_kind(kind)?;
@@ -200,6 +204,7 @@ impl WireSignal {
             self.from.is_some(),
             self.timestamp.is_some(),
             self.depth.is_some(),
+            self.deadline.is_some(),
         ];
         if let Some((field, _)) = HOST_SET.into_iter().zip(stamped).find(|(_, set)| *set) {
             return Err(WireError::SetByHost(field));
@@ -333,6 +338,9 @@ impl Serialize for Signal {
         map.serialize_entry("signalType", &kind)?;
         map.serialize_entry("from", &e.from)?;
         map.serialize_entry("depth", &e.depth)?;
+        if let Some(deadline) = e.deadline {
+            map.serialize_entry("deadline", &deadline)?;
+        }
         match &self.body {
             Body::Message(m) => {
                 map.serialize_entry("messageType", &m.message_type)?;

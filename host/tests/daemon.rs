@@ -171,7 +171,7 @@ async fn redeploy_with_new_kind_or_shape_replaces_the_handler() {
     let (_, list) = daemon.get("/v1/handlers").await;
     let handlers = list["handlers"].as_array().unwrap();
     assert_eq!(handlers.len(), 1, "{list}");
-    assert_eq!(handlers[0]["address"], "agents");
+    assert_eq!(handlers[0]["address"], "agent:svc/*");
     assert_eq!(handlers[0]["limits"]["concurrency"], 2);
     assert_eq!(
         daemon.call("agent:x", "Ping", json!({"n": 1})).await.1["payload"],

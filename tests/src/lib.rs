@@ -21,15 +21,22 @@ pub fn root() -> PathBuf {
         .to_owned()
 }
 
+/// The workspace's target directory: `$CARGO_TARGET_DIR` (relative to the repository root if
+/// relative), else `target/` in the repository root, as for cargo and `tests/python/setup.sh`.
+pub fn target_dir() -> PathBuf {
+    let root = root();
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(|dir| root.join(dir))
+        .unwrap_or_else(|| root.join("target"))
+}
+
 /// Builds every guest in `guests/` for wasm32-wasip2 (once per process) and returns the
 /// directory holding the components.
 pub fn guests_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let root = root();
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
+        let target = target_dir();
         let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(root.join("guests"))
             .args([

@@ -4,7 +4,7 @@
 use serde_json::json;
 use switchboard::signal::code;
 use switchboard::{Body, ChangeType, Host, Signal};
-use switchboard_tests::{WAIT, call, host_with, json, next};
+use switchboard_tests::{WAIT, call, guest, host_with, json, next};
 
 /// A message reaches the handler at its `to`, and the Reply carries the host-set envelope.
 #[tokio::test]
@@ -221,29 +221,21 @@ async fn replies_follow_return_address_then_sender() {
     assert!(bob.try_recv().is_err(), "bob got carol's reply");
 }
 
-/// An explicit reply address wins over the return address and the sender: echo's `cc`
-/// header makes it send a copy of its reply, through the host's `reply`, to that address.
+/// The return address wins over the sender: the handler names only the message it answers,
+/// and the host sends the answer where the sender asked.
 #[tokio::test]
-async fn explicit_reply_address_wins() {
+async fn the_return_address_wins_over_the_sender() {
     let host = host_with(&["echo"]).await;
-    let mut cc = host.connect("user:cc");
     let mut sender = host.connect("user:sender");
     let mut returns = host.connect("user:returns");
 
     let mut message = Host::message("user:sender", "echo", "Ping", json(json!({"n": 7})));
-    message
-        .envelope
-        .headers
-        .insert("cc".into(), "user:cc".into());
     let Body::Message(m) = &mut message.body else {
         unreachable!()
     };
     m.return_address = Some("user:returns".into());
     let id = host.send(message);
 
-    let copy = next(&mut cc).await;
-    assert_reply(&copy, &id, "user:cc", json!({"n": 7}));
-    assert_eq!(copy.envelope.from, "echo");
     assert_reply(
         &next(&mut returns).await,
         &id,
@@ -271,11 +263,12 @@ fn assert_reply(reply: &Signal, id: &str, address: &str, payload: serde_json::Va
 }
 
 /// Agents share the `agents` address; `to` carries the agent id and state is per agent.
+/// With one agent handler deployed, `agent:<id>` is short for `agent:<handler>/<id>`.
 #[tokio::test]
 async fn agents_keep_state_per_agent_id() {
     let host = host_with(&["counter"]).await;
     let info = host.handlers();
-    assert_eq!(info[0].address, "agents");
+    assert_eq!(info[0].address, "agent:counter/*");
 
     call(&host, "agent:alice", "Increment", json!({"by": 2}))
         .await
@@ -287,9 +280,45 @@ async fn agents_keep_state_per_agent_id() {
         .await
         .unwrap();
     assert_eq!(alice["count"], 3);
-    assert_eq!(alice["agent"], "agent:alice");
-    let bob = call(&host, "agent:bob", "Get", json!({})).await.unwrap();
+    assert_eq!(alice["agent"], "agent:counter/alice");
+    let bob = call(&host, "agent:counter/bob", "Get", json!({}))
+        .await
+        .unwrap();
     assert_eq!(bob["count"], 5);
+}
+
+/// Two agent handlers side by side: each has its own agents, `agent:<handler>/<id>`; the
+/// short `agent:<id>` is ambiguous then and gets 404, and works again once one is left.
+#[tokio::test]
+async fn two_agent_handlers_side_by_side() {
+    let host = host_with(&["counter"]).await;
+    host.deploy("tally", guest("counter"), None).await.unwrap();
+    call(&host, "agent:counter/alice", "Increment", json!({"by": 2}))
+        .await
+        .unwrap();
+    let tally = call(&host, "agent:tally/alice", "Increment", json!({"by": 40}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (tally["agent"].as_str(), tally["count"].as_i64()),
+        (Some("agent:tally/alice"), Some(40))
+    );
+    let counter = call(&host, "agent:counter/alice", "Get", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(counter["count"], 2);
+    let ambiguous = call(&host, "agent:alice", "Get", json!({})).await;
+    assert_eq!(ambiguous.unwrap_err().code, 404);
+    assert_eq!(
+        call(&host, "agent:nobody/alice", "Get", json!({}))
+            .await
+            .unwrap_err()
+            .code,
+        404
+    );
+    assert!(host.remove("tally"));
+    let short = call(&host, "agent:alice", "Get", json!({})).await.unwrap();
+    assert_eq!(short["count"], 2);
 }
 
 /// Callback style: an agent sends without waiting; the Reply arrives later at its

@@ -107,15 +107,6 @@ async fn doubling_messages_stop_at_the_depth_limit() {
     doubling_storm_stops("Double", 2, 64).await;
 }
 
-/// A handler that answers one message again and again with the host's `reply`, doubling at
-/// each step, is stopped like one that sends: only its first answer to the message it is
-/// handling is free, every other `reply` counts as a send and is refused past the depth
-/// limit (508).
-#[tokio::test]
-async fn a_loop_through_reply_stops_at_the_depth_limit() {
-    doubling_storm_stops("ReplyStorm", 1, 32).await;
-}
-
 /// A handler that `request`s itself waits for its own 504, then the queued request does the
 /// same one step deeper, until the depth limit refuses the next request (508): one handled
 /// message per depth, and the chain ends by itself.

@@ -1,8 +1,6 @@
-//! `counter`: an agent handler. Every `agent:<id>` gets its own count, and can ask `echo`
-//! something without waiting; the answer is kept as that agent's `last_reply`.
-
-use std::cell::RefCell;
-use std::collections::BTreeMap;
+//! `counter`: an agent handler. Every agent (`agent:counter/<id>`) keeps its own count in
+//! keyed state, so it survives hot swaps, rollbacks, restarts and crashes; and can ask `echo`
+//! something without waiting: the answer is kept as that agent's `last_reply`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -36,28 +34,21 @@ struct Asked {
     message_id: String,
 }
 
-/// One agent's state.
-#[derive(Default)]
-struct Agent {
-    count: i64,
-    last_reply: Option<Value>,
+/// An agent's count.
+fn count_state() -> switchboard_sdk::State<i64> {
+    state("count")
 }
 
-thread_local! {
-    /// Agents by address (`agent:<id>`).
-    static AGENTS: RefCell<BTreeMap<String, Agent>> = const { RefCell::new(BTreeMap::new()) };
+/// The last answer `echo` gave an agent.
+fn last_reply_state() -> switchboard_sdk::State<Value> {
+    state("last_reply")
 }
 
-/// Runs `f` on the state of the agent at `address`, creating it on first use.
-fn with_agent<T>(address: &str, f: impl FnOnce(&mut Agent) -> T) -> T {
-    AGENTS.with_borrow_mut(|agents| f(agents.entry(address.to_owned()).or_default()))
-}
-
-fn count(address: &str, agent: &Agent) -> Result<Reply, Failure> {
+fn count(address: &str, count: i64) -> Result<Reply, Failure> {
     ok(&Count {
         agent: address.to_owned(),
-        count: agent.count,
-        last_reply: agent.last_reply.clone(),
+        count,
+        last_reply: last_reply_state().get()?,
     })
 }
 
@@ -74,12 +65,13 @@ impl Handler for Counter {
     fn handle_message(msg: IncomingMessage) -> Result<Reply, Failure> {
         let me = msg.to();
         if let Some(Increment { by }) = msg.decode_if()? {
-            with_agent(me, |agent| {
-                agent.count = agent.count.saturating_add(by);
-                count(me, agent)
-            })
+            let now = count_state().update(|n| {
+                *n = n.saturating_add(by);
+                *n
+            })?;
+            count(me, now)
         } else if msg.is::<Get>() {
-            with_agent(me, |agent| count(me, agent))
+            count(me, count_state().get_or_default()?)
         } else if let Some(AskEcho { text }) = msg.decode_if()? {
             // `send`, not `request`: the answer arrives later at `handle_reply`.
             let message_id = switchboard_sdk::send_untyped(
@@ -95,9 +87,7 @@ impl Handler for Counter {
     }
 
     fn handle_reply(reply: IncomingReply) -> Result<(), Failure> {
-        let payload = reply.payload_value()?;
-        with_agent(reply.to(), |agent| agent.last_reply = Some(payload));
-        Ok(())
+        last_reply_state().set(&reply.payload_value()?)
     }
 }
 

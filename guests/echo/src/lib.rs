@@ -1,5 +1,4 @@
-//! `echo`: answers any message with its own payload. With a `cc` header it also sends a copy
-//! of the reply to that address (the explicit reply address of the seed's rule).
+//! `echo`: answers any message with its own payload.
 
 use switchboard_sdk::prelude::*;
 
@@ -12,10 +11,6 @@ impl Handler for Echo {
     }
 
     fn handle_message(msg: IncomingMessage) -> Result<Reply, Failure> {
-        if let Some(cc) = msg.header("cc") {
-            let copy = Ok(Reply::from_json(msg.payload()));
-            switchboard_sdk::reply_at(&msg.reply_target(), copy, Some(cc))?;
-        }
         Ok(Reply::from_json(msg.payload()))
     }
 }

@@ -60,8 +60,12 @@ impl Handler for Fanout {
             };
             for n in 0..count {
                 let payload = serde_json::json!({ "n": n });
-                match switchboard_sdk::send_untyped(&to, &message_type, &payload, SendOptions::new())
-                {
+                match switchboard_sdk::send_untyped(
+                    &to,
+                    &message_type,
+                    &payload,
+                    SendOptions::new(),
+                ) {
                     Ok(_) => fanned.sent += 1,
                     Err(failure) => fanned.refused.push(failure.code()),
                 }

@@ -48,7 +48,10 @@ struct Done {
 /// One round of work: pure computing, no host call.
 fn round(mut x: u64) -> u64 {
     for _ in 0..10_000 {
-        x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407));
+        x = black_box(
+            x.wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407),
+        );
     }
     x
 }

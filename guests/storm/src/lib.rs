@@ -5,19 +5,17 @@
 //! - a `SelfRequest` message makes it `request` itself (each step waits for its own 504);
 //! - `Flood {n}` emits `n` `Flood` events while handling one signal (it subscribes to them
 //!   itself, so a small mailbox overflows);
-//! - `Chatty {n}` writes `n` warning lines to the host's log while handling one signal;
-//! - `ReplyStorm` answers itself with the host's `reply`, and every reply it gets makes it
-//!   answer that same message twice more (a loop through `reply`, which must be bounded
-//!   like `send`).
+//! - `Chatty {n}` writes `n` warning lines to the host's log while handling one signal.
+//!
+//! (A loop through `reply` is impossible since contract 0.2: a message takes one answer;
+//! see the `deferred` guest.)
 //!
 //! Every host call's failure is handed back as the signal's own failure, so a test sees the
 //! host's code (508 loop detected, 429 cap reached).
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use switchboard_sdk::ReplyTarget;
 use switchboard_sdk::prelude::*;
 
 /// Re-emitted on every delivery.
@@ -52,14 +50,6 @@ struct Chatty {
 }
 impl Message for Chatty {}
 
-/// Starts a loop through the host's `reply`.
-#[derive(Serialize, Deserialize)]
-struct ReplyStorm {}
-impl Message for ReplyStorm {}
-
-/// The message `ReplyStorm` keeps answering.
-static TARGET: Mutex<Option<ReplyTarget>> = Mutex::new(None);
-
 /// How many of something the handler did.
 #[derive(Serialize, Deserialize)]
 struct Done {
@@ -75,7 +65,6 @@ impl Handler for StormHandler {
             .accepts::<SelfRequest>()
             .accepts::<Flood>()
             .accepts::<Chatty>()
-            .accepts::<ReplyStorm>()
             .on_event::<Storm>()
             .on_event::<Flood>()
     }
@@ -83,16 +72,6 @@ impl Handler for StormHandler {
     fn handle_event(event: IncomingEvent) -> Result<(), Failure> {
         if event.is::<Storm>() {
             switchboard_sdk::emit(&Storm {})?;
-        }
-        Ok(())
-    }
-
-    fn handle_reply(reply: IncomingReply) -> Result<(), Failure> {
-        let target = TARGET.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some(target) = target {
-            let me = reply.to().to_owned();
-            switchboard_sdk::reply_at(&target, ok(&Done { done: 2 }), Some(&me))?;
-            switchboard_sdk::reply_at(&target, ok(&Done { done: 2 }), Some(&me))?;
         }
         Ok(())
     }
@@ -114,14 +93,6 @@ impl Handler for StormHandler {
                 switchboard_sdk::emit(&Flood { n: i })?;
             }
             ok(&Done { done: n })
-        } else if msg.is::<ReplyStorm>() {
-            let target = msg.reply_target();
-            *TARGET.lock().unwrap_or_else(|p| p.into_inner()) = Some(target.clone());
-            // The first answer goes to whoever waits for it; the second, to nobody's
-            // waiter, reaches this handler's own `handle-reply` and starts the loop.
-            switchboard_sdk::reply_at(&target, ok(&Done { done: 1 }), Some(&me))?;
-            switchboard_sdk::reply_at(&target, ok(&Done { done: 1 }), Some(&me))?;
-            ok(&Done { done: 1 })
         } else if let Some(Chatty { n }) = msg.decode_if()? {
             for i in 0..n {
                 switchboard_sdk::warn!("chatty line {i} of {n}: {}", "x".repeat(100));

@@ -109,6 +109,8 @@ fn load_error(error: LoadError, message: String) -> ApiError {
         LoadError::Interrupted(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
         LoadError::UnsupportedImport { .. } => ApiError::bad_request(message)
             .help("a handler imports only switchboard:signal/host and WASI 0.2; see wit/signal.wit"),
+        LoadError::WrongContract { .. } => ApiError::bad_request(message)
+            .help("the contract changed between versions; see the README's notes on switchboard:signal versions"),
         LoadError::MissingExports { .. } => ApiError::bad_request(message)
             .help("implement the `handler` world of wit/signal.wit, e.g. with the switchboard-sdk crate or your language's component bindings generator"),
         LoadError::CompileTimeout { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)

@@ -67,6 +67,8 @@ struct Version {
 #[derive(Default, Deserialize)]
 #[serde(default)]
 struct Description {
+    /// `any`, `none` or `only`; absent from hosts before contract 0.2 (where empty meant any).
+    accepts: Option<String>,
     message_types: Vec<serde_json::Value>,
     events: Vec<serde_json::Value>,
     data_changes: Vec<serde_json::Value>,
@@ -240,7 +242,14 @@ fn show(view: &View, out: &mut impl Write) -> std::io::Result<()> {
         ("address", view.address.clone()),
         ("kind", view.kind.clone()),
         ("version", format!("v{}", view.version)),
-        ("message types", names(&d.message_types)),
+        (
+            "message types",
+            match d.accepts.as_deref() {
+                Some("none") => "none".to_owned(),
+                Some("any") => "any".to_owned(),
+                _ => names(&d.message_types),
+            },
+        ),
         ("events", names(&d.events)),
         ("data changes", names(&d.data_changes)),
         ("memory", memory),

@@ -9,9 +9,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::Registry;
-use crate::signal::AGENTS_ADDRESS;
 use crate::store::{RegistryFile, VersionRecord};
-use crate::transport::address_of;
 
 /// Handlers restored at once: each restore deserializes (or compiles) a component and runs
 /// its `describe`, so a slow one no longer holds up the rest, while a large registry does
@@ -31,7 +29,7 @@ impl Restoring {
             .filter_map(|(name, record)| {
                 let current = record.current()?;
                 let address = match current.kind.as_str() {
-                    "agent" => AGENTS_ADDRESS.to_owned(),
+                    "agent" => crate::signal::agent_home(name),
                     _ => name.clone(),
                 };
                 Some((name.clone(), address))
@@ -53,11 +51,16 @@ impl Restoring {
 impl Registry {
     /// The handler that will serve `to` once restored, if it is still being restored.
     pub fn restoring(&self, to: &str) -> Option<String> {
-        let address = address_of(to);
+        let serves_to = |serves: &str| match crate::signal::agent_parts(to) {
+            Some((Some(handler), _)) => serves == crate::signal::agent_home(handler),
+            // The short form: any agent handler may turn out to serve it.
+            Some((None, _)) => serves.starts_with(crate::signal::AGENT_PREFIX),
+            None => serves == to,
+        };
         self.restoring
             .lock()
             .iter()
-            .find(|(_, serves)| serves.as_str() == address)
+            .find(|(_, serves)| serves_to(serves))
             .map(|(name, _)| name.clone())
     }
 

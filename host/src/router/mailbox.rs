@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use super::Router;
 use super::callbacks::CALLBACK_CAP;
 use super::queue_bytes::{MailboxBytes, QueueBudget};
+use super::turns::{Turns, agent_of};
 use super::worker::{ExitNotice, Stop, Worker};
 use crate::metrics::Metrics;
 use crate::runtime::{HandlerKind, Runtime, Version};
@@ -110,6 +111,8 @@ pub struct Entry {
     stop: Stop,
     /// The mailbox this one replaced, closed, until its workers have exited.
     predecessor: Option<Box<Entry>>,
+    /// For an agent handler: one turn at a time per agent.
+    turns: Option<Arc<Turns>>,
 }
 
 /// Whether a signal may use the room kept for replies.
@@ -167,6 +170,10 @@ impl Entry {
         let exit = Arc::new(ExitNotice(exited_tx));
         let workers = limits.concurrency.max(1);
         let stop = Stop::default();
+        let turns = slot
+            .address
+            .starts_with(crate::signal::AGENT_PREFIX)
+            .then(Arc::default);
         for _ in 0..workers {
             Worker::spawn(Worker {
                 slot: slot.clone(),
@@ -179,6 +186,7 @@ impl Entry {
                 after: predecessor.as_ref().map(|p| p.exited.clone()),
                 stop: stop.clone(),
                 exit: exit.clone(),
+                turns: turns.clone(),
             });
         }
         Self {
@@ -191,6 +199,7 @@ impl Entry {
             exited,
             stop,
             predecessor: predecessor.map(Box::new),
+            turns,
         }
     }
 
@@ -252,7 +261,15 @@ impl Entry {
         // Counted from here until a worker is done with it, so a drain never misses it.
         let in_flight = &self.slot.counters.in_flight;
         in_flight.fetch_add(1, Ordering::AcqRel);
-        self.mailbox.try_send(signal).map_err(|e| {
+        let queue = |signal| self.mailbox.try_send(signal);
+        let queued = match (&self.turns, agent_of(&signal)) {
+            (Some(turns), Some(agent)) => {
+                let agent = agent.to_owned();
+                turns.enter(&agent, signal, queue)
+            }
+            _ => queue(signal),
+        };
+        queued.map_err(|e| {
             in_flight.fetch_sub(1, Ordering::AcqRel);
             self.bytes.release(size);
             if counted {
@@ -263,6 +280,13 @@ impl Entry {
                 async_channel::TrySendError::Closed(s) => Refused::Closed(s),
             }
         })
+    }
+
+    /// The address a message offered here is delivered to, and that alone may answer it:
+    /// the handler's name, or the agent the message is for.
+    pub fn addressee(&self, signal: &Signal) -> String {
+        let kind = self.slot.current().description.kind;
+        self.slot.speaking_address(kind, signal)
     }
 
     /// Whether this mailbox and its workers match `limits` (mailbox size and concurrency).

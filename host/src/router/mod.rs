@@ -13,11 +13,13 @@
 // sender can be answered; boxing it would only add an allocation there.
 #![allow(clippy::result_large_err)]
 
+mod answers;
 mod callbacks;
 mod mailbox;
 mod outbound;
 mod pending;
 mod queue_bytes;
+mod turns;
 mod undelivered;
 mod worker;
 
@@ -28,6 +30,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
+pub use answers::{Answers, Open};
 pub use callbacks::{CALLBACK_CAP, Callbacks};
 pub use mailbox::{Counters, Entry, Refused, Slot};
 pub use pending::Pending;
@@ -36,7 +39,9 @@ use queue_bytes::QueueBudget;
 use crate::dead_letters::{DeadLetter, DeadLetters, DeadReason};
 use crate::metrics::{Metrics, RefusedLabels};
 use crate::runtime::{HandlerKind, PoolFull, Reservation, Runtime, Version};
-use crate::signal::{AGENTS_ADDRESS, Body, Failure, Json, Signal, USER_PREFIX, code};
+use crate::signal::{
+    AGENT_PREFIX, AGENTS_ADDRESS, Body, Failure, HOST_ADDRESS, Json, Signal, USER_PREFIX, code,
+};
 pub use crate::transport::{Accepted, Reason, Undelivered};
 use crate::transport::{Inbound, Publish, Route, Transport};
 
@@ -57,6 +62,8 @@ pub enum InstallError {
 struct Table {
     /// Handlers by the address they serve.
     handlers: HashMap<String, Entry>,
+    /// The addresses of the agent handlers (`agent:<name>/*`), for the short `agent:<id>`.
+    agents: Vec<String>,
     /// Subscribers by event type (shared, so a broadcast takes the list without copying).
     events: HashMap<String, Arc<[String]>>,
     /// Subscribers by object type.
@@ -93,6 +100,34 @@ impl Table {
         };
         self.events = shared(events);
         self.changes = shared(changes);
+        self.agents = self
+            .handlers
+            .keys()
+            .filter(|address| address.starts_with(AGENT_PREFIX))
+            .cloned()
+            .collect();
+    }
+
+    /// The address of the agent handler serving agent address `to`, and `to` in full,
+    /// `agent:<handler>/<id>`. The short `agent:<id>` resolves only while exactly one agent
+    /// handler is deployed.
+    fn resolve_agent(&self, to: &str) -> Option<(String, String)> {
+        let (handler, id) = crate::signal::agent_parts(to)?;
+        match handler {
+            Some(handler) => {
+                let home = crate::signal::agent_home(handler);
+                self.handlers
+                    .contains_key(&home)
+                    .then(|| (home, to.to_owned()))
+            }
+            None => match self.agents.as_slice() {
+                [only] => {
+                    let handler = only.strip_prefix(AGENT_PREFIX)?.strip_suffix("/*")?;
+                    Some((only.clone(), format!("{AGENT_PREFIX}{handler}/{id}")))
+                }
+                _ => None,
+            },
+        }
     }
 }
 
@@ -106,6 +141,8 @@ impl Inbound for Router {
 pub struct Router {
     table: RwLock<Table>,
     pending: Pending,
+    /// Messages delivered to handlers and not yet answered.
+    answers: Answers,
     callbacks: Callbacks,
     /// The host's budget of queued bytes, shared by every mailbox.
     budget: Arc<QueueBudget>,
@@ -127,6 +164,7 @@ impl Router {
         let router = Arc::new_cyclic(|me| Self {
             table: RwLock::default(),
             pending: Pending::default(),
+            answers: Answers::default(),
             callbacks: Callbacks::default(),
             budget: QueueBudget::new(runtime.config().queue_budget_bytes),
             dead_letters,
@@ -138,6 +176,9 @@ impl Router {
         router
             .transport
             .attach(router.me.clone() as Weak<dyn Inbound>);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(expire_open_messages(router.me.clone()));
+        }
         router
     }
 
@@ -166,8 +207,9 @@ impl Router {
 
     /// Sends a signal on its way. Never fails: what cannot be delivered is answered (a
     /// message), dead-lettered, or dropped and counted (a reply).
-    pub fn route(&self, signal: Signal) {
+    pub fn route(&self, mut signal: Signal) {
         let kind = signal.kind();
+        self.stamp_deadline(&mut signal);
         let signal = match &signal.body {
             Body::Reply { reply_to, .. } | Body::ErrorReply { reply_to, .. } => {
                 let reply_to = reply_to.clone();
@@ -190,6 +232,71 @@ impl Router {
             _ => signal,
         };
         self.publish(signal, kind, Self::settle);
+    }
+
+    /// Gives a message its deadline, if it has none: the host's default for a message sent
+    /// without waiting. A one-way push to a client has none.
+    fn stamp_deadline(&self, signal: &mut Signal) {
+        if let Body::Message(m) = &signal.body
+            && signal.envelope.deadline.is_none()
+            && !m.to.starts_with(USER_PREFIX)
+        {
+            let after = self.runtime.config().message_deadline;
+            signal.envelope.deadline = Some(answers::deadline_after(after));
+        }
+    }
+
+    /// Answers message `id`, delivered to and still open at `answerer`, with `outcome`: the
+    /// one answer it takes. The host (`host`) may answer any open message. A refused answer
+    /// reaches nobody and is counted.
+    pub fn answer(
+        &self,
+        id: &str,
+        answerer: &str,
+        outcome: Result<Json, Failure>,
+    ) -> Result<String, Failure> {
+        let open = self.claim_answer(id, answerer)?;
+        Ok(self.release_answer(&open, outcome))
+    }
+
+    /// Closes message `id` for `answerer`'s answer. The host (`host`) may answer any open
+    /// message. A refusal is counted and logged (rate-limited).
+    fn claim_answer(&self, id: &str, answerer: &str) -> Result<Open, Failure> {
+        let claimed = if answerer == HOST_ADDRESS {
+            self.answers.claim_any(id)
+        } else {
+            self.answers.claim(id, answerer)
+        };
+        claimed.map_err(|refused| {
+            let handler = answerer.to_owned();
+            self.metrics
+                .answers_refused
+                .get_or_create(&crate::metrics::HandlerReasonLabels {
+                    handler: handler.clone(),
+                    reason: refused.as_str().to_owned(),
+                })
+                .inc();
+            if self.runtime.log_limit().admit(&handler) {
+                tracing::debug!(id, answerer, reason = refused.as_str(), "refused an answer");
+            }
+            refused.failure(id)
+        })
+    }
+
+    /// Sends the answer to a claimed message; returns the answer's id.
+    fn release_answer(&self, open: &Open, outcome: Result<Json, Failure>) -> String {
+        let answer = open.answer(outcome);
+        let id = answer.envelope.id.clone();
+        self.route_answer(answer);
+        id
+    }
+
+    /// Routes an answer, unless it answers a timer's message: that goes nowhere.
+    pub(crate) fn route_answer(&self, answer: Signal) {
+        let nowhere = matches!(&answer.body, Body::Reply { to, .. } | Body::ErrorReply { to, .. } if to.is_empty());
+        if !nowhere {
+            self.route(answer);
+        }
     }
 
     /// Publishes through the transport and hands the outcome to `then`, at once or, when the
@@ -243,20 +350,40 @@ impl Router {
     /// Like [`Router::offer`] for a caller that cannot wait (a guest's `emit`): refused at
     /// once when the transport knows at once; otherwise taken, and settled when the outcome
     /// arrives.
-    pub fn offer_now(&self, signal: Signal) -> Result<(), Undelivered> {
+    /// Returns how many copies were taken (by a mailbox, a client or the dead-letter
+    /// store); for an outcome known later, how many subscribers this host has.
+    pub fn offer_now(&self, signal: Signal) -> Result<u32, Undelivered> {
         let kind = signal.kind();
+        let local = self.subscribers(&signal);
         match self.transport.publish(signal) {
             Publish::Now(outcome) => {
                 self.count_offered(kind, &outcome);
-                outcome.map(drop)
+                outcome.map(|accepted| accepted.total() as u32)
             }
             later => {
                 self.when_known(later, kind, |router, kind, outcome| {
                     router.count_offered(kind, &outcome)
                 });
-                Ok(())
+                Ok(local)
             }
         }
+    }
+
+    /// How many handlers of this host subscribe to a broadcast.
+    fn subscribers(&self, signal: &Signal) -> u32 {
+        let table = self.read();
+        let list = match Route::of(signal) {
+            Route::Event(event_type) => table.events.get(event_type),
+            Route::DataChange(object_type) => table.changes.get(object_type),
+            Route::Address(_) => None,
+        };
+        list.map_or(0, |l| l.len() as u32)
+    }
+
+    /// A one-way push to a client: delivered, or counted as refused (the client is not
+    /// connected, or too slow). Nobody is answered.
+    pub fn push_to_client(&self, signal: Signal) {
+        let _ = self.offer_now(signal);
     }
 
     fn count_offered(&self, kind: &str, outcome: &Result<Accepted, Undelivered>) {
@@ -278,6 +405,14 @@ impl Router {
     /// mailbox, it takes one of the handler's [`CALLBACK_CAP`] places for replies, and fails
     /// with 429 when none is free.
     pub fn send_from(&self, signal: Signal, owner: &Arc<str>) -> Result<(), Failure> {
+        self.reserve_send(&signal, owner)?;
+        self.route(signal);
+        Ok(())
+    }
+
+    /// Reserves a place for the reply to a message handler `owner` sends without waiting,
+    /// if the reply will come back to it (429 when it has none left).
+    fn reserve_send(&self, signal: &Signal, owner: &Arc<str>) -> Result<(), Failure> {
         if let Body::Message(m) = &signal.body {
             let comes_back = !m.to.starts_with(USER_PREFIX)
                 && m.return_address
@@ -295,7 +430,6 @@ impl Router {
                 .with_help("wait for replies in `handle_reply` before sending more, or use `request`"));
             }
         }
-        self.route(signal);
         Ok(())
     }
 
@@ -316,6 +450,8 @@ impl Router {
         };
         let to = message.to.clone();
         let id = signal.envelope.id.clone();
+        let mut signal = signal;
+        signal.envelope.deadline = Some(answers::deadline_after(timeout));
         let waiter = self.pending.register(id.clone(), to.clone());
         // If the caller stops waiting (a client hangs up), the entry goes too.
         let _forget = pending::Forget(&self.pending, &id);
@@ -439,44 +575,111 @@ impl Router {
                 let address = address.to_owned();
                 Self::to_client(&table, &address, signal).map(|()| Accepted::ONE)
             }
-            Route::Address(address) => {
-                let Some(entry) = table.handlers.get(address) else {
+            Route::Address(AGENTS_ADDRESS) => {
+                let to = match &signal.body {
+                    Body::Message(m) => m.to.as_str(),
+                    Body::Reply { to, .. } | Body::ErrorReply { to, .. } => to.as_str(),
+                    _ => "",
+                };
+                let Some((home, full)) = table.resolve_agent(to) else {
                     return fail(signal, Reason::NoRoute);
                 };
-                if let Body::Message(m) = &signal.body {
-                    let accepts = &entry.slot.current().description.message_types;
-                    if !accepts.is_empty() && !accepts.contains(&m.message_type) {
-                        return fail(signal, Reason::NotAccepted);
-                    }
-                }
-                // A reply to a message this handler sent has room kept for it.
-                let promised = match &signal.body {
-                    Body::Reply { reply_to, .. } | Body::ErrorReply { reply_to, .. } => {
-                        self.callbacks.claim_room(reply_to, &entry.slot.name)
-                    }
-                    _ => false,
-                };
-                match entry.offer(signal, promised) {
-                    Ok(()) => Ok(Accepted::ONE),
-                    Err(Refused::Full(s)) => fail(s, Reason::Overloaded),
-                    Err(Refused::OverBytes(s, over)) => fail(s, Reason::OverBytes(Box::new(over))),
-                    Err(Refused::Closed(s)) => fail(s, Reason::ShuttingDown),
-                }
+                let mut signal = signal;
+                set_to(&mut signal, full);
+                self.deliver_to_handler(&table, &home, signal)
+            }
+            Route::Address(address) => {
+                let address = address.to_owned();
+                self.deliver_to_handler(&table, &address, signal)
             }
         }
     }
 
-    /// Called by a worker when its handler is done with a signal: a message's outcome
-    /// becomes its Reply or ErrorReply (the worker logs other kinds' failures).
+    /// Offers a message or reply to the handler serving `address`: a message it does not
+    /// accept is refused, a reply to its own send takes the room kept for it, and a message
+    /// is opened for its one answer before it can be handled.
+    fn deliver_to_handler(
+        &self,
+        table: &Table,
+        address: &str,
+        signal: Signal,
+    ) -> Result<Accepted, Undelivered> {
+        let fail = |signal, reason| Err(Undelivered { signal, reason });
+        let Some(entry) = table.handlers.get(address) else {
+            return fail(signal, Reason::NoRoute);
+        };
+        if let Body::Message(m) = &signal.body
+            && !entry
+                .slot
+                .current()
+                .description
+                .accepts
+                .takes(&m.message_type)
+        {
+            return fail(signal, Reason::NotAccepted);
+        }
+        // A reply to a message this handler sent has room kept for it.
+        let promised = match &signal.body {
+            Body::Reply { reply_to, .. } | Body::ErrorReply { reply_to, .. } => {
+                self.callbacks.claim_room(reply_to, &entry.slot.name)
+            }
+            _ => false,
+        };
+        // Open before it can be handled: its answer may come at once.
+        let open = Open::of(&signal, &entry.addressee(&signal), self.default_deadline());
+        if let Some(open) = &open {
+            self.answers.open(open.clone());
+        }
+        let offered = entry.offer(signal, promised);
+        if let (Err(_), Some(open)) = (&offered, &open) {
+            let _ = self.answers.claim_any(&open.id);
+        }
+        match offered {
+            Ok(()) => Ok(Accepted::ONE),
+            Err(Refused::Full(s)) => fail(s, Reason::Overloaded),
+            Err(Refused::OverBytes(s, over)) => fail(s, Reason::OverBytes(Box::new(over))),
+            Err(Refused::Closed(s)) => fail(s, Reason::ShuttingDown),
+        }
+    }
+
+    /// Called by a worker when its handler is done with a signal: a message's outcome is its
+    /// answer (from `from`), unless the handler answers `later`; a message answered already
+    /// (with `reply`) refuses it and counts it. The worker logs other kinds' failures.
     pub(crate) fn finish(
         &self,
-        signal: Signal,
+        signal: &Signal,
         result: Result<Option<Json>, Failure>,
-        from: String,
+        from: &str,
+        later: bool,
     ) {
-        if let Body::Message(_) = signal.body {
+        if matches!(signal.body, Body::Message(_)) && !later {
             let outcome = result.map(|payload| payload.unwrap_or_else(Json::null));
-            self.route(Signal::answer(&signal, from, outcome, None));
+            // Refused and counted if it was answered already: one answer per message.
+            let _ = self.answer(signal.id(), from, outcome);
+        }
+    }
+
+    /// The deadline of a message that reached a handler without one (only a message from
+    /// another host could): the default from now.
+    fn default_deadline(&self) -> u64 {
+        answers::deadline_after(self.runtime.config().message_deadline)
+    }
+
+    /// Answers 504 every open message past its deadline.
+    fn expire(&self) {
+        for open in self.answers.expire(crate::signal::now_millis()) {
+            self.metrics.answers_expired.inc();
+            let failure = Failure::new(
+                code::TIMEOUT,
+                format!(
+                    "`{}` did not answer message {} before its deadline",
+                    open.addressee, open.id
+                ),
+            )
+            .with_help(
+                "the handler said it would answer later and did not; it may be slow or stuck",
+            );
+            self.route_answer(open.answer_from(HOST_ADDRESS.to_owned(), Err(failure)));
         }
     }
 
@@ -490,7 +693,7 @@ impl Router {
     pub fn install(&self, name: &str, version: Arc<Version>) -> Result<bool, InstallError> {
         let address = match version.description.kind {
             HandlerKind::Service => name.to_owned(),
-            HandlerKind::Agent => AGENTS_ADDRESS.to_owned(),
+            HandlerKind::Agent => crate::signal::agent_home(name),
         };
         let mut table = self.write();
         if let Some(entry) = table.handlers.get(&address)
@@ -587,6 +790,7 @@ impl Router {
         self.metrics
             .pending_requests
             .set(self.pending.waiting() as i64);
+        self.metrics.open_messages.set(self.answers.len() as i64);
         self.metrics.queued_bytes.set(self.budget.queued() as i64);
         self.metrics
             .dead_letters_stored
@@ -618,5 +822,31 @@ impl Router {
     /// Disconnects the client at `address`.
     pub fn disconnect(&self, address: &str) {
         self.write().clients.remove(address);
+    }
+}
+
+/// How often open messages are checked against their deadlines.
+const EXPIRY_TICK: Duration = Duration::from_millis(100);
+
+/// Answers 504 the open messages past their deadline, every [`EXPIRY_TICK`], while the
+/// router lives.
+async fn expire_open_messages(router: Weak<Router>) {
+    let mut tick = tokio::time::interval(EXPIRY_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(router) = router.upgrade() else {
+            break;
+        };
+        router.expire();
+    }
+}
+
+/// Sets the address a message or reply is for.
+fn set_to(signal: &mut Signal, address: String) {
+    match &mut signal.body {
+        Body::Message(m) => m.to = address,
+        Body::Reply { to, .. } | Body::ErrorReply { to, .. } => *to = address,
+        _ => {}
     }
 }

@@ -67,7 +67,9 @@ impl Pending {
             let mut waiters = lock(&self.waiters);
             let from = reply.envelope.from.as_str();
             match waiters.get(reply_to) {
-                Some(w) if w.addressee == from || from == HOST_ADDRESS => waiters.remove(reply_to),
+                Some(w) if answers_for(&w.addressee, from) || from == HOST_ADDRESS => {
+                    waiters.remove(reply_to)
+                }
                 Some(w) => {
                     return Claim::Forged {
                         from: from.to_owned(),
@@ -135,6 +137,18 @@ impl Drop for Forget<'_> {
     }
 }
 
+/// Whether an answer from `from` comes from the address a message was sent to: the same
+/// address, or the full form (`agent:<handler>/<id>`) of a short agent address
+/// (`agent:<id>`) the host resolved when it delivered the message.
+fn answers_for(addressee: &str, from: &str) -> bool {
+    use crate::signal::agent_parts;
+    addressee == from
+        || matches!(
+            (agent_parts(addressee), agent_parts(from)),
+            (Some((None, short)), Some((Some(_), id))) if short == id
+        )
+}
+
 /// Locks a mutex whose data stays consistent even if a holder panicked.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
@@ -174,6 +188,17 @@ mod tests {
             Claim::Unclaimed(_)
         ));
         assert_eq!(pending.waiting(), 0);
+    }
+
+    /// An answer from the full address of an agent sent to by its short address is its
+    /// addressee's; another agent's is not.
+    #[test]
+    fn a_short_agent_address_is_answered_from_its_full_form() {
+        assert!(answers_for("agent:alice", "agent:counter/alice"));
+        assert!(answers_for("agent:counter/alice", "agent:counter/alice"));
+        assert!(!answers_for("agent:alice", "agent:counter/bob"));
+        assert!(!answers_for("agent:counter/alice", "agent:other/alice"));
+        assert!(!answers_for("echo", "agent:counter/echo"));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 mod admission;
 mod call;
+mod commit;
 mod warm;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,9 +23,11 @@ use tracing::Instrument;
 
 use admission::Admission;
 pub(super) use call::Stop;
+use commit::Settled;
 
 use super::Router;
 use super::mailbox::Slot;
+use super::turns::agent_of;
 use crate::metrics::{Metrics, SignalLabels};
 use crate::runtime::{Instance, Outcome, Runtime, Version};
 use crate::signal::{Body, Failure, HOST_ADDRESS, Signal, code};
@@ -44,6 +47,9 @@ pub(super) struct Worker {
     pub after: Option<watch::Receiver<bool>>,
     /// Fires when the handler is deleted: the call in progress is abandoned.
     pub stop: Stop,
+    /// For an agent handler, the mailbox's turns: after a signal for an agent, the worker
+    /// takes that agent's next one itself.
+    pub turns: Option<Arc<super::turns::Turns>>,
     /// Dropped when the worker exits; the last one to go tells the successor mailbox.
     #[expect(dead_code, reason = "held for its Drop")]
     pub exit: Arc<ExitNotice>,
@@ -97,46 +103,64 @@ impl Running {
             let _ = before.wait_for(|exited| *exited).await;
         }
         while let Some(signal) = self.next_signal().await {
-            self.worker.bytes.release(signal.size());
-            match &signal.body {
-                Body::Reply { reply_to, .. } | Body::ErrorReply { reply_to, .. } => {
-                    // Its place in the room kept for replies is free again.
-                    if let Some(router) = self.worker.router.upgrade() {
-                        router.callbacks().close(reply_to);
-                    }
-                }
-                _ => {
-                    self.worker.others.fetch_sub(1, Ordering::AcqRel);
+            let mut next = Some(signal);
+            while let Some(signal) = next.take() {
+                let agent = self
+                    .worker
+                    .turns
+                    .as_ref()
+                    .and(agent_of(&signal))
+                    .map(str::to_owned);
+                self.take(signal).await;
+                if let (Some(turns), Some(agent)) = (&self.worker.turns, agent) {
+                    next = turns.next(&agent);
                 }
             }
-            let version = self.worker.slot.current();
-            let span = tracing::debug_span!(
-                "signal",
-                id = %signal.envelope.id,
-                kind = signal.kind(),
-                handler = %self.worker.slot.name,
-                version = version.id,
-            );
-            let counters = self.worker.slot.counters.clone();
-            let now = counters.active.fetch_add(1, Ordering::Relaxed) + 1;
-            if counters.peak_active.fetch_max(now, Ordering::Relaxed) < now {
-                let labels = Metrics::handler(&self.worker.slot.name);
-                let gauge = self.worker.metrics.peak_active.get_or_create(&labels);
-                gauge.inner().fetch_max(now as i64, Ordering::Relaxed);
-            }
-            self.admit(signal, version).instrument(span).await;
-            self.give_back_if_owed();
-            counters.active.fetch_sub(1, Ordering::Relaxed);
-            counters.in_flight.fetch_sub(1, Ordering::AcqRel);
         }
         self.set_warm(None);
+    }
+
+    /// Handles one signal taken from the mailbox (or from its agent's line), and settles the
+    /// mailbox's accounts of it.
+    async fn take(&mut self, signal: Signal) {
+        self.worker.bytes.release(signal.size());
+        match &signal.body {
+            Body::Reply { reply_to, .. } | Body::ErrorReply { reply_to, .. } => {
+                // Its place in the room kept for replies is free again.
+                if let Some(router) = self.worker.router.upgrade() {
+                    router.callbacks().close(reply_to);
+                }
+            }
+            _ => {
+                self.worker.others.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let version = self.worker.slot.current();
+        let span = tracing::debug_span!(
+            "signal",
+            id = %signal.envelope.id,
+            kind = signal.kind(),
+            handler = %self.worker.slot.name,
+            version = version.id,
+        );
+        let counters = self.worker.slot.counters.clone();
+        let now = counters.active.fetch_add(1, Ordering::Relaxed) + 1;
+        if counters.peak_active.fetch_max(now, Ordering::Relaxed) < now {
+            let labels = Metrics::handler(&self.worker.slot.name);
+            let gauge = self.worker.metrics.peak_active.get_or_create(&labels);
+            gauge.inner().fetch_max(now as i64, Ordering::Relaxed);
+        }
+        self.admit(signal, version).instrument(span).await;
+        self.give_back_if_owed();
+        counters.active.fetch_sub(1, Ordering::Relaxed);
+        counters.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Hands `signal` to `version` if that version takes it.
     async fn admit(&mut self, signal: Signal, version: Arc<Version>) {
         match Admission::of(&version.description, &self.worker.slot.name, &signal) {
             Admission::Handle => self.handle(signal, version).await,
-            Admission::Refuse(failure) => self.finish(signal, Err(failure), HOST_ADDRESS.into()),
+            Admission::Refuse(failure) => self.finish(signal, Err(failure), HOST_ADDRESS, false),
             Admission::Unsubscribed => {
                 self.worker
                     .metrics
@@ -162,21 +186,34 @@ impl Running {
             };
             if let Err(failure) = self.start(&version, identity, &watch).await {
                 slot.counters.failed.fetch_add(1, Ordering::Relaxed);
-                self.finish(signal, Err(failure), address);
+                self.finish(signal, Err(failure), &address, false);
                 return;
             }
         }
-        let Some(instance) = self.warm.as_mut() else {
-            return;
-        };
         let started = Instant::now();
-        let call = instance.handle(&signal, address.clone());
-        let outcome = match call::guarded(call, version.limits.deadline, &watch).await {
-            Ok(outcome) => outcome,
-            Err(cut) => Outcome {
-                result: Err(cut.failure(&slot.name)),
-                poisoned: true,
-            },
+        let mut attempt = 1;
+        let outcome = loop {
+            let Some(instance) = self.warm.as_mut() else {
+                return;
+            };
+            let call = instance.handle(&signal, address.clone());
+            let outcome = match call::guarded(call, version.limits.deadline, &watch).await {
+                Ok(outcome) => outcome,
+                Err(cut) => Outcome {
+                    result: Err(cut.failure(&slot.name)),
+                    poisoned: true,
+                    later: false,
+                },
+            };
+            let turn = self
+                .warm
+                .as_mut()
+                .map(Instance::take_turn)
+                .unwrap_or_default();
+            match self.worker.settle(turn, outcome, attempt).await {
+                Settled::Done(outcome) => break outcome,
+                Settled::Again => attempt += 1,
+            }
         };
         self.record(&signal, &outcome, started);
         if outcome.poisoned {
@@ -186,7 +223,7 @@ impl Running {
         if outcome.result.is_err() {
             slot.counters.failed.fetch_add(1, Ordering::Relaxed);
         }
-        self.finish(signal, outcome.result, address);
+        self.finish(signal, outcome.result, &address, outcome.later);
     }
 
     /// Counts a handled signal by kind and outcome, and how long it took.
@@ -245,7 +282,8 @@ impl Running {
         &self,
         signal: Signal,
         result: Result<Option<crate::signal::Json>, Failure>,
-        address: String,
+        address: &str,
+        later: bool,
     ) {
         match result {
             // A message's failure goes back to its sender; a broadcast's has nobody to go to,
@@ -264,7 +302,7 @@ impl Running {
             Ok(_) => tracing::trace!("handled"),
         }
         if let Some(router) = self.worker.router.upgrade() {
-            router.finish(signal, result, address);
+            router.finish(&signal, result, address, later);
         }
     }
 

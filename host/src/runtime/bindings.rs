@@ -29,6 +29,8 @@ impl From<&Envelope> for wit::Envelope {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            depth: e.depth,
+            deadline: e.deadline,
         }
     }
 }

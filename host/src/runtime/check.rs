@@ -54,7 +54,7 @@ const WASI_INTERFACES: &[&str] = &[
 const WASI_VERSION: &str = "0.2.12";
 
 /// The interfaces of the signal package a handler may import.
-const SIGNAL_INTERFACES: &[&str] = &["types", "host"];
+const SIGNAL_INTERFACES: &[&str] = &["types", "host", "state", "timers", "users"];
 
 /// The functions the `handler` world exports.
 pub const HANDLER_EXPORTS: &[&str] = &[
@@ -157,6 +157,12 @@ pub fn surface(bytes: &[u8]) -> Result<Surface, LoadError> {
 /// `handler` world requires, before it is compiled.
 pub fn check(bytes: &[u8]) -> Result<(), LoadError> {
     let surface = surface(bytes)?;
+    if let Some(found) = other_contract(&surface.imports) {
+        return Err(LoadError::WrongContract {
+            found,
+            speaks: signal_version().to_owned(),
+        });
+    }
     let provided = provided_interfaces();
     let unknown: Vec<&String> = surface
         .imports
@@ -179,6 +185,21 @@ pub fn check(bytes: &[u8]) -> Result<(), LoadError> {
         return Err(LoadError::MissingExports { missing });
     }
     Ok(())
+}
+
+/// The `switchboard:signal` version a component was built against, if it is not one this
+/// host speaks (another semver track).
+fn other_contract(imports: &[String]) -> Option<String> {
+    let ours = format!("switchboard:signal@{}", signal_version());
+    imports.iter().find_map(|import| {
+        let (interface, version) = import.split_once('@')?;
+        let (package, _) = interface.split_once('/')?;
+        if package != "switchboard:signal" {
+            return None;
+        }
+        let theirs = format!("{package}@{version}");
+        (track(&theirs) != track(&ours)).then(|| version.to_owned())
+    })
 }
 
 /// Whether an import named `import` resolves to the definition `provided`, as wasmtime's

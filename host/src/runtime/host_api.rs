@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use super::bindings::{guest_json, headers, switchboard::signal::host, wit};
 use super::budget::{Refusal, Spend};
-use super::outbound::Outbound;
+use super::outbound::{Outbound, Output};
 use super::state::HostState;
 use crate::config::{DEFAULT_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT};
-use crate::signal::{Body, Envelope, Failure, Message, ReplyTarget, Signal, code};
+use crate::signal::{Body, Envelope, Failure, Message, Signal, code};
 
 /// Longest log line a guest may write; the rest is cut off.
 pub(super) const MAX_LOG_LINE: usize = 4096;
@@ -22,7 +22,7 @@ pub(super) const MAX_LOG_LINE: usize = 4096;
 type HostResult<T> = Result<T, wit::Failure>;
 
 impl HostState {
-    fn outbound(&self) -> Result<Arc<dyn Outbound>, Failure> {
+    pub(super) fn outbound(&self) -> Result<Arc<dyn Outbound>, Failure> {
         self.outbound
             .upgrade()
             .ok_or_else(|| Failure::new(code::OVERLOADED, "the host is shutting down"))
@@ -30,7 +30,7 @@ impl HostState {
 
     /// Spends one call of kind `spend` from the current signal's budget: the new signal's
     /// causal depth, or the typed failure (508, 429), counted and logged (rate-limited).
-    fn spend(&mut self, spend: Spend) -> Result<u32, Failure> {
+    pub(super) fn spend(&mut self, spend: Spend) -> Result<u32, Failure> {
         let spent = self.budget.spend(spend);
         spent.map_err(|refusal| self.refused(spend, refusal))
     }
@@ -75,12 +75,14 @@ impl HostState {
 
     /// Stamps a guest's outgoing body with a fresh envelope at causal depth `depth` and
     /// checks its size.
-    fn stamp(
+    pub(super) fn stamp(
         &self,
         body: Body,
-        headers: crate::signal::Headers,
+        mut headers: crate::signal::Headers,
         depth: u32,
     ) -> Result<Signal, Failure> {
+        // Only the host marks a timer's message.
+        headers.remove(super::TIMER_HEADER);
         let signal = Signal {
             envelope: Envelope::new(self.identity.address.clone(), headers).at_depth(depth),
             body,
@@ -135,16 +137,14 @@ impl HostState {
         }
     }
 
-    /// Hands a stamped signal to `go` and gives back its id.
-    fn hand_over(
-        &self,
-        signal: Result<Signal, Failure>,
-        go: impl FnOnce(&dyn Outbound, Signal) -> Result<(), Failure>,
-    ) -> HostResult<String> {
+    /// Holds a stamped event or data change for the turn's commit: its id and how many
+    /// subscribers it will be offered to.
+    fn broadcast(&mut self, signal: Result<Signal, Failure>) -> HostResult<host::Emitted> {
         let signal = signal?;
         let id = signal.id().to_owned();
-        go(&*self.outbound()?, signal)?;
-        Ok(id)
+        let subscribers = self.outbound()?.subscribers(&signal);
+        self.turn.hold(Output::Broadcast(signal));
+        Ok(host::Emitted { id, subscribers })
     }
 }
 
@@ -152,9 +152,14 @@ impl wit::Host for HostState {}
 
 impl host::Host for HostState {
     fn send(&mut self, msg: host::OutgoingMessage) -> wasmtime::Result<HostResult<String>> {
-        let owner = self.identity.handler.clone();
-        let signal = self.message(msg, Spend::Send);
-        Ok(self.hand_over(signal, |out, signal| out.send(signal, &owner)))
+        let sent = (|| -> Result<String, Failure> {
+            let signal = self.message(msg, Spend::Send)?;
+            self.outbound()?.send(&signal, &self.identity.handler)?;
+            let id = signal.id().to_owned();
+            self.turn.hold(Output::Send(signal));
+            Ok(id)
+        })();
+        Ok(sent.map_err(Into::into))
     }
 
     async fn request(&mut self, msg: host::OutgoingMessage, timeout_ms: u32) -> HostResult<String> {
@@ -177,7 +182,7 @@ impl host::Host for HostState {
         event_type: String,
         payload: String,
         headers_list: Vec<(String, String)>,
-    ) -> wasmtime::Result<HostResult<String>> {
+    ) -> wasmtime::Result<HostResult<host::Emitted>> {
         let signal = (|| {
             if event_type.is_empty() {
                 return Err(Failure::new(
@@ -196,7 +201,7 @@ impl host::Host for HostState {
                 depth,
             )
         })();
-        Ok(self.hand_over(signal, |out, signal| out.broadcast(signal)))
+        Ok(self.broadcast(signal))
     }
 
     fn emit_data_change(
@@ -205,7 +210,7 @@ impl host::Host for HostState {
         object_type: String,
         object: String,
         headers_list: Vec<(String, String)>,
-    ) -> wasmtime::Result<HostResult<String>> {
+    ) -> wasmtime::Result<HostResult<host::Emitted>> {
         let signal = (|| {
             if object_type.is_empty() {
                 return Err(Failure::new(
@@ -221,35 +226,30 @@ impl host::Host for HostState {
             let depth = self.spend(Spend::Emit)?;
             self.stamp(body, headers(headers_list), depth)
         })();
-        Ok(self.hand_over(signal, |out, signal| out.broadcast(signal)))
+        Ok(self.broadcast(signal))
     }
 
     fn reply(
         &mut self,
-        target: host::ReplyTarget,
+        message_id: String,
         outcome: Result<String, wit::Failure>,
-        address: Option<String>,
     ) -> wasmtime::Result<HostResult<String>> {
-        let signal = (|| {
+        let answered = (|| -> Result<String, Failure> {
             let outcome = match outcome {
                 Ok(payload) => Ok(guest_json(payload, "reply payload")?),
                 Err(failure) => Err(failure.into()),
             };
             // Free only for the first answer to the message being handled; any other reply
             // counts as a send (depth and cap), so `reply` cannot loop or flood.
-            let depth = self.spend_reply(&target.message_id)?;
-            let target = ReplyTarget {
-                message_id: target.message_id,
-                return_address: target.return_address,
-                sender: target.sender,
-            };
-            let reply = target.answer(self.identity.address.clone(), outcome, address);
-            self.stamp(reply.body, reply.envelope.headers, depth)
+            self.spend_reply(&message_id)?;
+            let answer = self
+                .outbound()?
+                .claim(&message_id, &self.identity.address, outcome)?;
+            let id = answer.id().to_owned();
+            self.turn.hold(Output::Answer(answer));
+            Ok(id)
         })();
-        Ok(self.hand_over(signal, |out, signal| {
-            out.reply(signal);
-            Ok(())
-        }))
+        Ok(answered.map_err(Into::into))
     }
 
     fn log(&mut self, level: wit::LogLevel, message: String) -> wasmtime::Result<()> {

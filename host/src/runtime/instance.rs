@@ -11,7 +11,7 @@ use std::sync::Weak;
 
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::bindings::{Delivery, Handler};
+use super::bindings::{Delivery, Handler, wit};
 use super::cpu::metered;
 use super::outbound::Outbound;
 use super::pool::InstanceSlot;
@@ -30,6 +30,8 @@ pub struct Outcome {
     pub result: Result<Option<Json>, Failure>,
     /// The instance trapped or broke a limit and must not be used again.
     pub poisoned: bool,
+    /// A message the handler said it answers later, with the host's `reply`.
+    pub later: bool,
 }
 
 /// A warm instance of one handler version.
@@ -90,10 +92,24 @@ impl Instance {
     /// fresh CPU meter and per-signal budget.
     fn arm(&mut self, address: String, depth: u32, answering: Option<&str>) {
         let state = self.store.data_mut();
+        let scope = state.store.is_some().then(|| state.scope_at(&address));
+        let left = std::mem::replace(&mut state.turn, super::turn::Turn::new(scope));
+        if !left.is_empty() {
+            // Only an instance's start can leave a turn behind: it never commits.
+            let parts = left.into_parts();
+            if let Some(out) = state.outbound.upgrade() {
+                out.discard(parts.outputs);
+            }
+        }
         state.identity.address = address;
         state.budget.arm(depth, answering);
         state.cpu.restart();
         self.store.set_epoch_deadline(1);
+    }
+
+    /// Takes the turn of the signal just handled, to commit or discard.
+    pub fn take_turn(&mut self) -> super::turn::Turn {
+        std::mem::take(&mut self.store.data_mut().turn)
     }
 
     /// Calls `describe`.
@@ -118,6 +134,7 @@ impl Instance {
         let max = self.store.data().max_message_bytes;
         let cpu = self.store.data().cpu.clone();
         let delivery = Delivery::from(signal);
+        let is_message = matches!(delivery, Delivery::Message(_));
         let store = &mut self.store;
         let call = async {
             match delivery {
@@ -125,7 +142,11 @@ impl Instance {
                     .bindings
                     .call_handle_message(&mut *store, &msg)
                     .await
-                    .map(|r| r.map(Some)),
+                    .map(|answer| match answer {
+                        wit::Answer::Reply(payload) => Ok(Some(payload)),
+                        wit::Answer::Error(failure) => Err(failure),
+                        wit::Answer::Later => Ok(None),
+                    }),
                 Delivery::Event(evt) => self
                     .bindings
                     .call_handle_event(&mut *store, &evt)
@@ -155,6 +176,7 @@ impl Instance {
                     ),
                 )),
                 poisoned: false,
+                later: false,
             },
             Ok(Ok(Some(payload))) => Outcome {
                 result: Json::parse(payload).map(Some).map_err(|e| {
@@ -164,18 +186,22 @@ impl Instance {
                     )
                 }),
                 poisoned: false,
+                later: false,
             },
             Ok(Ok(None)) => Outcome {
                 result: Ok(None),
                 poisoned: false,
+                later: is_message,
             },
             Ok(Err(failure)) => Outcome {
                 result: Err(failure.into()),
                 poisoned: false,
+                later: false,
             },
             Err(error) => Outcome {
                 result: Err(classify(error)),
                 poisoned: true,
+                later: false,
             },
         }
     }

@@ -31,6 +31,13 @@ pub enum LoadError {
         others: Vec<String>,
     },
     #[error(
+        "the component was built against switchboard:signal@{found}, but this host speaks \
+         switchboard:signal@{speaks}: rebuild it with switchboard-sdk {speaks} (Rust), or \
+         generate its bindings from the wit/ directory of this Switchboard version (other \
+         languages)"
+    )]
+    WrongContract { found: String, speaks: String },
+    #[error(
         "the component does not fit the switchboard:signal handler world: it does not export \
          {} (every handler exports the functions describe, handle-message, handle-event, \
          handle-data-change and handle-reply of wit/signal.wit)",

@@ -17,10 +17,13 @@ mod cpu;
 mod guest_output;
 mod host_api;
 mod instance;
+mod keyed_api;
 mod load_error;
 mod outbound;
 pub mod pool;
 mod state;
+pub mod turn;
+mod users_api;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -34,8 +37,9 @@ pub use bindings::Delivery;
 pub use budget::{Caps, Refusal, Spend};
 pub use code::Code;
 pub use instance::{Instance, Outcome};
+pub use keyed_api::TIMER_HEADER;
 pub use load_error::LoadError;
-pub use outbound::{Answer, DenyAll, Outbound};
+pub use outbound::{Answer, DenyAll, Outbound, Output};
 pub use pool::{InstancePool, InstanceSlot, PoolFull, Reservation};
 pub use state::{Identity, LimitHit};
 
@@ -54,12 +58,51 @@ pub struct Description {
     pub name: String,
     /// Whether it serves its own address or every `agent:<id>`.
     pub kind: HandlerKind,
-    /// Message types it accepts; empty means any.
-    pub message_types: Vec<String>,
+    /// Message types it accepts.
+    pub accepts: Accepts,
     /// Event types it subscribes to.
     pub events: Vec<String>,
     /// Object types whose data changes it subscribes to.
     pub data_changes: Vec<String>,
+}
+
+/// Which message types a handler takes; others get 404.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Accepts {
+    /// Every type.
+    Any,
+    /// No messages at all: a handler that only listens to broadcasts.
+    None,
+    /// These types (sorted, without repeats).
+    Only(Vec<String>),
+}
+
+impl Accepts {
+    /// Whether a message of type `message_type` is taken.
+    pub fn takes(&self, message_type: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::None => false,
+            Self::Only(types) => types.iter().any(|t| t == message_type),
+        }
+    }
+
+    /// `any`, `none` or `only`, for operators.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Any => "any",
+            Self::None => "none",
+            Self::Only(_) => "only",
+        }
+    }
+
+    /// The types named (empty for `any` and `none`).
+    pub fn types(&self) -> &[String] {
+        match self {
+            Self::Only(types) => types,
+            Self::Any | Self::None => &[],
+        }
+    }
 }
 
 /// Service (its own address) or agent (the shared `agents` address).
@@ -77,7 +120,11 @@ impl From<wit::Description> for Description {
                 wit::HandlerKind::Service => HandlerKind::Service,
                 wit::HandlerKind::Agent => HandlerKind::Agent,
             },
-            message_types: sorted_unique(d.message_types),
+            accepts: match d.accepts {
+                wit::Accepts::Any => Accepts::Any,
+                wit::Accepts::None => Accepts::None,
+                wit::Accepts::Only(types) => Accepts::Only(sorted_unique(types)),
+            },
             events: sorted_unique(d.events),
             data_changes: sorted_unique(d.data_changes),
         }
@@ -136,6 +183,8 @@ pub struct Runtime {
     ticker_stop: Arc<AtomicBool>,
     code: code::CodeCache,
     compiler: compile::CompilePool,
+    /// The keyed-state store instances read and write, once the host attaches it.
+    state: std::sync::OnceLock<Arc<crate::keyed::StateStore>>,
 }
 
 /// What a handler may import: WASI 0.2 (deny-by-default) and the `switchboard:signal`
@@ -200,6 +249,7 @@ impl Runtime {
             ticker_stop,
             code: code::CodeCache::default(),
             compiler: compile::CompilePool::new(config.max_compilations),
+            state: std::sync::OnceLock::new(),
             config,
         })
     }
@@ -217,6 +267,16 @@ impl Runtime {
     /// The per-handler rate limit of log lines, shared with the router.
     pub fn log_limit(&self) -> &Arc<LogLimiter> {
         &self.log_limit
+    }
+
+    /// Gives instances started from now on the host's keyed-state store (once).
+    pub fn attach_state(&self, store: Arc<crate::keyed::StateStore>) {
+        let _ = self.state.set(store);
+    }
+
+    /// The keyed-state store, if attached.
+    pub fn state_store(&self) -> Option<Arc<crate::keyed::StateStore>> {
+        self.state.get().cloned()
     }
 
     /// The slots instances of deployed handlers run in.
@@ -338,7 +398,7 @@ impl Runtime {
             description: Description {
                 name: String::new(),
                 kind: HandlerKind::Service,
-                message_types: Vec::new(),
+                accepts: Accepts::Any,
                 events: Vec::new(),
                 data_changes: Vec::new(),
             },

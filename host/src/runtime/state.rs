@@ -50,6 +50,10 @@ pub struct HostState {
     pub cpu: CpuMeter,
     /// Depth of the signal being handled, and what handling it may still send and log.
     pub budget: Budget,
+    /// The current signal's pending state writes, timers and outputs.
+    pub turn: super::turn::Turn,
+    /// The host's keyed-state store, if it has one.
+    pub store: super::turn::Store,
     /// Where refused host calls and dropped log lines are counted.
     pub metrics: Arc<Metrics>,
     /// Rate limit of the log lines about this handler.
@@ -86,6 +90,8 @@ impl HostState {
             outbound,
             cpu: CpuMeter::new(limits.cpu_time),
             budget: Budget::new(Caps::of(runtime.config())),
+            turn: super::turn::Turn::default(),
+            store: runtime.state_store(),
             metrics: runtime.metrics().clone(),
             log_limit: runtime.log_limit().clone(),
             max_message_bytes: runtime.config().max_message_bytes,
@@ -94,6 +100,18 @@ impl HostState {
             table_limit: crate::config::DEFAULT_TABLE_ELEMENTS,
             wasi,
             table: ResourceTable::new(),
+        }
+    }
+}
+
+impl HostState {
+    /// The scope of keyed state for signals handled at `address`: an agent's own, or the
+    /// handler's.
+    pub fn scope_at(&self, address: &str) -> crate::keyed::Scope {
+        let handler = self.identity.handler.to_string();
+        match crate::signal::agent_parts(address) {
+            Some((_, id)) => crate::keyed::Scope::agent(handler, id),
+            None => crate::keyed::Scope::handler(handler),
         }
     }
 }

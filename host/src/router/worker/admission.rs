@@ -4,8 +4,7 @@
 //! is the one that counts.
 
 use crate::runtime::{Description, HandlerKind};
-use crate::signal::{AGENTS_ADDRESS, Body, Failure, Signal, code};
-use crate::transport::address_of;
+use crate::signal::{Body, Failure, Signal, code};
 
 /// What the version handling a signal does with it.
 pub(super) enum Admission {
@@ -18,13 +17,11 @@ pub(super) enum Admission {
 }
 
 impl Admission {
-    /// Applies a version's description to a signal: the message types it accepts (empty
-    /// means any), the address its kind serves, the broadcasts it subscribes to.
+    /// Applies a version's description to a signal: the message types it accepts, the address its kind serves, the broadcasts it subscribes to.
     pub(super) fn of(description: &Description, name: &str, signal: &Signal) -> Self {
         match &signal.body {
             Body::Message(m) => {
-                let accepts = &description.message_types;
-                if !accepts.is_empty() && !accepts.contains(&m.message_type) {
+                if !description.accepts.takes(&m.message_type) {
                     return Self::Refuse(Failure::new(
                         code::NOT_FOUND,
                         format!(
@@ -34,10 +31,12 @@ impl Admission {
                     ));
                 }
                 let serves = match description.kind {
-                    HandlerKind::Service => name,
-                    HandlerKind::Agent => AGENTS_ADDRESS,
+                    HandlerKind::Service => m.to == name,
+                    HandlerKind::Agent => {
+                        crate::signal::agent_parts(&m.to).is_some_and(|(h, _)| h == Some(name))
+                    }
                 };
-                if address_of(&m.to) != serves {
+                if !serves {
                     return Self::Refuse(
                         Failure::new(
                             code::NOT_FOUND,
@@ -71,7 +70,12 @@ mod tests {
         Description {
             name: "x".into(),
             kind: HandlerKind::Service,
-            message_types: message_types.iter().map(|t| t.to_string()).collect(),
+            accepts: match message_types {
+                [] => crate::runtime::Accepts::Any,
+                types => {
+                    crate::runtime::Accepts::Only(types.iter().map(|t| t.to_string()).collect())
+                }
+            },
             events: events.iter().map(|t| t.to_string()).collect(),
             data_changes: Vec::new(),
         }

@@ -99,12 +99,40 @@ fn provided_interfaces_pass_at_compatible_versions() {
         "wasi:cli/environment@0.3.0",
         "wasi:cli/environment",
         "wasi:cli/environment@0.2.0-rc-2023-10-18",
-        "switchboard:signal/host@9.0.0",
         "plain-name",
     ] {
         let error = check(&handler(&[wrong])).unwrap_err();
         assert!(error.to_string().contains(wrong), "{wrong}: {error}");
     }
+}
+
+/// A component built against another version of the contract (0.1, or a future 9.0) is
+/// refused before compiling, naming both versions and what to rebuild with.
+#[test]
+fn another_contract_version_is_refused_naming_both() {
+    for (import, found) in [
+        ("switchboard:signal/types@0.1.0", "0.1.0"),
+        ("switchboard:signal/host@9.0.0", "9.0.0"),
+    ] {
+        let error = check(&handler(&["wasi:cli/environment@0.2.0", import])).unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, LoadError::WrongContract { .. }), "{text}");
+        assert!(
+            text.contains(&format!("built against switchboard:signal@{found}")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "this host speaks switchboard:signal@{}",
+                signal_version()
+            )),
+            "{text}"
+        );
+        assert!(text.contains("rebuild it with switchboard-sdk"), "{text}");
+    }
+    assert_eq!(signal_version(), "0.2.0");
+    let current = format!("switchboard:signal/state@{}", signal_version());
+    check(&handler(&[&current])).unwrap();
 }
 
 /// Imports of a nested component are its own business: only the outer ones count.

@@ -1,0 +1,53 @@
+//! Connected clients (`user:<id>`): ask whether one is online, and push an event to one.
+//!
+//! A push is a one-way message of the event's type to `user:<id>`: nothing waits for an
+//! answer. Like every signal a handler sends, it leaves when the current signal's turn
+//! commits.
+
+use crate::failure::Failure;
+use crate::typed::{self, Event};
+use crate::wit_users as host;
+
+/// The address prefix of connected clients.
+pub const USER_PREFIX: &str = "user:";
+
+/// The user id in `user` (`ann` or `user:ann`).
+pub fn user_id(user: &str) -> &str {
+    user.strip_prefix(USER_PREFIX).unwrap_or(user)
+}
+
+/// Whether user `user` (`ann` or `user:ann`) is connected now.
+pub fn is_online(user: &str) -> bool {
+    host::is_online(user_id(user))
+}
+
+/// Pushes `event` to user `user` (`ann` or `user:ann`). A user who is not connected gets
+/// nothing; the host counts it.
+pub fn push<E: Event>(user: &str, event: &E) -> Result<(), Failure> {
+    Ok(host::push(
+        user_id(user),
+        &E::event_type(),
+        &typed::encode(event)?,
+    )?)
+}
+
+/// Pushes an event of any type with any JSON payload.
+pub fn push_untyped(
+    user: &str,
+    event_type: &str,
+    payload: &serde_json::Value,
+) -> Result<(), Failure> {
+    Ok(host::push(user_id(user), event_type, &payload.to_string())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_is_named_with_or_without_its_prefix() {
+        assert_eq!(user_id("ann"), "ann");
+        assert_eq!(user_id("user:ann"), "ann");
+        assert_eq!(user_id("user:"), "");
+    }
+}

@@ -1,0 +1,300 @@
+//! Open messages: every message delivered to a handler stays open until it is answered, and
+//! takes exactly one answer, from the address it was delivered to.
+//!
+//! A handler answers by returning from `handle-message`, or later with the host's `reply`,
+//! naming only the message: the host knows where the answer goes (the return address or the
+//! sender, where a waiter may be registered in [`super::pending`]). A second answer, or one
+//! from anyone but the addressee, is refused and counted; nothing reaches the sender. A
+//! message still open at its deadline is answered 504 by the host.
+//!
+//! An answer given during a turn is [`claim`](Answers::claim)ed at once (so a second
+//! claim fails at once) and released when the turn commits, or [`reopen`](Answers::reopen)ed
+//! if the turn is discarded.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use crate::runtime::TIMER_HEADER;
+use crate::signal::{Body, Failure, Json, ReplyTarget, Signal, code, now_millis};
+
+/// An open message: enough to answer it, and to check who may.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Open {
+    /// The message's id.
+    pub id: String,
+    /// The address it was delivered to: only it may answer.
+    pub addressee: String,
+    /// Where the answer goes: the message's return address, else its sender; nowhere for a
+    /// timer's message.
+    pub answer_to: Option<String>,
+    /// The message's causal depth; its answer is one deeper.
+    pub depth: u32,
+    /// When the host answers it with 504, in milliseconds since the Unix epoch.
+    pub deadline: u64,
+}
+
+impl Open {
+    /// The open record of `message`, delivered to `addressee`; `None` for other kinds.
+    pub fn of(message: &Signal, addressee: &str, default_deadline: u64) -> Option<Self> {
+        let Body::Message(m) = &message.body else {
+            return None;
+        };
+        Some(Self {
+            id: message.envelope.id.clone(),
+            addressee: addressee.to_owned(),
+            answer_to: (!message.envelope.headers.contains_key(TIMER_HEADER)).then(|| {
+                m.return_address
+                    .clone()
+                    .unwrap_or_else(|| message.envelope.from.clone())
+            }),
+            depth: message.envelope.depth,
+            deadline: message.envelope.deadline.unwrap_or(default_deadline),
+        })
+    }
+
+    /// The Reply or ErrorReply answering this message, from its addressee.
+    pub fn answer(&self, outcome: Result<Json, Failure>) -> Signal {
+        self.answer_from(self.addressee.clone(), outcome)
+    }
+
+    /// The answer, from `from` (the host, for a 504).
+    pub fn answer_from(&self, from: String, outcome: Result<Json, Failure>) -> Signal {
+        let target = ReplyTarget {
+            message_id: self.id.clone(),
+            return_address: None,
+            sender: self.answer_to.clone().unwrap_or_default(),
+        };
+        let mut answer = target.answer(from, outcome, None);
+        answer.envelope.depth = self.depth.saturating_add(1);
+        answer
+    }
+}
+
+/// Why an answer was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The message is not open: answered already, past its deadline, or never delivered.
+    NotOpen,
+    /// The message is open, but was delivered to another address.
+    NotAddressee,
+}
+
+impl Refused {
+    /// The metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::NotOpen => "not_open",
+            Self::NotAddressee => "not_addressee",
+        }
+    }
+
+    /// What the guest that tried gets: 409.
+    pub fn failure(&self, message_id: &str) -> Failure {
+        match self {
+            Self::NotOpen => Failure::new(
+                code::CONFLICT,
+                format!("message {message_id} is not open: it was answered already, passed its deadline, or was never delivered here"),
+            )
+            .with_help("a message takes exactly one answer: return it from handle-message, or return `later` and `reply` once"),
+            Self::NotAddressee => Failure::new(
+                code::CONFLICT,
+                format!("message {message_id} was not delivered to this handler, so it cannot answer it"),
+            ),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Table {
+    open: HashMap<String, Open>,
+    by_deadline: BTreeSet<(u64, String)>,
+    /// Answered by a turn not yet committed: settled when it commits, open again if it fails.
+    claimed: HashMap<String, Open>,
+}
+
+/// The open messages of this host.
+#[derive(Default)]
+pub struct Answers {
+    table: Mutex<Table>,
+}
+
+impl Answers {
+    /// Opens a message delivered to a handler.
+    pub fn open(&self, open: Open) {
+        let mut table = self.lock();
+        table.by_deadline.insert((open.deadline, open.id.clone()));
+        table.open.insert(open.id.clone(), open);
+    }
+
+    /// Closes message `id` for an answer from `answerer`: the one answer it takes.
+    pub fn claim(&self, id: &str, answerer: &str) -> Result<Open, Refused> {
+        let mut table = self.lock();
+        match table.open.get(id) {
+            None => Err(Refused::NotOpen),
+            Some(open) if open.addressee != answerer => Err(Refused::NotAddressee),
+            Some(_) => {
+                let open = table.open.remove(id).ok_or(Refused::NotOpen)?;
+                table.by_deadline.remove(&(open.deadline, open.id.clone()));
+                Ok(open)
+            }
+        }
+    }
+
+    /// Closes message `id` for the host's own answer (a refusal, a trap, a deadline): the
+    /// host may answer any open message.
+    pub fn claim_any(&self, id: &str) -> Result<Open, Refused> {
+        let mut table = self.lock();
+        let open = table.open.remove(id).ok_or(Refused::NotOpen)?;
+        table.by_deadline.remove(&(open.deadline, open.id.clone()));
+        Ok(open)
+    }
+
+    /// Holds a claimed message until its turn commits ([`Answers::settle`]) or fails
+    /// ([`Answers::reopen`]).
+    pub fn hold(&self, open: Open) {
+        self.lock().claimed.insert(open.id.clone(), open);
+    }
+
+    /// Forgets a held message: its answer went out.
+    pub fn settle(&self, id: &str) {
+        self.lock().claimed.remove(id);
+    }
+
+    /// Opens again a held message whose answer was discarded with its turn.
+    pub fn reopen(&self, id: &str) {
+        let held = self.lock().claimed.remove(id);
+        if let Some(open) = held {
+            self.open(open);
+        }
+    }
+
+    /// Closes every message past its deadline at `now` (milliseconds), for the host to
+    /// answer 504.
+    pub fn expire(&self, now: u64) -> Vec<Open> {
+        let mut table = self.lock();
+        let mut expired = Vec::new();
+        while let Some((deadline, id)) = table.by_deadline.first().cloned() {
+            if deadline > now {
+                break;
+            }
+            table.by_deadline.pop_first();
+            if let Some(open) = table.open.remove(&id) {
+                expired.push(open);
+            }
+        }
+        expired
+    }
+
+    /// Messages open now.
+    pub fn len(&self) -> usize {
+        self.lock().open.len()
+    }
+
+    /// Whether no message is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The default deadline of a message routed now without one.
+pub fn deadline_after(delay: std::time::Duration) -> u64 {
+    now_millis().saturating_add(delay.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signal::{Envelope, Headers, Message};
+
+    fn message(return_address: Option<&str>, deadline: Option<u64>) -> Signal {
+        let mut envelope = Envelope::new("orders", Headers::new()).at_depth(3);
+        envelope.deadline = deadline;
+        Signal {
+            envelope,
+            body: Body::Message(Message {
+                message_type: "Reserve".into(),
+                to: "inventory".into(),
+                return_address: return_address.map(str::to_owned),
+                payload: Json::null(),
+            }),
+        }
+    }
+
+    /// The answer goes to the return address, else the sender, one step deeper, from the
+    /// addressee.
+    #[test]
+    fn an_answer_goes_where_the_sender_asked() {
+        let msg = message(Some("audit"), Some(10));
+        let open = Open::of(&msg, "inventory", 99).unwrap();
+        assert_eq!(
+            (open.answer_to.as_deref(), open.deadline),
+            (Some("audit"), 10)
+        );
+        let answer = open.answer(Ok(Json::null()));
+        assert_eq!(answer.envelope.from, "inventory");
+        assert_eq!(answer.envelope.depth, 4);
+        assert!(
+            matches!(&answer.body, Body::Reply { reply_to, to, .. } if reply_to == msg.id() && to == "audit")
+        );
+        let open = Open::of(&message(None, None), "inventory", 99).unwrap();
+        assert_eq!(
+            (open.answer_to.as_deref(), open.deadline),
+            (Some("orders"), 99)
+        );
+        let mut timer = message(None, None);
+        timer
+            .envelope
+            .headers
+            .insert(TIMER_HEADER.into(), "t-1".into());
+        assert_eq!(Open::of(&timer, "inventory", 99).unwrap().answer_to, None);
+    }
+
+    /// Exactly one answer, and only from the addressee; a refused claim changes nothing.
+    #[test]
+    fn a_message_takes_one_answer_from_its_addressee() {
+        let answers = Answers::default();
+        let msg = message(None, Some(10));
+        answers.open(Open::of(&msg, "inventory", 0).unwrap());
+        assert_eq!(
+            answers.claim(msg.id(), "mallory"),
+            Err(Refused::NotAddressee)
+        );
+        let open = answers.claim(msg.id(), "inventory").unwrap();
+        assert_eq!(answers.claim(msg.id(), "inventory"), Err(Refused::NotOpen));
+        answers.hold(open);
+        answers.reopen(msg.id());
+        let open = answers.claim(msg.id(), "inventory").unwrap();
+        answers.hold(open);
+        answers.settle(msg.id());
+        answers.reopen(msg.id());
+        assert!(answers.is_empty(), "a settled answer stays closed");
+        assert_eq!(
+            answers.claim("never-sent", "inventory"),
+            Err(Refused::NotOpen)
+        );
+    }
+
+    /// Past its deadline a message closes for the host's 504, in deadline order; an
+    /// answered one is not expired.
+    #[test]
+    fn messages_expire_at_their_deadline() {
+        let answers = Answers::default();
+        let (a, b, c) = (
+            message(None, Some(30)),
+            message(None, Some(10)),
+            message(None, Some(20)),
+        );
+        for m in [&a, &b, &c] {
+            answers.open(Open::of(m, "inventory", 0).unwrap());
+        }
+        answers.claim(c.id(), "inventory").unwrap();
+        assert!(answers.expire(5).is_empty());
+        let expired: Vec<_> = answers.expire(30).into_iter().map(|o| o.id).collect();
+        assert_eq!(expired, [b.id().to_owned(), a.id().to_owned()]);
+        assert!(answers.is_empty());
+    }
+}
