@@ -25,9 +25,6 @@ mod tests;
 #[cfg(test)]
 mod timer_tests;
 mod timers;
-mod turn;
-#[cfg(test)]
-mod turn_tests;
 mod wheel;
 
 use std::collections::BTreeMap;
@@ -45,7 +42,6 @@ use crate::metrics::Metrics;
 
 pub use error::{CommitError, StateError};
 pub use timers::{NewTimer, StoredTimer, Timer};
-pub use turn::TurnState;
 pub use wheel::{RETRY_AFTER, spawn_timer_loop};
 
 /// Longest key, in bytes: keys live in the store's B-tree pages, which long keys bloat.

@@ -111,11 +111,3 @@ fn short(key: &str) -> String {
     }
     format!("{}...", &key[..end])
 }
-
-impl From<StateError> for CommitError {
-    fn from(error: StateError) -> Self {
-        match error {
-            StateError::Store(error) => Self::Store(error),
-        }
-    }
-}
