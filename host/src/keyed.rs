@@ -324,6 +324,7 @@ impl StateStore {
     }
 
     /// Removes every key and timer of a handler (operator `--purge`); durable when it returns.
+    /// It waits for the store's writer and an fsync: call it from a blocking thread.
     pub fn purge(&self, handler: &str) -> Result<(), StateError> {
         let tx = self.shared.db.begin_durable()?;
         tables::purge(&tx, handler)?;

@@ -30,7 +30,13 @@ pub(super) fn run(shared: &Shared, incoming: &Receiver<(Batch, Reply)>, max_grou
             }
         }
         shared.queued.fetch_sub(group.len(), Ordering::Relaxed);
-        commit_group(shared, group);
+        // A panic (a bug) aborts that group's transaction and drops its turns' answers (they
+        // get `Stopped`); the committer lives on for the next turns.
+        let committed =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit_group(shared, group)));
+        if committed.is_err() {
+            tracing::error!("the state committer panicked; that group's turns were not committed");
+        }
     }
 }
 

@@ -41,7 +41,8 @@ async fn concurrent_commits_share_transactions() {
             .map(|i| writes(&Scope::agent("h", i.to_string()), &[("k", Some(b"v"))]))
             .collect::<Vec<_>>()
     };
-    let store = open(Db::open(&temp_path()).unwrap(), StateLimits::default());
+    let file = temp_path();
+    let store = open(Db::open(&file.path).unwrap(), StateLimits::default());
     let (transactions, outcomes) = commit_queued(&store, batches(64)).await;
     assert!(outcomes.iter().all(Result::is_ok));
     assert_eq!(transactions, 1, "64 queued commits, one transaction");

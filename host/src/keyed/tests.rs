@@ -32,11 +32,25 @@ pub(super) fn value(store: &StateStore, scope: &Scope, key: &str) -> Option<Vec<
     store.get(scope, key).unwrap().value
 }
 
-/// A fresh store file's path, in its own directory.
-pub(super) fn temp_path() -> PathBuf {
+/// A fresh store file in its own directory, removed with it on drop.
+pub(super) struct TempFile {
+    dir: PathBuf,
+    /// The store file's path.
+    pub(super) path: PathBuf,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A fresh store file, see [`TempFile`].
+pub(super) fn temp_path() -> TempFile {
     let dir = std::env::temp_dir().join(format!("sb-state-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir.join(crate::db::FILE_NAME)
+    let path = dir.join(crate::db::FILE_NAME);
+    TempFile { dir, path }
 }
 
 /// Opens the store file at `path` again, waiting (bounded) until the last holder let go.
@@ -291,8 +305,9 @@ async fn a_recreated_key_is_not_mistaken_for_the_one_read() {
 /// Proves purge removes a handler's keys, usage and timers durably, and nothing else.
 #[tokio::test]
 async fn purge_removes_one_handler() {
-    let path = temp_path();
-    let store = open(Db::open(&path).unwrap(), StateLimits::default());
+    let file = temp_path();
+    let path = &file.path;
+    let store = open(Db::open(path).unwrap(), StateLimits::default());
     let mut batch = writes(&Scope::agent("h", "a"), &[("k", Some(b"1"))]);
     batch.schedule.push(Timer {
         id: Timer::new_id(),
@@ -312,7 +327,7 @@ async fn purge_removes_one_handler() {
         .unwrap();
     store.purge("h").unwrap();
     drop(store);
-    let store = open(reopen(&path), StateLimits::default());
+    let store = open(reopen(path), StateLimits::default());
     assert_eq!(value(&store, &Scope::agent("h", "a"), "k"), None);
     assert_eq!(value(&store, &Scope::handler("h"), "k"), None);
     assert_eq!(store.usage("h").unwrap(), 0);
@@ -329,7 +344,8 @@ async fn purge_removes_one_handler() {
 /// and versions keep increasing after it.
 #[tokio::test]
 async fn state_survives_reopening_the_file() {
-    let path = temp_path();
+    let file = temp_path();
+    let path = &file.path;
     let scope = Scope::agent("counter", "alice");
     let timer = Timer {
         id: Timer::new_id(),
@@ -339,12 +355,12 @@ async fn state_survives_reopening_the_file() {
         signal: b"ping".to_vec(),
     };
     let written = {
-        let store = open(Db::open(&path).unwrap(), StateLimits::default());
+        let store = open(Db::open(path).unwrap(), StateLimits::default());
         let mut batch = writes(&scope, &[("n", Some(b"41")), ("gone", None)]);
         batch.schedule.push(timer.clone());
         store.commit(batch).await.unwrap()
     };
-    let store = open(reopen(&path), StateLimits::default());
+    let store = open(reopen(path), StateLimits::default());
     assert_eq!(
         store.get(&scope, "n").unwrap(),
         Versioned {

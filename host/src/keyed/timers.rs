@@ -95,7 +95,7 @@ impl StateStore {
     }
 
     /// Removes a timer once it was delivered (at least once: a crash before this fires it
-    /// again). A timer already gone is fine.
+    /// again). A timer already gone is fine. It waits for the store's writer (not an fsync).
     pub fn fired(&self, id: &str) -> Result<(), StateError> {
         self.fired_all(&[id])
     }
@@ -123,7 +123,7 @@ impl StateStore {
     }
 
     /// Cancels a pending timer of `handler` at once, outside any turn, durably; whether there
-    /// was one.
+    /// was one. It waits for the store's writer and an fsync: call it from a blocking thread.
     pub fn cancel_now(&self, handler: &str, id: &str) -> Result<bool, StateError> {
         if !self.timer_exists(handler, id)? {
             return Ok(false);
