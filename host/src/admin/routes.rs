@@ -223,7 +223,12 @@ pub async fn delete(
     if params.purge.unwrap_or(false)
         && let Some(store) = state.registry.host().runtime().state_store()
     {
-        store.purge(&name).map_err(|e| {
+        // A durable write: off the async workers.
+        let purged = tokio::task::spawn_blocking(move || store.purge(&name)).await;
+        let purged = purged
+            .map_err(|e| e.to_string())
+            .and_then(|done| done.map_err(|e| e.to_string()));
+        purged.map_err(|e| {
             ApiError::unavailable(format!(
                 "the handler is deleted, but its state was not purged: {e}"
             ))
