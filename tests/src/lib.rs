@@ -145,29 +145,30 @@ impl Drop for TempDir {
     }
 }
 
-/// Waits (bounded) until every holder of a store let it go: a dropped host's workers,
-/// committer and flusher finish on their own, and the file opens again only after.
-pub async fn store_closed(store: Weak<Db>) {
-    let closed = tokio::time::timeout(WAIT, async {
-        while store.strong_count() > 0 {
+/// Opens the store file at `path` again once its last holder let go of `store` (a dropped
+/// host's workers, committer and flusher finish on their own, and the file stays locked
+/// until the store's last flush), waiting a bounded time.
+pub async fn reopen_store(path: &Path, store: Weak<Db>) -> Arc<Db> {
+    let reopened = tokio::time::timeout(WAIT, async {
+        loop {
+            if store.strong_count() == 0
+                && let Ok(db) = Db::open(path)
+            {
+                return db;
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
-    assert!(
-        closed.is_ok(),
-        "the store was still open after the host was dropped"
-    );
+    reopened.expect("the store file reopens after its host was dropped")
 }
 
-/// A host on the in-process transport keeping its state in the store file at `path`.
-pub fn host_on_file(config: HostConfig, path: &Path) -> (Host, Arc<Db>) {
-    let db = Db::open(path).expect("opening the store file");
-    let host = Host::open(
+/// A host on the in-process transport keeping its state in `db`.
+pub fn host_on(config: HostConfig, db: Arc<Db>) -> Host {
+    Host::open(
         config,
         Arc::new(switchboard::transport::InProcess::default()),
-        db.clone(),
+        db,
     )
-    .expect("starting a host");
-    (host, db)
+    .expect("starting a host")
 }

@@ -5,11 +5,10 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
+use switchboard::db::Db;
 use switchboard::runtime::{HandlerKind, VersionSpec};
 use switchboard::{Body, Failure, Host, HostConfig, Limits};
-use switchboard_tests::{
-    TempDir, call, guest, host_on_file, host_with, metric, next, store_closed,
-};
+use switchboard_tests::{TempDir, call, guest, host_on, host_with, metric, next, reopen_store};
 
 /// Agent `id` of the counter deployed as `counter`.
 fn agent(id: &str) -> String {
@@ -43,7 +42,8 @@ async fn version(host: &Host) -> Value {
 async fn counter_state_survives_swap_rollback_and_restart() {
     let dir = TempDir::new("state-restart");
     let path = dir.path().join(switchboard::db::FILE_NAME);
-    let (host, db) = host_on_file(HostConfig::default(), &path);
+    let db = Db::open(&path).unwrap();
+    let host = host_on(HostConfig::default(), db.clone());
     host.deploy("counter", guest("counter"), None)
         .await
         .unwrap();
@@ -71,8 +71,7 @@ async fn counter_state_survives_swap_rollback_and_restart() {
 
     let closing = Arc::downgrade(&db);
     drop((host, db));
-    store_closed(closing).await;
-    let (host, _db) = host_on_file(HostConfig::default(), &path);
+    let host = host_on(HostConfig::default(), reopen_store(&path, closing).await);
     host.deploy("counter", guest("counter"), None)
         .await
         .unwrap();
