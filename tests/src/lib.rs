@@ -5,9 +5,11 @@ pub mod daemon;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
+use switchboard::db::Db;
 use switchboard::{Failure, Host, HostConfig, Json, Limits, Signal};
 
 /// How long tests wait for a reply before calling it lost.
@@ -110,4 +112,70 @@ pub async fn next(rx: &mut tokio::sync::mpsc::Receiver<Signal>) -> Signal {
         .await
         .expect("a signal within the wait")
         .expect("the client is still connected")
+}
+
+/// The value of the metric line starting with `prefix` (name and labels, e.g.
+/// `switchboard_state_conflicts_total{handler="tally"}`), or 0 if there is none yet.
+pub fn metric(host: &Host, prefix: &str) -> f64 {
+    let text = host.router().render_metrics();
+    text.lines()
+        .find_map(|line| line.strip_prefix(prefix)?.strip_prefix(' '))
+        .map_or(0.0, |n| n.parse().expect("a metric value is a number"))
+}
+
+/// A fresh directory under the system temp dir, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new empty directory whose name starts with `name`.
+    pub fn new(name: &str) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "switchboard-{name}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating a temp dir");
+        Self(dir)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Opens the store file at `path` again once its last holder let go of `store` (a dropped
+/// host's workers, committer and flusher finish on their own, and the file stays locked
+/// until the store's last flush), waiting a bounded time.
+pub async fn reopen_store(path: &Path, store: Weak<Db>) -> Arc<Db> {
+    let reopened = tokio::time::timeout(WAIT, async {
+        loop {
+            if store.strong_count() == 0
+                && let Ok(db) = Db::open(path)
+            {
+                return db;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    reopened.expect("the store file reopens after its host was dropped")
+}
+
+/// A host on the in-process transport keeping its state in `db`.
+pub fn host_on(config: HostConfig, db: Arc<Db>) -> Host {
+    Host::open(
+        config,
+        Arc::new(switchboard::transport::InProcess::default()),
+        db,
+    )
+    .expect("starting a host")
 }

@@ -9,10 +9,14 @@
 //! - `ReplyThenReturn {}`: answers itself with `reply`, then returns another answer.
 //!
 //! - `Envelope {}`: answers with its own message's deadline and depth.
+//! - `Arrive {"group": .., "k": .., "once": false}`: a barrier. The message is held until `k`
+//!   have arrived at `group`; then all of them are answered (with how many were) and the
+//!   group starts again, or, with `once`, lets every later arrival pass at once.
 //!
 //! Held messages live in guest memory, so deploy it with concurrency 1.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -50,6 +54,28 @@ impl Message for ReplyThenReturn {}
 struct Envelope {}
 impl Message for Envelope {}
 
+#[derive(Serialize, Deserialize)]
+struct Arrive {
+    group: String,
+    k: u32,
+    #[serde(default)]
+    once: bool,
+}
+impl Message for Arrive {}
+
+/// How many arrivals a barrier released (the waiting ones its answers reached, and this one).
+#[derive(Serialize, Deserialize)]
+struct Released {
+    released: u32,
+}
+
+/// The arrivals waiting at one barrier group, and whether it was passed before.
+#[derive(Default)]
+struct Group {
+    waiting: Vec<Deferred>,
+    passed: bool,
+}
+
 /// What an attempt came to: how many answered, or the code of a refusal (0 if none).
 #[derive(Serialize, Deserialize)]
 struct Outcome {
@@ -59,6 +85,40 @@ struct Outcome {
 
 thread_local! {
     static HELD: RefCell<Vec<Deferred>> = const { RefCell::new(Vec::new()) };
+    static GROUPS: RefCell<HashMap<String, Group>> = RefCell::new(HashMap::new());
+}
+
+/// An arrival at barrier `group`: held (`Reply::later`) until `k` have arrived, then all are
+/// answered. A waiting message whose sender gave up (its deadline passed) takes no answer;
+/// that is not this arrival's failure.
+fn arrive(msg: &IncomingMessage, Arrive { group, k, once }: Arrive) -> Result<Reply, Failure> {
+    let released = GROUPS.with_borrow_mut(|groups| {
+        let group = groups.entry(group).or_default();
+        if once && group.passed {
+            return Some(Vec::new());
+        }
+        if group.waiting.len() + 1 < k as usize {
+            group.waiting.push(msg.defer());
+            return None;
+        }
+        group.passed = true;
+        Some(std::mem::take(&mut group.waiting))
+    });
+    let Some(waiting) = released else {
+        return Ok(Reply::later());
+    };
+    let answered = waiting
+        .iter()
+        .filter(|deferred| {
+            let released = Released {
+                released: waiting.len() as u32 + 1,
+            };
+            deferred.reply(ok(&released)).is_ok()
+        })
+        .count();
+    ok(&Released {
+        released: answered as u32 + 1,
+    })
 }
 
 fn code_of(result: Result<String, Failure>) -> u32 {
@@ -77,6 +137,7 @@ impl Handler for DeferredHandler {
             .accepts::<ReplyThenTrap>()
             .accepts::<ReplyThenReturn>()
             .accepts::<Envelope>()
+            .accepts::<Arrive>()
     }
 
     fn handle_message(msg: IncomingMessage) -> Result<Reply, Failure> {
@@ -109,6 +170,8 @@ impl Handler for DeferredHandler {
         } else if msg.is::<ReplyThenReturn>() {
             msg.defer().reply(ok(&"by reply"))?;
             ok(&"by return")
+        } else if let Some(request) = msg.decode_if::<Arrive>()? {
+            arrive(&msg, request)
         } else if msg.is::<Envelope>() {
             ok(&serde_json::json!({"deadline": msg.deadline(), "depth": msg.depth()}))
         } else {

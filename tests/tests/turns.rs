@@ -1,0 +1,139 @@
+//! One turn at a time per agent, in arrival order, while distinct agents overlap: shown with
+//! a barrier (the `deferred` service's `Arrive`) that only opens when several agents' turns
+//! are in progress at once, not with a speed-up.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+use switchboard::{Body, Failure, Host, HostConfig, Limits, Signal};
+use switchboard_tests::{call, guest, json, next};
+use tokio::sync::mpsc::Receiver;
+
+/// Agents driven at once.
+const AGENTS: usize = 100;
+/// Signals per agent.
+const STEPS: u32 = 5;
+
+/// A host with `deferred` (the barrier, at concurrency 1) and the counter agent handler at
+/// `concurrency`.
+async fn host(concurrency: u32) -> Host {
+    let host = Host::new(HostConfig::default()).expect("starting a host");
+    host.deploy("deferred", guest("deferred"), None)
+        .await
+        .unwrap();
+    let limits = Limits {
+        concurrency,
+        mailbox: 1024,
+        ..Limits::default()
+    };
+    host.deploy("counter", guest("counter"), Some(limits))
+        .await
+        .unwrap();
+    host
+}
+
+/// Sends `Step {i, barrier}` to counter agent `id` from client `user:<id>`, without waiting;
+/// its message id.
+fn step(host: &Host, id: &str, i: u32, barrier: Option<Value>) -> String {
+    let payload = json!({ "i": i, "barrier": barrier });
+    host.send(Host::message(
+        &format!("user:{id}"),
+        &format!("agent:counter/{id}"),
+        "Step",
+        json(payload),
+    ))
+}
+
+/// The next `n` answers a client gets, by the id of the message each answers.
+async fn answers(
+    client: &mut Receiver<Signal>,
+    n: usize,
+) -> HashMap<String, Result<Value, Failure>> {
+    let mut answers = HashMap::new();
+    for _ in 0..n {
+        let (id, outcome) = match next(client).await.body {
+            Body::Reply {
+                reply_to, payload, ..
+            } => (reply_to, Ok(payload.to_value())),
+            Body::ErrorReply {
+                reply_to, error, ..
+            } => (reply_to, Err(error)),
+            other => panic!("expected an answer, got {other:?}"),
+        };
+        answers.insert(id, outcome);
+    }
+    answers
+}
+
+/// The answer a client gets next, which must be to message `id`.
+async fn answer(client: &mut Receiver<Signal>, id: &str) -> Result<Value, Failure> {
+    answers(client, 1)
+        .await
+        .remove(id)
+        .unwrap_or_else(|| panic!("expected the answer to {id}"))
+}
+
+/// Proves an agent's signals are handled one at a time in arrival order while distinct
+/// agents' turns overlap: 100 agents get 5 steps each, all sent before any answer is read.
+/// Every step 0 waits at a barrier that opens only when 4 turns wait at it at once (so with
+/// agents serialized per handler it would answer 504); every step `i` answers `i - 1` (the
+/// agent's previous step was done before it began), and every agent's list ends `[0..5)`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_see_their_own_signals_in_order_while_distinct_agents_overlap() {
+    let host = host(16).await;
+    let ids: Vec<String> = (0..AGENTS).map(|a| format!("a{a}")).collect();
+    let mut clients: Vec<_> = ids
+        .iter()
+        .map(|id| host.connect(&format!("user:{id}")))
+        .collect();
+    let barrier = json!({"group": "steps", "k": 4, "timeout_ms": 10_000});
+    // Each agent's steps one after another: while its step 0 waits at the barrier, its
+    // next steps are next in the mailbox, and only the agent's turn keeps them waiting.
+    let sent: Vec<Vec<String>> = ids
+        .iter()
+        .map(|id| {
+            (0..STEPS)
+                .map(|i| step(&host, id, i, (i == 0).then(|| barrier.clone())))
+                .collect()
+        })
+        .collect();
+    for (a, client) in clients.iter_mut().enumerate() {
+        let mut answers = answers(client, sent[a].len()).await;
+        for (i, message) in sent[a].iter().enumerate() {
+            let previous = answers
+                .remove(message)
+                .unwrap_or_else(|| panic!("agent {a} step {i} was not answered"))
+                .unwrap_or_else(|e| panic!("agent {a} step {i}: {e:?}"));
+            let expected = if i == 0 { json!(null) } else { json!(i - 1) };
+            assert_eq!(previous, expected, "agent {a} step {i}");
+        }
+    }
+    for id in &ids {
+        let steps = call(&host, &format!("agent:counter/{id}"), "Steps", json!({}))
+            .await
+            .unwrap();
+        assert_eq!(steps, json!([0, 1, 2, 3, 4]), "{id}");
+    }
+}
+
+/// Proves the barrier needs overlapping turns: with the same two agents and a barrier for
+/// two, the first agent's step answers 504 when the counter runs one turn at a time (the
+/// second agent's turn cannot start while the first waits), and both pass at concurrency 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_barrier_opens_only_for_overlapping_turns() {
+    let barrier = json!({"group": "pair", "k": 2, "timeout_ms": 500});
+    for concurrency in [1, 2] {
+        let host = host(concurrency).await;
+        let mut ann = host.connect("user:ann");
+        let mut bob = host.connect("user:bob");
+        let first = step(&host, "ann", 0, Some(barrier.clone()));
+        let second = step(&host, "bob", 0, Some(barrier.clone()));
+        let first = answer(&mut ann, &first).await;
+        if concurrency == 1 {
+            assert_eq!(first.unwrap_err().code, 504, "alone at the barrier");
+        } else {
+            assert_eq!(first.unwrap(), json!(null));
+            assert_eq!(answer(&mut bob, &second).await.unwrap(), json!(null));
+        }
+    }
+}
