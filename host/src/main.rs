@@ -16,7 +16,7 @@ struct Args {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: the admin API over HTTP, handlers restored from the data directory.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Run a host on the embedded in-process transport with every handler in a directory,
     /// driven by JSON signals on stdin (one per line); replies and client deliveries go to
     /// stdout.

@@ -1,11 +1,12 @@
 //! `switchboard serve`'s remaining host-wide limits: signal and component sizes, the
-//! dead-letter store, the compile queue and the log rate. Flags and environment win over
+//! dead-letter store, the compile queue, the log rate, keyed state and timers, and how
+//! long a message stays open for its answer. Flags and environment win over
 //! the config file's `[limits]` table (sizes there in bytes), which wins over the defaults.
 
 use serde::Deserialize;
 
 use crate::HostConfig;
-use crate::config::bytes_arg;
+use crate::config::{bytes_arg, duration_arg};
 
 /// Host-wide limits; also the config file's `[limits]` table.
 #[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args, Deserialize)]
@@ -34,6 +35,40 @@ pub struct HostLimitArgs {
     /// [default: 100].
     #[arg(long, env = "SWITCHBOARD_LOG_BURST", value_parser = clap::value_parser!(u32).range(1..))]
     pub log_burst: Option<u32>,
+    /// Largest value of one keyed-state key, like 256KiB; a signal setting a bigger one
+    /// fails with 507 and keeps nothing [default: 256KiB].
+    #[arg(long, env = "SWITCHBOARD_STATE_VALUE_BYTES", value_parser = bytes_arg)]
+    pub state_value_bytes: Option<usize>,
+    /// Keyed state (keys and values) one handler may store in all, like 256MiB; past it a
+    /// signal fails with 507 and keeps nothing [default: 256MiB].
+    #[arg(long, env = "SWITCHBOARD_STATE_HANDLER_BYTES", value_parser = bytes_arg)]
+    pub state_handler_bytes: Option<usize>,
+    /// Pending durable timers one handler may have; past it, scheduling fails with 429
+    /// [default: 100000].
+    #[arg(long, env = "SWITCHBOARD_TIMERS_PER_HANDLER")]
+    pub timers_per_handler: Option<usize>,
+    /// How long a message sent without waiting stays open for its answer, like 5m; past it
+    /// the host answers 504 [default: 5m].
+    #[arg(long, env = "SWITCHBOARD_MESSAGE_DEADLINE", value_parser = duration_arg)]
+    #[serde(default, with = "humantime_opt")]
+    pub message_deadline: Option<std::time::Duration>,
+}
+
+/// A duration in the config file, written like the flag (`90s`, `5m`).
+mod humantime_opt {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<std::time::Duration>, D::Error> {
+        let text = Option::<String>::deserialize(deserializer)?;
+        text.map(|t| {
+            crate::config::parse_duration(&t).ok_or_else(|| {
+                serde::de::Error::custom(format!("`{t}` is not a duration like 500ms, 10s or 2m"))
+            })
+        })
+        .transpose()
+    }
 }
 
 impl HostLimitArgs {
@@ -48,6 +83,10 @@ impl HostLimitArgs {
                 .or(file.max_queued_compilations),
             log_lines_per_second: self.log_lines_per_second.or(file.log_lines_per_second),
             log_burst: self.log_burst.or(file.log_burst),
+            state_value_bytes: self.state_value_bytes.or(file.state_value_bytes),
+            state_handler_bytes: self.state_handler_bytes.or(file.state_handler_bytes),
+            timers_per_handler: self.timers_per_handler.or(file.timers_per_handler),
+            message_deadline: self.message_deadline.or(file.message_deadline),
         }
     }
 
@@ -68,6 +107,15 @@ impl HostLimitArgs {
         );
         set(&mut host.log_lines_per_second, self.log_lines_per_second);
         set(&mut host.log_burst, self.log_burst);
+        set(&mut host.state_value_bytes, self.state_value_bytes);
+        set(
+            &mut host.state_handler_bytes,
+            self.state_handler_bytes.map(|b| b as u64),
+        );
+        set(&mut host.timers_per_handler, self.timers_per_handler);
+        if let Some(deadline) = self.message_deadline {
+            host.message_deadline = deadline.max(std::time::Duration::from_millis(1));
+        }
     }
 }
 
@@ -79,8 +127,10 @@ mod tests {
     /// an unknown key in the table is an error naming it.
     #[test]
     fn flags_win_over_the_file_and_unset_limits_keep_defaults() {
-        let file: HostLimitArgs =
-            toml::from_str("max_message_bytes = 2048\nlog_burst = 5\n").unwrap();
+        let file: HostLimitArgs = toml::from_str(
+            "max_message_bytes = 2048\nlog_burst = 5\nstate_value_bytes = 100\nmessage_deadline = \"90s\"\n",
+        )
+        .unwrap();
         let flags = HostLimitArgs {
             log_burst: Some(7),
             dead_letter_capacity: Some(0),
@@ -91,6 +141,14 @@ mod tests {
         assert_eq!(host.max_message_bytes, 2048);
         assert_eq!(host.log_burst, 7);
         assert_eq!(host.dead_letter_capacity, 1, "at least one");
+        assert_eq!(host.state_value_bytes, 100);
+        assert_eq!(host.message_deadline, std::time::Duration::from_secs(90));
+        assert_eq!(
+            host.timers_per_handler,
+            crate::config::DEFAULT_TIMERS_PER_HANDLER
+        );
+        let bad = toml::from_str::<HostLimitArgs>("message_deadline = \"soon\"\n").unwrap_err();
+        assert!(bad.to_string().contains("soon"), "{bad}");
         assert_eq!(
             host.max_component_bytes,
             crate::config::DEFAULT_MAX_COMPONENT_BYTES
