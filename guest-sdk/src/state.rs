@@ -277,15 +277,18 @@ pub(crate) mod tests {
     #[test]
     fn update_of_an_undecodable_value_runs_nothing_and_writes_nothing() {
         let memory = Memory::default();
+        let runs = std::cell::Cell::new(0);
+        let bump = |n: &mut i64| {
+            runs.set(runs.get() + 1);
+            *n += 1;
+        };
+        State::<i64, _>::with("fine", &memory)
+            .update(&bump)
+            .unwrap();
         (&memory).set("count", br#""seven""#).unwrap();
         let count = State::<i64, _>::with("count", &memory);
-        let mut ran = false;
-        let err = count.update(|n| {
-            ran = true;
-            *n += 1;
-        });
-        assert_eq!(err.unwrap_err().code(), 500);
-        assert!(!ran);
+        assert_eq!(count.update(&bump).unwrap_err().code(), 500);
+        assert_eq!(runs.get(), 1, "f ran on a value that did not decode");
         assert_eq!(memory.0.borrow()["count"], br#""seven""#.to_vec());
     }
 
