@@ -283,11 +283,11 @@ pub(crate) mod tests {
             *n += 1;
         };
         State::<i64, _>::with("fine", &memory)
-            .update(&bump)
+            .update(bump)
             .unwrap();
         (&memory).set("count", br#""seven""#).unwrap();
         let count = State::<i64, _>::with("count", &memory);
-        assert_eq!(count.update(&bump).unwrap_err().code(), 500);
+        assert_eq!(count.update(bump).unwrap_err().code(), 500);
         assert_eq!(runs.get(), 1, "f ran on a value that did not decode");
         assert_eq!(memory.0.borrow()["count"], br#""seven""#.to_vec());
     }
