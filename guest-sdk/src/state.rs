@@ -282,9 +282,7 @@ pub(crate) mod tests {
             runs.set(runs.get() + 1);
             *n += 1;
         };
-        State::<i64, _>::with("fine", &memory)
-            .update(bump)
-            .unwrap();
+        State::<i64, _>::with("fine", &memory).update(bump).unwrap();
         (&memory).set("count", br#""seven""#).unwrap();
         let count = State::<i64, _>::with("count", &memory);
         assert_eq!(count.update(bump).unwrap_err().code(), 500);
