@@ -59,6 +59,7 @@ mod tests {
     use super::*;
     use crate::reply::ok;
 
+    /// A handle is plain data: it survives a round trip through JSON (kept in state).
     #[test]
     fn a_handle_serializes_and_names_its_message() {
         let d = Deferred::new("m-7");
@@ -68,11 +69,33 @@ mod tests {
         assert_eq!(d.message_id(), "m-7");
     }
 
+    /// `Ok` becomes the reply's JSON, `Err` the failure with its code, `later` a 400.
     #[test]
     fn answers_take_the_wit_shape_and_later_is_refused() {
         assert_eq!(wit_outcome(ok(&1)).unwrap(), Ok("1".to_owned()));
         let failed = wit_outcome(Err(Failure::new(418, "teapot"))).unwrap();
         assert_eq!(failed.unwrap_err().code, 418);
         assert_eq!(wit_outcome(Ok(Reply::later())).unwrap_err().code(), 400);
+    }
+
+    /// A failure keeps its description and help on the way to the host.
+    #[test]
+    fn an_error_answer_keeps_description_and_help() {
+        let failure = Failure::new(409, "taken").with_help("pick another name");
+        let wit = wit_outcome(Err(failure)).unwrap().unwrap_err();
+        assert_eq!(
+            (wit.code, wit.description.as_str(), wit.help.as_deref()),
+            (409, "taken", Some("pick another name"))
+        );
+    }
+
+    /// Answering with `Reply::later()` is refused before the host is called (its import
+    /// would panic natively), so the message stays open for a real answer.
+    #[test]
+    fn replying_later_again_is_a_400_and_answers_nothing() {
+        let err = Deferred::new("m-7").reply(Ok(Reply::later())).unwrap_err();
+        assert_eq!(err.code(), 400);
+        assert!(err.description().contains("Reply::later()"), "{err}");
+        assert!(err.help().is_some());
     }
 }

@@ -182,6 +182,7 @@ mod tests {
     struct User {}
     impl DataObject for User {}
 
+    /// Types and names accumulate; a type named twice is listed once.
     #[test]
     fn builds_from_types_and_names() {
         let d = Description::service("echo")
@@ -202,6 +203,7 @@ mod tests {
         assert_eq!(d.data_changes(), ["User", "Order"]);
     }
 
+    /// The WIT record carries name, kind and accepted types; a bare service accepts any.
     #[test]
     fn converts_to_the_wit_record() {
         let w: wit::Description = Description::agent("counter").accepts::<Ping>().into();
@@ -214,6 +216,7 @@ mod tests {
         assert_eq!(w.accepts, wit::Accepts::Any);
     }
 
+    /// `accepts_none` is `None` on the wire, and naming a type afterwards opens only that type.
     #[test]
     fn a_listener_accepts_no_messages_until_it_names_one() {
         let d = Description::service("audit").accepts_none();
@@ -223,6 +226,27 @@ mod tests {
         assert_eq!(
             d.accepts_type("Get").accepts_types(),
             &Accepts::Only(vec!["Get".into()])
+        );
+    }
+
+    /// `accepts_none` after naming types closes the handler again (the list is dropped),
+    /// and subscriptions named twice are listed once.
+    #[test]
+    fn accepts_none_drops_named_types_and_subscriptions_are_unique() {
+        let d = Description::agent("a")
+            .accepts::<Ping>()
+            .accepts_none()
+            .on_event::<Ping>()
+            .on_event_type("Ping")
+            .on_change::<User>()
+            .on_change_type("User");
+        assert_eq!(d.accepts_types(), &Accepts::None);
+        assert_eq!(d.events(), ["Ping"]);
+        assert_eq!(d.data_changes(), ["User"]);
+        let w: wit::Description = d.into();
+        assert_eq!(
+            (w.accepts, w.events, w.data_changes),
+            (wit::Accepts::None, vec!["Ping".into()], vec!["User".into()])
         );
     }
 }

@@ -83,6 +83,7 @@ pub(crate) mod tests {
         }
     }
 
+    /// Every accessor reads its own envelope field, depth and deadline included.
     #[test]
     fn accessors_read_the_envelope() {
         let env: Envelope = wit_envelope("id-1", "user:ann").into();
@@ -94,11 +95,26 @@ pub(crate) mod tests {
         assert_eq!(env.envelope(), &env);
     }
 
+    /// Header names match ignoring ASCII case; a missing header is `None`.
     #[test]
     fn headers_match_ignoring_case() {
         let env: Envelope = wit_envelope("id-1", "host").into();
         assert_eq!(env.header("trace-id"), Some("abc"));
         assert_eq!(env.header("X"), Some("1"));
         assert_eq!(env.header("missing"), None);
+    }
+
+    /// A signal from outside the host has depth 0; a signal that is not a message has no
+    /// deadline; a repeated header reads as its first value.
+    #[test]
+    fn outside_signals_start_at_depth_zero_without_a_deadline() {
+        let mut wit = wit_envelope("id-2", "user:bob");
+        wit.depth = 0;
+        wit.deadline = None;
+        wit.headers = vec![("k".into(), "first".into()), ("K".into(), "second".into())];
+        let env: Envelope = wit.into();
+        assert_eq!((env.depth(), env.deadline()), (0, None));
+        assert_eq!(env.header("k"), Some("first"));
+        assert_eq!(env.headers().len(), 2);
     }
 }

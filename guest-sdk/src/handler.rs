@@ -154,17 +154,24 @@ mod tests {
         }
     }
 
-    /// Answers every message later.
+    thread_local! {
+        /// The handles [`Later`] kept, as a handler would keep them in state.
+        static KEPT: std::cell::RefCell<Vec<crate::Deferred>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// Answers every message later: keeps the handle and returns `Reply::later()`.
     struct Later;
     impl Handler for Later {
         fn describe() -> Description {
-            Description::service("later")
+            Description::service("later").accepts_none()
         }
-        fn handle_message(_: IncomingMessage) -> Result<Reply, Failure> {
+        fn handle_message(msg: IncomingMessage) -> Result<Reply, Failure> {
+            KEPT.with(|kept| kept.borrow_mut().push(msg.defer()));
             Ok(Reply::later())
         }
     }
 
+    /// `describe` reaches the host as the WIT record: name, kind and accepted types.
     #[test]
     fn describe_becomes_the_wit_description() {
         let d = glue::describe::<Echo>();
@@ -177,43 +184,52 @@ mod tests {
             )
         );
         assert_eq!(glue::describe::<Grumpy>().kind, wit::HandlerKind::Agent);
+        assert_eq!(glue::describe::<Grumpy>().accepts, wit::Accepts::Any);
+        assert_eq!(glue::describe::<Later>().accepts, wit::Accepts::None);
     }
 
-    /// The error code of an answer, or a panic if it is not an error.
-    fn code(answer: wit::Answer) -> u32 {
+    /// The failure an answer carries; `None` for a reply or `later`.
+    fn failure(answer: wit::Answer) -> Option<wit::Failure> {
         match answer {
-            wit::Answer::Error(failure) => failure.code,
-            other => panic!("expected an error, got {other:?}"),
+            wit::Answer::Error(failure) => Some(failure),
+            _ => None,
         }
     }
 
+    /// `Ok` becomes a reply, `Err` an error with its code and help.
     #[test]
-    fn messages_become_replies_failures_or_later() {
+    fn messages_become_replies_or_failures() {
+        let reply = glue::handle_message::<Echo>(wit_message("Ping", r#"{"text":"hi"}"#));
+        assert_eq!(reply, wit::Answer::Reply(r#"{"text":"hi"}"#.into()));
+        assert_eq!(failure(reply), None);
         assert_eq!(
-            glue::handle_message::<Echo>(wit_message("Ping", r#"{"text":"hi"}"#)),
-            wit::Answer::Reply(r#"{"text":"hi"}"#.into())
+            failure(glue::handle_message::<Echo>(wit_message(
+                "Ping",
+                r#"{"text":""}"#
+            ))),
+            Some(wit::Failure {
+                code: 400,
+                description: "empty".into(),
+                help: Some("say something".into()),
+            })
         );
-        match glue::handle_message::<Echo>(wit_message("Ping", r#"{"text":""}"#)) {
-            wit::Answer::Error(err) => assert_eq!(
-                (err.code, err.help.as_deref()),
-                (400, Some("say something"))
-            ),
-            other => panic!("expected an error, got {other:?}"),
-        }
-        assert_eq!(
-            code(glue::handle_message::<Echo>(wit_message("Ping", "{}"))),
-            400
-        );
-        assert_eq!(
-            code(glue::handle_message::<Grumpy>(wit_message("Ping", "{}"))),
-            404
-        );
-        assert_eq!(
-            glue::handle_message::<Later>(wit_message("Ping", "{}")),
-            wit::Answer::Later
-        );
+        let undecodable = failure(glue::handle_message::<Echo>(wit_message("Ping", "{}")));
+        assert_eq!(undecodable.map(|f| f.code), Some(400));
+        let unsupported = failure(glue::handle_message::<Grumpy>(wit_message("Ping", "{}")));
+        assert_eq!(unsupported.map(|f| f.code), Some(404));
     }
 
+    /// `Ok(Reply::later())` answers nothing now (`later`, not an empty reply), and the handle
+    /// the handler kept names the message it delivered.
+    #[test]
+    fn reply_later_answers_nothing_yet_and_keeps_a_handle() {
+        let answer = glue::handle_message::<Later>(wit_message("Ping", "{}"));
+        assert_eq!(answer, wit::Answer::Later);
+        let kept = KEPT.with(|kept| kept.borrow_mut().pop());
+        assert_eq!(kept.as_ref().map(|d| d.message_id()), Some("msg-1"));
+    }
+
+    /// Entry points a handler does not override accept the signal.
     #[test]
     fn other_signals_default_to_ok() {
         assert!(glue::handle_event::<Echo>(wit_event("Tick", "{}")).is_ok());
@@ -224,6 +240,7 @@ mod tests {
         assert!(glue::handle_reply::<Echo>(wit_reply("{}")).is_ok());
     }
 
+    /// Failures of overridden entry points reach the host with their code and words.
     #[test]
     fn overridden_entry_points_pass_failures_through() {
         assert_eq!(

@@ -122,3 +122,40 @@ pub fn data_change<O: DataObject>(change: ChangeType, object: &O) -> Result<Emit
 pub fn log(level: LogLevel, message: &str) {
     host::log(level.into(), message);
 }
+
+#[cfg(test)]
+mod tests {
+    //! Only what runs before the host is called can run natively (the imports panic there):
+    //! a value that does not encode is a 500 and nothing is sent, emitted or requested.
+
+    use super::*;
+    use crate::typed::tests::{Unencodable, assert_unencodable};
+
+    /// `send` and `send_with` encode before sending: an unencodable message sends nothing.
+    #[test]
+    fn an_unencodable_message_is_not_sent() {
+        assert_unencodable(send("echo", &Unencodable));
+        let options = SendOptions::new().header("k", "v");
+        assert_unencodable(send_with("echo", &Unencodable, options));
+    }
+
+    /// `request` encodes before the host waits: an unencodable request is not made.
+    #[test]
+    fn an_unencodable_request_is_not_made() {
+        let timeout = Duration::from_secs(1);
+        assert_unencodable(request::<_, serde_json::Value>(
+            "echo",
+            &Unencodable,
+            timeout,
+        ));
+    }
+
+    /// `emit` and the data-change broadcasts encode before emitting.
+    #[test]
+    fn an_unencodable_event_or_object_is_not_broadcast() {
+        assert_unencodable(emit(&Unencodable));
+        assert_unencodable(created(&Unencodable));
+        assert_unencodable(updated(&Unencodable));
+        assert_unencodable(deleted(&Unencodable));
+    }
+}

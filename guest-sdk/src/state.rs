@@ -145,6 +145,7 @@ pub(crate) mod tests {
     use serde::Deserialize;
 
     use super::*;
+    use crate::typed::tests::{Unencodable, assert_unencodable};
 
     /// Keys in a map, as the host keeps them during one turn.
     #[derive(Default)]
@@ -179,6 +180,7 @@ pub(crate) mod tests {
         items: Vec<String>,
     }
 
+    /// A value reads back as written, is stored as JSON, and is gone after delete.
     #[test]
     fn values_round_trip_as_json() {
         let memory = Memory::default();
@@ -200,6 +202,7 @@ pub(crate) mod tests {
         assert_eq!(cart.get().unwrap(), None);
     }
 
+    /// `update` starts from the default, writes back the change and returns `f`'s result.
     #[test]
     fn update_reads_changes_and_writes_back() {
         let memory = Memory::default();
@@ -217,6 +220,7 @@ pub(crate) mod tests {
         assert_eq!(count.get().unwrap(), Some(2));
     }
 
+    /// A write the host refuses (507) leaves the old value and reaches the caller as is.
     #[test]
     fn a_failed_write_leaves_the_value_and_passes_the_code_on() {
         let memory = Memory::default();
@@ -227,6 +231,7 @@ pub(crate) mod tests {
         assert_eq!(name.get().unwrap().as_deref(), Some("ann"));
     }
 
+    /// A stored value that no longer decodes is the handler's 500, naming key and type.
     #[test]
     fn a_stored_value_of_another_shape_is_a_500_naming_key_and_type() {
         let memory = Memory::default();
@@ -241,6 +246,7 @@ pub(crate) mod tests {
         assert!(err.help().is_some());
     }
 
+    /// Keys list by prefix, in order.
     #[test]
     fn keys_list_by_prefix() {
         let memory = Memory::default();
@@ -248,5 +254,54 @@ pub(crate) mod tests {
             State::<u8, _>::with(key, &memory).set(&1).unwrap();
         }
         assert_eq!((&memory).keys("todo/").unwrap(), ["todo/1", "todo/2"]);
+    }
+
+    /// `state::<T>(key)` is a view on the host's state at `key`: making it reads nothing
+    /// (the host's import would panic natively).
+    #[test]
+    fn state_names_a_key_in_the_host_state_without_reading_it() {
+        let count = state::<i64>(String::from("count"));
+        assert_eq!(count.key(), "count");
+    }
+
+    /// A value that does not encode is a 500 and writes nothing, the old value stays.
+    #[test]
+    fn an_unencodable_value_is_a_500_and_writes_nothing() {
+        let memory = Memory::default();
+        (&memory).set("v", b"null").unwrap();
+        assert_unencodable(State::<Unencodable, _>::with("v", &memory).set(&Unencodable));
+        assert_eq!(memory.0.borrow()["v"], b"null".to_vec());
+    }
+
+    /// `update` of a value that no longer decodes fails before `f` runs and writes nothing.
+    #[test]
+    fn update_of_an_undecodable_value_runs_nothing_and_writes_nothing() {
+        let memory = Memory::default();
+        let runs = std::cell::Cell::new(0);
+        let bump = |n: &mut i64| {
+            runs.set(runs.get() + 1);
+            *n += 1;
+        };
+        State::<i64, _>::with("fine", &memory).update(bump).unwrap();
+        (&memory).set("count", br#""seven""#).unwrap();
+        let count = State::<i64, _>::with("count", &memory);
+        assert_eq!(count.update(bump).unwrap_err().code(), 500);
+        assert_eq!(runs.get(), 1, "f ran on a value that did not decode");
+        assert_eq!(memory.0.borrow()["count"], br#""seven""#.to_vec());
+    }
+
+    /// Two views on one key see each other's writes (reads see the turn's own writes), and
+    /// views on different keys do not.
+    #[test]
+    fn views_share_a_key_and_only_that_key() {
+        let memory = Memory::default();
+        let a = State::<String, _>::with("name", &memory);
+        let b = State::<String, _>::with("name", &memory);
+        let other = State::<String, _>::with("name2", &memory);
+        a.set(&"ann".to_owned()).unwrap();
+        assert_eq!(b.get().unwrap().as_deref(), Some("ann"));
+        assert_eq!(other.get().unwrap(), None);
+        assert!(b.delete().unwrap());
+        assert_eq!(a.get().unwrap(), None);
     }
 }

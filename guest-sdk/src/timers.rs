@@ -86,7 +86,10 @@ pub fn cancel(id: &str) -> Result<bool, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::typed::tests::{Unencodable, assert_unencodable};
 
+    /// A delay or a time becomes the host's variant; delays round down to whole
+    /// milliseconds and saturate instead of wrapping.
     #[test]
     fn when_becomes_the_wit_variant() {
         assert_eq!(
@@ -98,5 +101,23 @@ mod tests {
             host::When::from(When::After(Duration::MAX)),
             host::When::AfterMs(u64::MAX)
         );
+        assert_eq!(
+            host::When::from(When::After(Duration::from_micros(1999))),
+            host::When::AfterMs(1)
+        );
+        assert_eq!(
+            host::When::from(When::After(Duration::ZERO)),
+            host::When::AfterMs(0)
+        );
+    }
+
+    /// A timer's message is encoded before the host stores the timer: one that does not
+    /// encode is a 500 and schedules nothing (the host's import would panic natively).
+    #[test]
+    fn an_unencodable_message_schedules_nothing() {
+        let when = When::After(Duration::from_secs(60));
+        assert_unencodable(schedule("agent:reminders/ann", &Unencodable, when));
+        let options = SendOptions::new().header("k", "v");
+        assert_unencodable(schedule_with("reminders", &Unencodable, when, options));
     }
 }

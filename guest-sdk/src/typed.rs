@@ -68,12 +68,37 @@ pub(crate) fn decode<T: DeserializeOwned>(json: &str, what: &str) -> Result<T, F
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::HashMap;
 
-    use serde::{Deserialize, Serialize};
+    use serde::{Deserialize, Serialize, Serializer};
 
     use super::*;
+
+    /// A value that never encodes (its `Serialize` fails), for tests across the crate that
+    /// show an encoding failure stops a call before anything reaches the host: on the native
+    /// target the host's imports panic, so such a test fails loudly if the order changes.
+    #[derive(Deserialize, Debug)]
+    pub(crate) struct Unencodable;
+    impl Serialize for Unencodable {
+        fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("never encodes"))
+        }
+    }
+    impl Message for Unencodable {}
+    impl Event for Unencodable {}
+    impl DataObject for Unencodable {}
+
+    /// Asserts `result` is the 500 an [`Unencodable`] value gives.
+    pub(crate) fn assert_unencodable<T: std::fmt::Debug>(result: Result<T, Failure>) {
+        let err = result.unwrap_err();
+        assert_eq!(err.code(), 500, "{err}");
+        assert!(
+            err.description()
+                .starts_with("could not encode Unencodable as JSON: never encodes"),
+            "{err}"
+        );
+    }
 
     #[derive(Serialize, Deserialize, Debug, PartialEq)]
     struct Ping {
@@ -143,5 +168,11 @@ mod tests {
         let err = encode(&map).unwrap_err();
         assert_eq!(err.code(), 500);
         assert!(err.description().contains("HashMap<(u8, u8), u8>"), "{err}");
+    }
+
+    /// A failing `Serialize` is a 500 naming the type and serde's reason.
+    #[test]
+    fn a_value_whose_serialize_fails_is_a_500() {
+        assert_unencodable(encode(&Unencodable));
     }
 }

@@ -43,11 +43,23 @@ pub fn push_untyped(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::typed::tests::{Unencodable, assert_unencodable};
 
+    /// `ann` and `user:ann` name the same user; only one leading prefix is removed.
     #[test]
     fn a_user_is_named_with_or_without_its_prefix() {
         assert_eq!(user_id("ann"), "ann");
         assert_eq!(user_id("user:ann"), "ann");
         assert_eq!(user_id("user:"), "");
+        assert_eq!(user_id("user:user:ann"), "user:ann");
+        assert_eq!(user_id("User:ann"), "User:ann");
+        assert_eq!(user_id(USER_PREFIX), "");
+    }
+
+    /// A pushed event is encoded before the host is called: one that does not encode is a
+    /// 500 and nothing is pushed (the host's import would panic natively).
+    #[test]
+    fn an_unencodable_event_is_not_pushed() {
+        assert_unencodable(push("user:ann", &Unencodable));
     }
 }
