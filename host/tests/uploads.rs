@@ -25,9 +25,15 @@ const TOKEN: &str = "uploads-token";
 
 /// A component that would compile fine but imports `wasi:http`, which no handler gets.
 fn http_component() -> Vec<u8> {
-    wat::parse_str(
+    component_importing("wasi:http/outgoing-handler@0.2.0")
+}
+
+/// A component with the handler exports that imports `interface` (an instance exporting a
+/// function `handle`).
+fn component_importing(interface: &str) -> Vec<u8> {
+    wat::parse_str(format!(
         r#"(component
-            (import "wasi:http/outgoing-handler@0.2.0" (instance (export "handle" (func))))
+            (import "{interface}" (instance (export "handle" (func))))
             (core module $m (func (export "f")))
             (core instance $i (instantiate $m))
             (func $f (canon lift (core func $i "f")))
@@ -35,8 +41,8 @@ fn http_component() -> Vec<u8> {
             (export "handle-message" (func $f))
             (export "handle-event" (func $f))
             (export "handle-data-change" (func $f))
-            (export "handle-reply" (func $f)))"#,
-    )
+            (export "handle-reply" (func $f)))"#
+    ))
     .unwrap()
 }
 
@@ -78,7 +84,8 @@ async fn echo_answers(host: &Host, to: &str) {
 }
 
 /// The wasi:http component is refused with the import named before any compiling (the
-/// compilations counter does not move), nothing is written, and a neighbour still answers.
+/// compilations counter does not move), nothing is written, and a neighbour still answers;
+/// so is a component built against contract 0.1, naming both versions.
 #[tokio::test]
 async fn a_wasi_http_component_is_refused_before_compiling() {
     let dir = data_dir("uploads-http");
@@ -96,6 +103,17 @@ async fn a_wasi_http_component_is_refused_before_compiling() {
         "{error}"
     );
     assert!(error.contains("sending signals"), "{error}");
+
+    let old = component_importing("switchboard:signal/host@0.1.0");
+    let (status, body) = daemon.deploy("old", old).await;
+    assert_eq!(status, 400, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("built against switchboard:signal@0.1.0")
+            && error.contains("this host speaks switchboard:signal@0.2.0")
+            && error.contains("rebuild it with switchboard-sdk 0.2.0"),
+        "{error}"
+    );
 
     assert_eq!(
         daemon.metric("switchboard_compilations ").await.unwrap(),
