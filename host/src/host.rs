@@ -15,7 +15,7 @@ use crate::config::{HostConfig, Limits};
 use crate::db::{Db, DbError};
 use crate::dead_letters::DeadLetters;
 use crate::keyed::{StateLimits, StateStore, StoredTimer, spawn_timer_loop};
-use crate::router::{Accepted, InstallError, Router, Undelivered};
+use crate::router::{Accepted, InstallError, Reason, Router, Undelivered};
 use crate::runtime::{Description, LoadError, PoolFull, Runtime, Version, VersionSpec};
 use crate::signal::{
     AGENTS_ADDRESS, Body, ChangeType, Envelope, Failure, HOST_ADDRESS, Headers, Json, Message,
@@ -77,6 +77,10 @@ pub enum StartError {
     Store(#[from] DbError),
 }
 
+/// How long a due timer waits for something to serve its address before it becomes a
+/// dead letter: 10 minutes.
+const TIMER_PATIENCE_MS: u64 = 10 * 60 * 1000;
+
 /// Sends a due timer's message, from the address that scheduled it, as a fresh causal
 /// chain (a reminder that schedules itself again is paced by its delay, not the depth
 /// limit). Whether a mailbox took it: if nothing serves its address yet (a handler being
@@ -92,6 +96,15 @@ fn fire(router: &std::sync::Weak<Router>, timer: StoredTimer) -> bool {
             signal.envelope.deadline = None;
             match router.offer_now(signal) {
                 Ok(_) => true,
+                // Nothing has served its address for a long while (the handler was deleted
+                // without purging, say): an operator can replay it from the dead letters.
+                Err(undelivered)
+                    if matches!(undelivered.reason, Reason::NoRoute | Reason::NotAccepted)
+                        && crate::signal::now_millis().saturating_sub(timer.due_ms)
+                            > TIMER_PATIENCE_MS =>
+                {
+                    router.keep_unserved(&timer.handler, undelivered.signal)
+                }
                 Err(undelivered) => {
                     tracing::debug!(handler = %timer.handler, id = %timer.id, reason = undelivered.reason.as_str(), "a due timer was not taken; it is offered again");
                     false

@@ -23,15 +23,24 @@ pub fn agent_home(handler: &str) -> String {
     format!("{AGENT_PREFIX}{handler}/*")
 }
 
+/// Longest agent id, in bytes: an agent's id is part of every key it stores.
+pub const MAX_AGENT_ID_BYTES: usize = 256;
+
 /// The parts of an agent address: `agent:<handler>/<id>` gives the handler and id;
 /// `agent:<id>` (the short form, valid while one agent handler is deployed) the id alone.
-/// `None` for anything else, or an empty id or handler.
+/// `None` for anything else: an empty id or handler, or an id over
+/// [`MAX_AGENT_ID_BYTES`] (nothing serves it: 404).
 pub fn agent_parts(to: &str) -> Option<(Option<&str>, &str)> {
     let rest = to.strip_prefix(AGENT_PREFIX)?;
+    if rest.len() > MAX_AGENT_ID_BYTES + 65 {
+        return None;
+    }
     match rest.split_once('/') {
-        Some((handler, id)) if !handler.is_empty() && !id.is_empty() => Some((Some(handler), id)),
+        Some((handler, id)) if !handler.is_empty() && !id.is_empty() => {
+            (id.len() <= MAX_AGENT_ID_BYTES).then_some((Some(handler), id))
+        }
         Some(_) => None,
-        None if rest.is_empty() => None,
+        None if rest.is_empty() || rest.len() > MAX_AGENT_ID_BYTES => None,
         None => Some((None, rest)),
     }
 }
@@ -472,6 +481,14 @@ mod tests {
         for bad in ["agent:", "agent:/x", "agent:x/", "echo", "user:alice"] {
             assert_eq!(agent_parts(bad), None, "{bad}");
         }
+        let longest = "a".repeat(MAX_AGENT_ID_BYTES);
+        assert!(agent_parts(&format!("agent:c/{longest}")).is_some());
+        assert_eq!(
+            agent_parts(&format!("agent:c/{longest}b")),
+            None,
+            "an id too long"
+        );
+        assert_eq!(agent_parts(&format!("agent:{longest}b")), None);
         assert_eq!(agent_home("counter"), "agent:counter/*");
     }
 

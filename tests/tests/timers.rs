@@ -159,3 +159,48 @@ async fn a_timer_scheduled_before_a_restart_fires_after_it() {
     assert_eq!(seen["pending"], json!({}));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A timer whose address nothing has served for long past its time (here: due at the
+/// epoch, for a handler never deployed) is not retried forever: it becomes a dead letter
+/// of its handler, which an operator can list and replay.
+#[tokio::test]
+async fn a_timer_nothing_serves_for_long_becomes_a_dead_letter() {
+    let dir = store_dir("unserved");
+    let host = host_in(&dir).await;
+    let agent = "agent:reminders/cy";
+    let scheduled = call(
+        &host,
+        agent,
+        "RemindAt",
+        json!({"text": "lost?", "at_ms": 1, "to": "ghost"}),
+    )
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let letters = loop {
+        let letters = host
+            .router()
+            .dead_letters()
+            .list(Some("reminders"), 0, 10)
+            .unwrap();
+        if !letters.is_empty() {
+            break letters;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no dead letter for the timer"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(
+        letter.signal.envelope.headers.get("switchboard-timer"),
+        scheduled["id"].as_str().map(str::to_owned).as_ref()
+    );
+    let switchboard::Body::Message(m) = &letter.signal.body else {
+        panic!("{letter:?}")
+    };
+    assert_eq!((m.to.as_str(), m.message_type.as_str()), ("ghost", "Fire"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,6 +2,8 @@
 //!
 //! - `Remind {"text", "after_ms"}` schedules a `Fire` to this same agent and keeps it as
 //!   pending; answers the timer's id.
+//! - `RemindAt {"text", "at_ms", "to"}` schedules a `Fire` at a time, to `to` (default: this
+//!   agent).
 //! - `Cancel {"id"}` cancels a pending reminder; answers whether there was one.
 //! - `Fire {"text"}` (sent by the timer) records that it fired, and pushes `Reminded` to the
 //!   user of the same id (`agent:reminders/ann` reminds `user:ann`) when connected.
@@ -24,6 +26,14 @@ struct Remind {
     after_ms: u64,
 }
 impl Message for Remind {}
+
+#[derive(Serialize, Deserialize)]
+struct RemindAt {
+    text: String,
+    at_ms: u64,
+    to: Option<String>,
+}
+impl Message for RemindAt {}
 
 #[derive(Serialize, Deserialize)]
 struct Cancel {
@@ -72,6 +82,7 @@ impl Handler for Reminders {
     fn describe() -> Description {
         Description::agent("reminders")
             .accepts::<Remind>()
+            .accepts::<RemindAt>()
             .accepts::<Cancel>()
             .accepts::<Fire>()
             .accepts::<Get>()
@@ -82,6 +93,11 @@ impl Handler for Reminders {
         if let Some(Remind { text, after_ms }) = msg.decode_if()? {
             let when = When::After(Duration::from_millis(after_ms));
             let id = timers::schedule(&me, &Fire { text: text.clone() }, when)?;
+            pending().update(|p| p.insert(id.clone(), text))?;
+            ok(&serde_json::json!({ "id": id }))
+        } else if let Some(RemindAt { text, at_ms, to }) = msg.decode_if()? {
+            let to = to.unwrap_or(me);
+            let id = timers::schedule(&to, &Fire { text: text.clone() }, When::At(at_ms))?;
             pending().update(|p| p.insert(id.clone(), text))?;
             ok(&serde_json::json!({ "id": id }))
         } else if let Some(Cancel { id }) = msg.decode_if()? {

@@ -268,7 +268,11 @@ impl Router {
             self.answers.claim(id, answerer)
         };
         claimed.map_err(|refused| {
-            let handler = answerer.to_owned();
+            // Labelled by handler, never by agent: clients choose agent ids.
+            let handler = match crate::signal::agent_parts(answerer) {
+                Some((Some(handler), _)) => handler.to_owned(),
+                _ => answerer.to_owned(),
+            };
             self.metrics
                 .answers_refused
                 .get_or_create(&crate::metrics::HandlerReasonLabels {

@@ -136,6 +136,16 @@ impl Router {
         }
     }
 
+    /// Keeps `signal`, which nothing takes, as a dead letter for `handler` (reason
+    /// `handler_stopped`); whether the store had room for it.
+    pub fn keep_unserved(&self, handler: &str, signal: Signal) -> bool {
+        let Some(mut room) = self.dead_letters().reserve(1) else {
+            return false;
+        };
+        self.keep(&mut room, handler, DeadReason::HandlerStopped, signal);
+        true
+    }
+
     pub(super) fn drop_reply(&self, kind: &str, reason: &str) {
         self.count_accepted(kind, 1);
         self.metrics

@@ -141,10 +141,22 @@ impl HostState {
     /// subscribers it will be offered to.
     fn broadcast(&mut self, signal: Result<Signal, Failure>) -> HostResult<host::Emitted> {
         let signal = signal?;
+        self.turn.make_room(signal.size(), self.max_held_bytes)?;
         let id = signal.id().to_owned();
         let subscribers = self.outbound()?.subscribers(&signal);
         self.turn.hold(Output::Broadcast(signal));
         Ok(host::Emitted { id, subscribers })
+    }
+}
+
+/// Whether `to` names the agent at `me` (full `agent:<handler>/<id>`, or short `agent:<id>`).
+fn same_agent(me: &str, to: &str) -> bool {
+    use crate::signal::agent_parts;
+    match (agent_parts(me), agent_parts(to)) {
+        (Some((Some(mine), id)), Some((handler, to_id))) => {
+            id == to_id && handler.is_none_or(|h| h == mine)
+        }
+        _ => false,
     }
 }
 
@@ -154,7 +166,9 @@ impl host::Host for HostState {
     fn send(&mut self, msg: host::OutgoingMessage) -> wasmtime::Result<HostResult<String>> {
         let sent = (|| -> Result<String, Failure> {
             let signal = self.message(msg, Spend::Send)?;
-            self.outbound()?.send(&signal, &self.identity.handler)?;
+            let outbound = self.outbound()?;
+            self.turn.make_room(signal.size(), self.max_held_bytes)?;
+            outbound.send(&signal, &self.identity.handler)?;
             let id = signal.id().to_owned();
             self.turn.hold(Output::Send(signal));
             Ok(id)
@@ -163,6 +177,14 @@ impl host::Host for HostState {
     }
 
     async fn request(&mut self, msg: host::OutgoingMessage, timeout_ms: u32) -> HostResult<String> {
+        if same_agent(&self.identity.address, &msg.to) {
+            return Err(Failure::new(
+                code::LOOP_DETECTED,
+                format!("agent `{}` cannot await a request to itself: an agent handles one signal at a time, so the request would wait until it times out", msg.to),
+            )
+            .with_help("send the message without waiting, or handle it in this same turn")
+            .into());
+        }
         let signal = self.message(msg, Spend::Request)?;
         let outbound = self.outbound()?;
         let timeout = match timeout_ms {
@@ -235,16 +257,22 @@ impl host::Host for HostState {
         outcome: Result<String, wit::Failure>,
     ) -> wasmtime::Result<HostResult<String>> {
         let answered = (|| -> Result<String, Failure> {
-            let outcome = match outcome {
+            let outcome: Result<crate::signal::Json, Failure> = match outcome {
                 Ok(payload) => Ok(guest_json(payload, "reply payload")?),
                 Err(failure) => Err(failure.into()),
             };
             // Free only for the first answer to the message being handled; any other reply
             // counts as a send (depth and cap), so `reply` cannot loop or flood.
             self.spend_reply(&message_id)?;
-            let answer = self
-                .outbound()?
-                .claim(&message_id, &self.identity.address, outcome)?;
+            let outbound = self.outbound()?;
+            let size = match &outcome {
+                Ok(payload) => payload.len(),
+                Err(failure) => {
+                    failure.description.len() + failure.help.as_ref().map_or(0, String::len)
+                }
+            };
+            self.turn.make_room(size, self.max_held_bytes)?;
+            let answer = outbound.claim(&message_id, &self.identity.address, outcome)?;
             let id = answer.id().to_owned();
             self.turn.hold(Output::Answer(answer));
             Ok(id)
@@ -284,5 +312,23 @@ impl host::Host for HostState {
             wit::LogLevel::Error => tracing::error!(handler, version, "{message}"),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_agent;
+
+    /// An agent's own address, in either form, is itself; another agent or handler is not.
+    #[test]
+    fn an_agent_knows_its_own_address() {
+        assert!(same_agent("agent:c/alice", "agent:c/alice"));
+        assert!(same_agent("agent:c/alice", "agent:alice"));
+        assert!(!same_agent("agent:c/alice", "agent:d/alice"));
+        assert!(!same_agent("agent:c/alice", "agent:c/bob"));
+        assert!(
+            !same_agent("svc", "svc"),
+            "a service may await itself (it may have concurrency)"
+        );
     }
 }

@@ -92,6 +92,7 @@ impl timers::Host for HostState {
                     format!("could not keep the timer's message: {e}"),
                 )
             })?;
+            self.turn.make_room(bytes.len(), self.max_held_bytes)?;
             let scope = self.scope_at(&self.identity.address);
             self.turn.schedule(Timer {
                 id: id.clone(),

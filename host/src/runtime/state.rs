@@ -59,6 +59,8 @@ pub struct HostState {
     /// Rate limit of the log lines about this handler.
     pub log_limit: Arc<LogLimiter>,
     pub max_message_bytes: usize,
+    /// Bytes of signals and timers one turn may hold until it commits.
+    pub max_held_bytes: usize,
     memory_limit: u64,
     /// Bytes of linear memory across all of this instance's memories.
     memory_used: u64,
@@ -95,6 +97,7 @@ impl HostState {
             metrics: runtime.metrics().clone(),
             log_limit: runtime.log_limit().clone(),
             max_message_bytes: runtime.config().max_message_bytes,
+            max_held_bytes: runtime.config().mailbox_bytes,
             memory_limit: limits.memory_bytes,
             memory_used: 0,
             table_limit: crate::config::DEFAULT_TABLE_ELEMENTS,

@@ -11,6 +11,9 @@ use super::outbound::Output;
 use crate::keyed::{Batch, CommitError, MAX_KEY_BYTES, NewTimer, Scope, StateStore};
 use crate::signal::{Failure, code};
 
+/// Most distinct keys one signal may read or write: each is remembered until it commits.
+pub const MAX_KEYS_PER_TURN: usize = 100_000;
+
 /// One signal's pending effects.
 #[derive(Default)]
 pub struct Turn {
@@ -24,6 +27,8 @@ pub struct Turn {
     schedule: Vec<NewTimer>,
     cancel: Vec<String>,
     outputs: Vec<Output>,
+    /// Bytes of the signals and timers held, bounded like a mailbox's bytes.
+    held: usize,
 }
 
 /// What a turn leaves to commit: the store's batch (if it changes anything) and the signals
@@ -42,9 +47,25 @@ impl Turn {
         }
     }
 
-    /// Holds an output until the turn commits.
+    /// Holds an output until the turn commits (its bytes counted by [`Turn::make_room`]).
     pub fn hold(&mut self, output: Output) {
         self.outputs.push(output);
+    }
+
+    /// Counts `bytes` more held until the turn commits, or refuses them (413) past `limit`:
+    /// what one signal sends waits in the host's memory until it commits, so it is bounded
+    /// like a mailbox's bytes.
+    pub fn make_room(&mut self, bytes: usize, limit: usize) -> Result<(), Failure> {
+        let held = self.held.saturating_add(bytes);
+        if held > limit {
+            return Err(Failure::new(
+                code::TOO_LARGE,
+                format!("one signal may send at most {limit} bytes of signals and timers before it commits (the host setting `mailbox_bytes`)"),
+            )
+            .with_help("send references to the data, or split the work over several signals"));
+        }
+        self.held = held;
+        Ok(())
     }
 
     /// Whether the turn holds anything to commit or release.
@@ -70,7 +91,11 @@ impl Turn {
         if let Some(written) = self.writes.get(key) {
             return Ok(written.clone());
         }
-        let found = store.get(self.scope()?, key).map_err(store_failure)?;
+        let scope = self.scope()?;
+        if !self.reads.contains_key(key) {
+            self.room_for_key()?;
+        }
+        let found = store.get(scope, key).map_err(store_failure)?;
         self.reads.entry(key.to_owned()).or_insert(found.version);
         Ok(found.value)
     }
@@ -84,7 +109,15 @@ impl Turn {
             .map_err(|e| commit_failure(&e))?;
         let limit = store.limits().handler_bytes;
         let size = (key.len() + value.len()) as u64;
-        if self.written.saturating_add(size) > limit {
+        // Writing a key again replaces what the turn held for it.
+        let replaced = self.writes.get(&key).map_or(0, |old| {
+            (key.len() + old.as_ref().map_or(0, Vec::len)) as u64
+        });
+        if !self.writes.contains_key(&key) {
+            self.room_for_key()?;
+        }
+        let written = self.written - replaced;
+        if written.saturating_add(size) > limit {
             return Err(Failure::new(
                 code::LIMIT,
                 format!(
@@ -92,14 +125,29 @@ impl Turn {
                 ),
             ));
         }
-        self.written += size;
+        self.written = written + size;
         self.writes.insert(key, Some(value));
+        Ok(())
+    }
+
+    /// Refuses one more distinct key past [`MAX_KEYS_PER_TURN`] (507).
+    fn room_for_key(&self) -> Result<(), Failure> {
+        if self.reads.len() + self.writes.len() >= MAX_KEYS_PER_TURN {
+            return Err(Failure::new(
+                code::LIMIT,
+                format!("one signal may read or write at most {MAX_KEYS_PER_TURN} keys"),
+            )
+            .with_help("split the work over several signals"));
+        }
         Ok(())
     }
 
     /// Removes `key` in the turn; whether it was there.
     pub fn delete(&mut self, store: &StateStore, key: String) -> Result<bool, Failure> {
         let existed = self.get(store, &key)?.is_some();
+        if let Some(Some(old)) = self.writes.get(&key) {
+            self.written -= (key.len() + old.len()) as u64;
+        }
         self.writes.insert(key, None);
         Ok(existed)
     }
@@ -211,6 +259,17 @@ mod tests {
             Arc::new(Metrics::default()),
         )
         .unwrap()
+    }
+
+    /// What a turn holds is bounded in bytes: past the limit a send is refused (413) and
+    /// nothing more is counted.
+    #[test]
+    fn held_bytes_are_bounded() {
+        let mut turn = Turn::new(None);
+        turn.make_room(60, 100).unwrap();
+        assert_eq!(turn.make_room(41, 100).unwrap_err().code, 413);
+        turn.make_room(40, 100).unwrap();
+        assert_eq!(turn.make_room(1, 100).unwrap_err().code, 413);
     }
 
     /// Reads see the turn's own writes and deletes; keys merge the overlay with the store.

@@ -34,6 +34,7 @@ impl users::Host for HostState {
             });
             let depth = self.spend(Spend::Send)?;
             let signal = self.stamp(body, Headers::new(), depth)?;
+            self.turn.make_room(signal.size(), self.max_held_bytes)?;
             self.turn.hold(super::outbound::Output::Push(signal));
             Ok(())
         })();

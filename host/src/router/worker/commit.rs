@@ -56,6 +56,7 @@ impl Worker {
                         tracing::warn!(handler = %self.slot.name, code = error.code(), attempt, "a turn's state did not commit");
                     }
                     outcome.result = Err(commit_failure(&error));
+                    outcome.later = false;
                     return Settled::Done(outcome);
                 }
             }
