@@ -162,6 +162,9 @@ pub struct HostConfig {
     pub state_handler_bytes: u64,
     /// Pending durable timers one handler may have; scheduling past it fails with 429.
     pub timers_per_handler: usize,
+    /// Most concurrent turns whose state commits share one durable transaction (group
+    /// commit); 1 gives every turn its own fsync (for measuring what grouping saves).
+    pub state_max_group: usize,
 }
 
 /// Where uploads are compiled. Compiling is CPU- and memory-heavy and outside wasmtime's
@@ -205,6 +208,7 @@ impl Default for HostConfig {
             state_value_bytes: DEFAULT_STATE_VALUE_BYTES,
             state_handler_bytes: DEFAULT_STATE_HANDLER_BYTES,
             timers_per_handler: DEFAULT_TIMERS_PER_HANDLER,
+            state_max_group: crate::keyed::MAX_GROUP,
         }
     }
 }

@@ -161,7 +161,8 @@ impl Host {
         let limits = StateLimits::of(&config);
         let runtime = Runtime::new(config).map_err(|e| StartError::Engine(e.into()))?;
         let runtime = Arc::new(runtime);
-        let state = StateStore::open(db, limits, runtime.metrics().clone())?;
+        let max_group = runtime.config().state_max_group;
+        let state = StateStore::open_grouping(db, limits, runtime.metrics().clone(), max_group)?;
         runtime.attach_state(state.clone());
         let router = Router::new(runtime.clone(), transport, dead_letters);
         if tokio::runtime::Handle::try_current().is_ok() {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use switchboard::signal::code;
-use switchboard_tests::{WAIT, call, guest, host_with, json, tight_limits};
+use switchboard_tests::{WAIT, call, guest, host_with, json, metric, tight_limits};
 
 /// A handler awaits a request to another handler and combines the result into its reply.
 #[tokio::test]
@@ -82,8 +82,9 @@ async fn guest_request_times_out_with_504() {
     assert_eq!(pong, json!({"reply": {}}));
 }
 
-/// A request from outside that gets no reply in time is a 504, and the late reply that
-/// follows is dropped and counted instead of being delivered anywhere.
+/// A request from outside that gets no reply in time is a 504 (its waiter's, or the host's
+/// at the message's deadline: whichever comes first), and the handler's own answer that
+/// follows is refused and counted instead of being delivered anywhere.
 #[tokio::test]
 async fn host_request_times_out_and_late_reply_is_dropped() {
     let host = host_with(&[]).await;
@@ -95,14 +96,16 @@ async fn host_request_times_out_and_late_reply_is_dropped() {
         .await
         .unwrap_err();
     assert_eq!(failure.code, code::TIMEOUT);
-    // The spin ends at the CPU limit with a 507 ErrorReply that nobody waits for any more.
+    // The spin ends at the CPU limit with a 507 that nobody waits for any more.
+    let refused = r#"switchboard_answers_refused_total{handler="chaos",reason="not_open"}"#;
     let deadline = Instant::now() + WAIT;
-    while host.router().pending().late_replies() == 0 {
+    while metric(&host, refused) == 0.0 {
         assert!(
             Instant::now() < deadline,
-            "the late ErrorReply never arrived"
+            "the late answer was never refused"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert_eq!(metric(&host, refused), 1.0);
     assert_eq!(host.router().pending().waiting(), 0);
 }

@@ -97,7 +97,11 @@ impl HostState {
             metrics: runtime.metrics().clone(),
             log_limit: runtime.log_limit().clone(),
             max_message_bytes: runtime.config().max_message_bytes,
-            max_held_bytes: runtime.config().mailbox_bytes,
+            // Like a mailbox's bytes, and never less than 16 of the largest messages.
+            max_held_bytes: runtime
+                .config()
+                .mailbox_bytes
+                .max(runtime.config().max_message_bytes.saturating_mul(16)),
             memory_limit: limits.memory_bytes,
             memory_used: 0,
             table_limit: crate::config::DEFAULT_TABLE_ELEMENTS,

@@ -60,7 +60,7 @@ impl Turn {
         if held > limit {
             return Err(Failure::new(
                 code::TOO_LARGE,
-                format!("one signal may send at most {limit} bytes of signals and timers before it commits (the host setting `mailbox_bytes`)"),
+                format!("one signal may send at most {limit} bytes of signals and timers before it commits (the larger of the host setting `mailbox_bytes` and 16 of the largest messages)"),
             )
             .with_help("send references to the data, or split the work over several signals"));
         }
