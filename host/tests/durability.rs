@@ -72,6 +72,22 @@ async fn state_is_shown_kept_across_a_delete_and_purged_on_request() {
     assert_eq!(stored_count(&daemon, "alice").await, 0, "purged");
     let (_, own) = daemon.get("/v1/state/counter").await;
     assert_eq!(own["agents"], json!([]), "{own}");
+
+    // State left by a handler deleted earlier is purged by name too.
+    assert_eq!(daemon.deploy("counter", guest("counter")).await.0, 201);
+    daemon
+        .call("agent:counter/bo", "Increment", json!({"by": 5}))
+        .await;
+    assert_eq!(daemon.delete("counter").await, 204);
+    assert_eq!(stored_count(&daemon, "bo").await, 5);
+    assert_eq!(daemon.delete("counter").await, 404, "nothing deployed");
+    let purged = daemon.cli(&["delete", "counter", "--purge"]);
+    assert!(purged.status.success(), "{purged:?}");
+    assert_eq!(
+        stored_count(&daemon, "bo").await,
+        0,
+        "purged after the delete"
+    );
 }
 
 /// Clients, one per agent, increment in a loop while the daemon is killed with SIGKILL,

@@ -209,8 +209,9 @@ pub async fn show(
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
-        (status = 404, description = "No handler has that name", body = ErrorBody),
+        (status = 404, description = "No handler has that name (with `purge`, whatever state it left is purged and the answer is 204)", body = ErrorBody),
         (status = 500, description = "The host could not read or write its data directory; nothing changed", body = ErrorBody),
+        (status = 503, description = "Deleted, but the state was not purged (the store failed, or its last signals are still being handled)", body = ErrorBody),
     )
 )]
 pub async fn delete(
@@ -219,10 +220,26 @@ pub async fn delete(
     params: Result<Query<DeleteParams>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
     let params = query(params)?;
-    state.registry.delete(&name).await?;
-    if params.purge.unwrap_or(false)
-        && let Some(store) = state.registry.host().runtime().state_store()
-    {
+    // Signals already queued are still handled after a delete, and commit: a purge waits
+    // for them, so none brings state back after it.
+    let slot = state
+        .registry
+        .host()
+        .router()
+        .slots()
+        .into_iter()
+        .find(|(slot, _)| *slot.name == *name)
+        .map(|(slot, _)| slot);
+    let purge = params.purge.unwrap_or(false);
+    match state.registry.delete(&name).await {
+        // Deleted earlier without purging: purge what it left.
+        Err(crate::registry::RegistryError::NotFound(_)) if purge => {}
+        deleted => deleted?,
+    }
+    if purge && let Some(store) = state.registry.host().runtime().state_store() {
+        if let Some(slot) = slot {
+            drained(&slot).await?;
+        }
         // A durable write: off the async workers.
         let purged = tokio::task::spawn_blocking(move || store.purge(&name)).await;
         let purged = purged
@@ -235,6 +252,27 @@ pub async fn delete(
         })?;
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Waits until a deleted handler has no signal left in flight (queued, waiting in an
+/// agent's line, or being handled), at most [`MAX_DEADLINE`] (no call runs longer).
+async fn drained(slot: &crate::router::Slot) -> Result<(), ApiError> {
+    let deadline = tokio::time::Instant::now() + MAX_DEADLINE;
+    while slot
+        .counters
+        .in_flight
+        .load(std::sync::atomic::Ordering::Acquire)
+        > 0
+    {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::unavailable(
+                "the handler is deleted, but its last signals are still being handled, so its state was not purged",
+            )
+            .help("purge again with `switchboard delete NAME --purge` once they are done"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok(())
 }
 
 /// Query of a delete.

@@ -31,6 +31,8 @@ pub struct Open {
     pub depth: u32,
     /// When the host answers it with 504, in milliseconds since the Unix epoch.
     pub deadline: u64,
+    /// The handler that said it answers later, counted against its cap while open.
+    pub deferred_by: Option<String>,
 }
 
 impl Open {
@@ -49,6 +51,7 @@ impl Open {
             }),
             depth: message.envelope.depth,
             deadline: message.envelope.deadline.unwrap_or(default_deadline),
+            deferred_by: None,
         })
     }
 
@@ -110,6 +113,32 @@ struct Table {
     by_deadline: BTreeSet<(u64, String)>,
     /// Answered by a turn not yet committed: settled when it commits, open again if it fails.
     claimed: HashMap<String, Open>,
+    /// Open messages each handler said it answers later.
+    deferred: HashMap<String, usize>,
+}
+
+impl Table {
+    fn insert(&mut self, open: Open) {
+        if let Some(handler) = &open.deferred_by {
+            *self.deferred.entry(handler.clone()).or_default() += 1;
+        }
+        self.by_deadline.insert((open.deadline, open.id.clone()));
+        self.open.insert(open.id.clone(), open);
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Open> {
+        let open = self.open.remove(id)?;
+        self.by_deadline.remove(&(open.deadline, open.id.clone()));
+        if let Some(handler) = &open.deferred_by
+            && let Some(count) = self.deferred.get_mut(handler)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.deferred.remove(handler);
+            }
+        }
+        Some(open)
+    }
 }
 
 /// The open messages of this host.
@@ -121,9 +150,25 @@ pub struct Answers {
 impl Answers {
     /// Opens a message delivered to a handler.
     pub fn open(&self, open: Open) {
+        self.lock().insert(open);
+    }
+
+    /// Notes that `handler` answers open message `id` later. False, changing nothing, when
+    /// the handler already has `cap` such messages open. A message answered meanwhile (by
+    /// `reply` in the same turn) needs nothing.
+    pub fn defer(&self, id: &str, handler: &str, cap: usize) -> bool {
         let mut table = self.lock();
-        table.by_deadline.insert((open.deadline, open.id.clone()));
-        table.open.insert(open.id.clone(), open);
+        if !table.open.contains_key(id) {
+            return true;
+        }
+        if table.deferred.get(handler).copied().unwrap_or(0) >= cap {
+            return false;
+        }
+        if let Some(mut open) = table.remove(id) {
+            open.deferred_by = Some(handler.to_owned());
+            table.insert(open);
+        }
+        true
     }
 
     /// Closes message `id` for an answer from `answerer`: the one answer it takes.
@@ -132,21 +177,14 @@ impl Answers {
         match table.open.get(id) {
             None => Err(Refused::NotOpen),
             Some(open) if open.addressee != answerer => Err(Refused::NotAddressee),
-            Some(_) => {
-                let open = table.open.remove(id).ok_or(Refused::NotOpen)?;
-                table.by_deadline.remove(&(open.deadline, open.id.clone()));
-                Ok(open)
-            }
+            Some(_) => table.remove(id).ok_or(Refused::NotOpen),
         }
     }
 
     /// Closes message `id` for the host's own answer (a refusal, a trap, a deadline): the
     /// host may answer any open message.
     pub fn claim_any(&self, id: &str) -> Result<Open, Refused> {
-        let mut table = self.lock();
-        let open = table.open.remove(id).ok_or(Refused::NotOpen)?;
-        table.by_deadline.remove(&(open.deadline, open.id.clone()));
-        Ok(open)
+        self.lock().remove(id).ok_or(Refused::NotOpen)
     }
 
     /// Holds a claimed message until its turn commits ([`Answers::settle`]) or fails
@@ -178,7 +216,7 @@ impl Answers {
                 break;
             }
             table.by_deadline.pop_first();
-            if let Some(open) = table.open.remove(&id) {
+            if let Some(open) = table.remove(&id) {
                 expired.push(open);
             }
         }
@@ -275,6 +313,36 @@ mod tests {
         assert_eq!(
             answers.claim("never-sent", "inventory"),
             Err(Refused::NotOpen)
+        );
+    }
+
+    /// A handler may leave at most `cap` messages open for a later answer; each answered or
+    /// expired one frees its place.
+    #[test]
+    fn later_answers_are_capped_per_handler() {
+        let answers = Answers::default();
+        let msgs: Vec<_> = (0..3).map(|_| message(None, Some(10))).collect();
+        for m in &msgs {
+            answers.open(Open::of(m, "inventory", 0).unwrap());
+        }
+        assert!(answers.defer(msgs[0].id(), "inventory", 2));
+        assert!(answers.defer(msgs[1].id(), "inventory", 2));
+        assert!(!answers.defer(msgs[2].id(), "inventory", 2), "past the cap");
+        assert!(
+            answers.defer(msgs[2].id(), "other", 2),
+            "another handler's own cap"
+        );
+        answers.claim(msgs[0].id(), "inventory").unwrap();
+        let fresh = message(None, Some(10));
+        answers.open(Open::of(&fresh, "inventory", 0).unwrap());
+        assert!(
+            answers.defer(fresh.id(), "inventory", 2),
+            "an answer freed a place"
+        );
+        assert_eq!(answers.expire(10).len(), 3);
+        assert!(
+            answers.lock().deferred.is_empty(),
+            "expiry frees every place"
         );
     }
 

@@ -45,6 +45,10 @@ use crate::signal::{
 pub use crate::transport::{Accepted, Reason, Undelivered};
 use crate::transport::{Inbound, Publish, Route, Transport};
 
+/// Messages one handler may leave open for a later answer; past it, the next one it
+/// answers `later` is answered 503 by the host.
+pub const MAX_LATER_PER_HANDLER: usize = 10_000;
+
 /// Signals a connected client may have waiting before it is treated as too slow.
 pub const CLIENT_QUEUE: usize = 256;
 
@@ -656,11 +660,30 @@ impl Router {
         from: &str,
         later: bool,
     ) {
-        if matches!(signal.body, Body::Message(_)) && !later {
-            let outcome = result.map(|payload| payload.unwrap_or_else(Json::null));
-            // Refused and counted if it was answered already: one answer per message.
-            let _ = self.answer(signal.id(), from, outcome);
+        if !matches!(signal.body, Body::Message(_)) {
+            return;
         }
+        let outcome = if later {
+            let handler = match crate::signal::agent_parts(from) {
+                Some((Some(handler), _)) => handler,
+                _ => from,
+            };
+            if self
+                .answers
+                .defer(signal.id(), handler, MAX_LATER_PER_HANDLER)
+            {
+                return;
+            }
+            Err(Failure::new(
+                code::OVERLOADED,
+                format!("handler `{handler}` already has {MAX_LATER_PER_HANDLER} messages waiting for a later answer, the most it may have"),
+            )
+            .with_help("retry later, once it has answered some"))
+        } else {
+            result.map(|payload| payload.unwrap_or_else(Json::null))
+        };
+        // Refused and counted if it was answered already: one answer per message.
+        let _ = self.answer(signal.id(), from, outcome);
     }
 
     /// The deadline of a message that reached a handler without one (only a message from
