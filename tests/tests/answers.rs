@@ -192,3 +192,44 @@ async fn a_message_carries_its_deadline() {
     let deadline = seen["deadline"].as_u64().expect("a deadline");
     assert!(deadline >= before + 77_000 && deadline <= switchboard::signal::now_millis() + 77_000);
 }
+
+/// `emit` tells the handler how many subscribers its event is offered to, and they all get
+/// it once the turn commits.
+#[tokio::test]
+async fn emit_says_how_many_subscribers_take_the_event() {
+    let host = host(HostConfig::default(), &["deferred"]).await;
+    for name in ["audit", "welcome"] {
+        host.deploy(name, guest(name), None).await.unwrap();
+    }
+    let user = json!({"user_id": "u9", "name": "Nia"});
+    let told = call(
+        &host,
+        "deferred",
+        "Announce",
+        json!({"event_type": "UserRegistered", "payload": user}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(told["subscribers"], 2, "{told}");
+    let nobody = call(
+        &host,
+        "deferred",
+        "Announce",
+        json!({"event_type": "NobodyListens", "payload": {}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(nobody["subscribers"], 0, "{nobody}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let audit = call(&host, "audit", "GetAudit", json!({})).await.unwrap();
+        if audit.to_string().contains("u9") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "audit never got it: {audit}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

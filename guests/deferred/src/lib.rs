@@ -9,6 +9,8 @@
 //! - `ReplyThenReturn {}`: answers itself with `reply`, then returns another answer.
 //!
 //! - `Envelope {}`: answers with its own message's deadline and depth.
+//! - `Announce {"event_type", "payload"}`: emits that event and answers how many
+//!   subscribers it is offered to.
 //! - `Arrive {"group": .., "k": .., "once": false}`: a barrier. The message is held until `k`
 //!   have arrived at `group`; then all of them are answered (with how many were) and the
 //!   group starts again, or, with `once`, lets every later arrival pass at once.
@@ -53,6 +55,14 @@ impl Message for ReplyThenReturn {}
 #[derive(Serialize, Deserialize)]
 struct Envelope {}
 impl Message for Envelope {}
+
+/// Emits an event of `event_type` and answers how many subscribers it was offered to.
+#[derive(Serialize, Deserialize)]
+struct Announce {
+    event_type: String,
+    payload: Value,
+}
+impl Message for Announce {}
 
 #[derive(Serialize, Deserialize)]
 struct Arrive {
@@ -137,6 +147,7 @@ impl Handler for DeferredHandler {
             .accepts::<ReplyThenTrap>()
             .accepts::<ReplyThenReturn>()
             .accepts::<Envelope>()
+            .accepts::<Announce>()
             .accepts::<Arrive>()
     }
 
@@ -172,6 +183,13 @@ impl Handler for DeferredHandler {
             ok(&"by return")
         } else if let Some(request) = msg.decode_if::<Arrive>()? {
             arrive(&msg, request)
+        } else if let Some(Announce {
+            event_type,
+            payload,
+        }) = msg.decode_if()?
+        {
+            let emitted = switchboard_sdk::emit_untyped(&event_type, &payload, &[])?;
+            ok(&serde_json::json!({"id": emitted.id, "subscribers": emitted.subscribers}))
         } else if msg.is::<Envelope>() {
             ok(&serde_json::json!({"deadline": msg.deadline(), "depth": msg.depth()}))
         } else {
