@@ -69,7 +69,18 @@ impl Instance {
         let cpu = store.data().cpu.clone();
         cpu.restart();
         store.set_epoch_deadline(1);
-        let bindings = metered(&cpu, version.pre.instantiate_async(&mut store)).await?;
+        let bindings = match metered(&cpu, version.pre.instantiate_async(&mut store)).await {
+            Ok(bindings) => bindings,
+            Err(error) => {
+                // What a start function sent never leaves; what it reserved is given back.
+                let state = store.data_mut();
+                let left = std::mem::take(&mut state.turn).into_parts();
+                if let Some(out) = state.outbound.upgrade() {
+                    out.discard(left.outputs);
+                }
+                return Err(error);
+            }
+        };
         Ok(Self {
             store,
             bindings,
