@@ -137,3 +137,90 @@ async fn the_barrier_opens_only_for_overlapping_turns() {
         }
     }
 }
+
+/// A message whose deadline passes while it waits behind its agent's turn is answered 504
+/// by the host and then not handled at all: the sender's answer stands, and the increment
+/// it carried never happens.
+#[tokio::test]
+async fn a_message_that_expires_in_its_agents_line_is_not_handled() {
+    let config = HostConfig {
+        message_deadline: std::time::Duration::from_millis(300),
+        ..HostConfig::default()
+    };
+    let host = Host::new(config).expect("starting a host");
+    host.deploy("deferred", guest("deferred"), None)
+        .await
+        .unwrap();
+    host.deploy("counter", guest("counter"), None)
+        .await
+        .unwrap();
+    let mut watcher = host.connect("user:watcher");
+    // A turn of agent x held at a barrier of two, awaited with a long timeout of its own.
+    let barrier = json!({"group": "hold", "k": 2, "timeout_ms": 10_000});
+    let held = Host::message(
+        "user:holder",
+        "agent:counter/x",
+        "Bump",
+        json(json!({"by": 1, "barrier": barrier})),
+    );
+    let router = host.router().clone();
+    let bump = tokio::spawn(async move {
+        router
+            .request(held, std::time::Duration::from_secs(10))
+            .await
+    });
+    // Once that turn has started, queue another signal for x behind it, sent without
+    // waiting: its deadline is 300 ms away.
+    let started = tokio::time::Instant::now() + switchboard_tests::WAIT;
+    while host
+        .handlers()
+        .iter()
+        .find(|h| h.name == "counter")
+        .is_none_or(|h| h.handled == 0)
+    {
+        assert!(
+            tokio::time::Instant::now() < started,
+            "the held turn never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let queued = host.send(Host::message(
+        "user:watcher",
+        "agent:counter/x",
+        "Increment",
+        json(json!({"by": 100})),
+    ));
+    match next(&mut watcher).await.body {
+        Body::ErrorReply {
+            reply_to, error, ..
+        } if reply_to == queued => {
+            assert_eq!(error.code, 504, "{error}")
+        }
+        other => panic!("expected a 504 for the queued message, got {other:?}"),
+    }
+    // Let the held turn go: it commits its bump, and the expired message stays unhandled.
+    let arrived = call(
+        &host,
+        "deferred",
+        "Arrive",
+        json!({"group": "hold", "k": 2}),
+    )
+    .await;
+    assert!(arrived.is_ok(), "{arrived:?}");
+    let bumped = bump
+        .await
+        .unwrap()
+        .unwrap()
+        .into_outcome()
+        .unwrap()
+        .to_value();
+    assert_eq!(bumped["count"], 1, "{bumped}");
+    let now = call(&host, "agent:counter/x", "Get", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(
+        now["count"], 1,
+        "the expired increment was not applied: {now}"
+    );
+    assert!(watcher.try_recv().is_err(), "one answer only");
+}

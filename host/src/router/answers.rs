@@ -223,6 +223,11 @@ impl Answers {
         expired
     }
 
+    /// Whether message `id` is open.
+    pub fn is_open(&self, id: &str) -> bool {
+        self.lock().open.contains_key(id)
+    }
+
     /// Messages open now.
     pub fn len(&self) -> usize {
         self.lock().open.len()

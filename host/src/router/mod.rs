@@ -538,20 +538,21 @@ impl Router {
                 reason: Reason::NoRoute,
             });
         };
-        entry.offer(signal, false).map_err(|refused| match refused {
-            Refused::Full(signal) => Undelivered {
-                signal,
-                reason: Reason::Overloaded,
-            },
-            Refused::OverBytes(signal, over) => Undelivered {
-                signal,
-                reason: Reason::OverBytes(Box::new(over)),
-            },
-            Refused::Closed(signal) => Undelivered {
-                signal,
-                reason: Reason::ShuttingDown,
-            },
-        })
+        self.offer_to(entry, signal, false)
+            .map_err(|refused| match refused {
+                Refused::Full(signal) => Undelivered {
+                    signal,
+                    reason: Reason::Overloaded,
+                },
+                Refused::OverBytes(signal, over) => Undelivered {
+                    signal,
+                    reason: Reason::OverBytes(Box::new(over)),
+                },
+                Refused::Closed(signal) => Undelivered {
+                    signal,
+                    reason: Reason::ShuttingDown,
+                },
+            })
     }
 
     fn to_client(table: &Table, address: &str, signal: Signal) -> Result<(), Undelivered> {
@@ -633,7 +634,18 @@ impl Router {
             }
             _ => false,
         };
-        // Open before it can be handled: its answer may come at once.
+        match self.offer_to(entry, signal, promised) {
+            Ok(()) => Ok(Accepted::ONE),
+            Err(Refused::Full(s)) => fail(s, Reason::Overloaded),
+            Err(Refused::OverBytes(s, over)) => fail(s, Reason::OverBytes(Box::new(over))),
+            Err(Refused::Closed(s)) => fail(s, Reason::ShuttingDown),
+        }
+    }
+
+    /// Offers a signal to a handler's mailbox. A message is opened for its one answer first
+    /// (the answer may come as soon as it is queued), and closed again if the mailbox
+    /// refuses it.
+    fn offer_to(&self, entry: &Entry, signal: Signal, promised: bool) -> Result<(), Refused> {
         let open = Open::of(&signal, &entry.addressee(&signal), self.default_deadline());
         if let Some(open) = &open {
             self.answers.open(open.clone());
@@ -642,12 +654,12 @@ impl Router {
         if let (Err(_), Some(open)) = (&offered, &open) {
             let _ = self.answers.claim_any(&open.id);
         }
-        match offered {
-            Ok(()) => Ok(Accepted::ONE),
-            Err(Refused::Full(s)) => fail(s, Reason::Overloaded),
-            Err(Refused::OverBytes(s, over)) => fail(s, Reason::OverBytes(Box::new(over))),
-            Err(Refused::Closed(s)) => fail(s, Reason::ShuttingDown),
-        }
+        offered
+    }
+
+    /// Whether message `id` still waits for its answer: not answered, not past its deadline.
+    pub(crate) fn is_open(&self, id: &str) -> bool {
+        self.answers.is_open(id)
     }
 
     /// Called by a worker when its handler is done with a signal: a message's outcome is its

@@ -158,6 +158,15 @@ impl Running {
 
     /// Hands `signal` to `version` if that version takes it.
     async fn admit(&mut self, signal: Signal, version: Arc<Version>) {
+        // A message answered while it waited (its deadline passed in the queue, or it was
+        // answered from another turn) is not handled: its sender already has its answer.
+        if matches!(signal.body, Body::Message(_))
+            && let Some(router) = self.worker.router.upgrade()
+            && !router.is_open(signal.id())
+        {
+            tracing::debug!("skipped a message answered while it waited");
+            return;
+        }
         match Admission::of(&version.description, &self.worker.slot.name, &signal) {
             Admission::Handle => self.handle(signal, version).await,
             Admission::Refuse(failure) => self.finish(signal, Err(failure), HOST_ADDRESS, false),
