@@ -22,8 +22,9 @@ async fn stored_count(daemon: &Daemon, id: &str) -> i64 {
         .map_or(0, |e| e["json"].as_i64().unwrap())
 }
 
-/// State is read over the API and the CLI; a plain delete keeps it for the next deploy
-/// under that name; `--purge` removes it.
+/// State is read over the API and the CLI, kept across a hot swap to a build that answers
+/// differently and a rollback; a plain delete keeps it for the next deploy under that name;
+/// `--purge` removes it.
 #[tokio::test]
 async fn state_is_shown_kept_across_a_delete_and_purged_on_request() {
     let daemon = Daemon::start(&data_dir("state-api"));
@@ -54,6 +55,32 @@ async fn state_is_shown_kept_across_a_delete_and_purged_on_request() {
     let json_out = daemon.cli(&["state", "counter", "alice", "--json"]);
     let parsed: serde_json::Value = serde_json::from_slice(&json_out.stdout).unwrap();
     assert_eq!(parsed["entries"][0]["key"], "count");
+
+    // A hot swap to a build that answers differently, and a rollback: the count is kept.
+    assert_eq!(daemon.deploy("counter", guest("counter_next")).await.0, 200);
+    let (_, version) = daemon
+        .call("agent:counter/alice", "Version", json!({}))
+        .await;
+    assert_eq!(version["payload"], 2, "{version}");
+    let (_, reply) = daemon
+        .call("agent:counter/alice", "Increment", json!({"by": 1}))
+        .await;
+    assert_eq!(
+        reply["payload"]["count"], 7,
+        "kept across the swap: {reply}"
+    );
+    assert_eq!(daemon.rollback("counter").await.0, 200);
+    let (_, version) = daemon
+        .call("agent:counter/alice", "Version", json!({}))
+        .await;
+    assert_eq!(version["payload"], 1, "{version}");
+    let (_, reply) = daemon
+        .call("agent:counter/alice", "Increment", json!({"by": -1}))
+        .await;
+    assert_eq!(
+        reply["payload"]["count"], 6,
+        "kept across the rollback: {reply}"
+    );
 
     assert_eq!(daemon.delete("counter").await, 204);
     assert_eq!(
