@@ -33,6 +33,7 @@ pub mod compile_command;
 pub mod config;
 pub mod db;
 pub mod dead_letters;
+pub mod gateway;
 pub mod host;
 pub mod keyed;
 pub mod log_limit;

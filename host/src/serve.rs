@@ -44,6 +44,8 @@ pub struct RunOptions {
     pub admin_token: String,
     /// Components to deploy at start, once the registry is restored.
     pub deploy_dir: Option<PathBuf>,
+    /// The client gateway's address and tokens file, if it is on.
+    pub gateway: Option<(std::net::SocketAddr, PathBuf)>,
     /// Longest wait at shutdown for signals in flight.
     pub drain_timeout: Duration,
     /// The admin API's connection limits (the cap lowered to fit the open-file limit).
@@ -62,6 +64,7 @@ impl RunOptions {
             data_dir: data_dir.into(),
             admin_token: admin_token.into(),
             deploy_dir: None,
+            gateway: None,
             drain_timeout: DRAIN_TIMEOUT,
             connections: ConnectionLimits::default(),
             host_config: HostConfig::default(),
@@ -89,6 +92,7 @@ impl From<Settings> for RunOptions {
         };
         Self {
             deploy_dir: settings.deploy_dir,
+            gateway: settings.gateway,
             drain_timeout: settings.drain_timeout,
             connections: settings.connections,
             host_config: HostConfig {
@@ -145,6 +149,23 @@ pub async fn run(
             connections::serve(listener, app, limits, host.router().metrics(), stop).await;
         }
     });
+    let gateway = match &options.gateway {
+        Some((listen, tokens)) => {
+            let tokens = crate::gateway::Tokens::load(tokens)?;
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding the client gateway to {listen}"))?;
+            let gateway_address = listener.local_addr()?;
+            let app = crate::gateway::Gateway::new(host.router().clone(), tokens).app();
+            tracing::info!("client gateway listening on ws://{gateway_address}/v1/ws");
+            Some(tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, app).await {
+                    tracing::error!(%error, "the client gateway stopped");
+                }
+            }))
+        }
+        None => None,
+    };
     tracing::info!(
         restoring = registry.restoring_count(),
         max_connections = limits.max_connections,
@@ -180,6 +201,10 @@ pub async fn run(
         }),
     };
     state.begin_shutdown();
+    if let Some(gateway) = &gateway {
+        // Clients' connections close with the gateway (a "going away" close is still to come).
+        gateway.abort();
+    }
     tracing::info!("shutting down: refusing new signals; finishing signals in flight");
     if !host.drain(options.drain_timeout).await {
         tracing::warn!(

@@ -215,6 +215,8 @@ impl std::error::Error for Failure {}
 pub mod code {
     /// The payload or signal did not decode.
     pub const BAD_REQUEST: u32 = 400;
+    /// The sender may not reach that address (a client messaging an agent or a user).
+    pub const FORBIDDEN: u32 = 403;
     /// No such address, or the handler does not accept that message type.
     pub const NOT_FOUND: u32 = 404;
     /// The signal is over the maximum message size.

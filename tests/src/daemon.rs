@@ -67,6 +67,8 @@ pub struct Daemon {
     client: reqwest::Client,
     /// Bytes the daemon has written to its log (stderr) so far.
     log_bytes: Arc<AtomicU64>,
+    /// The client gateway's `host:port`, when it listens.
+    gateway: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Daemon {
@@ -100,9 +102,16 @@ impl Daemon {
         let (tx, rx) = std::sync::mpsc::channel();
         let log_bytes = Arc::new(AtomicU64::new(0));
         let counted = log_bytes.clone();
+        let gateway = Arc::new(std::sync::Mutex::new(None));
+        let gateway_seen = gateway.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 counted.fetch_add(line.len() as u64 + 1, Ordering::Relaxed);
+                if let Some(at) = line.find("client gateway listening on ws://") {
+                    let rest = &line[at + "client gateway listening on ws://".len()..];
+                    let address = rest.split('/').next().unwrap_or("").to_owned();
+                    *gateway_seen.lock().unwrap() = Some(address);
+                }
                 if let Some(at) = line.find("listening on http://") {
                     let address = line[at + "listening on http://".len()..]
                         .split_whitespace()
@@ -135,7 +144,14 @@ impl Daemon {
                 .build()
                 .expect("an HTTP client"),
             log_bytes,
+            gateway,
         }
+    }
+
+    /// The client gateway's `ws://host:port/v1/ws`, when it listens.
+    pub fn gateway_url(&self) -> Option<String> {
+        let address = self.gateway.lock().unwrap().clone()?;
+        Some(format!("ws://{address}/v1/ws"))
     }
 
     /// The address the daemon listens on, `127.0.0.1:PORT`.

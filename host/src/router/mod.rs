@@ -850,6 +850,11 @@ impl Router {
         rx
     }
 
+    /// The largest signal the host takes, in bytes.
+    pub fn max_message_bytes(&self) -> usize {
+        self.runtime.config().max_message_bytes
+    }
+
     /// Whether a client is connected at `address`.
     pub fn is_online(&self, address: &str) -> bool {
         self.read()

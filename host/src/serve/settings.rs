@@ -43,6 +43,14 @@ pub struct ServeArgs {
     /// handler already runs the same module. A file that fails to deploy is logged and skipped.
     #[arg(long, value_name = "DIR")]
     pub deploy_dir: Option<PathBuf>,
+    /// Address the client gateway (WebSocket clients, `GET /v1/ws`) listens on; off unless
+    /// given. It needs --gateway-tokens.
+    #[arg(long, env = "SWITCHBOARD_GATEWAY_LISTEN", requires = "gateway_tokens")]
+    pub gateway_listen: Option<SocketAddr>,
+    /// TOML file of client tokens for development, `"token" = "user id"`: a client presenting
+    /// one is `user:<id>`. The admin token grants nothing on the gateway.
+    #[arg(long, env = "SWITCHBOARD_GATEWAY_TOKENS", value_name = "FILE")]
+    pub gateway_tokens: Option<PathBuf>,
     /// Most connections to the admin API open at once. At the cap, the connection idle or
     /// sending its request headers the longest is closed to make room; busy ones never are
     /// [default: 10000, lowered to fit the open-file limit].
@@ -188,6 +196,8 @@ pub struct Settings {
     pub admin_token: String,
     /// Components to deploy at start.
     pub deploy_dir: Option<PathBuf>,
+    /// The client gateway's address and tokens file, if it is on.
+    pub gateway: Option<(SocketAddr, PathBuf)>,
     /// Longest wait at shutdown for signals in flight.
     pub drain_timeout: Duration,
     /// The admin API's connection limits.
@@ -294,6 +304,11 @@ impl ServeArgs {
                 .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             admin_token,
             deploy_dir: self.deploy_dir,
+            gateway: match (self.gateway_listen, self.gateway_tokens) {
+                (Some(listen), Some(tokens)) => Some((listen, tokens)),
+                (None, Some(_)) => bail!("--gateway-tokens needs --gateway-listen"),
+                _ => None,
+            },
         })
     }
 }

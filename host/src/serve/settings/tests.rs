@@ -10,6 +10,8 @@ fn args(config: Option<PathBuf>, token: Option<&str>) -> ServeArgs {
         admin_token: token.map(str::to_owned),
         config,
         deploy_dir: None,
+        gateway_listen: None,
+        gateway_tokens: None,
         drain_timeout: None,
         max_connections: None,
         header_read_timeout: None,

@@ -1,0 +1,103 @@
+//! One client connection: what is addressed to the client goes out as JSON signals; what it
+//! sends comes in as JSON messages, each acknowledged with the id the host gave it.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket};
+use serde_json::json;
+
+use crate::router::Router;
+use crate::signal::{AGENT_PREFIX, Body, Envelope, Failure, Signal, USER_PREFIX, code};
+use crate::wire::{SignalType, WireSignal};
+
+/// Serves a connected client `user` until it or the host goes.
+pub async fn serve(mut socket: WebSocket, user: String, router: Arc<Router>) {
+    let address = format!("{USER_PREFIX}{user}");
+    let mut inbox = router.connect(&address);
+    tracing::debug!(%address, "client connected");
+    let replaced = loop {
+        tokio::select! {
+            delivered = inbox.recv() => match delivered {
+                Some(signal) => {
+                    let text = serde_json::to_string(&signal).unwrap_or_default();
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        break false;
+                    }
+                }
+                // Another connection of this user took its place.
+                None => break true,
+            },
+            frame = socket.recv() => match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let answer = take(&router, &address, text.as_str());
+                    if socket.send(Message::Text(answer.to_string().into())).await.is_err() {
+                        break false;
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    let refused = refusal(&Failure::new(code::BAD_REQUEST, "frames are JSON text, not binary"));
+                    if socket.send(Message::Text(refused.to_string().into())).await.is_err() {
+                        break false;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break false,
+            },
+        }
+    };
+    if !replaced {
+        router.disconnect(&address);
+    }
+    tracing::debug!(%address, "client disconnected");
+}
+
+/// Takes one frame from the client at `address`: a message, which is sent on (the answer is
+/// `{"ack": id}`), or a refusal (`{"refused": {code, description}}`); the connection stays up.
+fn take(router: &Router, address: &str, text: &str) -> serde_json::Value {
+    match message(router, address, text) {
+        Ok(signal) => {
+            let id = signal.id().to_owned();
+            router.route(signal);
+            json!({ "ack": id })
+        }
+        Err(failure) => refusal(&failure),
+    }
+}
+
+fn refusal(failure: &Failure) -> serde_json::Value {
+    json!({ "refused": { "code": failure.code, "description": failure.description } })
+}
+
+/// The message a frame carries, stamped as from `address`.
+fn message(router: &Router, address: &str, text: &str) -> Result<Signal, Failure> {
+    let bad = |e: String| Failure::new(code::BAD_REQUEST, e);
+    let mut wire: WireSignal =
+        serde_json::from_str(text).map_err(|e| bad(format!("the frame is not a signal: {e}")))?;
+    let headers = std::mem::take(&mut wire.headers);
+    let body = wire
+        .into_client_body(Some(SignalType::Message))
+        .map_err(|e| bad(e.to_string()))?;
+    if let Body::Message(m) = &body
+        && (m.to.starts_with(AGENT_PREFIX) || m.to.starts_with(USER_PREFIX))
+    {
+        return Err(Failure::new(
+            code::FORBIDDEN,
+            format!("a client may not message `{}` directly", m.to),
+        ));
+    }
+    let signal = Signal {
+        envelope: Envelope::new(address, headers),
+        body,
+    };
+    let max = router.max_message_bytes();
+    if signal.size() > max {
+        return Err(Failure::new(
+            code::TOO_LARGE,
+            format!(
+                "the signal is {} bytes, over the maximum of {max}",
+                signal.size()
+            ),
+        ));
+    }
+    Ok(signal)
+}

@@ -1,0 +1,175 @@
+//! The client gateway against the real daemon, with a real WebSocket client: only holders
+//! of a client token get in (by header or by subprotocol), a client's messages are
+//! acknowledged and answered, pushes reach it, and a bad frame is refused without closing
+//! the connection.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use switchboard_tests::daemon::{Daemon, data_dir};
+use switchboard_tests::{WAIT, guest};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A daemon whose gateway lets in `t-ann` (user `ann`) and `t-bo` (user `bo`), with `echo`
+/// and `reminders` deployed.
+async fn daemon(name: &str) -> Daemon {
+    let dir = data_dir(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens = dir.join("tokens.toml");
+    std::fs::write(&tokens, "\"t-ann\" = \"ann\"\n\"t-bo\" = \"bo\"\n").unwrap();
+    let tokens = tokens.to_str().unwrap().to_owned();
+    let flags = [
+        "--gateway-listen",
+        "127.0.0.1:0",
+        "--gateway-tokens",
+        &tokens,
+    ];
+    let daemon = Daemon::start_with(&dir, &flags);
+    for handler in ["echo", "reminders"] {
+        assert_eq!(daemon.deploy(handler, guest(handler)).await.0, 201);
+    }
+    daemon
+}
+
+/// Connects with `header` set to `value`, if given.
+async fn connect(
+    daemon: &Daemon,
+    header: Option<(&str, &str)>,
+) -> Result<(Socket, tungstenite::handshake::client::Response), tungstenite::Error> {
+    let url = daemon.gateway_url().expect("the gateway listens");
+    let mut request = url.into_client_request().unwrap();
+    if let Some((name, value)) = header {
+        let name: tungstenite::http::HeaderName = name.parse().unwrap();
+        request.headers_mut().insert(name, value.parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(request).await
+}
+
+/// The HTTP status a refused upgrade got.
+fn refused_with(
+    outcome: Result<(Socket, tungstenite::handshake::client::Response), tungstenite::Error>,
+) -> u16 {
+    match outcome {
+        Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("expected an HTTP refusal, got {other}"),
+        Ok(_) => panic!("the upgrade was accepted"),
+    }
+}
+
+/// The next text frame, as JSON.
+async fn next(socket: &mut Socket) -> Value {
+    loop {
+        let frame = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("a frame in time")
+            .expect("the connection is open")
+            .expect("a frame");
+        if let Message::Text(text) = frame {
+            return serde_json::from_str(text.as_str()).expect("a JSON frame");
+        }
+    }
+}
+
+async fn send(socket: &mut Socket, frame: Value) {
+    socket.send(Message::text(frame.to_string())).await.unwrap();
+}
+
+/// Without a token, with a wrong one, or with the admin token, the upgrade is refused
+/// with 401.
+#[tokio::test]
+async fn only_client_tokens_get_in() {
+    let daemon = daemon("gateway-auth").await;
+    assert_eq!(refused_with(connect(&daemon, None).await), 401);
+    let wrong = Some(("authorization", "Bearer t-nobody"));
+    assert_eq!(refused_with(connect(&daemon, wrong).await), 401);
+    let admin = format!("Bearer {}", switchboard_tests::daemon::TOKEN);
+    let admin = Some(("authorization", admin.as_str()));
+    assert_eq!(refused_with(connect(&daemon, admin).await), 401);
+    let foreign = Some(("sec-websocket-protocol", "chat, t-ann"));
+    assert_eq!(refused_with(connect(&daemon, foreign).await), 401);
+}
+
+/// A client in by its bearer header sends a message: it is acknowledged with the id the host
+/// gave it, and the reply refers to that id. A malformed frame and a message to an agent are
+/// refused, and the connection stays up.
+#[tokio::test]
+async fn a_client_message_is_acknowledged_and_answered() {
+    let daemon = daemon("gateway-messages").await;
+    let (mut ann, _) = connect(&daemon, Some(("authorization", "Bearer t-ann")))
+        .await
+        .expect("ann gets in");
+    send(
+        &mut ann,
+        json!({"to": "echo", "messageType": "Ping", "payload": {"n": 1}}),
+    )
+    .await;
+    let ack = next(&mut ann).await;
+    let id = ack["ack"]
+        .as_str()
+        .expect("an ack with the message's id")
+        .to_owned();
+    let reply = next(&mut ann).await;
+    assert_eq!(reply["signalType"], "REPLY", "{reply}");
+    assert_eq!(reply["replyTo"], id.as_str());
+    assert_eq!(reply["to"], "user:ann");
+    assert_eq!(reply["payload"], json!({"n": 1}));
+
+    ann.send(Message::text("{not json")).await.unwrap();
+    assert_eq!(next(&mut ann).await["refused"]["code"], 400);
+    let forged = json!({"to": "echo", "messageType": "Ping", "from": "user:bo", "payload": {}});
+    send(&mut ann, forged).await;
+    let refused = next(&mut ann).await;
+    assert_eq!(
+        refused["refused"]["code"], 400,
+        "a client does not set `from`: {refused}"
+    );
+    send(
+        &mut ann,
+        json!({"to": "agent:reminders/bo", "messageType": "Get", "payload": {}}),
+    )
+    .await;
+    assert_eq!(next(&mut ann).await["refused"]["code"], 403);
+    send(
+        &mut ann,
+        json!({"to": "echo", "messageType": "Ping", "payload": {"n": 2}}),
+    )
+    .await;
+    assert!(
+        next(&mut ann).await["ack"].is_string(),
+        "still up after refusals"
+    );
+    assert_eq!(next(&mut ann).await["payload"], json!({"n": 2}));
+}
+
+/// A browser's way in: the token beside `switchboard.v1` in `Sec-WebSocket-Protocol`; the
+/// server answers with `switchboard.v1` only. A push from a handler (a reminder firing)
+/// reaches the user.
+#[tokio::test]
+async fn a_browser_gets_in_by_subprotocol_and_receives_pushes() {
+    let daemon = daemon("gateway-push").await;
+    let offered = Some(("sec-websocket-protocol", "switchboard.v1, t-bo"));
+    let (mut bo, response) = connect(&daemon, offered).await.expect("bo gets in");
+    let chosen = response.headers().get("sec-websocket-protocol").unwrap();
+    assert_eq!(
+        chosen.to_str().unwrap(),
+        "switchboard.v1",
+        "never the token"
+    );
+    let (status, reply) = daemon
+        .call(
+            "agent:reminders/bo",
+            "Remind",
+            json!({"text": "stretch", "after_ms": 50}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let pushed = next(&mut bo).await;
+    assert_eq!(pushed["signalType"], "MESSAGE", "{pushed}");
+    assert_eq!(pushed["to"], "user:bo");
+    assert_eq!(pushed["messageType"], "Reminded");
+    assert_eq!(pushed["from"], "agent:reminders/bo");
+    assert_eq!(pushed["payload"], json!({"text": "stretch"}));
+}
