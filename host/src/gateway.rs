@@ -6,9 +6,9 @@
 //! format, and the messages it sends are acknowledged with the id the host gave them, which
 //! their replies refer to.
 //!
-//! This is the gateway's first part: tokens come from a static file (development), one
-//! connection per user (a new one replaces the old), and a client may message services, not
-//! agents or other users. JWTs, presence events, offline delivery and the limits of issue 9
+//! This is the gateway's first part: tokens come from a static file (development), a user
+//! may have several connections (each gets everything addressed to the user), and a client
+//! may message services, not agents or other users. JWTs, presence events, offline delivery and the limits of issue 9
 //! are still to come.
 
 mod connection;

@@ -173,3 +173,30 @@ async fn a_browser_gets_in_by_subprotocol_and_receives_pushes() {
     assert_eq!(pushed["from"], "agent:reminders/bo");
     assert_eq!(pushed["payload"], json!({"text": "stretch"}));
 }
+
+/// The same user on two connections (two tabs) gets both copies of what is addressed to it;
+/// when one closes, the other still gets everything, and the user stays online.
+#[tokio::test]
+async fn a_user_on_two_connections_gets_both_copies() {
+    let daemon = daemon("gateway-tabs").await;
+    let token = Some(("authorization", "Bearer t-ann"));
+    let (mut first, _) = connect(&daemon, token).await.expect("ann's first tab");
+    let (mut second, _) = connect(&daemon, token).await.expect("ann's second tab");
+    let remind = |text: &str| json!({"text": text, "after_ms": 20});
+    let (status, _) = daemon
+        .call("agent:reminders/ann", "Remind", remind("both"))
+        .await;
+    assert_eq!(status, 200);
+    for tab in [&mut first, &mut second] {
+        assert_eq!(next(tab).await["payload"], json!({"text": "both"}));
+    }
+    first.close(None).await.unwrap();
+    drop(first);
+    daemon
+        .call("agent:reminders/ann", "Remind", remind("second only"))
+        .await;
+    assert_eq!(
+        next(&mut second).await["payload"],
+        json!({"text": "second only"})
+    );
+}

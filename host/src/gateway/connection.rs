@@ -13,42 +13,39 @@ use crate::wire::{SignalType, WireSignal};
 /// Serves a connected client `user` until it or the host goes.
 pub async fn serve(mut socket: WebSocket, user: String, router: Arc<Router>) {
     let address = format!("{USER_PREFIX}{user}");
-    let mut inbox = router.connect(&address);
-    tracing::debug!(%address, "client connected");
-    let replaced = loop {
+    let (connection, mut inbox) = router.connect_client(&address);
+    tracing::debug!(%address, connection, "client connected");
+    loop {
         tokio::select! {
             delivered = inbox.recv() => match delivered {
                 Some(signal) => {
                     let text = serde_json::to_string(&signal).unwrap_or_default();
                     if socket.send(Message::Text(text.into())).await.is_err() {
-                        break false;
+                        break;
                     }
                 }
-                // Another connection of this user took its place.
-                None => break true,
+                None => break,
             },
             frame = socket.recv() => match frame {
                 Some(Ok(Message::Text(text))) => {
                     let answer = take(&router, &address, text.as_str());
                     if socket.send(Message::Text(answer.to_string().into())).await.is_err() {
-                        break false;
+                        break;
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {
                     let refused = refusal(&Failure::new(code::BAD_REQUEST, "frames are JSON text, not binary"));
                     if socket.send(Message::Text(refused.to_string().into())).await.is_err() {
-                        break false;
+                        break;
                     }
                 }
                 Some(Ok(_)) => {}
-                Some(Err(_)) | None => break false,
+                Some(Err(_)) | None => break,
             },
         }
-    };
-    if !replaced {
-        router.disconnect(&address);
     }
-    tracing::debug!(%address, "client disconnected");
+    router.disconnect_client(&address, connection);
+    tracing::debug!(%address, connection, "client disconnected");
 }
 
 /// Takes one frame from the client at `address`: a message, which is sent on (the answer is

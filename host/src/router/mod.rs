@@ -72,8 +72,10 @@ struct Table {
     events: HashMap<String, Arc<[String]>>,
     /// Subscribers by object type.
     changes: HashMap<String, Arc<[String]>>,
-    /// Connected clients (`user:<id>`).
-    clients: HashMap<String, mpsc::Sender<Signal>>,
+    /// Connected clients (`user:<id>`): every connection of each, by its number.
+    clients: HashMap<String, Vec<(u64, mpsc::Sender<Signal>)>>,
+    /// The number of the last client connection.
+    next_client: u64,
     /// The instance slot each deployed handler is guaranteed, by handler name: taken when
     /// it is first installed, kept across swaps and moves, given back when it is removed.
     reservations: HashMap<String, Reservation>,
@@ -555,15 +557,25 @@ impl Router {
             })
     }
 
+    /// Hands a signal to every connection of the client at `address`: taken if at least one
+    /// took it; refused as overloaded if every open one is full, as gone if none is open.
     fn to_client(table: &Table, address: &str, signal: Signal) -> Result<(), Undelivered> {
         let fail = |signal, reason| Err(Undelivered { signal, reason });
-        let Some(client) = table.clients.get(address) else {
+        let Some(connections) = table.clients.get(address) else {
             return fail(signal, Reason::NoRoute);
         };
-        match client.try_send(signal) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(s)) => fail(s, Reason::Overloaded),
-            Err(mpsc::error::TrySendError::Closed(s)) => fail(s, Reason::ClientGone),
+        let (mut taken, mut full) = (false, false);
+        for (_, tx) in connections {
+            match tx.try_send(signal.clone()) {
+                Ok(()) => taken = true,
+                Err(mpsc::error::TrySendError::Full(_)) => full = true,
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        match (taken, full) {
+            (true, _) => Ok(()),
+            (false, true) => fail(signal, Reason::Overloaded),
+            (false, false) => fail(signal, Reason::ClientGone),
         }
     }
 
@@ -843,11 +855,22 @@ impl Router {
     }
 
     /// Connects a client at `address` (e.g. `user:alice`); signals addressed to it arrive on
-    /// the returned receiver. A second connection at the same address replaces the first.
+    /// the returned receiver, and on every other connection it has open.
     pub fn connect(&self, address: &str) -> mpsc::Receiver<Signal> {
+        self.connect_client(address).1
+    }
+
+    /// Like [`Router::connect`], also giving the connection's number, to
+    /// [`Router::disconnect_client`] it alone.
+    pub fn connect_client(&self, address: &str) -> (u64, mpsc::Receiver<Signal>) {
         let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
-        self.write().clients.insert(address.to_owned(), tx);
-        rx
+        let mut table = self.write();
+        table.next_client += 1;
+        let id = table.next_client;
+        let connections = table.clients.entry(address.to_owned()).or_default();
+        connections.retain(|(_, tx)| !tx.is_closed());
+        connections.push((id, tx));
+        (id, rx)
     }
 
     /// The largest signal the host takes, in bytes.
@@ -855,17 +878,28 @@ impl Router {
         self.runtime.config().max_message_bytes
     }
 
-    /// Whether a client is connected at `address`.
+    /// Whether a client is connected at `address` (on any connection).
     pub fn is_online(&self, address: &str) -> bool {
         self.read()
             .clients
             .get(address)
-            .is_some_and(|tx| !tx.is_closed())
+            .is_some_and(|connections| connections.iter().any(|(_, tx)| !tx.is_closed()))
     }
 
-    /// Disconnects the client at `address`.
+    /// Disconnects every connection of the client at `address`.
     pub fn disconnect(&self, address: &str) {
         self.write().clients.remove(address);
+    }
+
+    /// Disconnects connection `id` of the client at `address`; the others stay.
+    pub fn disconnect_client(&self, address: &str, id: u64) {
+        let mut table = self.write();
+        if let Some(connections) = table.clients.get_mut(address) {
+            connections.retain(|(at, tx)| *at != id && !tx.is_closed());
+            if connections.is_empty() {
+                table.clients.remove(address);
+            }
+        }
     }
 }
 
