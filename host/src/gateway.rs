@@ -4,7 +4,9 @@
 //! the application protocol `switchboard.v1` (echoed back; the token never is). It is then
 //! the address `user:<id>`: what is addressed to it arrives as JSON signals in the wire
 //! format, and the messages it sends are acknowledged with the id the host gave them, which
-//! their replies refer to.
+//! their replies refer to. A user's first connection opening and last one closing are
+//! broadcast as the events `UserOnline` and `UserOffline` (`{"user": "<id>"}`), which
+//! handlers subscribe to like any event.
 //!
 //! This is the gateway's first part: tokens come from a static file (development), a user
 //! may have several connections (each gets everything addressed to the user), and a client
@@ -22,6 +24,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+pub use connection::{USER_OFFLINE, USER_ONLINE};
 pub use tokens::{Tokens, TokensError};
 
 use crate::router::Router;

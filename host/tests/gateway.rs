@@ -200,3 +200,40 @@ async fn a_user_on_two_connections_gets_both_copies() {
         json!({"text": "second only"})
     );
 }
+
+/// Presence: a user's first connection opening and its last one closing reach a handler
+/// subscribed to the presence events (`lobby`), which sees the user online while either of
+/// two tabs is open and offline once both are closed.
+#[tokio::test]
+async fn presence_is_seen_by_a_subscribed_handler() {
+    let daemon = daemon("gateway-presence").await;
+    assert_eq!(daemon.deploy("lobby", guest("lobby")).await.0, 201);
+    let who = async || daemon.call("lobby", "Who", json!({})).await.1["payload"]["online"].clone();
+    let until = async |want: Value| {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let seen = who().await;
+            if seen == want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "online: {seen}, wanted {want}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    until(json!([])).await;
+    let token = Some(("authorization", "Bearer t-ann"));
+    let (mut first, _) = connect(&daemon, token).await.unwrap();
+    until(json!(["ann"])).await;
+    let (mut second, _) = connect(&daemon, token).await.unwrap();
+    first.close(None).await.unwrap();
+    drop(first);
+    // Give a wrong "offline" time to arrive: the second tab keeps ann online.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    until(json!(["ann"])).await;
+    second.close(None).await.unwrap();
+    drop(second);
+    until(json!([])).await;
+}

@@ -13,8 +13,11 @@ use crate::wire::{SignalType, WireSignal};
 /// Serves a connected client `user` until it or the host goes.
 pub async fn serve(mut socket: WebSocket, user: String, router: Arc<Router>) {
     let address = format!("{USER_PREFIX}{user}");
-    let (connection, mut inbox) = router.connect_client(&address);
+    let (connection, open, mut inbox) = router.connect_client(&address);
     tracing::debug!(%address, connection, "client connected");
+    if open == 1 {
+        presence(&router, USER_ONLINE, &user);
+    }
     loop {
         tokio::select! {
             delivered = inbox.recv() => match delivered {
@@ -44,8 +47,30 @@ pub async fn serve(mut socket: WebSocket, user: String, router: Arc<Router>) {
             },
         }
     }
-    router.disconnect_client(&address, connection);
+    let left = router.disconnect_client(&address, connection);
     tracing::debug!(%address, connection, "client disconnected");
+    if left == 0 {
+        presence(&router, USER_OFFLINE, &user);
+    }
+}
+
+/// The event a user's first connection opening is broadcast as, from the host:
+/// `{"user": "<id>"}`. Handlers subscribe to it like to any event.
+pub const USER_ONLINE: &str = "UserOnline";
+/// The event a user's last connection closing is broadcast as.
+pub const USER_OFFLINE: &str = "UserOffline";
+
+/// Broadcasts a presence event for `user` to the handlers subscribed to it.
+fn presence(router: &Router, event_type: &str, user: &str) {
+    let signal = Signal {
+        envelope: Envelope::new(crate::signal::HOST_ADDRESS, Default::default()),
+        body: Body::Event {
+            event_type: event_type.to_owned(),
+            payload: crate::signal::Json::from_value(&json!({ "user": user })),
+        },
+    };
+    // Refused at its source only if the dead-letter store is full; counted there.
+    let _ = router.offer_now(signal);
 }
 
 /// Takes one frame from the client at `address`: a message, which is sent on (the answer is

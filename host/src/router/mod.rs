@@ -857,12 +857,13 @@ impl Router {
     /// Connects a client at `address` (e.g. `user:alice`); signals addressed to it arrive on
     /// the returned receiver, and on every other connection it has open.
     pub fn connect(&self, address: &str) -> mpsc::Receiver<Signal> {
-        self.connect_client(address).1
+        self.connect_client(address).2
     }
 
-    /// Like [`Router::connect`], also giving the connection's number, to
-    /// [`Router::disconnect_client`] it alone.
-    pub fn connect_client(&self, address: &str) -> (u64, mpsc::Receiver<Signal>) {
+    /// Like [`Router::connect`], also giving the connection's number (to
+    /// [`Router::disconnect_client`] it alone) and how many connections the client has now,
+    /// this one included.
+    pub fn connect_client(&self, address: &str) -> (u64, usize, mpsc::Receiver<Signal>) {
         let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
         let mut table = self.write();
         table.next_client += 1;
@@ -870,7 +871,7 @@ impl Router {
         let connections = table.clients.entry(address.to_owned()).or_default();
         connections.retain(|(_, tx)| !tx.is_closed());
         connections.push((id, tx));
-        (id, rx)
+        (id, connections.len(), rx)
     }
 
     /// The largest signal the host takes, in bytes.
@@ -891,15 +892,19 @@ impl Router {
         self.write().clients.remove(address);
     }
 
-    /// Disconnects connection `id` of the client at `address`; the others stay.
-    pub fn disconnect_client(&self, address: &str, id: u64) {
+    /// Disconnects connection `id` of the client at `address`; the others stay. How many
+    /// it has left.
+    pub fn disconnect_client(&self, address: &str, id: u64) -> usize {
         let mut table = self.write();
-        if let Some(connections) = table.clients.get_mut(address) {
-            connections.retain(|(at, tx)| *at != id && !tx.is_closed());
-            if connections.is_empty() {
-                table.clients.remove(address);
-            }
+        let Some(connections) = table.clients.get_mut(address) else {
+            return 0;
+        };
+        connections.retain(|(at, tx)| *at != id && !tx.is_closed());
+        let left = connections.len();
+        if left == 0 {
+            table.clients.remove(address);
         }
+        left
     }
 }
 
