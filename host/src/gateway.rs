@@ -8,12 +8,14 @@
 //! broadcast as the events `UserOnline` and `UserOffline` (`{"user": "<id>"}`), which
 //! handlers subscribe to like any event.
 //!
-//! This is the gateway's first part: tokens come from a static file (development), a user
+//! This is the gateway's first part: tokens come from a static file (development) or are
+//! JWTs signed with a shared secret (HS256), a user
 //! may have several connections (each gets everything addressed to the user), and a client
 //! may message services, not agents or other users. JWTs, presence events, offline delivery and the limits of issue 9
 //! are still to come.
 
 mod connection;
+mod jwt;
 mod tokens;
 
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 pub use connection::{USER_OFFLINE, USER_ONLINE};
+pub use jwt::{Jwt, JwtSettings};
 pub use tokens::{Tokens, TokensError};
 
 use crate::router::Router;
@@ -37,15 +40,24 @@ pub const PROTOCOL: &str = "switchboard.v1";
 pub struct Gateway {
     router: Arc<Router>,
     tokens: Arc<Tokens>,
+    jwt: Option<Arc<Jwt>>,
 }
 
 impl Gateway {
-    /// A gateway letting in the holders of `tokens`, to `router`.
-    pub fn new(router: Arc<Router>, tokens: Tokens) -> Self {
+    /// A gateway letting in the holders of `tokens` or of JWTs `jwt` accepts, to `router`.
+    pub fn new(router: Arc<Router>, tokens: Tokens, jwt: Option<Jwt>) -> Self {
         Self {
             router,
             tokens: Arc::new(tokens),
+            jwt: jwt.map(Arc::new),
         }
+    }
+
+    /// The user a token stands for: from the tokens file, else a valid JWT's `sub`.
+    fn user(&self, token: &str) -> Option<String> {
+        self.tokens
+            .user(token)
+            .or_else(|| self.jwt.as_ref().and_then(|jwt| jwt.user(token)))
     }
 
     /// The gateway's routes: `GET /v1/ws`.
@@ -88,7 +100,7 @@ async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let user = presented(&headers).and_then(|token| gateway.tokens.user(&token));
+    let user = presented(&headers).and_then(|token| gateway.user(&token));
     let Some(user) = user else {
         return (
             StatusCode::UNAUTHORIZED,

@@ -44,8 +44,8 @@ pub struct RunOptions {
     pub admin_token: String,
     /// Components to deploy at start, once the registry is restored.
     pub deploy_dir: Option<PathBuf>,
-    /// The client gateway's address and tokens file, if it is on.
-    pub gateway: Option<(std::net::SocketAddr, PathBuf)>,
+    /// The client gateway, if it is on.
+    pub gateway: Option<GatewayOptions>,
     /// Longest wait at shutdown for signals in flight.
     pub drain_timeout: Duration,
     /// The admin API's connection limits (the cap lowered to fit the open-file limit).
@@ -55,6 +55,17 @@ pub struct RunOptions {
     /// Restoring handlers waits for this first; the API answers (not ready) meanwhile.
     /// For tests that look at a host caught in the middle of starting.
     pub restore_gate: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+/// The client gateway's settings.
+#[derive(Clone, Debug)]
+pub struct GatewayOptions {
+    /// Its address.
+    pub listen: std::net::SocketAddr,
+    /// A development tokens file, if any.
+    pub tokens: Option<PathBuf>,
+    /// How client JWTs are checked, if they are accepted.
+    pub jwt: Option<crate::gateway::JwtSettings>,
 }
 
 impl RunOptions {
@@ -150,13 +161,18 @@ pub async fn run(
         }
     });
     let gateway = match &options.gateway {
-        Some((listen, tokens)) => {
-            let tokens = crate::gateway::Tokens::load(tokens)?;
+        Some(settings) => {
+            let tokens = match &settings.tokens {
+                Some(path) => crate::gateway::Tokens::load(path)?,
+                None => crate::gateway::Tokens::default(),
+            };
+            let jwt = settings.jwt.as_ref().map(crate::gateway::Jwt::new);
+            let listen = settings.listen;
             let listener = TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("binding the client gateway to {listen}"))?;
             let gateway_address = listener.local_addr()?;
-            let app = crate::gateway::Gateway::new(host.router().clone(), tokens).app();
+            let app = crate::gateway::Gateway::new(host.router().clone(), tokens, jwt).app();
             tracing::info!("client gateway listening on ws://{gateway_address}/v1/ws");
             Some(tokio::spawn(async move {
                 if let Err(error) = axum::serve(listener, app).await {

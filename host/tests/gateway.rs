@@ -13,8 +13,13 @@ use tokio_tungstenite::tungstenite::{self, Message};
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// A daemon whose gateway lets in `t-ann` (user `ann`) and `t-bo` (user `bo`), with `echo`
-/// and `reminders` deployed.
+/// The secret of the client JWTs the test daemons accept, for the audience [`AUDIENCE`].
+const JWT_SECRET: &str = "test-jwt-secret";
+const AUDIENCE: &str = "chat";
+
+/// A daemon whose gateway lets in `t-ann` (user `ann`) and `t-bo` (user `bo`), and HS256
+/// JWTs signed with [`JWT_SECRET`] for [`AUDIENCE`] (no clock leeway), with `echo` and
+/// `reminders` deployed.
 async fn daemon(name: &str) -> Daemon {
     let dir = data_dir(name);
     std::fs::create_dir_all(&dir).unwrap();
@@ -26,6 +31,12 @@ async fn daemon(name: &str) -> Daemon {
         "127.0.0.1:0",
         "--gateway-tokens",
         &tokens,
+        "--gateway-jwt-secret",
+        JWT_SECRET,
+        "--gateway-jwt-audience",
+        AUDIENCE,
+        "--gateway-jwt-leeway",
+        "0",
     ];
     let daemon = Daemon::start_with(&dir, &flags);
     for handler in ["echo", "reminders"] {
@@ -236,4 +247,47 @@ async fn presence_is_seen_by_a_subscribed_handler() {
     second.close(None).await.unwrap();
     drop(second);
     until(json!([])).await;
+}
+
+/// An HS256 JWT for `sub`, expiring `expires_in` seconds from now (negative: in the past),
+/// for `audience`, signed with `secret`.
+fn jwt(sub: &str, expires_in: i64, audience: &str, secret: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = json!({"sub": sub, "exp": now + expires_in, "aud": audience});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A valid JWT lets its `sub` in; an expired one, one for another audience or one signed
+/// with another secret gets 401.
+#[tokio::test]
+async fn jwts_are_checked_before_the_upgrade() {
+    let daemon = daemon("gateway-jwt").await;
+    let bearer = |token: String| format!("Bearer {token}");
+    let expired = bearer(jwt("cy", -5, AUDIENCE, JWT_SECRET));
+    let wrong_audience = bearer(jwt("cy", 60, "billing", JWT_SECRET));
+    let wrong_secret = bearer(jwt("cy", 60, AUDIENCE, "guess"));
+    for refused in [expired, wrong_audience, wrong_secret] {
+        let header = Some(("authorization", refused.as_str()));
+        assert_eq!(refused_with(connect(&daemon, header).await), 401);
+    }
+    let good = bearer(jwt("cy", 60, AUDIENCE, JWT_SECRET));
+    let (mut cy, _) = connect(&daemon, Some(("authorization", good.as_str())))
+        .await
+        .expect("a valid JWT gets in");
+    send(
+        &mut cy,
+        json!({"to": "echo", "messageType": "Ping", "payload": {"n": 3}}),
+    )
+    .await;
+    assert!(next(&mut cy).await["ack"].is_string());
+    let reply = next(&mut cy).await;
+    assert_eq!(reply["to"], "user:cy", "the JWT's sub is the user: {reply}");
 }

@@ -44,13 +44,26 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     pub deploy_dir: Option<PathBuf>,
     /// Address the client gateway (WebSocket clients, `GET /v1/ws`) listens on; off unless
-    /// given. It needs --gateway-tokens.
-    #[arg(long, env = "SWITCHBOARD_GATEWAY_LISTEN", requires = "gateway_tokens")]
+    /// given. It needs --gateway-tokens or --gateway-jwt-secret.
+    #[arg(long, env = "SWITCHBOARD_GATEWAY_LISTEN")]
     pub gateway_listen: Option<SocketAddr>,
     /// TOML file of client tokens for development, `"token" = "user id"`: a client presenting
     /// one is `user:<id>`. The admin token grants nothing on the gateway.
     #[arg(long, env = "SWITCHBOARD_GATEWAY_TOKENS", value_name = "FILE")]
     pub gateway_tokens: Option<PathBuf>,
+    /// Secret of the HS256 JWTs clients present to the gateway; a valid token's `sub` is
+    /// the user id, and `exp` is required.
+    #[arg(long, env = "SWITCHBOARD_GATEWAY_JWT_SECRET", hide_env_values = true)]
+    pub gateway_jwt_secret: Option<String>,
+    /// The issuer (`iss`) client JWTs must name, if set.
+    #[arg(long, env = "SWITCHBOARD_GATEWAY_JWT_ISSUER")]
+    pub gateway_jwt_issuer: Option<String>,
+    /// The audience (`aud`) client JWTs must name, if set.
+    #[arg(long, env = "SWITCHBOARD_GATEWAY_JWT_AUDIENCE")]
+    pub gateway_jwt_audience: Option<String>,
+    /// Clock leeway for client JWTs' `exp`, in seconds [default: 60].
+    #[arg(long, env = "SWITCHBOARD_GATEWAY_JWT_LEEWAY")]
+    pub gateway_jwt_leeway: Option<u64>,
     /// Most connections to the admin API open at once. At the cap, the connection idle or
     /// sending its request headers the longest is closed to make room; busy ones never are
     /// [default: 10000, lowered to fit the open-file limit].
@@ -196,8 +209,8 @@ pub struct Settings {
     pub admin_token: String,
     /// Components to deploy at start.
     pub deploy_dir: Option<PathBuf>,
-    /// The client gateway's address and tokens file, if it is on.
-    pub gateway: Option<(SocketAddr, PathBuf)>,
+    /// The client gateway, if it is on.
+    pub gateway: Option<crate::serve::GatewayOptions>,
     /// Longest wait at shutdown for signals in flight.
     pub drain_timeout: Duration,
     /// The admin API's connection limits.
@@ -304,10 +317,26 @@ impl ServeArgs {
                 .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             admin_token,
             deploy_dir: self.deploy_dir,
-            gateway: match (self.gateway_listen, self.gateway_tokens) {
-                (Some(listen), Some(tokens)) => Some((listen, tokens)),
-                (None, Some(_)) => bail!("--gateway-tokens needs --gateway-listen"),
-                _ => None,
+            gateway: match self.gateway_listen {
+                None if self.gateway_tokens.is_some() || self.gateway_jwt_secret.is_some() => {
+                    bail!("--gateway-tokens and --gateway-jwt-secret need --gateway-listen")
+                }
+                None => None,
+                Some(_) if self.gateway_tokens.is_none() && self.gateway_jwt_secret.is_none() => {
+                    bail!("the client gateway needs --gateway-tokens or --gateway-jwt-secret")
+                }
+                Some(listen) => Some(crate::serve::GatewayOptions {
+                    listen,
+                    tokens: self.gateway_tokens,
+                    jwt: self
+                        .gateway_jwt_secret
+                        .map(|secret| crate::gateway::JwtSettings {
+                            secret,
+                            issuer: self.gateway_jwt_issuer,
+                            audience: self.gateway_jwt_audience,
+                            leeway_secs: self.gateway_jwt_leeway.unwrap_or(60),
+                        }),
+                }),
             },
         })
     }
