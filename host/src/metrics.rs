@@ -40,7 +40,7 @@ pub struct RefusedLabels {
     pub reason: String,
 }
 
-/// Labels of the dead-letter counter.
+/// Labels of a per-handler counter by reason: dead letters, refused answers.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeadLetterLabels {
     /// The handler (or `user:<id>` client) the signal was meant for.
@@ -68,13 +68,6 @@ pub struct SlotLabels {
 /// Labels of a counter by reason alone.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
-    pub reason: String,
-}
-
-/// Labels of a per-handler counter by reason.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HandlerReasonLabels {
-    pub handler: String,
     pub reason: String,
 }
 
@@ -133,7 +126,7 @@ pub struct Metrics {
     pub compilations_queued: Gauge,
     /// Answers refused: a second answer to a message (`not_open`), or one from a handler it
     /// was not delivered to (`not_addressee`).
-    pub answers_refused: Family<HandlerReasonLabels, Counter>,
+    pub answers_refused: Family<DeadLetterLabels, Counter>,
     /// Messages left unanswered past their deadline, answered 504 by the host.
     pub answers_expired: Counter,
     /// Messages delivered to handlers and not yet answered, read when rendered.

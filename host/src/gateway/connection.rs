@@ -19,32 +19,23 @@ pub async fn serve(mut socket: WebSocket, user: String, router: Arc<Router>) {
         presence(&router, USER_ONLINE, &user);
     }
     loop {
-        tokio::select! {
+        let out = tokio::select! {
             delivered = inbox.recv() => match delivered {
-                Some(signal) => {
-                    let text = serde_json::to_string(&signal).unwrap_or_default();
-                    if socket.send(Message::Text(text.into())).await.is_err() {
-                        break;
-                    }
-                }
+                Some(signal) => serde_json::to_string(&signal).unwrap_or_default(),
                 None => break,
             },
             frame = socket.recv() => match frame {
-                Some(Ok(Message::Text(text))) => {
-                    let answer = take(&router, &address, text.as_str());
-                    if socket.send(Message::Text(answer.to_string().into())).await.is_err() {
-                        break;
-                    }
-                }
+                Some(Ok(Message::Text(text))) => take(&router, &address, text.as_str()).to_string(),
                 Some(Ok(Message::Binary(_))) => {
-                    let refused = refusal(&Failure::new(code::BAD_REQUEST, "frames are JSON text, not binary"));
-                    if socket.send(Message::Text(refused.to_string().into())).await.is_err() {
-                        break;
-                    }
+                    refusal(&Failure::new(code::BAD_REQUEST, "frames are JSON text, not binary"))
+                        .to_string()
                 }
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => continue,
                 Some(Err(_)) | None => break,
             },
+        };
+        if socket.send(Message::Text(out.into())).await.is_err() {
+            break;
         }
     }
     let left = router.disconnect_client(&address, connection);

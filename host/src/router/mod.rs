@@ -281,7 +281,7 @@ impl Router {
             };
             self.metrics
                 .answers_refused
-                .get_or_create(&crate::metrics::HandlerReasonLabels {
+                .get_or_create(&crate::metrics::DeadLetterLabels {
                     handler: handler.clone(),
                     reason: refused.as_str().to_owned(),
                 })
@@ -360,21 +360,18 @@ impl Router {
     /// Like [`Router::offer`] for a caller that cannot wait (a guest's `emit`): refused at
     /// once when the transport knows at once; otherwise taken, and settled when the outcome
     /// arrives.
-    /// Returns how many copies were taken (by a mailbox, a client or the dead-letter
-    /// store); for an outcome known later, how many subscribers this host has.
-    pub fn offer_now(&self, signal: Signal) -> Result<u32, Undelivered> {
+    pub fn offer_now(&self, signal: Signal) -> Result<(), Undelivered> {
         let kind = signal.kind();
-        let local = self.subscribers(&signal);
         match self.transport.publish(signal) {
             Publish::Now(outcome) => {
                 self.count_offered(kind, &outcome);
-                outcome.map(|accepted| accepted.total() as u32)
+                outcome.map(drop)
             }
             later => {
                 self.when_known(later, kind, |router, kind, outcome| {
                     router.count_offered(kind, &outcome)
                 });
-                Ok(local)
+                Ok(())
             }
         }
     }
