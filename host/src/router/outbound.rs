@@ -46,7 +46,7 @@ impl Outbound for Router {
     fn release(&self, outputs: Vec<Output>) {
         for output in outputs {
             match output {
-                Output::Send(signal) | Output::Timer(signal) => self.route(signal),
+                Output::Send(signal) => self.route(signal),
                 Output::Broadcast(signal) | Output::Push(signal) => {
                     // A refusal at the source is counted (`switchboard_refused_total`).
                     let _ = self.offer_now(signal);
@@ -74,7 +74,7 @@ impl Outbound for Router {
                         self.answers.reopen(reply_to);
                     }
                 }
-                Output::Broadcast(_) | Output::Push(_) | Output::Timer(_) => {}
+                Output::Broadcast(_) | Output::Push(_) => {}
             }
         }
     }

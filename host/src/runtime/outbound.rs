@@ -28,8 +28,6 @@ pub enum Output {
     Push(Signal),
     /// The answer to a message, claimed by [`Outbound::claim`].
     Answer(Signal),
-    /// A timer's message, fired now (a timer due at once is still stored first).
-    Timer(Signal),
 }
 
 /// Where the signals a guest sends go. Every signal arrives stamped by the host.
