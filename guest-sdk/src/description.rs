@@ -32,6 +32,7 @@ pub struct Description {
     name: String,
     kind: HandlerKind,
     accepts: Accepts,
+    clients: Accepts,
     events: Vec<String>,
     data_changes: Vec<String>,
 }
@@ -55,6 +56,7 @@ impl Description {
             name: name.into(),
             kind,
             accepts: Accepts::Any,
+            clients: Accepts::None,
             events: vec![],
             data_changes: vec![],
         }
@@ -74,6 +76,25 @@ impl Description {
         push_unique(&mut types, message_type.into());
         self.accepts = Accepts::Only(types);
         self
+    }
+
+    /// Accepts messages of type `M`, from clients (`user:<id>`, through the gateway) too.
+    /// Clients may send only the types opened to them this way (others get 403), unless the
+    /// operator opened the whole handler to clients.
+    pub fn accepts_from_clients<M: Message>(self) -> Self {
+        self.accepts_type_from_clients(M::message_type())
+    }
+
+    /// Accepts messages of the named type, from clients too.
+    pub fn accepts_type_from_clients(mut self, message_type: impl Into<String>) -> Self {
+        let message_type = message_type.into();
+        let mut types = match self.clients {
+            Accepts::Only(types) => types,
+            Accepts::Any | Accepts::None => Vec::new(),
+        };
+        push_unique(&mut types, message_type.clone());
+        self.clients = Accepts::Only(types);
+        self.accepts_type(message_type)
     }
 
     /// Accepts no messages at all (a handler that only listens to broadcasts): the host
@@ -120,6 +141,11 @@ impl Description {
         &self.accepts
     }
 
+    /// Which of the accepted message types clients may send.
+    pub fn client_types(&self) -> &Accepts {
+        &self.clients
+    }
+
     /// Event types subscribed to.
     pub fn events(&self) -> &[String] {
         &self.events
@@ -148,6 +174,16 @@ fn push_unique(list: &mut Vec<String>, item: String) {
     }
 }
 
+impl From<Accepts> for wit::Accepts {
+    fn from(accepts: Accepts) -> Self {
+        match accepts {
+            Accepts::Any => Self::Any,
+            Accepts::None => Self::None,
+            Accepts::Only(types) => Self::Only(types),
+        }
+    }
+}
+
 impl From<Description> for wit::Description {
     fn from(d: Description) -> Self {
         Self {
@@ -156,11 +192,8 @@ impl From<Description> for wit::Description {
                 HandlerKind::Service => wit::HandlerKind::Service,
                 HandlerKind::Agent => wit::HandlerKind::Agent,
             },
-            accepts: match d.accepts {
-                Accepts::Any => wit::Accepts::Any,
-                Accepts::None => wit::Accepts::None,
-                Accepts::Only(types) => wit::Accepts::Only(types),
-            },
+            accepts: d.accepts.into(),
+            clients: d.clients.into(),
             events: d.events,
             data_changes: d.data_changes,
         }
@@ -214,6 +247,24 @@ mod tests {
         let w: wit::Description = Description::service("svc").into();
         assert_eq!(w.kind, wit::HandlerKind::Service);
         assert_eq!(w.accepts, wit::Accepts::Any);
+    }
+
+    /// Clients may send nothing by default; a type opened to clients is accepted too, and
+    /// travels as `clients` on the wire.
+    #[test]
+    fn clients_send_only_the_types_opened_to_them() {
+        let w: wit::Description = Description::service("svc").into();
+        assert_eq!(w.clients, wit::Accepts::None);
+        let d = Description::service("chat")
+            .accepts_from_clients::<Ping>()
+            .accepts_type("Internal");
+        assert_eq!(d.client_types(), &Accepts::Only(vec!["Ping".into()]));
+        let w: wit::Description = d.into();
+        assert_eq!(w.clients, wit::Accepts::Only(vec!["Ping".into()]));
+        assert_eq!(
+            w.accepts,
+            wit::Accepts::Only(vec!["Ping".into(), "Internal".into()])
+        );
     }
 
     /// `accepts_none` is `None` on the wire, and naming a type afterwards opens only that type.

@@ -31,6 +31,19 @@ pub fn push<E: Event>(user: &str, event: &E) -> Result<(), Failure> {
     )?)
 }
 
+/// Pushes `event` to user `user` and keeps it until one of the user's clients acknowledges
+/// it: delivered now to every connection the user has open, else in order when the user
+/// next connects, for at most `ttl` (zero: the host's longest). The turn fails with 429
+/// if the user already has the host's most kept pushes.
+pub fn keep<E: Event>(user: &str, event: &E, ttl: std::time::Duration) -> Result<(), Failure> {
+    Ok(host::keep(
+        user_id(user),
+        &E::event_type(),
+        &typed::encode(event)?,
+        u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+    )?)
+}
+
 /// Pushes an event of any type with any JSON payload.
 pub fn push_untyped(
     user: &str,
@@ -61,5 +74,6 @@ mod tests {
     #[test]
     fn an_unencodable_event_is_not_pushed() {
         assert_unencodable(push("user:ann", &Unencodable));
+        assert_unencodable(keep("user:ann", &Unencodable, std::time::Duration::ZERO));
     }
 }

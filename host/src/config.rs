@@ -78,6 +78,10 @@ pub const DEFAULT_STATE_VALUE_BYTES: usize = 256 << 10;
 pub const DEFAULT_STATE_HANDLER_BYTES: u64 = 256 << 20;
 /// Default number of pending durable timers one handler may have.
 pub const DEFAULT_TIMERS_PER_HANDLER: usize = 100_000;
+/// Default number of pushes kept for one user until a client acknowledges them.
+pub const DEFAULT_KEPT_PER_USER: usize = 1000;
+/// Default longest time a push is kept for its user.
+pub const DEFAULT_KEPT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Limits for one handler, chosen at deploy time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,6 +169,14 @@ pub struct HostConfig {
     /// Most concurrent turns whose state commits share one durable transaction (group
     /// commit); 1 gives every turn its own fsync (for measuring what grouping saves).
     pub state_max_group: usize,
+    /// Handlers clients (`user:<id>`) may send any message type they accept, beyond what
+    /// their descriptions open to clients.
+    pub open_to_clients: Vec<String>,
+    /// Pushes kept for one user until a client acknowledges them; a turn keeping more
+    /// fails with 429.
+    pub kept_per_user: usize,
+    /// Longest a kept push is kept (a handler may ask for less).
+    pub kept_ttl: Duration,
 }
 
 /// Where uploads are compiled. Compiling is CPU- and memory-heavy and outside wasmtime's
@@ -209,6 +221,9 @@ impl Default for HostConfig {
             state_handler_bytes: DEFAULT_STATE_HANDLER_BYTES,
             timers_per_handler: DEFAULT_TIMERS_PER_HANDLER,
             state_max_group: crate::keyed::MAX_GROUP,
+            open_to_clients: Vec::new(),
+            kept_per_user: DEFAULT_KEPT_PER_USER,
+            kept_ttl: DEFAULT_KEPT_TTL,
         }
     }
 }

@@ -1,21 +1,25 @@
 //! The client gateway: WebSocket clients on a listener of their own, separate from the admin
 //! API. A client authenticates with a token before the upgrade (401 otherwise), in the
 //! `Authorization: Bearer` header or, from a browser, in `Sec-WebSocket-Protocol` beside
-//! the application protocol `switchboard.v1` (echoed back; the token never is). It is then
-//! the address `user:<id>`: what is addressed to it arrives as JSON signals in the wire
-//! format, and the messages it sends are acknowledged with the id the host gave them, which
-//! their replies refer to. A user's first connection opening and last one closing are
-//! broadcast as the events `UserOnline` and `UserOffline` (`{"user": "<id>"}`), which
-//! handlers subscribe to like any event.
+//! the application protocol `switchboard.v1` (echoed back; the token never is). Tokens are
+//! JWTs (HS256 with a secret; RS256 or ES256 with a public key found by `kid`) or, for
+//! development, entries of a static tokens file. The client is then the address
+//! `user:<id>`: what is addressed to it arrives on every connection it has open as JSON
+//! signals in the wire format; each frame it sends gets one answer, in order:
+//! `{"ack": "<id>"}` for a message taken (its replies refer to that id),
+//! `{"acknowledged": "<id>"}` for a kept push it acknowledged, or an ERROR_REPLY signal.
+//! A user's first connection opening and last one closing are broadcast as the events
+//! `UserOnline` and `UserOffline` (`{"user": "<id>"}`), which handlers subscribe to like any
+//! event.
 //!
-//! This is the gateway's first part: tokens come from a static file (development) or are
-//! JWTs signed with a shared secret (HS256), a user
-//! may have several connections (each gets everything addressed to the user), and a client
-//! may message services, not agents or other users. JWTs, presence events, offline delivery and the limits of issue 9
-//! are still to come.
+//! Every connection is bounded ([`GatewayLimits`]): heartbeats, its queue, its frame rate
+//! and size, connections per user and in total; it ends with a close code of [`close`].
 
 mod connection;
 mod jwt;
+mod keys;
+mod limits;
+mod page;
 mod tokens;
 
 use std::sync::Arc;
@@ -25,12 +29,17 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use tokio::sync::watch;
 
 pub use connection::{USER_OFFLINE, USER_ONLINE};
-pub use jwt::{Jwt, JwtSettings};
+pub use jwt::{Bearer, Jwt, JwtSettings};
+pub use keys::KeysError;
+pub use limits::{GatewayLimits, close};
 pub use tokens::{Tokens, TokensError};
 
+use crate::metrics::GatewayMetrics;
 use crate::router::Router;
+use limits::{Full, Slots};
 
 /// The application protocol a browser names beside its token.
 pub const PROTOCOL: &str = "switchboard.v1";
@@ -41,30 +50,86 @@ pub struct Gateway {
     router: Arc<Router>,
     tokens: Arc<Tokens>,
     jwt: Option<Arc<Jwt>>,
+    limits: Arc<GatewayLimits>,
+    slots: Slots,
+    /// Turns true when the host shuts down: every connection closes "going away".
+    stopping: watch::Receiver<bool>,
+}
+
+/// Closes every connection of a gateway with "going away".
+pub struct GatewayStop {
+    stopping: watch::Sender<bool>,
+    metrics: GatewayMetrics,
+}
+
+impl GatewayStop {
+    /// Closes every connection with [`close::GOING_AWAY`] and waits (up to `grace`) until
+    /// they are closed.
+    pub async fn going_away(&self, grace: std::time::Duration) {
+        let _ = self.stopping.send(true);
+        let closed = async {
+            while self.metrics.connected.get() > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        };
+        let _ = tokio::time::timeout(grace, closed).await;
+    }
 }
 
 impl Gateway {
-    /// A gateway letting in the holders of `tokens` or of JWTs `jwt` accepts, to `router`.
-    pub fn new(router: Arc<Router>, tokens: Tokens, jwt: Option<Jwt>) -> Self {
-        Self {
+    /// A gateway letting in the holders of `tokens` or of JWTs `jwt` accepts, to `router`,
+    /// within `limits`; and what stops it.
+    pub fn new(
+        router: Arc<Router>,
+        tokens: Tokens,
+        jwt: Option<Jwt>,
+        limits: GatewayLimits,
+    ) -> (Self, GatewayStop) {
+        let (stop, stopping) = watch::channel(false);
+        let metrics = router.metrics().gateway.clone();
+        let gateway = Self {
             router,
             tokens: Arc::new(tokens),
             jwt: jwt.map(Arc::new),
+            limits: Arc::new(limits),
+            slots: Slots::default(),
+            stopping,
+        };
+        let stop = GatewayStop {
+            stopping: stop,
+            metrics,
+        };
+        (gateway, stop)
+    }
+
+    /// Who a token stands for: the tokens file's user, else a valid JWT's bearer.
+    fn bearer(&self, token: &str) -> Option<Bearer> {
+        if let Some(user) = self.tokens.user(token) {
+            return Some(Bearer {
+                user,
+                expires_ms: None,
+            });
         }
+        self.jwt.as_ref().and_then(|jwt| jwt.bearer(token))
     }
 
-    /// The user a token stands for: from the tokens file, else a valid JWT's `sub`.
-    fn user(&self, token: &str) -> Option<String> {
-        self.tokens
-            .user(token)
-            .or_else(|| self.jwt.as_ref().and_then(|jwt| jwt.user(token)))
-    }
-
-    /// The gateway's routes: `GET /v1/ws`.
+    /// The gateway's routes: `GET /v1/ws`, and the chat page at `/`.
     pub fn app(self) -> axum::Router {
         axum::Router::new()
             .route("/v1/ws", get(upgrade))
+            .route("/", get(page::html))
+            .route("/chat.js", get(page::script))
+            .route("/chat.css", get(page::style))
             .with_state(self)
+    }
+
+    fn metrics(&self) -> &GatewayMetrics {
+        &self.router.metrics().gateway
+    }
+
+    fn refuse(&self, status: StatusCode, reason: &str, text: String) -> Response {
+        GatewayMetrics::count(&self.metrics().refused, reason);
+        (status, text).into_response()
     }
 }
 
@@ -94,23 +159,48 @@ fn presented(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// `GET /v1/ws`: authenticates, then upgrades.
+/// `GET /v1/ws`: authenticates, takes a place under the caps, then upgrades.
 async fn upgrade(
     State(gateway): State<Gateway>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let user = presented(&headers).and_then(|token| gateway.user(&token));
-    let Some(user) = user else {
-        return (
+    if *gateway.stopping.borrow() {
+        return gateway.refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the host is shutting down".into(),
+        );
+    }
+    let Some(bearer) = presented(&headers).and_then(|token| gateway.bearer(&token)) else {
+        return gateway.refuse(
             StatusCode::UNAUTHORIZED,
-            "a client token is needed: `Authorization: Bearer <token>`, or `Sec-WebSocket-Protocol: switchboard.v1, <token>`",
-        )
-            .into_response();
+            "token",
+            "a valid client token is needed: `Authorization: Bearer <token>`, or `Sec-WebSocket-Protocol: switchboard.v1, <token>`".into(),
+        );
     };
-    let router = gateway.router.clone();
+    let slot = match gateway.slots.take(&bearer.user, &gateway.limits) {
+        Ok(slot) => slot,
+        Err(Full::User(cap)) => {
+            return gateway.refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "user_cap",
+                format!("user `{}` has {cap} connections open, the most one user may have; close one first", bearer.user),
+            );
+        }
+        Err(Full::Gateway(cap)) => {
+            return gateway.refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "total_cap",
+                format!("the gateway holds {cap} connections, the most it takes; try again later"),
+            );
+        }
+    };
+    let max = gateway.limits.max_frame_bytes;
     ws.protocols([PROTOCOL])
-        .on_upgrade(move |socket| connection::serve(socket, user, router))
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| connection::serve(socket, bearer, slot, gateway))
 }
 
 #[cfg(test)]

@@ -19,6 +19,9 @@ mod commit;
 #[cfg(test)]
 mod commit_tests;
 mod error;
+mod kept;
+#[cfg(test)]
+mod kept_tests;
 mod tables;
 #[cfg(test)]
 mod tests;
@@ -35,12 +38,14 @@ use redb::ReadableDatabase;
 use tokio::sync::{Notify, oneshot};
 
 use crate::config::{
-    DEFAULT_STATE_HANDLER_BYTES, DEFAULT_STATE_VALUE_BYTES, DEFAULT_TIMERS_PER_HANDLER, HostConfig,
+    DEFAULT_KEPT_PER_USER, DEFAULT_KEPT_TTL, DEFAULT_STATE_HANDLER_BYTES,
+    DEFAULT_STATE_VALUE_BYTES, DEFAULT_TIMERS_PER_HANDLER, HostConfig,
 };
 use crate::db::{Db, DbError};
 use crate::metrics::Metrics;
 
 pub use error::{CommitError, StateError};
+pub use kept::KeptPush;
 pub use timers::{NewTimer, StoredTimer, Timer};
 pub use wheel::{RETRY_AFTER, spawn_timer_loop};
 
@@ -85,6 +90,10 @@ pub struct StateLimits {
     pub handler_bytes: u64,
     /// Pending timers one handler may have.
     pub timers_per_handler: usize,
+    /// Pushes kept for one user until acknowledged.
+    pub kept_per_user: usize,
+    /// Longest a push is kept.
+    pub kept_ttl: std::time::Duration,
 }
 
 impl Default for StateLimits {
@@ -93,6 +102,8 @@ impl Default for StateLimits {
             value_bytes: DEFAULT_STATE_VALUE_BYTES,
             handler_bytes: DEFAULT_STATE_HANDLER_BYTES,
             timers_per_handler: DEFAULT_TIMERS_PER_HANDLER,
+            kept_per_user: DEFAULT_KEPT_PER_USER,
+            kept_ttl: DEFAULT_KEPT_TTL,
         }
     }
 }
@@ -104,6 +115,8 @@ impl StateLimits {
             value_bytes: config.state_value_bytes,
             handler_bytes: config.state_handler_bytes,
             timers_per_handler: config.timers_per_handler,
+            kept_per_user: config.kept_per_user,
+            kept_ttl: config.kept_ttl,
         }
     }
 }
@@ -131,6 +144,8 @@ pub struct Batch {
     pub schedule: Vec<NewTimer>,
     /// Ids of this handler's timers to cancel (those already gone are ignored).
     pub cancel: Vec<String>,
+    /// Pushes to keep for their users until acknowledged.
+    pub keep: Vec<KeptPush>,
 }
 
 impl Default for Scope {

@@ -10,6 +10,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+mod gateway;
+pub use gateway::GatewayMetrics;
+
 /// Labels of per-handler metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HandlerLabels {
@@ -145,6 +148,8 @@ pub struct Metrics {
     pub timers_fired: Family<HandlerLabels, Counter>,
     /// Pending timers cancelled.
     pub timers_cancelled: Family<HandlerLabels, Counter>,
+    /// The client gateway's.
+    pub gateway: GatewayMetrics,
 }
 
 /// The signal kinds as labelled.
@@ -207,6 +212,7 @@ impl Default for Metrics {
             timers_scheduled: Family::default(),
             timers_fired: Family::default(),
             timers_cancelled: Family::default(),
+            gateway: GatewayMetrics::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -370,6 +376,7 @@ impl Default for Metrics {
             metrics.open_messages.clone(),
         );
         register_state(&mut registry, &metrics);
+        metrics.gateway.register(&mut registry);
         Self {
             registry,
             ..metrics

@@ -79,6 +79,11 @@ pub struct DescriptionView {
     #[schema(value_type = String, pattern = "^(any|none|only)$")]
     pub accepts: &'static str,
     pub message_types: Vec<String>,
+    /// Which of them clients (`user:<id>`) may send: `any`, `none`, or `only` the types in
+    /// `client_message_types`.
+    #[schema(value_type = String, pattern = "^(any|none|only)$")]
+    pub clients: &'static str,
+    pub client_message_types: Vec<String>,
     pub events: Vec<String>,
     pub data_changes: Vec<String>,
 }
@@ -280,6 +285,8 @@ fn view(info: crate::host::HandlerInfo, record: &HandlerRecord) -> HandlerView {
         description: DescriptionView {
             accepts: info.description.accepts.as_str(),
             message_types: info.description.accepts.types().to_vec(),
+            clients: info.description.clients.as_str(),
+            client_message_types: info.description.clients.types().to_vec(),
             events: info.description.events,
             data_changes: info.description.data_changes,
         },

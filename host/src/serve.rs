@@ -4,6 +4,7 @@
 //! loop ([`connections`]) bounds the connections clients may hold open.
 
 pub mod connections;
+pub mod gateway_args;
 pub mod host_limits;
 pub mod open_files;
 mod settings;
@@ -30,6 +31,9 @@ pub use settings::{ServeArgs, Settings};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "switchboard-data";
+/// Longest wait at shutdown for clients' connections to close after "going away".
+const GATEWAY_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 /// Default longest wait for signals in flight at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// After the drain, how long HTTP requests still open (a reply being written) may take
@@ -57,16 +61,7 @@ pub struct RunOptions {
     pub restore_gate: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
-/// The client gateway's settings.
-#[derive(Clone, Debug)]
-pub struct GatewayOptions {
-    /// Its address.
-    pub listen: std::net::SocketAddr,
-    /// A development tokens file, if any.
-    pub tokens: Option<PathBuf>,
-    /// How client JWTs are checked, if they are accepted.
-    pub jwt: Option<crate::gateway::JwtSettings>,
-}
+pub use gateway_args::GatewayOptions;
 
 impl RunOptions {
     /// Options for a data directory and token, with the defaults for the rest.
@@ -166,19 +161,29 @@ pub async fn run(
                 Some(path) => crate::gateway::Tokens::load(path)?,
                 None => crate::gateway::Tokens::default(),
             };
-            let jwt = settings.jwt.as_ref().map(crate::gateway::Jwt::new);
+            let jwt = match &settings.jwt {
+                Some(jwt) => Some(crate::gateway::Jwt::new(jwt)?),
+                None => None,
+            };
             let listen = settings.listen;
             let listener = TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("binding the client gateway to {listen}"))?;
             let gateway_address = listener.local_addr()?;
-            let app = crate::gateway::Gateway::new(host.router().clone(), tokens, jwt).app();
+            let (gateway, stop) = crate::gateway::Gateway::new(
+                host.router().clone(),
+                tokens,
+                jwt,
+                settings.limits.clone(),
+            );
+            let app = gateway.app();
             tracing::info!("client gateway listening on ws://{gateway_address}/v1/ws");
-            Some(tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 if let Err(error) = axum::serve(listener, app).await {
                     tracing::error!(%error, "the client gateway stopped");
                 }
-            }))
+            });
+            Some((task, stop))
         }
         None => None,
     };
@@ -217,9 +222,10 @@ pub async fn run(
         }),
     };
     state.begin_shutdown();
-    if let Some(gateway) = &gateway {
-        // Clients' connections close with the gateway (a "going away" close is still to come).
-        gateway.abort();
+    if let Some((task, stop)) = &gateway {
+        // Clients are told the host is going away (1001), then the listener goes.
+        stop.going_away(GATEWAY_CLOSE_GRACE).await;
+        task.abort();
     }
     tracing::info!("shutting down: refusing new signals; finishing signals in flight");
     if !host.drain(options.drain_timeout).await {

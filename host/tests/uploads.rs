@@ -110,8 +110,8 @@ async fn a_wasi_http_component_is_refused_before_compiling() {
     let error = body["error"].as_str().unwrap();
     assert!(
         error.contains("built against switchboard:signal@0.1.0")
-            && error.contains("this host speaks switchboard:signal@0.2.0")
-            && error.contains("rebuild it with switchboard-sdk 0.2.0"),
+            && error.contains("this host speaks switchboard:signal@0.3.0")
+            && error.contains("rebuild it with switchboard-sdk 0.3.0"),
         "{error}"
     );
 

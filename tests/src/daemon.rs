@@ -154,6 +154,11 @@ impl Daemon {
         Some(format!("ws://{address}/v1/ws"))
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The address the daemon listens on, `127.0.0.1:PORT`.
     pub fn address(&self) -> &str {
         self.url.trim_start_matches("http://")

@@ -23,11 +23,13 @@ class WitWorld(wit_world.WitWorld):
 
     def describe(self) -> types.Description:
         # Asked once at deploy time. Accepting only Greet lets the host answer any other
-        # message type with ErrorReply 404 before it reaches us.
+        # message type with ErrorReply 404 before it reaches us; opening it to clients lets
+        # WebSocket clients (`user:<id>`) send it too.
         return types.Description(
             name="greeter",
             kind=types.HandlerKind.SERVICE,
             accepts=types.Accepts_Only(["Greet"]),
+            clients=types.Accepts_Only(["Greet"]),
             events=[],
             data_changes=[],
         )

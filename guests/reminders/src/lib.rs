@@ -6,7 +6,8 @@
 //!   agent).
 //! - `Cancel {"id"}` cancels a pending reminder; answers whether there was one.
 //! - `Fire {"text"}` (sent by the timer) records that it fired, and pushes `Reminded` to the
-//!   user of the same id (`agent:reminders/ann` reminds `user:ann`) when connected.
+//!   user of the same id (`agent:reminders/ann` reminds `user:ann`), kept until one of the
+//!   user's clients acknowledges it (delivered at once if connected, else at next connect).
 //! - `Get {}` answers the pending and fired reminders.
 //!
 //! Everything lives in keyed state and commits with the signal, so a reminder survives a
@@ -119,10 +120,10 @@ impl Handler for Reminders {
                     scheduled_at,
                 })
             })?;
+            // Kept until one of the user's clients acknowledges it: delivered now if the
+            // user is connected, else when they next connect.
             let user = me.rsplit('/').next().unwrap_or_default();
-            if users::is_online(user) {
-                users::push(user, &Reminded { text })?;
-            }
+            users::keep(user, &Reminded { text }, Duration::ZERO)?;
             ok(&serde_json::json!({}))
         } else if msg.is::<Get>() {
             ok(&serde_json::json!({

@@ -5,7 +5,9 @@
 //! - a `SelfRequest` message makes it `request` itself (each step waits for its own 504);
 //! - `Flood {n}` emits `n` `Flood` events while handling one signal (it subscribes to them
 //!   itself, so a small mailbox overflows);
-//! - `Chatty {n}` writes `n` warning lines to the host's log while handling one signal.
+//! - `Chatty {n}` writes `n` warning lines to the host's log while handling one signal;
+//! - `PushStorm {user, n}` pushes `n` `Pushed` events to `user:<user>` in one signal (more
+//!   than a slow client's queue holds).
 //!
 //! (A loop through `reply` is impossible since contract 0.2: a message takes one answer;
 //! see the `deferred` guest.)
@@ -56,6 +58,21 @@ struct Done {
     done: u32,
 }
 
+/// Pushes `n` `Pushed` events to `user` in one signal.
+#[derive(Serialize, Deserialize)]
+struct PushStorm {
+    user: String,
+    n: u32,
+}
+impl Message for PushStorm {}
+
+/// One push of a `PushStorm`.
+#[derive(Serialize, Deserialize)]
+struct Pushed {
+    i: u32,
+}
+impl Event for Pushed {}
+
 struct StormHandler;
 
 impl Handler for StormHandler {
@@ -65,6 +82,7 @@ impl Handler for StormHandler {
             .accepts::<SelfRequest>()
             .accepts::<Flood>()
             .accepts::<Chatty>()
+            .accepts::<PushStorm>()
             .on_event::<Storm>()
             .on_event::<Flood>()
     }
@@ -96,6 +114,11 @@ impl Handler for StormHandler {
         } else if let Some(Chatty { n }) = msg.decode_if()? {
             for i in 0..n {
                 switchboard_sdk::warn!("chatty line {i} of {n}: {}", "x".repeat(100));
+            }
+            ok(&Done { done: n })
+        } else if let Some(PushStorm { user, n }) = msg.decode_if()? {
+            for i in 0..n {
+                switchboard_sdk::users::push(&user, &Pushed { i })?;
             }
             ok(&Done { done: n })
         } else {

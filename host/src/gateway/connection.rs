@@ -1,49 +1,23 @@
-//! One client connection: what is addressed to the client goes out as JSON signals; what it
-//! sends comes in as JSON messages, each acknowledged with the id the host gave it.
+//! One client connection: the pushes kept for the user first, then what is addressed to the
+//! client goes out as JSON signals, and each frame it sends gets one answer, in order. It
+//! ends when the client goes, or with a close code of [`close`]: heartbeat missed, token
+//! expired, queue drained too slowly, frame too large, host going away.
 
+use std::future::pending;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use serde_json::json;
+use tokio::sync::{Notify, mpsc, watch};
 
+use super::limits::{Bucket, Slot, close};
+use super::{Bearer, Gateway};
+use crate::metrics::GatewayMetrics;
 use crate::router::Router;
-use crate::signal::{AGENT_PREFIX, Body, Envelope, Failure, Signal, USER_PREFIX, code};
-use crate::wire::{SignalType, WireSignal};
+use crate::signal::{Body, Envelope, Failure, HOST_ADDRESS, Headers, Signal, USER_PREFIX, code};
 
-/// Serves a connected client `user` until it or the host goes.
-pub async fn serve(mut socket: WebSocket, user: String, router: Arc<Router>) {
-    let address = format!("{USER_PREFIX}{user}");
-    let (connection, open, mut inbox) = router.connect_client(&address);
-    tracing::debug!(%address, connection, "client connected");
-    if open == 1 {
-        presence(&router, USER_ONLINE, &user);
-    }
-    loop {
-        let out = tokio::select! {
-            delivered = inbox.recv() => match delivered {
-                Some(signal) => serde_json::to_string(&signal).unwrap_or_default(),
-                None => break,
-            },
-            frame = socket.recv() => match frame {
-                Some(Ok(Message::Text(text))) => take(&router, &address, text.as_str()).to_string(),
-                Some(Ok(Message::Binary(_))) => {
-                    refusal(&Failure::new(code::BAD_REQUEST, "frames are JSON text, not binary"))
-                        .to_string()
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => break,
-            },
-        };
-        if socket.send(Message::Text(out.into())).await.is_err() {
-            break;
-        }
-    }
-    let left = router.disconnect_client(&address, connection);
-    tracing::debug!(%address, connection, "client disconnected");
-    if left == 0 {
-        presence(&router, USER_OFFLINE, &user);
-    }
-}
+mod frames;
 
 /// The event a user's first connection opening is broadcast as, from the host:
 /// `{"user": "<id>"}`. Handlers subscribe to it like to any event.
@@ -51,10 +25,270 @@ pub const USER_ONLINE: &str = "UserOnline";
 /// The event a user's last connection closing is broadcast as.
 pub const USER_OFFLINE: &str = "UserOffline";
 
+/// Longest wait to hand a close frame to a client.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Longest wait for a client to answer the host's close frame.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// Why the host ends a connection.
+struct Close {
+    code: u16,
+    /// The metric label.
+    reason: &'static str,
+    text: String,
+}
+
+impl Close {
+    fn new(code: u16, reason: &'static str, text: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason,
+            text: text.into(),
+        }
+    }
+}
+
+/// What woke a connection.
+enum Wake {
+    Stop(Close),
+    Ping,
+    Deliver(Option<Signal>),
+    Frame(Option<Result<Message, axum::Error>>),
+}
+
+/// A connected client.
+struct Connection {
+    socket: WebSocket,
+    gateway: Gateway,
+    user: String,
+    address: String,
+    bucket: Bucket,
+    last_heard: Instant,
+}
+
+/// Serves the client `bearer` until it or the host goes; `slot` is its place under the caps.
+pub async fn serve(socket: WebSocket, bearer: Bearer, slot: Slot, gateway: Gateway) {
+    let router = gateway.router.clone();
+    let metrics = router.metrics().gateway.clone();
+    let user = bearer.user;
+    let address = format!("{USER_PREFIX}{user}");
+    let link = router.connect_client(&address, gateway.limits.queue);
+    metrics.opened.inc();
+    metrics.connected.inc();
+    tracing::debug!(%address, connection = link.id, "client connected");
+    if link.open == 1 {
+        presence(&router, USER_ONLINE, &user);
+    }
+    let limits = &gateway.limits;
+    let mut connection = Connection {
+        bucket: Bucket::new(limits.frames_per_second, limits.frame_burst),
+        socket,
+        gateway: gateway.clone(),
+        user: user.clone(),
+        address: address.clone(),
+        last_heard: Instant::now(),
+    };
+    let ended = connection
+        .run(link.inbox, link.slow, bearer.expires_ms)
+        .await;
+    let mut socket = connection.socket;
+    if let Some(close) = &ended {
+        GatewayMetrics::count(&metrics.closed, close.reason);
+        let frame = CloseFrame {
+            code: close.code,
+            reason: close.text.clone().into(),
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(Message::Close(Some(frame)))).await;
+    }
+    let left = router.disconnect_client(&address, link.id);
+    metrics.connected.dec();
+    drop(slot);
+    tracing::debug!(%address, connection = link.id, "client disconnected");
+    if left == 0 {
+        presence(&router, USER_OFFLINE, &user);
+    }
+    if ended.is_some() {
+        // The close handshake: the client reads what was sent before the close frame and
+        // answers it; dropping the socket at once could reset what it has not read yet.
+        let answered = async {
+            while let Some(Ok(frame)) = socket.recv().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, answered).await;
+    }
+}
+
+/// Resolves when the gateway is told to stop (never if its stopper is gone).
+async fn stopped(mut stopping: watch::Receiver<bool>) {
+    if stopping.wait_for(|stop| *stop).await.is_err() {
+        pending::<()>().await;
+    }
+}
+
+/// Resolves when a token expiring at `expires_ms` has expired (never for `None`).
+async fn expired(expires_ms: Option<u64>) {
+    match expires_ms {
+        Some(at) => {
+            let left = at.saturating_sub(crate::signal::now_millis());
+            tokio::time::sleep(Duration::from_millis(left)).await;
+        }
+        None => pending().await,
+    }
+}
+
+impl Connection {
+    fn metrics(&self) -> &GatewayMetrics {
+        &self.gateway.router.metrics().gateway
+    }
+
+    /// Serves the connection; the close to end it with, if the host ends it.
+    async fn run(
+        &mut self,
+        mut inbox: mpsc::Receiver<Signal>,
+        slow: Arc<Notify>,
+        expires_ms: Option<u64>,
+    ) -> Option<Close> {
+        for kept in kept(self.gateway.router.clone(), self.user.clone()).await {
+            self.send(Message::Text(kept.into())).await.ok()?;
+        }
+        let limits = self.gateway.limits.clone();
+        let mut ping = tokio::time::interval_at(
+            tokio::time::Instant::now() + limits.heartbeat,
+            limits.heartbeat,
+        );
+        let stop = stopped(self.gateway.stopping.clone());
+        let expiry = expired(expires_ms);
+        tokio::pin!(stop, expiry);
+        loop {
+            let wake = tokio::select! {
+                biased;
+                () = &mut stop => Wake::Stop(Close::new(close::GOING_AWAY, "going_away", "the host is shutting down")),
+                () = slow.notified() => {
+                    self.metrics().slow_disconnects.inc();
+                    Wake::Stop(Close::new(close::TOO_SLOW, "slow", format!("the client read its signals too slowly: {} were waiting", limits.queue)))
+                }
+                () = &mut expiry => Wake::Stop(Close::new(close::TOKEN_EXPIRED, "expired", "the token expired; connect again with a fresh one")),
+                _ = ping.tick() => Wake::Ping,
+                delivered = inbox.recv() => Wake::Deliver(delivered),
+                frame = self.socket.recv() => Wake::Frame(frame),
+            };
+            let out = match wake {
+                Wake::Stop(close) => return Some(close),
+                Wake::Ping if self.last_heard.elapsed() > limits.heartbeat_timeout => {
+                    return Some(Close::new(
+                        close::HEARTBEAT,
+                        "heartbeat",
+                        format!("no pong within {:?}", limits.heartbeat_timeout),
+                    ));
+                }
+                Wake::Ping => Message::Ping(Default::default()),
+                Wake::Deliver(Some(signal)) => text(&signal),
+                Wake::Deliver(None) => return None,
+                Wake::Frame(frame) => {
+                    self.last_heard = Instant::now();
+                    match frame {
+                        Some(Ok(Message::Text(frame))) => self.take(frame.as_str()).await,
+                        Some(Ok(Message::Binary(_))) => {
+                            self.metrics().frames_in.inc();
+                            self.refusal(code::BAD_REQUEST, "frames are JSON text, not binary")
+                        }
+                        Some(Ok(Message::Close(_))) | None => return None,
+                        Some(Ok(_)) => continue,
+                        Some(Err(error)) if error.to_string().contains("Space limit exceeded") => {
+                            return Some(Close::new(
+                                close::TOO_LARGE,
+                                "too_large",
+                                format!(
+                                    "a frame was past the largest the gateway takes, {} bytes",
+                                    limits.max_frame_bytes
+                                ),
+                            ));
+                        }
+                        Some(Err(_)) => return None,
+                    }
+                }
+            };
+            if let Err(close) = self.send(out).await {
+                return close;
+            }
+        }
+    }
+
+    /// Sends a frame, waiting at most the heartbeat timeout: a client that takes nothing
+    /// for that long is too slow (`Err(Some)`); one whose connection broke is gone
+    /// (`Err(None)`).
+    async fn send(&mut self, message: Message) -> Result<(), Option<Close>> {
+        let counted = !matches!(message, Message::Ping(_));
+        let timeout = self.gateway.limits.heartbeat_timeout;
+        match tokio::time::timeout(timeout, self.socket.send(message)).await {
+            Ok(Ok(())) => {
+                if counted {
+                    self.metrics().frames_out.inc();
+                }
+                Ok(())
+            }
+            Ok(Err(_)) => Err(None),
+            Err(_) => {
+                self.metrics().slow_disconnects.inc();
+                GatewayMetrics::count(&self.metrics().closed, "slow");
+                Err(None)
+            }
+        }
+    }
+
+    /// An ERROR_REPLY from the host refusing the frame being answered.
+    fn refusal(&self, code: u32, description: impl Into<String>) -> Message {
+        refusal(&self.address, Failure::new(code, description))
+    }
+}
+
+/// The unexpired pushes kept for `user`, as frames, in the order they were kept.
+async fn kept(router: Arc<Router>, user: String) -> Vec<String> {
+    let Some(store) = router.state_store() else {
+        return Vec::new();
+    };
+    let most = store.limits().kept_per_user;
+    let now = crate::signal::now_millis();
+    let read = tokio::task::spawn_blocking(move || store.kept(&user, now, most)).await;
+    match read {
+        Ok(Ok(kept)) => kept
+            .into_iter()
+            .filter_map(|push| String::from_utf8(push.signal).ok())
+            .collect(),
+        Ok(Err(error)) => {
+            tracing::error!(%error, "could not read the pushes kept for a user");
+            Vec::new()
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A signal as a text frame.
+fn text(signal: &Signal) -> Message {
+    Message::Text(serde_json::to_string(signal).unwrap_or_default().into())
+}
+
+/// An ERROR_REPLY from the host to `address`, refusing a frame: its `replyTo` is the id the
+/// host gave the frame (frames are answered in order, one answer each).
+fn refusal(address: &str, failure: Failure) -> Message {
+    let frame = Envelope::new(address, Headers::new());
+    text(&Signal {
+        envelope: Envelope::new(HOST_ADDRESS, Headers::new()),
+        body: Body::ErrorReply {
+            reply_to: frame.id,
+            to: address.to_owned(),
+            error: failure,
+        },
+    })
+}
+
 /// Broadcasts a presence event for `user` to the handlers subscribed to it.
 fn presence(router: &Router, event_type: &str, user: &str) {
     let signal = Signal {
-        envelope: Envelope::new(crate::signal::HOST_ADDRESS, Default::default()),
+        envelope: Envelope::new(HOST_ADDRESS, Default::default()),
         body: Body::Event {
             event_type: event_type.to_owned(),
             payload: crate::signal::Json::from_value(&json!({ "user": user })),
@@ -62,55 +296,4 @@ fn presence(router: &Router, event_type: &str, user: &str) {
     };
     // Refused at its source only if the dead-letter store is full; counted there.
     let _ = router.offer_now(signal);
-}
-
-/// Takes one frame from the client at `address`: a message, which is sent on (the answer is
-/// `{"ack": id}`), or a refusal (`{"refused": {code, description}}`); the connection stays up.
-fn take(router: &Router, address: &str, text: &str) -> serde_json::Value {
-    match message(router, address, text) {
-        Ok(signal) => {
-            let id = signal.id().to_owned();
-            router.route(signal);
-            json!({ "ack": id })
-        }
-        Err(failure) => refusal(&failure),
-    }
-}
-
-fn refusal(failure: &Failure) -> serde_json::Value {
-    json!({ "refused": { "code": failure.code, "description": failure.description } })
-}
-
-/// The message a frame carries, stamped as from `address`.
-fn message(router: &Router, address: &str, text: &str) -> Result<Signal, Failure> {
-    let bad = |e: String| Failure::new(code::BAD_REQUEST, e);
-    let mut wire: WireSignal =
-        serde_json::from_str(text).map_err(|e| bad(format!("the frame is not a signal: {e}")))?;
-    let headers = std::mem::take(&mut wire.headers);
-    let body = wire
-        .into_client_body(Some(SignalType::Message))
-        .map_err(|e| bad(e.to_string()))?;
-    if let Body::Message(m) = &body
-        && (m.to.starts_with(AGENT_PREFIX) || m.to.starts_with(USER_PREFIX))
-    {
-        return Err(Failure::new(
-            code::FORBIDDEN,
-            format!("a client may not message `{}` directly", m.to),
-        ));
-    }
-    let signal = Signal {
-        envelope: Envelope::new(address, headers),
-        body,
-    };
-    let max = router.max_message_bytes();
-    if signal.size() > max {
-        return Err(Failure::new(
-            code::TOO_LARGE,
-            format!(
-                "the signal is {} bytes, over the maximum of {max}",
-                signal.size()
-            ),
-        ));
-    }
-    Ok(signal)
 }

@@ -1,14 +1,22 @@
-//! Client tokens as JWTs signed with a shared secret (HS256): the `sub` claim is the user id;
-//! `exp` is required, and `iss` and `aud` are checked when configured, with a clock leeway.
+//! Client tokens as JWTs: signed with a shared secret (HS256), or with a private key whose
+//! public half is in the keys file under the token's `kid` (RS256, ES256), so keys can
+//! rotate. The `sub` claim is the user id; `exp` is required, and `iss` and `aud` are
+//! checked when configured, with a clock leeway.
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
+use std::path::PathBuf;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde::Deserialize;
 
+use super::keys::{KeySet, KeysError};
+
 /// How JWTs are checked.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct JwtSettings {
-    /// The HS256 secret.
-    pub secret: String,
+    /// The HS256 secret, if HS256 tokens are accepted.
+    pub secret: Option<String>,
+    /// The keys file (RS256 and ES256 public keys by `kid`), if such tokens are accepted.
+    pub keys: Option<PathBuf>,
     /// The issuer a token must name, if set.
     pub issuer: Option<String>,
     /// The audience a token must name, if set.
@@ -17,99 +25,93 @@ pub struct JwtSettings {
     pub leeway_secs: u64,
 }
 
-/// Checks HS256 client tokens.
+/// Who a valid token stands for, and until when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bearer {
+    /// The user id (`sub`).
+    pub user: String,
+    /// When the token stops being valid (its `exp` plus the leeway), in milliseconds since
+    /// the Unix epoch; `None` for a development token, which does not expire.
+    pub expires_ms: Option<u64>,
+}
+
+/// Checks client JWTs.
 pub struct Jwt {
-    key: DecodingKey,
-    validation: Validation,
+    secret: Option<DecodingKey>,
+    keys: Option<KeySet>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway_secs: u64,
 }
 
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    exp: u64,
 }
 
 impl Jwt {
-    /// A checker for `settings`.
-    pub fn new(settings: &JwtSettings) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = settings.leeway_secs;
+    /// A checker for `settings`; fails if the keys file cannot be used.
+    pub fn new(settings: &JwtSettings) -> Result<Self, KeysError> {
+        Ok(Self {
+            secret: settings
+                .secret
+                .as_ref()
+                .map(|s| DecodingKey::from_secret(s.as_bytes())),
+            keys: settings.keys.as_deref().map(KeySet::load).transpose()?,
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            leeway_secs: settings.leeway_secs,
+        })
+    }
+
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = self.leeway_secs;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        if let Some(issuer) = &settings.issuer {
+        if let Some(issuer) = &self.issuer {
             validation.set_issuer(&[issuer]);
         }
-        match &settings.audience {
+        match &self.audience {
             Some(audience) => validation.set_audience(&[audience]),
             None => validation.validate_aud = false,
         }
-        Self {
-            key: DecodingKey::from_secret(settings.secret.as_bytes()),
-            validation,
-        }
+        validation
     }
 
-    /// The user a valid token stands for; `None` for anything else (bad signature, expired,
-    /// wrong issuer or audience, or a `sub` no user id can be).
-    pub fn user(&self, token: &str) -> Option<String> {
-        let data = decode::<Claims>(token, &self.key, &self.validation).ok()?;
-        let sub = data.claims.sub;
-        (!sub.is_empty() && !sub.contains([':', '/']) && sub.len() <= 256).then_some(sub)
+    /// Who a valid token stands for; `None` for anything else (bad signature, unknown `kid`,
+    /// an algorithm its key is not for, expired, wrong issuer or audience, or a `sub` no
+    /// user id can be).
+    pub fn bearer(&self, token: &str) -> Option<Bearer> {
+        let header = decode_header(token).ok()?;
+        let claims = match (header.alg, &header.kid) {
+            (Algorithm::HS256, _) => {
+                let secret = self.secret.as_ref()?;
+                decode::<Claims>(token, secret, &self.validation(Algorithm::HS256)).ok()?
+            }
+            (Algorithm::RS256 | Algorithm::ES256, Some(kid)) => {
+                let (algorithm, key) = self.keys.as_ref()?.key(kid)?;
+                if algorithm != header.alg {
+                    return None;
+                }
+                decode::<Claims>(token, &key, &self.validation(algorithm)).ok()?
+            }
+            _ => return None,
+        }
+        .claims;
+        let sub = claims.sub;
+        let valid = !sub.is_empty() && !sub.contains([':', '/']) && sub.len() <= 256;
+        valid.then(|| Bearer {
+            user: sub,
+            expires_ms: Some(
+                claims
+                    .exp
+                    .saturating_add(self.leeway_secs)
+                    .saturating_mul(1000),
+            ),
+        })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use jsonwebtoken::{EncodingKey, Header, encode};
-    use serde_json::json;
-
-    use super::*;
-
-    fn token(claims: serde_json::Value, secret: &str) -> String {
-        encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(secret.as_bytes()),
-        )
-        .unwrap()
-    }
-
-    fn now() -> u64 {
-        crate::signal::now_millis() / 1000
-    }
-
-    /// A token signed with the secret, unexpired, for the right issuer and audience, stands
-    /// for its `sub`; a wrong secret, an expired token or another audience or issuer does
-    /// not.
-    #[test]
-    fn only_valid_tokens_name_a_user() {
-        let jwt = Jwt::new(&JwtSettings {
-            secret: "s3cret".into(),
-            issuer: Some("switchboard-test".into()),
-            audience: Some("chat".into()),
-            leeway_secs: 0,
-        });
-        let good =
-            json!({"sub": "ann", "exp": now() + 60, "iss": "switchboard-test", "aud": "chat"});
-        assert_eq!(
-            jwt.user(&token(good.clone(), "s3cret")).as_deref(),
-            Some("ann")
-        );
-        assert_eq!(
-            jwt.user(&token(good.clone(), "other")),
-            None,
-            "wrong secret"
-        );
-        let mut expired = good.clone();
-        expired["exp"] = json!(now() - 5);
-        assert_eq!(jwt.user(&token(expired, "s3cret")), None, "expired");
-        let mut audience = good.clone();
-        audience["aud"] = json!("billing");
-        assert_eq!(jwt.user(&token(audience, "s3cret")), None, "wrong audience");
-        let mut issuer = good.clone();
-        issuer["iss"] = json!("mallory");
-        assert_eq!(jwt.user(&token(issuer, "s3cret")), None, "wrong issuer");
-        let mut sneaky = good;
-        sneaky["sub"] = json!("agent:x");
-        assert_eq!(jwt.user(&token(sneaky, "s3cret")), None, "not a user id");
-        assert_eq!(jwt.user("not.a.jwt"), None);
-    }
-}
+mod tests;

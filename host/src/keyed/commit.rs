@@ -10,8 +10,8 @@ use std::sync::mpsc::Receiver;
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::tables::{
-    AGENTS, META, STATE, StateKey, StateValue, TIMER_COUNT, TIMER_IDS, TIMERS, TimerKey,
-    TimerValue, USAGE, VERSION,
+    AGENTS, KEPT, KEPT_COUNT, KEPT_IDS, KEPT_SEQ, KeptKey, KeptValue, META, STATE, StateKey,
+    StateValue, TIMER_COUNT, TIMER_IDS, TIMERS, TimerKey, TimerValue, USAGE, VERSION,
 };
 use super::{Batch, CommitError, Committed, MAX_KEY_BYTES, Reply, Shared, StateLimits};
 use crate::db::DbError;
@@ -94,6 +94,9 @@ fn count(metrics: &Metrics, batch: &Batch, outcome: &Result<Committed, CommitErr
     match outcome {
         Ok(committed) => {
             metrics.state_commits.inc();
+            if !batch.keep.is_empty() {
+                metrics.gateway.pushes_kept.inc_by(batch.keep.len() as u64);
+            }
             if committed.cancelled > 0 {
                 metrics
                     .timers_cancelled
@@ -114,7 +117,8 @@ fn count(metrics: &Metrics, batch: &Batch, outcome: &Result<Committed, CommitErr
             CommitError::ValueTooLarge { .. }
             | CommitError::KeyTooLong { .. }
             | CommitError::HandlerFull { .. }
-            | CommitError::TooManyTimers { .. },
+            | CommitError::TooManyTimers { .. }
+            | CommitError::TooManyKept { .. },
         ) => {
             metrics.state_quota_refused.get_or_create(&handler()).inc();
         }
@@ -130,6 +134,9 @@ pub(super) struct Tables<'tx> {
     pub(super) timers: Table<'tx, TimerKey, TimerValue>,
     pub(super) timer_ids: Table<'tx, &'static str, (u64, &'static str)>,
     pub(super) timer_count: Table<'tx, &'static str, u64>,
+    pub(super) kept: Table<'tx, KeptKey, KeptValue>,
+    pub(super) kept_ids: Table<'tx, (&'static str, &'static str), u64>,
+    pub(super) kept_count: Table<'tx, &'static str, u64>,
 }
 
 impl<'tx> Tables<'tx> {
@@ -142,6 +149,9 @@ impl<'tx> Tables<'tx> {
             timers: tx.open_table(TIMERS).map_err(DbError::from_redb)?,
             timer_ids: tx.open_table(TIMER_IDS).map_err(DbError::from_redb)?,
             timer_count: tx.open_table(TIMER_COUNT).map_err(DbError::from_redb)?,
+            kept: tx.open_table(KEPT).map_err(DbError::from_redb)?,
+            kept_ids: tx.open_table(KEPT_IDS).map_err(DbError::from_redb)?,
+            kept_count: tx.open_table(KEPT_COUNT).map_err(DbError::from_redb)?,
         })
     }
 }
@@ -169,14 +179,20 @@ fn apply_all(
         .get(VERSION)
         .map_err(DbError::from_redb)?
         .map_or(0, |v| v.value());
+    let mut kept_seq = meta
+        .get(KEPT_SEQ)
+        .map_err(DbError::from_redb)?
+        .map_or(0, |v| v.value());
+    let now_ms = crate::signal::now_millis();
     let mut tables = Tables::open(tx)?;
     let mut outcomes = Vec::with_capacity(batches.len());
     for batch in batches {
         // Each batch sees the ones before it in the group, as if committed one by one.
-        outcomes.push(match plan(&tables, limits, batch)? {
+        outcomes.push(match plan(&tables, limits, batch, now_ms)? {
             Ok(plan) => {
                 version += 1;
                 apply(&mut tables, batch, &plan, version)?;
+                kept_seq = super::kept::apply(&mut tables, &batch.keep, &plan.expired, kept_seq)?;
                 Ok(Committed {
                     version,
                     cancelled: plan.cancels.len(),
@@ -186,6 +202,8 @@ fn apply_all(
         });
     }
     meta.insert(VERSION, version).map_err(DbError::from_redb)?;
+    meta.insert(KEPT_SEQ, kept_seq)
+        .map_err(DbError::from_redb)?;
     Ok(outcomes)
 }
 
@@ -197,6 +215,8 @@ struct Plan {
     agent_keys: i64,
     /// Ids of timers to cancel.
     cancels: Vec<String>,
+    /// Expired kept pushes removed to make room for the batch's.
+    expired: super::kept::Expired,
 }
 
 /// Validates `batch` against the tables as they are now: the inner `Err` refuses it.
@@ -204,6 +224,7 @@ fn plan(
     t: &Tables<'_>,
     limits: &StateLimits,
     batch: &Batch,
+    now_ms: u64,
 ) -> Result<Result<Plan, CommitError>, DbError> {
     let (handler, agent) = (batch.scope.handler.as_str(), batch.scope.agent.as_deref());
     for (key, value) in &batch.writes {
@@ -272,10 +293,15 @@ fn plan(
             }));
         }
     }
+    let expired = match super::kept::plan(t, limits, &batch.keep, now_ms)? {
+        Ok(expired) => expired,
+        Err(refused) => return Ok(Err(refused)),
+    };
     Ok(Ok(Plan {
         usage,
         agent_keys,
         cancels,
+        expired,
     }))
 }
 
@@ -353,7 +379,7 @@ pub(super) fn remove_timer(t: &mut Tables<'_>, id: &str) -> Result<Option<String
     Ok(Some(owner))
 }
 
-fn read_u64(table: &Table<'_, &'static str, u64>, key: &str) -> Result<u64, DbError> {
+pub(super) fn read_u64(table: &Table<'_, &'static str, u64>, key: &str) -> Result<u64, DbError> {
     Ok(table
         .get(key)
         .map_err(DbError::from_redb)?
@@ -361,7 +387,11 @@ fn read_u64(table: &Table<'_, &'static str, u64>, key: &str) -> Result<u64, DbEr
 }
 
 /// Writes a counter, dropping its row at zero so purged or emptied handlers leave nothing.
-fn write_u64(table: &mut Table<'_, &'static str, u64>, key: &str, n: u64) -> Result<(), DbError> {
+pub(super) fn write_u64(
+    table: &mut Table<'_, &'static str, u64>,
+    key: &str,
+    n: u64,
+) -> Result<(), DbError> {
     if n == 0 {
         table.remove(key).map_err(DbError::from_redb)?;
     } else {

@@ -77,6 +77,19 @@ pub enum CommitError {
         /// The quota.
         limit: usize,
     },
+    /// A user would have more kept pushes than the host keeps for one user.
+    #[error(
+        "user `{}` would have {would} pushes kept for it, past the host's limit of {limit} (the host setting `kept_per_user`); the user must connect and acknowledge them first",
+        short(user)
+    )]
+    TooManyKept {
+        /// The user.
+        user: String,
+        /// How many it would have.
+        would: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The store failed; nothing of the batch changed.
     #[error(transparent)]
     Store(#[from] DbError),
@@ -93,7 +106,7 @@ impl CommitError {
             Self::Conflict { .. } => 409,
             Self::ValueTooLarge { .. } | Self::HandlerFull { .. } => 507,
             Self::KeyTooLong { .. } => 413,
-            Self::TooManyTimers { .. } => 429,
+            Self::TooManyTimers { .. } | Self::TooManyKept { .. } => 429,
             Self::Store(_) | Self::Stopped => 503,
         }
     }

@@ -35,6 +35,19 @@ pub(super) const TIMER_IDS: TableDefinition<&str, (u64, &str)> = TableDefinition
 /// Handler to its pending timers.
 pub(super) const TIMER_COUNT: TableDefinition<&str, u64> = TableDefinition::new("timer_count");
 
+/// A kept push's place in its user's order: `(user, seq)`.
+pub(super) type KeptKey = (&'static str, u64);
+/// A kept push: `(expires_ms, id, signal)`.
+pub(super) type KeptValue = (u64, &'static str, &'static [u8]);
+/// `(user, seq)` to `(expires_ms, id, signal)`: each user's kept pushes in order.
+pub(super) const KEPT: TableDefinition<KeptKey, KeptValue> = TableDefinition::new("kept");
+/// `(user, push id)` to its seq: finds a push to remove when it is acknowledged.
+pub(super) const KEPT_IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("kept_ids");
+/// User to how many pushes are kept for it.
+pub(super) const KEPT_COUNT: TableDefinition<&str, u64> = TableDefinition::new("kept_count");
+/// The meta key of the last kept push's seq.
+pub(super) const KEPT_SEQ: &str = "kept_seq";
+
 /// Creates every table, so reads can open them.
 pub(super) fn create(db: &Db) -> Result<(), DbError> {
     let tx = db.begin_durable()?;
@@ -45,6 +58,9 @@ pub(super) fn create(db: &Db) -> Result<(), DbError> {
     tx.open_table(TIMERS).map_err(DbError::from_redb)?;
     tx.open_table(TIMER_IDS).map_err(DbError::from_redb)?;
     tx.open_table(TIMER_COUNT).map_err(DbError::from_redb)?;
+    tx.open_table(KEPT).map_err(DbError::from_redb)?;
+    tx.open_table(KEPT_IDS).map_err(DbError::from_redb)?;
+    tx.open_table(KEPT_COUNT).map_err(DbError::from_redb)?;
     tx.commit().map_err(DbError::from_redb)
 }
 

@@ -70,6 +70,9 @@ struct Description {
     /// `any`, `none` or `only`; absent from hosts before contract 0.2 (where empty meant any).
     accepts: Option<String>,
     message_types: Vec<serde_json::Value>,
+    /// Absent from hosts before contract 0.3 (where clients could send anything).
+    clients: Option<String>,
+    client_message_types: Vec<serde_json::Value>,
     events: Vec<serde_json::Value>,
     data_changes: Vec<serde_json::Value>,
 }
@@ -254,6 +257,14 @@ fn show(view: &View, out: &mut impl Write) -> std::io::Result<()> {
                 _ => names(&d.message_types),
             },
         ),
+        (
+            "from clients",
+            match d.clients.as_deref() {
+                Some("none") | None => "none".to_owned(),
+                Some("any") => "any".to_owned(),
+                _ => names(&d.client_message_types),
+            },
+        ),
         ("events", names(&d.events)),
         ("data changes", names(&d.data_changes)),
         ("memory", memory),
@@ -353,7 +364,7 @@ mod tests {
     const VIEW: &str = r#"{"name":"echo","address":"echo","kind":"service","version":2,
         "versions":[{"version":1,"module":"ab12cd34ef56ab12cd34","deployed_at":1718000000000},
                     {"version":2,"module":"99887766554433221100","deployed_at":1718000060000}],
-        "description":{"message_types":["Ping","Pong"],"events":[],"data_changes":["User"]},
+        "description":{"message_types":["Ping","Pong"],"clients":"only","client_message_types":["Ping"],"events":[],"data_changes":["User"]},
         "limits":{"memory_bytes":134217728,"cpu_ms":2000,"deadline_ms":60000,"concurrency":1,"mailbox":1024},
         "counters":{"handled":10,"failed":1,"traps":0,"queued":3}}"#;
 
@@ -426,6 +437,7 @@ address:       echo
 kind:          service
 version:       v2
 message types: Ping, Pong
+from clients:  Ping
 events:        -
 data changes:  User
 memory:        128 MiB

@@ -28,7 +28,7 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 pub use answers::{Answers, Open};
 pub use callbacks::{CALLBACK_CAP, Callbacks};
@@ -72,8 +72,8 @@ struct Table {
     events: HashMap<String, Arc<[String]>>,
     /// Subscribers by object type.
     changes: HashMap<String, Arc<[String]>>,
-    /// Connected clients (`user:<id>`): every connection of each, by its number.
-    clients: HashMap<String, Vec<(u64, mpsc::Sender<Signal>)>>,
+    /// Connected clients (`user:<id>`): every connection of each.
+    clients: HashMap<String, Vec<ClientConnection>>,
     /// The number of the last client connection.
     next_client: u64,
     /// The instance slot each deployed handler is guaranteed, by handler name: taken when
@@ -141,6 +141,28 @@ impl Inbound for Router {
     fn deliver(&self, signal: Signal) -> Result<Accepted, Undelivered> {
         self.deliver_local(signal)
     }
+}
+
+/// One connection of a client, as the router holds it.
+struct ClientConnection {
+    /// Its number.
+    id: u64,
+    /// Its bounded queue of signals to send.
+    queue: mpsc::Sender<Signal>,
+    /// Told when a signal found the queue full: the client drains it too slowly.
+    slow: Arc<Notify>,
+}
+
+/// A client's connection, as the connection's task holds it.
+pub struct ClientLink {
+    /// Its number, to [`Router::disconnect_client`] it alone.
+    pub id: u64,
+    /// How many connections the client has now, this one included.
+    pub open: usize,
+    /// What is addressed to the client.
+    pub inbox: mpsc::Receiver<Signal>,
+    /// Notified when a signal found the inbox full.
+    pub slow: Arc<Notify>,
 }
 
 /// Routes signals between handlers, clients and the transport.
@@ -562,10 +584,13 @@ impl Router {
             return fail(signal, Reason::NoRoute);
         };
         let (mut taken, mut full) = (false, false);
-        for (_, tx) in connections {
-            match tx.try_send(signal.clone()) {
+        for connection in connections {
+            match connection.queue.try_send(signal.clone()) {
                 Ok(()) => taken = true,
-                Err(mpsc::error::TrySendError::Full(_)) => full = true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    full = true;
+                    connection.slow.notify_one();
+                }
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
@@ -854,21 +879,30 @@ impl Router {
     /// Connects a client at `address` (e.g. `user:alice`); signals addressed to it arrive on
     /// the returned receiver, and on every other connection it has open.
     pub fn connect(&self, address: &str) -> mpsc::Receiver<Signal> {
-        self.connect_client(address).2
+        self.connect_client(address, CLIENT_QUEUE).inbox
     }
 
-    /// Like [`Router::connect`], also giving the connection's number (to
-    /// [`Router::disconnect_client`] it alone) and how many connections the client has now,
-    /// this one included.
-    pub fn connect_client(&self, address: &str) -> (u64, usize, mpsc::Receiver<Signal>) {
-        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+    /// Like [`Router::connect`], with a queue of `queue` signals (a signal that finds it
+    /// full notifies the link's `slow`).
+    pub fn connect_client(&self, address: &str, queue: usize) -> ClientLink {
+        let (tx, inbox) = mpsc::channel(queue.max(1));
+        let slow = Arc::new(Notify::new());
         let mut table = self.write();
         table.next_client += 1;
         let id = table.next_client;
         let connections = table.clients.entry(address.to_owned()).or_default();
-        connections.retain(|(_, tx)| !tx.is_closed());
-        connections.push((id, tx));
-        (id, connections.len(), rx)
+        connections.retain(|c| !c.queue.is_closed());
+        connections.push(ClientConnection {
+            id,
+            queue: tx,
+            slow: slow.clone(),
+        });
+        ClientLink {
+            id,
+            open: connections.len(),
+            inbox,
+            slow,
+        }
     }
 
     /// The largest signal the host takes, in bytes.
@@ -876,12 +910,17 @@ impl Router {
         self.runtime.config().max_message_bytes
     }
 
+    /// The host's keyed-state store (which also keeps pushes for users), if it has one.
+    pub fn state_store(&self) -> Option<Arc<crate::keyed::StateStore>> {
+        self.runtime.state_store()
+    }
+
     /// Whether a client is connected at `address` (on any connection).
     pub fn is_online(&self, address: &str) -> bool {
         self.read()
             .clients
             .get(address)
-            .is_some_and(|connections| connections.iter().any(|(_, tx)| !tx.is_closed()))
+            .is_some_and(|connections| connections.iter().any(|c| !c.queue.is_closed()))
     }
 
     /// Disconnects every connection of the client at `address`.
@@ -896,7 +935,7 @@ impl Router {
         let Some(connections) = table.clients.get_mut(address) else {
             return 0;
         };
-        connections.retain(|(at, tx)| *at != id && !tx.is_closed());
+        connections.retain(|c| c.id != id && !c.queue.is_closed());
         let left = connections.len();
         if left == 0 {
             table.clients.remove(address);

@@ -167,7 +167,15 @@ impl Running {
             tracing::debug!("skipped a message answered while it waited");
             return;
         }
-        match Admission::of(&version.description, &self.worker.slot.name, &signal) {
+        let name = &self.worker.slot.name;
+        let opened = self
+            .worker
+            .runtime
+            .config()
+            .open_to_clients
+            .iter()
+            .any(|h| **h == **name);
+        match Admission::of(&version.description, name, opened, &signal) {
             Admission::Handle => self.handle(signal, version).await,
             Admission::Refuse(failure) => self.finish(signal, Err(failure), HOST_ADDRESS, false),
             Admission::Unsubscribed => {

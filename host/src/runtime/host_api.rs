@@ -81,8 +81,9 @@ impl HostState {
         mut headers: crate::signal::Headers,
         depth: u32,
     ) -> Result<Signal, Failure> {
-        // Only the host marks a timer's message.
+        // Only the host marks a timer's message or a kept push.
         headers.remove(super::TIMER_HEADER);
+        headers.remove(super::KEPT_HEADER);
         let signal = Signal {
             envelope: Envelope::new(self.identity.address.clone(), headers).at_depth(depth),
             body,

@@ -42,6 +42,7 @@ pub use load_error::LoadError;
 pub use outbound::{Answer, DenyAll, Outbound, Output};
 pub use pool::{InstancePool, InstanceSlot, PoolFull, Reservation};
 pub use state::{Identity, LimitHit};
+pub use users_api::KEPT_HEADER;
 
 use crate::config::{EPOCH_TICK, HostConfig, Limits};
 use crate::log_limit::LogLimiter;
@@ -60,6 +61,9 @@ pub struct Description {
     pub kind: HandlerKind,
     /// Message types it accepts.
     pub accepts: Accepts,
+    /// Which message types clients (`user:<id>`) may send it; others get 403 unless the
+    /// operator opened the handler to clients.
+    pub clients: Accepts,
     /// Event types it subscribes to.
     pub events: Vec<String>,
     /// Object types whose data changes it subscribes to.
@@ -120,13 +124,20 @@ impl From<wit::Description> for Description {
                 wit::HandlerKind::Service => HandlerKind::Service,
                 wit::HandlerKind::Agent => HandlerKind::Agent,
             },
-            accepts: match d.accepts {
-                wit::Accepts::Any => Accepts::Any,
-                wit::Accepts::None => Accepts::None,
-                wit::Accepts::Only(types) => Accepts::Only(sorted_unique(types)),
-            },
+            accepts: d.accepts.into(),
+            clients: d.clients.into(),
             events: sorted_unique(d.events),
             data_changes: sorted_unique(d.data_changes),
+        }
+    }
+}
+
+impl From<wit::Accepts> for Accepts {
+    fn from(accepts: wit::Accepts) -> Self {
+        match accepts {
+            wit::Accepts::Any => Self::Any,
+            wit::Accepts::None => Self::None,
+            wit::Accepts::Only(types) => Self::Only(sorted_unique(types)),
         }
     }
 }
@@ -399,6 +410,7 @@ impl Runtime {
                 name: String::new(),
                 kind: HandlerKind::Service,
                 accepts: Accepts::Any,
+                clients: Accepts::None,
                 events: Vec::new(),
                 data_changes: Vec::new(),
             },

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::outbound::Output;
-use crate::keyed::{Batch, CommitError, MAX_KEY_BYTES, NewTimer, Scope, StateStore};
-use crate::signal::{Failure, code};
+use crate::keyed::{Batch, CommitError, KeptPush, MAX_KEY_BYTES, NewTimer, Scope, StateStore};
+use crate::signal::{Failure, Signal, code};
 
 /// Most distinct keys one signal may read or write: each is remembered until it commits.
 pub const MAX_KEYS_PER_TURN: usize = 100_000;
@@ -26,6 +26,8 @@ pub struct Turn {
     reads: BTreeMap<String, u64>,
     schedule: Vec<NewTimer>,
     cancel: Vec<String>,
+    /// Pushes kept until acknowledged, stored with the batch (each is an output too).
+    keep: Vec<KeptPush>,
     outputs: Vec<Output>,
     /// Bytes of the signals and timers held, bounded like a mailbox's bytes.
     held: usize,
@@ -73,6 +75,7 @@ impl Turn {
         self.writes.is_empty()
             && self.schedule.is_empty()
             && self.cancel.is_empty()
+            && self.keep.is_empty()
             && self.outputs.is_empty()
     }
 
@@ -187,6 +190,14 @@ impl Turn {
         Ok(stored)
     }
 
+    /// Keeps a push for its user with the turn's batch; it goes out as an output too.
+    pub fn keep(&mut self, push: KeptPush, signal: Signal) -> Result<(), Failure> {
+        self.scope()?;
+        self.keep.push(push);
+        self.outputs.push(Output::Push(signal));
+        Ok(())
+    }
+
     /// Timers this turn schedules.
     pub fn scheduled(&self) -> usize {
         self.schedule.len()
@@ -195,8 +206,10 @@ impl Turn {
     /// The batch to commit (none if the turn changes no state and no timers) and the
     /// outputs to release after it.
     pub fn into_parts(self) -> Parts {
-        let changes =
-            !(self.writes.is_empty() && self.schedule.is_empty() && self.cancel.is_empty());
+        let changes = !(self.writes.is_empty()
+            && self.schedule.is_empty()
+            && self.cancel.is_empty()
+            && self.keep.is_empty());
         let batch = match (changes, self.scope) {
             (true, Some(scope)) => Some(Batch {
                 scope,
@@ -204,6 +217,7 @@ impl Turn {
                 reads: self.reads,
                 schedule: self.schedule,
                 cancel: self.cancel,
+                keep: self.keep,
             }),
             _ => None,
         };
@@ -252,6 +266,8 @@ mod tests {
             value_bytes: 16,
             handler_bytes: 64,
             timers_per_handler: 10,
+
+            ..StateLimits::default()
         };
         StateStore::open(
             Db::in_memory().unwrap(),

@@ -3,7 +3,8 @@
 use super::bindings::{guest_json, switchboard::signal::users, wit};
 use super::budget::Spend;
 use super::state::HostState;
-use crate::signal::{Body, Failure, Headers, Message, USER_PREFIX, code};
+use crate::keyed::KeptPush;
+use crate::signal::{Body, Failure, Headers, Message, Signal, USER_PREFIX, code, now_millis};
 
 impl users::Host for HostState {
     fn is_online(&mut self, id: String) -> wasmtime::Result<bool> {
@@ -19,25 +20,83 @@ impl users::Host for HostState {
         event_type: String,
         payload: String,
     ) -> wasmtime::Result<Result<(), wit::Failure>> {
-        let pushed = (|| {
-            if id.is_empty() || event_type.is_empty() {
-                return Err(Failure::new(
-                    code::BAD_REQUEST,
-                    "a push needs a non-empty user id and event type",
-                ));
-            }
-            let body = Body::Message(Message {
-                message_type: event_type,
-                to: format!("{USER_PREFIX}{id}"),
-                return_address: None,
-                payload: guest_json(payload, "pushed payload")?,
-            });
-            let depth = self.spend(Spend::Send)?;
-            let signal = self.stamp(body, Headers::new(), depth)?;
-            self.turn.make_room(signal.size(), self.max_held_bytes)?;
+        let pushed = self.pushed(id, event_type, payload).map(|signal| {
             self.turn.hold(super::outbound::Output::Push(signal));
-            Ok(())
-        })();
+        });
         Ok(pushed.map_err(Into::into))
+    }
+
+    fn keep(
+        &mut self,
+        id: String,
+        event_type: String,
+        payload: String,
+        ttl_ms: u64,
+    ) -> wasmtime::Result<Result<(), wit::Failure>> {
+        let kept = (|| {
+            let store = self.store.clone().ok_or_else(|| {
+                Failure::new(
+                    code::OVERLOADED,
+                    "this host keeps no state, so keeps no pushes",
+                )
+            })?;
+            let longest = u64::try_from(store.limits().kept_ttl.as_millis()).unwrap_or(u64::MAX);
+            let ttl_ms = if ttl_ms == 0 {
+                longest
+            } else {
+                ttl_ms.min(longest)
+            };
+            let user = id.clone();
+            let mut signal = self.pushed(id, event_type, payload)?;
+            let expires_ms = now_millis().saturating_add(ttl_ms);
+            signal
+                .envelope
+                .headers
+                .insert(KEPT_HEADER.to_owned(), expires_ms.to_string());
+            let bytes = serde_json::to_vec(&signal).map_err(|e| {
+                Failure::new(code::TRAPPED, format!("could not keep the push: {e}"))
+            })?;
+            // Held twice: as the stored push and as the push that goes out.
+            self.turn.make_room(bytes.len(), self.max_held_bytes)?;
+            let push = KeptPush {
+                user,
+                id: signal.id().to_owned(),
+                expires_ms,
+                signal: bytes,
+            };
+            self.turn.keep(push, signal)
+        })();
+        Ok(kept.map_err(Into::into))
+    }
+}
+
+/// The header of a push kept until acknowledged: when it expires (milliseconds since the
+/// Unix epoch). A client acknowledges it with `{"ack": "<its id>"}`.
+pub const KEPT_HEADER: &str = "switchboard-kept";
+
+impl HostState {
+    /// A push to user `id`, stamped, its bytes held in the turn.
+    fn pushed(
+        &mut self,
+        id: String,
+        event_type: String,
+        payload: String,
+    ) -> Result<Signal, Failure> {
+        if id.is_empty() || event_type.is_empty() {
+            return Err(Failure::new(
+                code::BAD_REQUEST,
+                "a push needs a non-empty user id and event type",
+            ));
+        }
+        let body = Body::Message(Message {
+            message_type: event_type,
+            to: format!("{USER_PREFIX}{id}"),
+            return_address: None,
+            payload: guest_json(payload, "pushed payload")?,
+        });
+        let depth = self.spend(Spend::Send)?;
+        let signal = self.stamp(body, Headers::new(), depth)?;
+        self.turn.make_room(signal.size(), self.max_held_bytes)?;
+        Ok(signal)
     }
 }

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use super::connections::{self, ConnectionLimits};
+use super::gateway_args::GatewayArgs;
 use super::host_limits::HostLimitArgs;
 use super::signal_limits::SignalLimitArgs;
 use super::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, DRAIN_TIMEOUT};
@@ -43,27 +44,6 @@ pub struct ServeArgs {
     /// handler already runs the same module. A file that fails to deploy is logged and skipped.
     #[arg(long, value_name = "DIR")]
     pub deploy_dir: Option<PathBuf>,
-    /// Address the client gateway (WebSocket clients, `GET /v1/ws`) listens on; off unless
-    /// given. It needs --gateway-tokens or --gateway-jwt-secret.
-    #[arg(long, env = "SWITCHBOARD_GATEWAY_LISTEN")]
-    pub gateway_listen: Option<SocketAddr>,
-    /// TOML file of client tokens for development, `"token" = "user id"`: a client presenting
-    /// one is `user:<id>`. The admin token grants nothing on the gateway.
-    #[arg(long, env = "SWITCHBOARD_GATEWAY_TOKENS", value_name = "FILE")]
-    pub gateway_tokens: Option<PathBuf>,
-    /// Secret of the HS256 JWTs clients present to the gateway; a valid token's `sub` is
-    /// the user id, and `exp` is required.
-    #[arg(long, env = "SWITCHBOARD_GATEWAY_JWT_SECRET", hide_env_values = true)]
-    pub gateway_jwt_secret: Option<String>,
-    /// The issuer (`iss`) client JWTs must name, if set.
-    #[arg(long, env = "SWITCHBOARD_GATEWAY_JWT_ISSUER")]
-    pub gateway_jwt_issuer: Option<String>,
-    /// The audience (`aud`) client JWTs must name, if set.
-    #[arg(long, env = "SWITCHBOARD_GATEWAY_JWT_AUDIENCE")]
-    pub gateway_jwt_audience: Option<String>,
-    /// Clock leeway for client JWTs' `exp`, in seconds [default: 60].
-    #[arg(long, env = "SWITCHBOARD_GATEWAY_JWT_LEEWAY")]
-    pub gateway_jwt_leeway: Option<u64>,
     /// Most connections to the admin API open at once. At the cap, the connection idle or
     /// sending its request headers the longest is closed to make room; busy ones never are
     /// [default: 10000, lowered to fit the open-file limit].
@@ -103,6 +83,8 @@ pub struct ServeArgs {
     pub signals: SignalLimitArgs,
     #[command(flatten)]
     pub limits: HostLimitArgs,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
 }
 
 /// Parses `--max-instances`: 1 to [`MAX_INSTANCES_LIMIT`].
@@ -302,6 +284,7 @@ impl ServeArgs {
         )?;
         self.signals.or(file.signals).apply(&mut host);
         self.limits.or(file.limits).apply(&mut host);
+        self.gateway.apply(&mut host);
         let host_config = host;
         Ok(Settings {
             drain_timeout,
@@ -317,27 +300,7 @@ impl ServeArgs {
                 .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             admin_token,
             deploy_dir: self.deploy_dir,
-            gateway: match self.gateway_listen {
-                None if self.gateway_tokens.is_some() || self.gateway_jwt_secret.is_some() => {
-                    bail!("--gateway-tokens and --gateway-jwt-secret need --gateway-listen")
-                }
-                None => None,
-                Some(_) if self.gateway_tokens.is_none() && self.gateway_jwt_secret.is_none() => {
-                    bail!("the client gateway needs --gateway-tokens or --gateway-jwt-secret")
-                }
-                Some(listen) => Some(crate::serve::GatewayOptions {
-                    listen,
-                    tokens: self.gateway_tokens,
-                    jwt: self
-                        .gateway_jwt_secret
-                        .map(|secret| crate::gateway::JwtSettings {
-                            secret,
-                            issuer: self.gateway_jwt_issuer,
-                            audience: self.gateway_jwt_audience,
-                            leeway_secs: self.gateway_jwt_leeway.unwrap_or(60),
-                        }),
-                }),
-            },
+            gateway: self.gateway.options()?,
         })
     }
 }

@@ -4,7 +4,7 @@
 //! is the one that counts.
 
 use crate::runtime::{Description, HandlerKind};
-use crate::signal::{Body, Failure, Signal, code};
+use crate::signal::{Body, Failure, Signal, USER_PREFIX, code};
 
 /// What the version handling a signal does with it.
 pub(super) enum Admission {
@@ -17,8 +17,10 @@ pub(super) enum Admission {
 }
 
 impl Admission {
-    /// Applies a version's description to a signal: the message types it accepts, the address its kind serves, the broadcasts it subscribes to.
-    pub(super) fn of(description: &Description, name: &str, signal: &Signal) -> Self {
+    /// Applies a version's description to a signal: the message types it accepts (from
+    /// clients, those it opens to them, or all if the operator `opened` it to clients), the
+    /// address its kind serves, the broadcasts it subscribes to.
+    pub(super) fn of(description: &Description, name: &str, opened: bool, signal: &Signal) -> Self {
         match &signal.body {
             Body::Message(m) => {
                 if !description.accepts.takes(&m.message_type) {
@@ -29,6 +31,21 @@ impl Admission {
                             m.to, m.message_type
                         ),
                     ));
+                }
+                if signal.envelope.from.starts_with(USER_PREFIX)
+                    && !opened
+                    && !description.clients.takes(&m.message_type)
+                {
+                    return Self::Refuse(
+                        Failure::new(
+                            code::FORBIDDEN,
+                            format!(
+                                "the handler at `{}` does not take messages of type `{}` from clients",
+                                m.to, m.message_type
+                            ),
+                        )
+                        .with_help("a handler opens message types to clients in its description; an operator can open a handler to clients with `--open-to-clients`"),
+                    );
                 }
                 let serves = match description.kind {
                     HandlerKind::Service => m.to == name,
@@ -70,6 +87,7 @@ mod tests {
         Description {
             name: "x".into(),
             kind: HandlerKind::Service,
+            clients: crate::runtime::Accepts::Only(vec!["Ping".into()]),
             accepts: match message_types {
                 [] => crate::runtime::Accepts::Any,
                 types => {
@@ -96,10 +114,33 @@ mod tests {
     #[test]
     fn message_types_are_those_of_the_handling_version() {
         let ping = Host::message("host", "x", "Ping", Json::null());
-        let refused = Admission::of(&service(&["Other"], &[]), "x", &ping);
+        let refused = Admission::of(&service(&["Other"], &[]), "x", false, &ping);
         assert!(matches!(refused, Admission::Refuse(f) if f.code == code::NOT_FOUND));
-        let any = Admission::of(&service(&[], &[]), "x", &ping);
+        let any = Admission::of(&service(&[], &[]), "x", false, &ping);
         assert!(matches!(any, Admission::Handle));
+    }
+
+    /// Proves a client (`user:`) may send only the types the description opens to clients
+    /// (403 otherwise) unless the operator opened the handler; handlers are not affected.
+    #[test]
+    fn clients_send_only_what_is_opened_to_them() {
+        let described = service(&[], &[]);
+        let from_client = |t: &str| Host::message("user:ann", "x", t, Json::null());
+        assert!(matches!(
+            Admission::of(&described, "x", false, &from_client("Ping")),
+            Admission::Handle
+        ));
+        let refused = Admission::of(&described, "x", false, &from_client("Admin"));
+        assert!(matches!(refused, Admission::Refuse(f) if f.code == code::FORBIDDEN));
+        assert!(matches!(
+            Admission::of(&described, "x", true, &from_client("Admin")),
+            Admission::Handle
+        ));
+        let from_handler = Host::message("billing", "x", "Admin", Json::null());
+        assert!(matches!(
+            Admission::of(&described, "x", false, &from_handler),
+            Admission::Handle
+        ));
     }
 
     /// Proves a message to a service address is refused once the version is an agent.
@@ -111,7 +152,7 @@ mod tests {
             ..service(&[], &[])
         };
         assert!(matches!(
-            Admission::of(&agent, "x", &ping),
+            Admission::of(&agent, "x", false, &ping),
             Admission::Refuse(_)
         ));
     }
@@ -121,11 +162,11 @@ mod tests {
     fn subscriptions_are_those_of_the_handling_version() {
         let subscribed = service(&[], &["Joined"]);
         assert!(matches!(
-            Admission::of(&subscribed, "x", &event("Joined")),
+            Admission::of(&subscribed, "x", false, &event("Joined")),
             Admission::Handle
         ));
         assert!(matches!(
-            Admission::of(&subscribed, "x", &event("Left")),
+            Admission::of(&subscribed, "x", false, &event("Left")),
             Admission::Unsubscribed
         ));
     }

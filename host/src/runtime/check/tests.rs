@@ -130,7 +130,7 @@ fn another_contract_version_is_refused_naming_both() {
         );
         assert!(text.contains("rebuild it with switchboard-sdk"), "{text}");
     }
-    assert_eq!(signal_version(), "0.2.0");
+    assert_eq!(signal_version(), "0.3.0");
     let current = format!("switchboard:signal/state@{}", signal_version());
     check(&handler(&[&current])).unwrap();
 }

@@ -10,12 +10,6 @@ fn args(config: Option<PathBuf>, token: Option<&str>) -> ServeArgs {
         admin_token: token.map(str::to_owned),
         config,
         deploy_dir: None,
-        gateway_listen: None,
-        gateway_tokens: None,
-        gateway_jwt_secret: None,
-        gateway_jwt_issuer: None,
-        gateway_jwt_audience: None,
-        gateway_jwt_leeway: None,
         drain_timeout: None,
         max_connections: None,
         header_read_timeout: None,
@@ -28,6 +22,7 @@ fn args(config: Option<PathBuf>, token: Option<&str>) -> ServeArgs {
         compile_timeout: None,
         signals: SignalLimitArgs::default(),
         limits: HostLimitArgs::default(),
+        gateway: GatewayArgs::default(),
     }
 }
 

@@ -1,0 +1,127 @@
+//! Tests of pushes kept for users: order, the per-user limit, expiry, acknowledgement.
+
+use super::tests::open;
+use super::*;
+use crate::db::Db;
+
+fn push(user: &str, id: &str, expires_ms: u64) -> KeptPush {
+    KeptPush {
+        user: user.into(),
+        id: id.into(),
+        expires_ms,
+        signal: format!("{{\"id\":\"{id}\"}}").into_bytes(),
+    }
+}
+
+fn keeping(pushes: Vec<KeptPush>) -> Batch {
+    Batch {
+        scope: Scope::handler("chat"),
+        keep: pushes,
+        ..Batch::default()
+    }
+}
+
+fn ids(store: &StateStore, user: &str, now: u64) -> Vec<String> {
+    store
+        .kept(user, now, 100)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect()
+}
+
+/// Proves kept pushes come back in the order they were kept, per user, and that an
+/// acknowledged one is gone while an unknown id changes nothing.
+#[tokio::test]
+async fn kept_pushes_are_ordered_and_gone_once_acknowledged() {
+    let store = open(Db::in_memory().unwrap(), StateLimits::default());
+    let later = u64::MAX;
+    store
+        .commit(keeping(vec![
+            push("ann", "p1", later),
+            push("bo", "q1", later),
+        ]))
+        .await
+        .unwrap();
+    store
+        .commit(keeping(vec![
+            push("ann", "p2", later),
+            push("ann", "p3", later),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(ids(&store, "ann", 0), ["p1", "p2", "p3"]);
+    assert_eq!(ids(&store, "bo", 0), ["q1"]);
+    assert!(store.acknowledge("ann", "p2", 0).unwrap());
+    assert!(
+        !store.acknowledge("ann", "p2", 0).unwrap(),
+        "acknowledged already"
+    );
+    assert!(
+        !store.acknowledge("ann", "q1", 0).unwrap(),
+        "another user's push"
+    );
+    assert_eq!(ids(&store, "ann", 0), ["p1", "p3"]);
+    assert_eq!(store.kept_count("ann").unwrap(), 2);
+    assert_eq!(ids(&store, "bo", 0), ["q1"]);
+}
+
+/// Proves the per-user limit refuses a batch (429) and keeps none of it, that expired
+/// pushes are never delivered, and that they make room for new ones.
+#[tokio::test]
+async fn the_limit_is_per_user_and_expired_pushes_make_room() {
+    let limits = StateLimits {
+        kept_per_user: 2,
+        ..StateLimits::default()
+    };
+    let store = open(Db::in_memory().unwrap(), limits);
+    let now = crate::signal::now_millis();
+    store
+        .commit(keeping(vec![
+            push("ann", "old", now - 1),
+            push("ann", "p1", now + 60_000),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&store, "ann", now),
+        ["p1"],
+        "an expired push is not delivered"
+    );
+    let refused = store
+        .commit(keeping(vec![
+            push("ann", "p2", now + 60_000),
+            push("ann", "p3", now + 60_000),
+        ]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, CommitError::TooManyKept { .. }),
+        "{refused}"
+    );
+    assert_eq!(refused.code(), 429);
+    assert_eq!(
+        ids(&store, "ann", now),
+        ["p1"],
+        "nothing of the refused batch"
+    );
+    store
+        .commit(keeping(vec![push("ann", "p2", now + 60_000)]))
+        .await
+        .unwrap();
+    assert_eq!(ids(&store, "ann", now), ["p1", "p2"]);
+    assert_eq!(
+        store.kept_count("ann").unwrap(),
+        2,
+        "the expired one was removed"
+    );
+    store
+        .commit(keeping(vec![push("bo", "q1", now + 60_000)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&store, "bo", now),
+        ["q1"],
+        "another user's limit is its own"
+    );
+}

@@ -1,0 +1,151 @@
+//! What a client sends and receives: messages acknowledged and answered, refusals as
+//! ERROR_REPLY frames on a connection that stays up, only the handlers opened to clients
+//! reachable, and everything addressed to a user on each of its connections.
+
+use serde_json::json;
+
+use super::*;
+
+/// A client sends a message: it is acknowledged with the id the host gave it, and the reply
+/// refers to that id. A malformed frame, a forged `from`, a binary frame and a message to an
+/// agent are each refused with an ERROR_REPLY, and the connection stays up.
+#[tokio::test]
+async fn a_client_message_is_acknowledged_and_answered() {
+    let daemon = daemon("gateway-messages").await;
+    let mut ann = open(&daemon, "t-ann").await;
+    send(
+        &mut ann,
+        json!({"to": "echo", "messageType": "Ping", "payload": {"n": 1}}),
+    )
+    .await;
+    let ack = next(&mut ann).await;
+    let id = ack["ack"]
+        .as_str()
+        .expect("an ack with the message's id")
+        .to_owned();
+    let reply = next(&mut ann).await;
+    assert_eq!(reply["signalType"], "REPLY", "{reply}");
+    assert_eq!(reply["replyTo"], id.as_str());
+    assert_eq!(reply["to"], "user:ann");
+    assert_eq!(reply["payload"], json!({"n": 1}));
+
+    ann.send(Message::text("{not json")).await.unwrap();
+    assert_eq!(refused(&next(&mut ann).await), 400);
+    let forged = json!({"to": "echo", "messageType": "Ping", "from": "user:bo", "payload": {}});
+    send(&mut ann, forged).await;
+    assert_eq!(
+        refused(&next(&mut ann).await),
+        400,
+        "a client does not set `from`"
+    );
+    ann.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    assert_eq!(refused(&next(&mut ann).await), 400);
+    send(
+        &mut ann,
+        json!({"to": "agent:reminders/bo", "messageType": "Get", "payload": {}}),
+    )
+    .await;
+    assert_eq!(refused(&next(&mut ann).await), 403);
+    send(
+        &mut ann,
+        json!({"to": "user:bo", "messageType": "Hi", "payload": {}}),
+    )
+    .await;
+    assert_eq!(refused(&next(&mut ann).await), 403);
+    send(
+        &mut ann,
+        json!({"to": "echo", "messageType": "Ping", "payload": {"n": 2}}),
+    )
+    .await;
+    assert!(
+        next(&mut ann).await["ack"].is_string(),
+        "still up after refusals"
+    );
+    assert_eq!(next(&mut ann).await["payload"], json!({"n": 2}));
+    assert!(daemon.metric("switchboard_gateway_frames_in_total").await >= Some(7.0));
+    assert!(daemon.metric("switchboard_gateway_frames_out_total").await >= Some(9.0));
+}
+
+/// A handler that opens no message type to clients (and is not opened by the operator)
+/// refuses a client's message with 403, after the ack; the same message from the admin API
+/// is handled.
+#[tokio::test]
+async fn a_client_cannot_message_a_handler_not_open_to_clients() {
+    let daemon = daemon("gateway-closed-handler").await;
+    assert_eq!(daemon.deploy("lobby", guest("lobby")).await.0, 201);
+    let mut ann = open(&daemon, "t-ann").await;
+    send(
+        &mut ann,
+        json!({"to": "lobby", "messageType": "Who", "payload": {}}),
+    )
+    .await;
+    let id = next(&mut ann).await["ack"].as_str().unwrap().to_owned();
+    let answer = next(&mut ann).await;
+    assert_eq!(answer["signalType"], "ERROR_REPLY", "{answer}");
+    assert_eq!(answer["replyTo"], id.as_str());
+    assert_eq!(answer["code"], 403, "{answer}");
+    let (status, _) = daemon.call("lobby", "Who", json!({})).await;
+    assert_eq!(status, 200, "the admin API may");
+}
+
+/// The same user on two connections (two tabs) gets both copies of what is addressed to it;
+/// when one closes, the other still gets everything.
+#[tokio::test]
+async fn a_user_on_two_connections_gets_both_copies() {
+    let daemon = daemon("gateway-tabs").await;
+    let mut first = open(&daemon, "t-ann").await;
+    let mut second = open(&daemon, "t-ann").await;
+    let remind = |text: &str| json!({"text": text, "after_ms": 20});
+    let (status, _) = daemon
+        .call("agent:reminders/ann", "Remind", remind("both"))
+        .await;
+    assert_eq!(status, 200);
+    for tab in [&mut first, &mut second] {
+        assert_eq!(next(tab).await["payload"], json!({"text": "both"}));
+    }
+    first.close(None).await.unwrap();
+    drop(first);
+    daemon
+        .call("agent:reminders/ann", "Remind", remind("second only"))
+        .await;
+    assert_eq!(
+        next(&mut second).await["payload"],
+        json!({"text": "second only"})
+    );
+}
+
+/// Presence: a user's first connection opening and its last one closing reach a handler
+/// subscribed to the presence events (`lobby`), which sees the user online while either of
+/// two tabs is open and offline once both are closed.
+#[tokio::test]
+async fn presence_is_seen_by_a_subscribed_handler() {
+    let daemon = daemon("gateway-presence").await;
+    assert_eq!(daemon.deploy("lobby", guest("lobby")).await.0, 201);
+    let who = async || daemon.call("lobby", "Who", json!({})).await.1["payload"]["online"].clone();
+    let until = async |want: Value| {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let seen = who().await;
+            if seen == want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "online: {seen}, wanted {want}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    until(json!([])).await;
+    let mut first = open(&daemon, "t-ann").await;
+    until(json!(["ann"])).await;
+    let mut second = open(&daemon, "t-ann").await;
+    first.close(None).await.unwrap();
+    drop(first);
+    // Give a wrong "offline" time to arrive: the second tab keeps ann online.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    until(json!(["ann"])).await;
+    second.close(None).await.unwrap();
+    drop(second);
+    until(json!([])).await;
+}

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Everything `cargo test --workspace` needs beyond Rust, installed only when missing: the
+# Python example handler's toolchain and build, and Chromium with its WebDriver server.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+bash "$here/python/setup.sh"
+bash "$here/browser/setup.sh"
