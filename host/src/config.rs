@@ -170,7 +170,7 @@ pub struct HostConfig {
     /// commit); 1 gives every turn its own fsync (for measuring what grouping saves).
     pub state_max_group: usize,
     /// Handlers clients (`user:<id>`) may send any message type they accept, beyond what
-    /// their descriptions open to clients.
+    /// their descriptions open to clients; `*` opens every handler.
     pub open_to_clients: Vec<String>,
     /// Pushes kept for one user until a client acknowledges them; a turn keeping more
     /// fails with 429.

@@ -23,7 +23,7 @@ async fn counter_host(dir: &TempDir, max_group: usize) -> Host {
     let db = Db::open(&dir.path().join("switchboard.redb")).expect("opening the store");
     let config = HostConfig {
         state_max_group: max_group,
-        ..HostConfig::default()
+        ..switchboard_tests::config()
     };
     let host = host_on(config, db);
     let limits = Limits {

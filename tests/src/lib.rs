@@ -68,10 +68,19 @@ pub fn guest(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
+/// The host settings in-process tests start from: the defaults, with every handler open to
+/// clients (`--open-to-clients '*'`), since these tests send as `user:` clients themselves.
+pub fn config() -> HostConfig {
+    HostConfig {
+        open_to_clients: vec!["*".into()],
+        ..HostConfig::default()
+    }
+}
+
 /// A host on the in-process transport with `names` deployed under their own names, each
 /// with the default limits.
 pub async fn host_with(names: &[&str]) -> Host {
-    let host = Host::new(HostConfig::default()).expect("starting a host");
+    let host = Host::new(config()).expect("starting a host");
     for name in names {
         host.deploy(name, guest(name), None)
             .await

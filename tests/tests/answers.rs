@@ -70,7 +70,7 @@ fn send(
 /// signal; answering it again is refused with 409 and counted, and reaches nobody.
 #[tokio::test]
 async fn a_deferred_answer_arrives_once_and_a_second_is_refused() {
-    let host = host(HostConfig::default(), &["deferred"]).await;
+    let host = host(switchboard_tests::config(), &["deferred"]).await;
     let mut ann = host.connect("user:ann");
     let held = send(&host, "user:ann", "deferred", "Hold", json!({}));
     // Held, not answered: the release below is what answers it.
@@ -95,7 +95,7 @@ async fn a_deferred_answer_arrives_once_and_a_second_is_refused() {
 /// failed turn (an output gate), and the sender gets the trap's 500, once.
 #[tokio::test]
 async fn an_answer_given_in_a_turn_that_traps_is_discarded_with_it() {
-    let host = host(HostConfig::default(), &["deferred"]).await;
+    let host = host(switchboard_tests::config(), &["deferred"]).await;
     let mut ann = host.connect("user:ann");
     let id = send(&host, "user:ann", "deferred", "ReplyThenTrap", json!({}));
     let answer = next(&mut ann).await;
@@ -119,7 +119,7 @@ async fn an_answer_given_in_a_turn_that_traps_is_discarded_with_it() {
 /// with 409, is counted, and never reaches the sender, who later gets the real answer.
 #[tokio::test]
 async fn a_forged_answer_never_reaches_the_sender() {
-    let host = host(HostConfig::default(), &["deferred", "forger"]).await;
+    let host = host(switchboard_tests::config(), &["deferred", "forger"]).await;
     let mut ann = host.connect("user:ann");
     let held = send(&host, "user:ann", "deferred", "Hold", json!({}));
     let forged = call(&host, "forger", "Forge", json!({"message_id": held})).await;
@@ -141,7 +141,7 @@ async fn a_forged_answer_never_reaches_the_sender() {
 async fn an_open_message_gets_504_at_its_deadline() {
     let config = HostConfig {
         message_deadline: Duration::from_millis(300),
-        ..HostConfig::default()
+        ..switchboard_tests::config()
     };
     let host = host(config, &["deferred"]).await;
     let mut ann = host.connect("user:ann");
@@ -171,7 +171,7 @@ async fn an_open_message_gets_504_at_its_deadline() {
 async fn a_message_carries_its_deadline() {
     let config = HostConfig {
         message_deadline: Duration::from_secs(77),
-        ..HostConfig::default()
+        ..switchboard_tests::config()
     };
     let host = host(config, &["deferred"]).await;
     let before = switchboard::signal::now_millis();
@@ -197,7 +197,7 @@ async fn a_message_carries_its_deadline() {
 /// it once the turn commits.
 #[tokio::test]
 async fn emit_says_how_many_subscribers_take_the_event() {
-    let host = host(HostConfig::default(), &["deferred"]).await;
+    let host = host(switchboard_tests::config(), &["deferred"]).await;
     for name in ["audit", "welcome"] {
         host.deploy(name, guest(name), None).await.unwrap();
     }

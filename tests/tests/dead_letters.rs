@@ -42,7 +42,7 @@ fn metric(host: &Host, prefix: &str) -> u64 {
 #[tokio::test]
 async fn an_event_flood_is_fully_accounted_for() {
     const EVENTS: usize = 3000;
-    let host = audit_host(HostConfig::default(), 8).await;
+    let host = audit_host(switchboard_tests::config(), 8).await;
     let (mut delivered, mut dead) = (0, 0);
     // The in-process transport answers at once, so the await never yields: on this
     // single-threaded runtime the worker cannot drain the mailbox meanwhile, and most
@@ -107,7 +107,7 @@ async fn an_event_flood_is_fully_accounted_for() {
 async fn a_full_dead_letter_store_refuses_at_the_source() {
     let config = HostConfig {
         dead_letter_capacity: 5,
-        ..HostConfig::default()
+        ..switchboard_tests::config()
     };
     let host = audit_host(config, 2).await;
     let mut accepted = 0;
@@ -133,7 +133,7 @@ async fn a_full_dead_letter_store_refuses_at_the_source() {
 /// mailbox keeps room for them, and sends past the cap fail with 429 instead.
 #[tokio::test]
 async fn replies_to_a_handlers_own_sends_are_never_refused() {
-    let host = Host::new(HostConfig::default()).unwrap();
+    let host = Host::new(switchboard_tests::config()).unwrap();
     host.deploy("echo", guest("echo"), None).await.unwrap();
     let tiny = Limits {
         mailbox: 4,
@@ -181,7 +181,7 @@ async fn replies_to_a_handlers_own_sends_are_never_refused() {
 /// A reply for a client that has disconnected is kept as a dead letter for that client.
 #[tokio::test]
 async fn a_reply_to_a_gone_client_is_kept() {
-    let host = Host::new(HostConfig::default()).unwrap();
+    let host = Host::new(switchboard_tests::config()).unwrap();
     host.deploy("echo", guest("echo"), None).await.unwrap();
     let rx = host.connect("user:ann");
     drop(rx);

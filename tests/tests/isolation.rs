@@ -9,7 +9,7 @@ use switchboard::{Failure, Host, HostConfig, Limits};
 use switchboard_tests::{call, guest, tight_limits};
 
 async fn chaos_host(limits: Limits) -> Host {
-    let host = Host::new(HostConfig::default()).unwrap();
+    let host = Host::new(switchboard_tests::config()).unwrap();
     host.deploy("chaos", guest("chaos"), Some(limits))
         .await
         .unwrap();
@@ -151,7 +151,7 @@ async fn full_mailbox_is_503() {
 /// A guest that is not a component, or a component of another world, never goes live.
 #[tokio::test]
 async fn bad_components_are_refused_and_change_nothing() {
-    let host = Host::new(HostConfig::default()).unwrap();
+    let host = Host::new(switchboard_tests::config()).unwrap();
     let err = host
         .deploy("junk", b"not wasm".to_vec(), None)
         .await

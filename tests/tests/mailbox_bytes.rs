@@ -85,7 +85,7 @@ fn metric(host: &Host, prefix: &str) -> f64 {
 async fn a_stalled_mailbox_is_bounded_by_bytes_before_its_count() {
     let config = HostConfig {
         mailbox_bytes: 8 << 20,
-        ..HostConfig::default()
+        ..switchboard_tests::config()
     };
     let host = host(config, &["chaos"]).await;
     let mut rx = host.connect("user:tester");
@@ -140,7 +140,7 @@ async fn the_host_budget_is_shared_by_every_mailbox() {
     let config = HostConfig {
         mailbox_bytes: 8 << 20,
         queue_budget_bytes: 12 << 20,
-        ..HostConfig::default()
+        ..switchboard_tests::config()
     };
     let host = host(config, &["stall-a", "stall-b"]).await;
     let mut rx = host.connect("user:tester");
@@ -196,7 +196,7 @@ async fn the_host_budget_is_shared_by_every_mailbox() {
 async fn replies_to_own_sends_are_never_refused_for_bytes() {
     let config = HostConfig {
         mailbox_bytes: 64,
-        ..HostConfig::default()
+        ..switchboard_tests::config()
     };
     let host = Host::new(config).expect("starting a host");
     for name in ["echo", "fanout"] {

@@ -26,7 +26,7 @@ fn small_pool() -> Host {
     Host::new(HostConfig {
         max_instances: MAX,
         instance_idle: IDLE,
-        ..HostConfig::default()
+        ..switchboard_tests::config()
     })
     .expect("a host")
 }
@@ -124,7 +124,7 @@ async fn wait_until_idle(host: &Host, handlers: &[&str]) {
 async fn handlers_that_filled_the_pool_leave_room_for_the_next_deploy() {
     let host = Host::new(HostConfig {
         max_instances: MAX,
-        ..HostConfig::default()
+        ..switchboard_tests::config()
     })
     .expect("a host");
     let mut gate = host.connect("user:gate");
@@ -285,7 +285,7 @@ async fn busy_handlers_share_what_is_not_reserved_and_idle_instances_go() {
 /// idle release far off: a trap discards it, a swap replaces it, a delete stops it.
 #[tokio::test]
 async fn the_instances_gauge_follows_instances_that_go_away() {
-    let host = Host::new(HostConfig::default()).expect("a host");
+    let host = Host::new(switchboard_tests::config()).expect("a host");
     host.deploy("chaos", guest("chaos"), None).await.unwrap();
     call(&host, "chaos", "Ping", json!({})).await.unwrap();
     assert_eq!(instances(&host, "chaos"), 1);
@@ -315,7 +315,7 @@ async fn the_instances_gauge_follows_instances_that_go_away() {
 async fn a_busy_neighbour_gives_a_shared_slot_back_after_its_signal() {
     let host = Host::new(HostConfig {
         max_instances: 3,
-        ..HostConfig::default()
+        ..switchboard_tests::config()
     })
     .expect("a host");
     let mut gate = host.connect("user:gate");

@@ -21,7 +21,7 @@ fn greeter() -> Vec<u8> {
 
 /// A host with the Python greeter deployed as `greeter`.
 async fn host_with_greeter() -> Host {
-    let host = Host::new(HostConfig::default()).expect("starting a host");
+    let host = Host::new(switchboard_tests::config()).expect("starting a host");
     host.deploy("greeter", greeter(), None)
         .await
         .unwrap_or_else(|e| panic!("deploying the Python greeter: {e}"));

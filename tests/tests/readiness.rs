@@ -24,7 +24,7 @@ const BOUND: Duration = Duration::from_secs(60);
 async fn registered(tag: &str, names: &[&str], cpu: Duration) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("switchboard-ready-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let host = Host::new(HostConfig::default()).unwrap();
+    let host = Host::new(switchboard_tests::config()).unwrap();
     let registry = Registry::open(host, DataDir::open(&dir).unwrap()).unwrap();
     for name in names {
         let options = DeployOptions {

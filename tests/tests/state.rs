@@ -43,7 +43,7 @@ async fn counter_state_survives_swap_rollback_and_restart() {
     let dir = TempDir::new("state-restart");
     let path = dir.path().join(switchboard::db::FILE_NAME);
     let db = Db::open(&path).unwrap();
-    let host = host_on(HostConfig::default(), db.clone());
+    let host = host_on(switchboard_tests::config(), db.clone());
     host.deploy("counter", guest("counter"), None)
         .await
         .unwrap();
@@ -71,7 +71,10 @@ async fn counter_state_survives_swap_rollback_and_restart() {
 
     let closing = Arc::downgrade(&db);
     drop((host, db));
-    let host = host_on(HostConfig::default(), reopen_store(&path, closing).await);
+    let host = host_on(
+        switchboard_tests::config(),
+        reopen_store(&path, closing).await,
+    );
     host.deploy("counter", guest("counter"), None)
         .await
         .unwrap();
@@ -140,7 +143,7 @@ async fn a_state_quota_gives_507_and_changes_nothing() {
         state_value_bytes: 128,
         // Each filled agent stores `count` (5 + 1 bytes) and `blob` (4 + 102): two fit.
         state_handler_bytes: 300,
-        ..HostConfig::default()
+        ..switchboard_tests::config()
     };
     let host = Host::new(config).unwrap();
     host.deploy("counter", guest("counter"), None)
@@ -228,7 +231,7 @@ async fn two_service_turns_reading_one_key_both_count() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_service_turns_lose_no_update() {
     const REQUESTS: usize = 200;
-    let host = Host::new(HostConfig::default()).unwrap();
+    let host = Host::new(switchboard_tests::config()).unwrap();
     tally(&host, 8).await;
     let calls: Vec<_> = (0..REQUESTS)
         .map(|_| {

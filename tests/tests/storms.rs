@@ -61,7 +61,7 @@ async fn everyone_still_answers(host: &Host) {
 /// counted, and nothing runs any more.
 #[tokio::test]
 async fn event_storm_stops_at_the_depth_limit() {
-    let host = storm_host(HostConfig::default(), None).await;
+    let host = storm_host(switchboard_tests::config(), None).await;
     let accepted = host.emit("Storm", json(json!({}))).await.unwrap();
     assert_eq!(accepted.delivered, 1);
     storm_stops(&host).await;
@@ -85,7 +85,7 @@ async fn event_storm_stops_at_the_depth_limit() {
 async fn doubling_storm_stops(message_type: &str, done: u32, at_least: u64) {
     let config = HostConfig {
         max_causal_depth: 6,
-        ..HostConfig::default()
+        ..switchboard_tests::config()
     };
     let host = storm_host(config, None).await;
     let first = call(&host, "storm", message_type, json!({})).await;
@@ -114,7 +114,7 @@ async fn doubling_messages_stop_at_the_depth_limit() {
 async fn self_request_chain_stops_at_the_depth_limit() {
     let config = HostConfig {
         max_causal_depth: 4,
-        ..HostConfig::default()
+        ..switchboard_tests::config()
     };
     let host = storm_host(config, None).await;
     let first = call(&host, "storm", "SelfRequest", json!({"timeout_ms": 200})).await;
@@ -138,7 +138,7 @@ async fn an_event_carries_its_depth_on_the_wire() {
         mailbox: 1,
         ..Limits::default()
     };
-    let host = storm_host(HostConfig::default(), Some(limits)).await;
+    let host = storm_host(switchboard_tests::config(), Some(limits)).await;
     let flood = call(&host, "storm", "Flood", json!({"n": 5})).await;
     assert_eq!(flood.unwrap(), json!({"done": 5}));
     storm_stops(&host).await;
@@ -172,7 +172,7 @@ async fn an_event_carries_its_depth_on_the_wire() {
 async fn a_flood_past_the_emit_cap_gets_429() {
     let config = HostConfig {
         max_emits_per_signal: 50,
-        ..HostConfig::default()
+        ..switchboard_tests::config()
     };
     let host = storm_host(config, None).await;
     let failure = call(&host, "storm", "Flood", json!({"n": 5000}))
@@ -211,7 +211,7 @@ async fn a_flood_past_the_emit_cap_gets_429() {
 async fn chatty_logging_is_cut_at_the_per_signal_cap() {
     let config = HostConfig {
         max_log_lines_per_signal: 10,
-        ..HostConfig::default()
+        ..switchboard_tests::config()
     };
     let host = storm_host(config, None).await;
     let done = call(&host, "storm", "Chatty", json!({"n": 500})).await;

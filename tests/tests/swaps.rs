@@ -63,7 +63,7 @@ async fn answers(results: &mut Receiver<Signal>, ids: &[String]) -> Vec<(String,
 /// finishes on the old version.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_messages_of_a_type_the_new_version_refuses_get_404() {
-    let host = Host::new(HostConfig::default()).expect("a host");
+    let host = Host::new(switchboard_tests::config()).expect("a host");
     host.deploy("x", guest("orders"), Some(one_at_a_time(64)))
         .await
         .expect("orders as x");
@@ -103,7 +103,7 @@ async fn queued_messages_of_a_type_the_new_version_refuses_get_404() {
 /// that no longer subscribes to them, and that each is counted in the metrics.
 #[tokio::test]
 async fn queued_broadcasts_the_new_version_does_not_subscribe_to_are_counted() {
-    let host = Host::new(HostConfig::default()).expect("a host");
+    let host = Host::new(switchboard_tests::config()).expect("a host");
     host.deploy("x", guest("audit"), Some(one_at_a_time(64)))
         .await
         .expect("audit as x");

@@ -19,8 +19,12 @@ async fn host_in(dir: &Path) -> Host {
 /// A host keeping its store in `dir`, with `reminders` deployed `delay` after it starts.
 async fn host_deploying_after(dir: &Path, delay: Duration) -> Host {
     let db = Db::open(&dir.join("switchboard.redb")).expect("opening the store");
-    let host = Host::open(HostConfig::default(), Arc::new(InProcess::default()), db)
-        .expect("starting a host");
+    let host = Host::open(
+        switchboard_tests::config(),
+        Arc::new(InProcess::default()),
+        db,
+    )
+    .expect("starting a host");
     tokio::time::sleep(delay).await;
     host.deploy("reminders", guest("reminders"), None)
         .await

@@ -22,7 +22,7 @@ const A_YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
 
 /// A host with `echo` deployed as the neighbour that answers follow-up signals.
 async fn host_with_echo() -> Host {
-    let host = Host::new(HostConfig::default()).expect("a host");
+    let host = Host::new(switchboard_tests::config()).expect("a host");
     host.deploy("echo", guest("echo"), None)
         .await
         .expect("echo");

@@ -17,7 +17,7 @@ const STEPS: u32 = 5;
 /// A host with `deferred` (the barrier, at concurrency 1) and the counter agent handler at
 /// `concurrency`.
 async fn host(concurrency: u32) -> Host {
-    let host = Host::new(HostConfig::default()).expect("starting a host");
+    let host = Host::new(switchboard_tests::config()).expect("starting a host");
     host.deploy("deferred", guest("deferred"), None)
         .await
         .unwrap();
@@ -145,7 +145,7 @@ async fn the_barrier_opens_only_for_overlapping_turns() {
 async fn a_message_that_expires_in_its_agents_line_is_not_handled() {
     let config = HostConfig {
         message_deadline: std::time::Duration::from_millis(300),
-        ..HostConfig::default()
+        ..switchboard_tests::config()
     };
     let host = Host::new(config).expect("starting a host");
     host.deploy("deferred", guest("deferred"), None)

@@ -174,7 +174,7 @@ impl Running {
             .config()
             .open_to_clients
             .iter()
-            .any(|h| **h == **name);
+            .any(|h| h == "*" || **h == **name);
         match Admission::of(&version.description, name, opened, &signal) {
             Admission::Handle => self.handle(signal, version).await,
             Admission::Refuse(failure) => self.finish(signal, Err(failure), HOST_ADDRESS, false),

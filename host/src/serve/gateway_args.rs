@@ -72,7 +72,8 @@ pub struct GatewayArgs {
     #[arg(long, env = "SWITCHBOARD_GATEWAY_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
     pub gateway_max_connections: Option<u32>,
     /// Handlers clients may send any message type they accept, beyond the types their
-    /// descriptions open to clients (comma-separated, or the flag repeated).
+    /// descriptions open to clients (comma-separated, or the flag repeated; `*` opens every
+    /// handler, for development).
     #[arg(
         long,
         env = "SWITCHBOARD_OPEN_TO_CLIENTS",
