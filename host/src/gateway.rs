@@ -29,7 +29,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 pub use connection::{USER_OFFLINE, USER_ONLINE};
 pub use jwt::{Bearer, Jwt, JwtSettings};
@@ -39,6 +39,7 @@ pub use tokens::{Tokens, TokensError};
 
 use crate::metrics::GatewayMetrics;
 use crate::router::Router;
+use crate::signal::{Body, Envelope, HOST_ADDRESS, Headers, Json, Signal};
 use limits::{Full, Slots};
 
 /// The application protocol a browser names beside its token.
@@ -54,6 +55,8 @@ pub struct Gateway {
     slots: Slots,
     /// Turns true when the host shuts down: every connection closes "going away".
     stopping: watch::Receiver<bool>,
+    /// Presence events, broadcast in the order users' connections opened and closed.
+    presence: mpsc::UnboundedSender<Signal>,
 }
 
 /// Closes every connection of a gateway with "going away".
@@ -87,6 +90,14 @@ impl Gateway {
     ) -> (Self, GatewayStop) {
         let (stop, stopping) = watch::channel(false);
         let metrics = router.metrics().gateway.clone();
+        let (presence, mut events) = mpsc::unbounded_channel();
+        let publisher = router.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                // Refused at its source only if the dead-letter store is full; counted there.
+                let _ = publisher.offer_now(event);
+            }
+        });
         let gateway = Self {
             router,
             tokens: Arc::new(tokens),
@@ -94,6 +105,7 @@ impl Gateway {
             limits: Arc::new(limits),
             slots: Slots::default(),
             stopping,
+            presence,
         };
         let stop = GatewayStop {
             stopping: stop,
@@ -121,6 +133,18 @@ impl Gateway {
             .route("/chat.js", get(page::script))
             .route("/chat.css", get(page::style))
             .with_state(self)
+    }
+
+    /// Queues the presence event `event_type` (`UserOnline`, `UserOffline`) for `user`.
+    fn presence(&self, event_type: &str, user: &str) {
+        let signal = Signal {
+            envelope: Envelope::new(HOST_ADDRESS, Headers::new()),
+            body: Body::Event {
+                event_type: event_type.to_owned(),
+                payload: Json::from_value(&serde_json::json!({ "user": user })),
+            },
+        };
+        let _ = self.presence.send(signal);
     }
 
     fn metrics(&self) -> &GatewayMetrics {

@@ -171,6 +171,7 @@ impl Host {
                 Arc::downgrade(&state),
                 Arc::new(move |timer| fire(&weak, timer)),
             );
+            crate::keyed::spawn_kept_sweeper(Arc::downgrade(&state));
         }
         Ok(Self { runtime, router })
     }

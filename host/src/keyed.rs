@@ -45,7 +45,7 @@ use crate::db::{Db, DbError};
 use crate::metrics::Metrics;
 
 pub use error::{CommitError, StateError};
-pub use kept::KeptPush;
+pub use kept::{KeptPush, SWEEP_EVERY, spawn_kept_sweeper};
 pub use timers::{NewTimer, StoredTimer, Timer};
 pub use wheel::{RETRY_AFTER, spawn_timer_loop};
 

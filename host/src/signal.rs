@@ -48,6 +48,13 @@ pub fn agent_parts(to: &str) -> Option<(Option<&str>, &str)> {
 /// Prefix of connected clients' addresses: `user:<id>`.
 pub const USER_PREFIX: &str = "user:";
 
+/// The event a user's first connection to the gateway opening is broadcast as, from the
+/// host: `{"user": "<id>"}`. Handlers subscribe to it like to any event; only the host emits
+/// it.
+pub const USER_ONLINE: &str = "UserOnline";
+/// The event a user's last connection closing is broadcast as.
+pub const USER_OFFLINE: &str = "UserOffline";
+
 /// Extra key/value pairs carried with a signal.
 pub type Headers = BTreeMap<String, String>;
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use switchboard::signal::code;
-use switchboard::{Failure, Host, HostConfig, Limits};
+use switchboard::{Failure, Host, Limits};
 use switchboard_tests::{call, guest, tight_limits};
 
 async fn chaos_host(limits: Limits) -> Host {

@@ -3,8 +3,8 @@
 //! `tests/python/setup.sh`, deployed into a real host and exercised as a client would.
 
 use serde_json::{Value, json};
+use switchboard::Host;
 use switchboard::signal::code;
-use switchboard::{Host, HostConfig};
 use switchboard_tests::{call, target_dir};
 
 /// The Python greeter component that `tests/python/setup.sh` builds.

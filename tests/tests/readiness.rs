@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use switchboard::registry::{DeployOptions, Registry};
 use switchboard::serve::{RunOptions, run};
 use switchboard::store::DataDir;
-use switchboard::{Host, HostConfig, Limits};
+use switchboard::{Host, Limits};
 use switchboard_tests::guest;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;

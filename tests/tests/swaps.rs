@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use switchboard::runtime::VersionSpec;
-use switchboard::{Body, ChangeType, Host, HostConfig, Limits, Signal};
+use switchboard::{Body, ChangeType, Host, Limits, Signal};
 use switchboard_tests::{WAIT, guest, json, next};
 use tokio::sync::mpsc::Receiver;
 

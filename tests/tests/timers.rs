@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use switchboard::Host;
 use switchboard::db::Db;
 use switchboard::transport::InProcess;
-use switchboard::{Host, HostConfig};
 use switchboard_tests::{WAIT, call, guest, next};
 
 /// A host keeping its store in `dir`, with `reminders` deployed.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use switchboard::signal::code;
-use switchboard::{Failure, Host, HostConfig, Limits};
+use switchboard::{Failure, Host, Limits};
 use switchboard_tests::{WAIT, call, guest, json};
 
 /// How long a caller waits for a signal that only a delete or a deadline ends: longer than

@@ -3,10 +3,11 @@
 //!
 //! - `Say {"to": "<user id>", "text": "..."}` from `user:<id>` sends `text` to another user.
 //!   If that user is connected now, it is pushed at once and the answer is
-//!   `{"delivered": "now"}`; if not, it is kept for them (until a client of theirs
-//!   acknowledges it, for at most a week or the host's limit) and the answer is
-//!   `{"delivered": "later"}`. The recipient gets a `Chat {"from", "text", "sent_at"}`
-//!   message.
+//!   `{"delivered": "now"}`; if not, and the user has connected before, it is kept for them
+//!   (until a client of theirs acknowledges it, for at most a week or the host's limit) and
+//!   the answer is `{"delivered": "later"}`; a user never seen gets 404 (so nobody can make
+//!   the host keep messages for made-up users). The recipient gets a
+//!   `Chat {"from", "text", "sent_at"}` message.
 //! - `Who {}` answers `{"online": [user ids]}`, kept from the host's presence events.
 //!
 //! Only a client may `Say` (the sender is who the host says sent it, never a payload field);
@@ -63,6 +64,11 @@ fn online() -> switchboard_sdk::State<BTreeSet<String>> {
     state("online")
 }
 
+/// Whether `user` has ever connected (one key per user: the set grows with the users).
+fn known(user: &str) -> switchboard_sdk::State<bool> {
+    state(format!("known/{user}"))
+}
+
 /// Whether `id` can be a user id: non-empty, short, without `:` or `/`.
 fn is_user_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 256 && !id.contains([':', '/'])
@@ -108,6 +114,10 @@ impl Handler for ChatHandler {
         if users::is_online(&to) {
             users::push(&to, &chat)?;
             ok(&serde_json::json!({ "delivered": "now" }))
+        } else if !known(&to).get_or_default()? {
+            Err(Failure::not_found(format!(
+                "no user `{to}` has ever been here"
+            )))
         } else {
             users::keep(&to, &chat, KEEP_FOR)?;
             ok(&serde_json::json!({ "delivered": "later" }))
@@ -117,6 +127,7 @@ impl Handler for ChatHandler {
     fn handle_event(event: IncomingEvent) -> Result<(), Failure> {
         if event.is::<UserOnline>() {
             let UserOnline { user } = event.decode()?;
+            known(&user).set(&true)?;
             online().update(|users| users.insert(user))?;
         } else if event.is::<UserOffline>() {
             let UserOffline { user } = event.decode()?;

@@ -7,7 +7,8 @@
 //!   itself, so a small mailbox overflows);
 //! - `Chatty {n}` writes `n` warning lines to the host's log while handling one signal;
 //! - `PushStorm {user, n}` pushes `n` `Pushed` events to `user:<user>` in one signal (more
-//!   than a slow client's queue holds).
+//!   than a slow client's queue holds);
+//! - `ForgeOnline {user}` emits the host's presence event `UserOnline` for `user`.
 //!
 //! (A loop through `reply` is impossible since contract 0.2: a message takes one answer;
 //! see the `deferred` guest.)
@@ -73,6 +74,20 @@ struct Pushed {
 }
 impl Event for Pushed {}
 
+/// Emits `UserOnline` for `user`, as if the host did.
+#[derive(Serialize, Deserialize)]
+struct ForgeOnline {
+    user: String,
+}
+impl Message for ForgeOnline {}
+
+/// The host's presence event, forged.
+#[derive(Serialize, Deserialize)]
+struct UserOnline {
+    user: String,
+}
+impl Event for UserOnline {}
+
 struct StormHandler;
 
 impl Handler for StormHandler {
@@ -83,6 +98,7 @@ impl Handler for StormHandler {
             .accepts::<Flood>()
             .accepts::<Chatty>()
             .accepts::<PushStorm>()
+            .accepts::<ForgeOnline>()
             .on_event::<Storm>()
             .on_event::<Flood>()
     }
@@ -116,6 +132,9 @@ impl Handler for StormHandler {
                 switchboard_sdk::warn!("chatty line {i} of {n}: {}", "x".repeat(100));
             }
             ok(&Done { done: n })
+        } else if let Some(ForgeOnline { user }) = msg.decode_if()? {
+            switchboard_sdk::emit(&UserOnline { user })?;
+            ok(&Done { done: 1 })
         } else if let Some(PushStorm { user, n }) = msg.decode_if()? {
             for i in 0..n {
                 switchboard_sdk::users::push(&user, &Pushed { i })?;

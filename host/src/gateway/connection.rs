@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use serde_json::json;
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::limits::{Bucket, Slot, close};
@@ -19,11 +18,7 @@ use crate::signal::{Body, Envelope, Failure, HOST_ADDRESS, Headers, Signal, USER
 
 mod frames;
 
-/// The event a user's first connection opening is broadcast as, from the host:
-/// `{"user": "<id>"}`. Handlers subscribe to it like to any event.
-pub const USER_ONLINE: &str = "UserOnline";
-/// The event a user's last connection closing is broadcast as.
-pub const USER_OFFLINE: &str = "UserOffline";
+pub use crate::signal::{USER_OFFLINE, USER_ONLINE};
 
 /// Longest wait to hand a close frame to a client.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -72,13 +67,11 @@ pub async fn serve(socket: WebSocket, bearer: Bearer, slot: Slot, gateway: Gatew
     let metrics = router.metrics().gateway.clone();
     let user = bearer.user;
     let address = format!("{USER_PREFIX}{user}");
-    let link = router.connect_client(&address, gateway.limits.queue);
+    let online = || gateway.presence(USER_ONLINE, &user);
+    let mut link = router.connect_client(&address, gateway.limits.queue, online);
     metrics.opened.inc();
     metrics.connected.inc();
     tracing::debug!(%address, connection = link.id, "client connected");
-    if link.open == 1 {
-        presence(&router, USER_ONLINE, &user);
-    }
     let limits = &gateway.limits;
     let mut connection = Connection {
         bucket: Bucket::new(limits.frames_per_second, limits.frame_burst),
@@ -89,7 +82,7 @@ pub async fn serve(socket: WebSocket, bearer: Bearer, slot: Slot, gateway: Gatew
         last_heard: Instant::now(),
     };
     let ended = connection
-        .run(link.inbox, link.slow, bearer.expires_ms)
+        .run(&mut link.inbox, link.slow, bearer.expires_ms)
         .await;
     let mut socket = connection.socket;
     if let Some(close) = &ended {
@@ -100,13 +93,19 @@ pub async fn serve(socket: WebSocket, bearer: Bearer, slot: Slot, gateway: Gatew
         };
         let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(Message::Close(Some(frame)))).await;
     }
-    let left = router.disconnect_client(&address, link.id);
+    let offline = || gateway.presence(USER_OFFLINE, &user);
+    router.disconnect_client(&address, link.id, offline);
+    // What was still queued for this connection is not sent (the user's other connections
+    // got their own copies; kept pushes come again at the next connection): counted.
+    link.inbox.close();
+    let mut dropped = 0;
+    while link.inbox.try_recv().is_ok() {
+        dropped += 1;
+    }
+    metrics.undelivered.inc_by(dropped);
     metrics.connected.dec();
     drop(slot);
-    tracing::debug!(%address, connection = link.id, "client disconnected");
-    if left == 0 {
-        presence(&router, USER_OFFLINE, &user);
-    }
+    tracing::debug!(%address, connection = link.id, dropped, "client disconnected");
     if ended.is_some() {
         // The close handshake: the client reads what was sent before the close frame and
         // answers it; dropping the socket at once could reset what it has not read yet.
@@ -147,12 +146,23 @@ impl Connection {
     /// Serves the connection; the close to end it with, if the host ends it.
     async fn run(
         &mut self,
-        mut inbox: mpsc::Receiver<Signal>,
+        inbox: &mut mpsc::Receiver<Signal>,
         slow: Arc<Notify>,
         expires_ms: Option<u64>,
     ) -> Option<Close> {
-        for kept in kept(self.gateway.router.clone(), self.user.clone()).await {
-            self.send(Message::Text(kept.into())).await.ok()?;
+        // The backlog a page at a time, in order, forwarding what arrives meanwhile so the
+        // queue does not fill behind it.
+        let mut after = 0;
+        loop {
+            let page = kept_page(self.gateway.router.clone(), self.user.clone(), after).await;
+            let Some((last, _)) = page.last() else { break };
+            after = *last;
+            for (_, frame) in page {
+                self.send(Message::Text(frame.into())).await.ok()?;
+                while let Ok(signal) = inbox.try_recv() {
+                    self.send(text(&signal)).await.ok()?;
+                }
+            }
         }
         let limits = self.gateway.limits.clone();
         let mut ping = tokio::time::interval_at(
@@ -193,7 +203,11 @@ impl Connection {
                         Some(Ok(Message::Text(frame))) => self.take(frame.as_str()).await,
                         Some(Ok(Message::Binary(_))) => {
                             self.metrics().frames_in.inc();
-                            self.refusal(code::BAD_REQUEST, "frames are JSON text, not binary")
+                            match self.over_rate() {
+                                Some(refusal) => refusal,
+                                None => self
+                                    .refusal(code::BAD_REQUEST, "frames are JSON text, not binary"),
+                            }
                         }
                         Some(Ok(Message::Close(_))) | None => return None,
                         Some(Ok(_)) => continue,
@@ -245,18 +259,21 @@ impl Connection {
     }
 }
 
-/// The unexpired pushes kept for `user`, as frames, in the order they were kept.
-async fn kept(router: Arc<Router>, user: String) -> Vec<String> {
+/// Kept pushes read for a connection at a time.
+const KEPT_PAGE: usize = 32;
+
+/// The next page of unexpired pushes kept for `user` after place `after`, as frames with
+/// their places, in the order they were kept.
+async fn kept_page(router: Arc<Router>, user: String, after: u64) -> Vec<(u64, String)> {
     let Some(store) = router.state_store() else {
         return Vec::new();
     };
-    let most = store.limits().kept_per_user;
     let now = crate::signal::now_millis();
-    let read = tokio::task::spawn_blocking(move || store.kept(&user, now, most)).await;
-    match read {
-        Ok(Ok(kept)) => kept
+    let read = tokio::task::spawn_blocking(move || store.kept_after(&user, after, now, KEPT_PAGE));
+    match read.await {
+        Ok(Ok(page)) => page
             .into_iter()
-            .filter_map(|push| String::from_utf8(push.signal).ok())
+            .map(|(at, push)| (at, String::from_utf8_lossy(&push.signal).into_owned()))
             .collect(),
         Ok(Err(error)) => {
             tracing::error!(%error, "could not read the pushes kept for a user");
@@ -271,29 +288,22 @@ fn text(signal: &Signal) -> Message {
     Message::Text(serde_json::to_string(signal).unwrap_or_default().into())
 }
 
+/// The header that marks an ERROR_REPLY refusing a frame of the connection it arrives on
+/// (other ERROR_REPLYs answer messages, and reach every connection of the user).
+pub const REFUSED_FRAME: &str = "switchboard-refused-frame";
+
 /// An ERROR_REPLY from the host to `address`, refusing a frame: its `replyTo` is the id the
-/// host gave the frame (frames are answered in order, one answer each).
+/// host gave the frame (frames are answered in order, one answer each), and it carries the
+/// header [`REFUSED_FRAME`].
 fn refusal(address: &str, failure: Failure) -> Message {
     let frame = Envelope::new(address, Headers::new());
+    let marked = Headers::from([(REFUSED_FRAME.to_owned(), "true".to_owned())]);
     text(&Signal {
-        envelope: Envelope::new(HOST_ADDRESS, Headers::new()),
+        envelope: Envelope::new(HOST_ADDRESS, marked),
         body: Body::ErrorReply {
             reply_to: frame.id,
             to: address.to_owned(),
             error: failure,
         },
     })
-}
-
-/// Broadcasts a presence event for `user` to the handlers subscribed to it.
-fn presence(router: &Router, event_type: &str, user: &str) {
-    let signal = Signal {
-        envelope: Envelope::new(HOST_ADDRESS, Default::default()),
-        body: Body::Event {
-            event_type: event_type.to_owned(),
-            payload: crate::signal::Json::from_value(&json!({ "user": user })),
-        },
-    };
-    // Refused at its source only if the dead-letter store is full; counted there.
-    let _ = router.offer_now(signal);
 }

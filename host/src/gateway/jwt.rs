@@ -1,7 +1,8 @@
 //! Client tokens as JWTs: signed with a shared secret (HS256), or with a private key whose
 //! public half is in the keys file under the token's `kid` (RS256, ES256), so keys can
-//! rotate. The `sub` claim is the user id; `exp` is required, and `iss` and `aud` are
-//! checked when configured, with a clock leeway.
+//! rotate. The `sub` claim is the user id; `exp` is required, `nbf` is checked when
+//! present, and `iss` and `aud` are required and checked when configured, with a clock
+//! leeway.
 
 use std::path::PathBuf;
 
@@ -68,14 +69,21 @@ impl Jwt {
     fn validation(&self, algorithm: Algorithm) -> Validation {
         let mut validation = Validation::new(algorithm);
         validation.leeway = self.leeway_secs;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        // A configured issuer or audience must be named, not merely not contradicted.
+        let mut required = vec!["exp", "sub"];
         if let Some(issuer) = &self.issuer {
             validation.set_issuer(&[issuer]);
+            required.push("iss");
         }
         match &self.audience {
-            Some(audience) => validation.set_audience(&[audience]),
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
         validation
     }
 

@@ -192,7 +192,9 @@ fn apply_all(
             Ok(plan) => {
                 version += 1;
                 apply(&mut tables, batch, &plan, version)?;
-                kept_seq = super::kept::apply(&mut tables, &batch.keep, &plan.expired, kept_seq)?;
+                let handler = batch.scope.handler.as_str();
+                kept_seq =
+                    super::kept::apply(&mut tables, handler, &batch.keep, &plan.expired, kept_seq)?;
                 Ok(Committed {
                     version,
                     cancelled: plan.cancels.len(),
@@ -254,6 +256,12 @@ fn plan(
         delta += value.as_ref().map_or(0, |v| size(v.len())) - old.map_or(0, size);
         agent_keys += i64::from(value.is_some()) - i64::from(old.is_some());
     }
+    // Kept pushes count against the keeping handler's bytes until they are gone.
+    delta += batch
+        .keep
+        .iter()
+        .map(|push| i128::from(super::kept::kept_bytes(push)))
+        .sum::<i128>();
     let used = read_u64(&t.usage, handler)?;
     let usage = (i128::from(used) + delta).max(0) as u64;
     if delta > 0 && usage > limits.handler_bytes {

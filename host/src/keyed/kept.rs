@@ -1,8 +1,10 @@
 //! Pushes kept for users until a client acknowledges them (offline delivery): committed
 //! with the turn that kept them, in the order they were kept, `(user, seq)`, with an index
 //! by push id for the acknowledgement. At most [`StateLimits::kept_per_user`] per user, each
-//! until its expiry; expired ones are never delivered and are removed when the user's pushes
-//! are next read or the user's box is full.
+//! until its expiry; their bytes count against the keeping handler's state limit
+//! (`state_handler_bytes`) until they are gone. Expired ones are never delivered; they are
+//! removed when the user acknowledges, when the user's box is full, and by
+//! [`StateStore::sweep_kept`], which the host runs every [`SWEEP_EVERY`].
 
 use redb::{ReadableTable, Table};
 
@@ -22,6 +24,16 @@ pub struct KeptPush {
     pub expires_ms: u64,
     /// The serialized signal.
     pub signal: Vec<u8>,
+}
+
+/// How often the host removes expired kept pushes.
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// Most expired pushes one sweep removes.
+const SWEEP_BATCH: usize = 10_000;
+
+/// The bytes a kept push counts against its handler's state limit.
+pub(super) fn kept_bytes(push: &KeptPush) -> u64 {
+    (push.id.len() + push.signal.len()) as u64
 }
 
 /// What keeping a batch's pushes removes first: expired pushes of users at their limit.
@@ -68,6 +80,7 @@ pub(super) fn plan(
 /// `seq` on (the next free number is returned).
 pub(super) fn apply(
     t: &mut Tables<'_>,
+    handler: &str,
     keep: &[KeptPush],
     expired: &Expired,
     mut seq: u64,
@@ -90,7 +103,12 @@ pub(super) fn apply(
         t.kept
             .insert(
                 (user, seq),
-                (push.expires_ms, push.id.as_str(), push.signal.as_slice()),
+                (
+                    push.expires_ms,
+                    push.id.as_str(),
+                    handler,
+                    push.signal.as_slice(),
+                ),
             )
             .map_err(DbError::from_redb)?;
         t.kept_ids
@@ -102,35 +120,62 @@ pub(super) fn apply(
     Ok(seq)
 }
 
+/// Removes one kept push, giving its bytes back to the handler that kept it.
 fn remove(t: &mut Tables<'_>, user: &str, seq: u64, id: &str) -> Result<(), DbError> {
-    t.kept.remove((user, seq)).map_err(DbError::from_redb)?;
+    let gone = t
+        .kept
+        .remove((user, seq))
+        .map_err(DbError::from_redb)?
+        .map(|g| {
+            let (_, id, handler, signal) = g.value();
+            (handler.to_owned(), (id.len() + signal.len()) as u64)
+        });
     t.kept_ids.remove((user, id)).map_err(DbError::from_redb)?;
     let n = read_u64(&t.kept_count, user)?;
-    write_u64(&mut t.kept_count, user, n.saturating_sub(1))
+    write_u64(&mut t.kept_count, user, n.saturating_sub(1))?;
+    if let Some((handler, bytes)) = gone {
+        let used = read_u64(&t.usage, &handler)?;
+        write_u64(&mut t.usage, &handler, used.saturating_sub(bytes))?;
+    }
+    Ok(())
 }
 
 impl StateStore {
     /// Up to `limit` unexpired pushes kept for `user`, in the order they were kept.
     pub fn kept(&self, user: &str, now_ms: u64, limit: usize) -> Result<Vec<KeptPush>, StateError> {
+        let page = self.kept_after(user, 0, now_ms, limit)?;
+        Ok(page.into_iter().map(|(_, push)| push).collect())
+    }
+
+    /// Up to `limit` unexpired pushes kept for `user` after place `after` in its order (0:
+    /// from the first), each with its place: a client's backlog is read a page at a time.
+    pub fn kept_after(
+        &self,
+        user: &str,
+        after: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, KeptPush)>, StateError> {
         let tx = self.read()?;
         let table = tx.open_table(KEPT).map_err(DbError::from_redb)?;
         let mut kept = Vec::new();
         for item in table
-            .range((user, 0)..=(user, u64::MAX))
+            .range((user, after.saturating_add(1))..=(user, u64::MAX))
             .map_err(DbError::from_redb)?
         {
             if kept.len() >= limit {
                 break;
             }
-            let (_, value) = item.map_err(DbError::from_redb)?;
-            let (expires_ms, id, signal) = value.value();
+            let (key, value) = item.map_err(DbError::from_redb)?;
+            let (expires_ms, id, _, signal) = value.value();
             if expires_ms > now_ms {
-                kept.push(KeptPush {
+                let push = KeptPush {
                     user: user.to_owned(),
                     id: id.to_owned(),
                     expires_ms,
                     signal: signal.to_vec(),
-                });
+                };
+                kept.push((key.value().1, push));
             }
         }
         Ok(kept)
@@ -148,34 +193,115 @@ impl StateStore {
     /// pushes with it; whether it was kept. Durable when it returns: it waits for the
     /// store's writer and an fsync, so call it from a blocking thread.
     pub fn acknowledge(&self, user: &str, id: &str, now_ms: u64) -> Result<bool, StateError> {
-        // A read first: an unknown id (a repeat, or a hostile client's) costs no write.
-        let known = {
+        Ok(!self.acknowledge_all(user, &[id], now_ms)?.is_empty())
+    }
+
+    /// [`StateStore::acknowledge`] for several pushes in one transaction; the ids that were
+    /// kept. Ids not kept (repeats, or a hostile client's) cost a read, never a write.
+    pub fn acknowledge_all(
+        &self,
+        user: &str,
+        ids: &[&str],
+        now_ms: u64,
+    ) -> Result<Vec<String>, StateError> {
+        let known: Vec<&str> = {
             let tx = self.read()?;
-            let ids = tx.open_table(KEPT_IDS).map_err(DbError::from_redb)?;
-            ids.get((user, id)).map_err(DbError::from_redb)?.is_some()
+            let table = tx.open_table(KEPT_IDS).map_err(DbError::from_redb)?;
+            let mut known = Vec::new();
+            for id in ids {
+                if table
+                    .get((user, *id))
+                    .map_err(DbError::from_redb)?
+                    .is_some()
+                {
+                    known.push(*id);
+                }
+            }
+            known
         };
-        if !known {
-            return Ok(false);
+        if known.is_empty() {
+            return Ok(Vec::new());
         }
         let tx = self.shared.db.begin_durable()?;
-        let found = {
+        let mut removed = Vec::new();
+        {
             let mut t = Tables::open(&tx)?;
-            let found = t
-                .kept_ids
-                .get((user, id))
-                .map_err(DbError::from_redb)?
-                .map(|g| g.value());
-            if let Some(seq) = found {
-                remove(&mut t, user, seq, id)?;
+            for id in known {
+                let seq = t
+                    .kept_ids
+                    .get((user, id))
+                    .map_err(DbError::from_redb)?
+                    .map(|g| g.value());
+                if let Some(seq) = seq {
+                    remove(&mut t, user, seq, id)?;
+                    removed.push(id.to_owned());
+                }
             }
             for (seq, expired) in expired_of(&t.kept, user, now_ms)? {
                 remove(&mut t, user, seq, &expired)?;
             }
-            found.is_some()
-        };
+        }
         tx.commit().map_err(DbError::from_redb)?;
-        Ok(found)
+        Ok(removed)
     }
+}
+
+impl StateStore {
+    /// Removes up to a batch of expired kept pushes of every user, durably; how many. Call
+    /// it from a blocking thread.
+    pub fn sweep_kept(&self, now_ms: u64) -> Result<usize, StateError> {
+        let expired: Vec<(String, u64, String)> = {
+            let tx = self.read()?;
+            let kept = tx.open_table(KEPT).map_err(DbError::from_redb)?;
+            let mut expired = Vec::new();
+            for item in kept.iter().map_err(DbError::from_redb)? {
+                if expired.len() >= SWEEP_BATCH {
+                    break;
+                }
+                let (key, value) = item.map_err(DbError::from_redb)?;
+                let ((user, seq), (expires_ms, id, _, _)) = (key.value(), value.value());
+                if expires_ms <= now_ms {
+                    expired.push((user.to_owned(), seq, id.to_owned()));
+                }
+            }
+            expired
+        };
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let tx = self.shared.db.begin_durable()?;
+        {
+            let mut t = Tables::open(&tx)?;
+            for (user, seq, id) in &expired {
+                remove(&mut t, user, *seq, id)?;
+            }
+        }
+        tx.commit().map_err(DbError::from_redb)?;
+        self.shared
+            .metrics
+            .gateway
+            .pushes_expired
+            .inc_by(expired.len() as u64);
+        Ok(expired.len())
+    }
+}
+
+/// Removes expired kept pushes every [`SWEEP_EVERY`] while the store lives.
+pub fn spawn_kept_sweeper(store: std::sync::Weak<StateStore>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(SWEEP_EVERY).await;
+            let Some(strong) = store.upgrade() else {
+                return;
+            };
+            let now = crate::signal::now_millis();
+            if let Ok(Err(error)) =
+                tokio::task::spawn_blocking(move || strong.sweep_kept(now)).await
+            {
+                tracing::warn!(%error, "could not remove expired kept pushes");
+            }
+        }
+    })
 }
 
 /// The expired pushes of `user`: `(seq, id)`.
@@ -190,7 +316,7 @@ fn expired_of(
         .map_err(DbError::from_redb)?
     {
         let (key, value) = item.map_err(DbError::from_redb)?;
-        let (expires_ms, id, _) = value.value();
+        let (expires_ms, id, _, _) = value.value();
         if expires_ms <= now_ms {
             expired.push((key.value().1, id.to_owned()));
         }

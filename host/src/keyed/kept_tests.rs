@@ -125,3 +125,39 @@ async fn the_limit_is_per_user_and_expired_pushes_make_room() {
         "another user's limit is its own"
     );
 }
+
+/// Proves kept pushes count against the keeping handler's state bytes until they are gone
+/// (acknowledged or swept at expiry), so a handler past its limit keeps nothing more (507).
+#[tokio::test]
+async fn kept_bytes_count_against_the_keeping_handler() {
+    let limits = StateLimits {
+        handler_bytes: 100,
+        ..StateLimits::default()
+    };
+    let store = open(Db::in_memory().unwrap(), limits);
+    let now = crate::signal::now_millis();
+    let first = push("ann", "p1", now + 60_000);
+    let bytes = (first.id.len() + first.signal.len()) as u64;
+    store.commit(keeping(vec![first])).await.unwrap();
+    assert_eq!(store.usage("chat").unwrap(), bytes);
+    let many: Vec<_> = (0..10)
+        .map(|i| push("bo", &format!("q{i}"), now + 1))
+        .collect();
+    let full = store.commit(keeping(many)).await.unwrap_err();
+    assert!(matches!(full, CommitError::HandlerFull { .. }), "{full}");
+    assert!(
+        ids(&store, "bo", now).is_empty(),
+        "nothing of the refused batch"
+    );
+    store
+        .commit(keeping(vec![push("bo", "q1", now + 1)]))
+        .await
+        .unwrap();
+    assert_eq!(store.usage("chat").unwrap(), 2 * bytes);
+    assert!(store.acknowledge("ann", "p1", now).unwrap());
+    assert_eq!(store.usage("chat").unwrap(), bytes);
+    assert_eq!(store.sweep_kept(now + 2).unwrap(), 1, "bo's expired push");
+    assert_eq!(store.usage("chat").unwrap(), 0);
+    assert_eq!(store.kept_count("bo").unwrap(), 0);
+    assert_eq!(store.sweep_kept(now + 2).unwrap(), 0);
+}

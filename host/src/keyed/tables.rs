@@ -37,9 +37,9 @@ pub(super) const TIMER_COUNT: TableDefinition<&str, u64> = TableDefinition::new(
 
 /// A kept push's place in its user's order: `(user, seq)`.
 pub(super) type KeptKey = (&'static str, u64);
-/// A kept push: `(expires_ms, id, signal)`.
-pub(super) type KeptValue = (u64, &'static str, &'static [u8]);
-/// `(user, seq)` to `(expires_ms, id, signal)`: each user's kept pushes in order.
+/// A kept push: `(expires_ms, id, handler that kept it, signal)`.
+pub(super) type KeptValue = (u64, &'static str, &'static str, &'static [u8]);
+/// `(user, seq)` to `(expires_ms, id, handler, signal)`: each user's kept pushes in order.
 pub(super) const KEPT: TableDefinition<KeptKey, KeptValue> = TableDefinition::new("kept");
 /// `(user, push id)` to its seq: finds a push to remove when it is acknowledged.
 pub(super) const KEPT_IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("kept_ids");

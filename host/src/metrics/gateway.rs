@@ -28,10 +28,15 @@ pub struct GatewayMetrics {
     pub frames_limited: Counter,
     /// Clients disconnected for draining their queue too slowly.
     pub slow_disconnects: Counter,
-    /// Pushes kept for users until acknowledged.
+    /// Signals queued for a connection that closed before they were sent.
+    pub undelivered: Counter,
+    /// Pushes kept for users until acknowledged (every `keep`, whether the user was
+    /// connected or not).
     pub pushes_kept: Counter,
     /// Kept pushes a client acknowledged.
     pub pushes_acknowledged: Counter,
+    /// Kept pushes removed unacknowledged at their expiry.
+    pub pushes_expired: Counter,
 }
 
 impl GatewayMetrics {
@@ -84,6 +89,11 @@ impl GatewayMetrics {
             self.slow_disconnects.clone(),
         );
         gateway.register(
+            "undelivered",
+            "Signals queued for a client connection that closed before they were sent",
+            self.undelivered.clone(),
+        );
+        gateway.register(
             "pushes_kept",
             "Pushes kept for users until a client acknowledges them",
             self.pushes_kept.clone(),
@@ -92,6 +102,11 @@ impl GatewayMetrics {
             "pushes_acknowledged",
             "Kept pushes a client acknowledged",
             self.pushes_acknowledged.clone(),
+        );
+        gateway.register(
+            "pushes_expired",
+            "Kept pushes removed unacknowledged at their expiry",
+            self.pushes_expired.clone(),
         );
     }
 }

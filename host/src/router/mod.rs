@@ -879,12 +879,14 @@ impl Router {
     /// Connects a client at `address` (e.g. `user:alice`); signals addressed to it arrive on
     /// the returned receiver, and on every other connection it has open.
     pub fn connect(&self, address: &str) -> mpsc::Receiver<Signal> {
-        self.connect_client(address, CLIENT_QUEUE).inbox
+        self.connect_client(address, CLIENT_QUEUE, || {}).inbox
     }
 
     /// Like [`Router::connect`], with a queue of `queue` signals (a signal that finds it
-    /// full notifies the link's `slow`).
-    pub fn connect_client(&self, address: &str, queue: usize) -> ClientLink {
+    /// full notifies the link's `slow`). `first` runs if this is the client's only
+    /// connection now, while the router still holds the change, so that what it records
+    /// (presence) is in the order connections really opened and closed.
+    pub fn connect_client(&self, address: &str, queue: usize, first: impl FnOnce()) -> ClientLink {
         let (tx, inbox) = mpsc::channel(queue.max(1));
         let slow = Arc::new(Notify::new());
         let mut table = self.write();
@@ -897,9 +899,13 @@ impl Router {
             queue: tx,
             slow: slow.clone(),
         });
+        let open = connections.len();
+        if open == 1 {
+            first();
+        }
         ClientLink {
             id,
-            open: connections.len(),
+            open,
             inbox,
             slow,
         }
@@ -929,16 +935,22 @@ impl Router {
     }
 
     /// Disconnects connection `id` of the client at `address`; the others stay. How many
-    /// it has left.
-    pub fn disconnect_client(&self, address: &str, id: u64) -> usize {
+    /// it has left. `last` runs if this was its last connection, while the router still
+    /// holds the change (see [`Router::connect_client`]).
+    pub fn disconnect_client(&self, address: &str, id: u64, last: impl FnOnce()) -> usize {
         let mut table = self.write();
         let Some(connections) = table.clients.get_mut(address) else {
             return 0;
         };
-        connections.retain(|c| c.id != id && !c.queue.is_closed());
+        let before = connections.len();
+        connections.retain(|c| c.id != id);
+        let removed = connections.len() < before;
         let left = connections.len();
         if left == 0 {
             table.clients.remove(address);
+            if removed {
+                last();
+            }
         }
         left
     }

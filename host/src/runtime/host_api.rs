@@ -213,6 +213,14 @@ impl host::Host for HostState {
                     "an event needs a non-empty type",
                 ));
             }
+            if [crate::signal::USER_ONLINE, crate::signal::USER_OFFLINE]
+                .contains(&event_type.as_str())
+            {
+                return Err(Failure::new(
+                    code::FORBIDDEN,
+                    format!("`{event_type}` is a presence event: only the host emits it"),
+                ));
+            }
             let payload = guest_json(payload, "event payload")?;
             let depth = self.spend(Spend::Emit)?;
             self.stamp(

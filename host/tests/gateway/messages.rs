@@ -52,6 +52,20 @@ async fn a_client_message_is_acknowledged_and_answered() {
     )
     .await;
     assert_eq!(refused(&next(&mut ann).await), 403);
+    let elsewhere =
+        json!({"to": "echo", "messageType": "Ping", "payload": {}, "returnAddress": "user:bo"});
+    send(&mut ann, elsewhere).await;
+    let refusal = next(&mut ann).await;
+    assert_eq!(refused(&refusal), 403, "replies go back to the client only");
+    assert_eq!(refusal["headers"]["switchboard-refused-frame"], "true");
+    let timer = json!({"to": "echo", "messageType": "Ping", "payload": {},
+                       "headers": {"Switchboard-Timer": "x"}});
+    send(&mut ann, timer).await;
+    assert_eq!(
+        refused(&next(&mut ann).await),
+        400,
+        "the host's headers are the host's"
+    );
     send(
         &mut ann,
         json!({"to": "echo", "messageType": "Ping", "payload": {"n": 2}}),
@@ -62,8 +76,8 @@ async fn a_client_message_is_acknowledged_and_answered() {
         "still up after refusals"
     );
     assert_eq!(next(&mut ann).await["payload"], json!({"n": 2}));
-    assert!(daemon.metric("switchboard_gateway_frames_in_total").await >= Some(7.0));
-    assert!(daemon.metric("switchboard_gateway_frames_out_total").await >= Some(9.0));
+    assert!(daemon.metric("switchboard_gateway_frames_in_total").await >= Some(9.0));
+    assert!(daemon.metric("switchboard_gateway_frames_out_total").await >= Some(11.0));
 }
 
 /// A handler that opens no message type to clients (and is not opened by the operator)
@@ -137,6 +151,14 @@ async fn presence_is_seen_by_a_subscribed_handler() {
         }
     };
     until(json!([])).await;
+    assert_eq!(daemon.deploy("storm", guest("storm")).await.0, 201);
+    let (_, forged) = daemon
+        .call("storm", "ForgeOnline", json!({"user": "ceo"}))
+        .await;
+    assert_eq!(
+        forged["code"], 403,
+        "only the host emits presence: {forged}"
+    );
     let mut first = open(&daemon, "t-ann").await;
     until(json!(["ann"])).await;
     let mut second = open(&daemon, "t-ann").await;

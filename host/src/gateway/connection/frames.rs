@@ -17,15 +17,8 @@ impl Connection {
     /// Takes one text frame and gives its answer.
     pub(super) async fn take(&mut self, frame: &str) -> Message {
         self.metrics().frames_in.inc();
-        if !self.bucket.take() {
-            self.metrics().frames_limited.inc();
-            return self.refusal(
-                code::TOO_MANY,
-                format!(
-                    "over this connection's rate of {} frames per second; the frame was not taken",
-                    self.gateway.limits.frames_per_second
-                ),
-            );
+        if let Some(refusal) = self.over_rate() {
+            return refusal;
         }
         let value: serde_json::Value = match serde_json::from_str(frame) {
             Ok(value) => value,
@@ -33,15 +26,9 @@ impl Connection {
                 return self.refusal(code::BAD_REQUEST, format!("the frame is not JSON: {e}"));
             }
         };
-        if let Some(id) = acknowledged(&value) {
+        if let Some(acks) = Acks::of(&value) {
             let router = self.gateway.router.clone();
-            return acknowledge(
-                router,
-                self.user.clone(),
-                self.address.clone(),
-                id.to_owned(),
-            )
-            .await;
+            return acknowledge(router, self.user.clone(), self.address.clone(), acks).await;
         }
         match self.message(value) {
             Ok(signal) => {
@@ -53,23 +40,58 @@ impl Connection {
         }
     }
 
+    /// A 429 refusal if this frame is past the connection's rate (and counts it).
+    pub(super) fn over_rate(&mut self) -> Option<Message> {
+        if self.bucket.take() {
+            return None;
+        }
+        self.metrics().frames_limited.inc();
+        Some(self.refusal(
+            code::TOO_MANY,
+            format!(
+                "over this connection's rate of {} frames per second; the frame was not taken",
+                self.gateway.limits.frames_per_second
+            ),
+        ))
+    }
+
     /// The message a frame carries, stamped as from the client.
     fn message(&self, value: serde_json::Value) -> Result<Signal, Failure> {
         let bad = |e: String| Failure::new(code::BAD_REQUEST, e);
         let mut wire: WireSignal = serde_json::from_value(value)
             .map_err(|e| bad(format!("the frame is not a signal: {e}")))?;
         let headers = std::mem::take(&mut wire.headers);
+        if let Some(reserved) = headers.keys().find(|k| {
+            k.get(..RESERVED_HEADERS.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_HEADERS))
+        }) {
+            return Err(bad(format!(
+                "the header `{}` is the host's to set (every `{RESERVED_HEADERS}*` header is)",
+                short(reserved)
+            )));
+        }
         let body = wire
             .into_client_body(Some(SignalType::Message))
             .map_err(|e| bad(e.to_string()))?;
-        if let Body::Message(m) = &body
-            && (m.to.starts_with(AGENT_PREFIX) || m.to.starts_with(USER_PREFIX))
-        {
-            return Err(Failure::new(
-                code::FORBIDDEN,
-                format!("a client may not message `{}` directly", short(&m.to)),
-            )
-            .with_help("send it to a handler that relays it"));
+        if let Body::Message(m) = &body {
+            let direct = |a: &str| a.starts_with(AGENT_PREFIX) || a.starts_with(USER_PREFIX);
+            if direct(&m.to) {
+                return Err(Failure::new(
+                    code::FORBIDDEN,
+                    format!("a client may not message `{}` directly", short(&m.to)),
+                )
+                .with_help("send it to a handler that relays it"));
+            }
+            if let Some(elsewhere) = m.return_address.as_deref().filter(|a| *a != self.address) {
+                return Err(Failure::new(
+                    code::FORBIDDEN,
+                    format!(
+                        "a client's replies come back to it; `returnAddress` may only be `{}`, not `{}`",
+                        self.address,
+                        short(elsewhere)
+                    ),
+                ));
+            }
         }
         let signal = Signal {
             envelope: Envelope::new(self.address.as_str(), headers),
@@ -89,49 +111,89 @@ impl Connection {
     }
 }
 
-/// Removes the kept push `id` that `user` (at `address`) acknowledged.
-async fn acknowledge(router: Arc<Router>, user: String, address: String, id: String) -> Message {
+/// Most pushes one acknowledgement frame may name.
+const MAX_ACKS: usize = 256;
+
+/// An acknowledgement frame: `{"ack": "<id>"}`, or `{"ack": ["<id>", ...]}` for several.
+enum Acks {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Acks {
+    /// The acknowledgement `value` is, if it is one (a bad one is a 400 later, as a
+    /// message without `to`).
+    fn of(value: &serde_json::Value) -> Option<Self> {
+        let object = value.as_object()?;
+        if object.len() != 1 {
+            return None;
+        }
+        match object.get("ack")? {
+            serde_json::Value::String(id) => Some(Self::One(id.clone())),
+            serde_json::Value::Array(ids) if (1..=MAX_ACKS).contains(&ids.len()) => ids
+                .iter()
+                .map(|id| id.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .map(Self::Many),
+            _ => None,
+        }
+    }
+}
+
+/// Removes the kept pushes that `user` (at `address`) acknowledged: answers
+/// `{"acknowledged": "<id>"}` (404 if it was not kept) for one, or
+/// `{"acknowledged": [the ids that were kept]}` for several.
+async fn acknowledge(router: Arc<Router>, user: String, address: String, acks: Acks) -> Message {
     let refuse = |code, text: String| refusal(&address, Failure::new(code, text));
     let Some(store) = router.state_store() else {
         return refuse(code::NOT_FOUND, "this host keeps no pushes".into());
     };
-    let shown = id.clone();
+    let ids = match &acks {
+        Acks::One(id) => vec![id.clone()],
+        Acks::Many(ids) => ids.clone(),
+    };
     let now = crate::signal::now_millis();
-    let removed = tokio::task::spawn_blocking(move || store.acknowledge(&user, &id, now)).await;
-    match removed {
-        Ok(Ok(true)) => {
-            router.metrics().gateway.pushes_acknowledged.inc();
-            Message::Text(json!({ "acknowledged": shown }).to_string().into())
+    let removed = tokio::task::spawn_blocking(move || {
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        store.acknowledge_all(&user, &ids, now)
+    })
+    .await;
+    let removed = match removed {
+        Ok(Ok(removed)) => removed,
+        Ok(Err(error)) => {
+            tracing::error!(%error, "could not remove acknowledged pushes");
+            return refuse(
+                code::OVERLOADED,
+                "the pushes could not be removed; acknowledge them again".into(),
+            );
         }
-        Ok(Ok(false)) => refuse(
+        Err(_) => {
+            return refuse(
+                code::OVERLOADED,
+                "the pushes could not be removed; acknowledge them again".into(),
+            );
+        }
+    };
+    router
+        .metrics()
+        .gateway
+        .pushes_acknowledged
+        .inc_by(removed.len() as u64);
+    match acks {
+        Acks::One(id) if removed.is_empty() => refuse(
             code::NOT_FOUND,
             format!(
                 "no push `{}` is kept for you (acknowledged already, or expired)",
-                short(&shown)
+                short(&id)
             ),
         ),
-        Ok(Err(error)) => {
-            tracing::error!(%error, "could not remove an acknowledged push");
-            refuse(
-                code::OVERLOADED,
-                "the push could not be removed; acknowledge it again".into(),
-            )
-        }
-        Err(_) => refuse(
-            code::OVERLOADED,
-            "the push could not be removed; acknowledge it again".into(),
-        ),
+        Acks::One(id) => Message::Text(json!({ "acknowledged": id }).to_string().into()),
+        Acks::Many(_) => Message::Text(json!({ "acknowledged": removed }).to_string().into()),
     }
 }
 
-/// The push id of an acknowledgement frame, `{"ack": "<id>"}`.
-fn acknowledged(value: &serde_json::Value) -> Option<&str> {
-    let object = value.as_object()?;
-    match (object.len(), object.get("ack")) {
-        (1, Some(serde_json::Value::String(id))) => Some(id),
-        _ => None,
-    }
-}
+/// Headers only the host sets (a timer's id, a kept push's expiry, ...).
+const RESERVED_HEADERS: &str = "switchboard-";
 
 /// Text from a client, cut so it cannot flood an answer.
 fn short(text: &str) -> String {

@@ -71,6 +71,14 @@ fn only_valid_tokens_name_a_user() {
     let mut issuer = good.clone();
     issuer["iss"] = json!("mallory");
     assert_eq!(user(&jwt, &hs256(issuer, "s3cret")), None, "wrong issuer");
+    for claim in ["aud", "iss"] {
+        let mut missing = good.clone();
+        missing.as_object_mut().unwrap().remove(claim);
+        assert_eq!(user(&jwt, &hs256(missing, "s3cret")), None, "no {claim}");
+    }
+    let mut early = good.clone();
+    early["nbf"] = json!(now() + 60);
+    assert_eq!(user(&jwt, &hs256(early, "s3cret")), None, "not valid yet");
     let mut sneaky = good;
     sneaky["sub"] = json!("agent:x");
     assert_eq!(user(&jwt, &hs256(sneaky, "s3cret")), None, "not a user id");

@@ -2,7 +2,7 @@
 // It connects to /v1/ws with its token beside the `switchboard.v1` protocol, asks `chat` who
 // is online (and again every few seconds), says things to other users through `chat`, and
 // shows what it hears. Pushes kept for it while it was away arrive first; it acknowledges
-// each one so the host forgets it.
+// them (several to a frame) so the host forgets them.
 "use strict";
 
 const POLL_MS = 3000;
@@ -15,6 +15,10 @@ const sent = [];
 const waiting = new Map();
 // Pushes already shown, by id: a kept push can arrive twice (at-least-once).
 const shown = new Set();
+// Kept pushes to acknowledge, sent together (one frame, one store write) every ACK_MS.
+const ACK_MS = 100;
+let acks = [];
+let flushing = null;
 
 const $ = (id) => document.getElementById(id);
 
@@ -99,10 +103,15 @@ function replied(frame) {
   }
 }
 
+function flushAcks() {
+  if (!socket || socket.readyState !== WebSocket.OPEN || acks.length === 0) return;
+  while (acks.length > 0) send({ ack: acks.splice(0, 256) }, { kind: "ack" });
+}
+
 // A message addressed to this user: a chat from someone, kept or not.
 function heard(frame) {
   const kept = frame.headers && frame.headers["switchboard-kept"] !== undefined;
-  if (kept) send({ ack: frame.id }, { kind: "ack" });
+  if (kept) acks.push(frame.id);
   if (shown.has(frame.id)) return;
   shown.add(frame.id);
   if (frame.messageType === "Chat") {
@@ -114,10 +123,13 @@ function heard(frame) {
 }
 
 function received(event) {
+  if (event.target !== socket) return;
   let frame;
   try { frame = JSON.parse(event.data); } catch { return; }
   if (frame.ack !== undefined || frame.acknowledged !== undefined) return answered(frame);
-  if (frame.signalType === "ERROR_REPLY" && frame.from === "host" && !waiting.has(frame.replyTo)) return answered(frame);
+  // The host's refusal of a frame of this connection (other error replies answer messages).
+  const refusal = frame.headers && frame.headers["switchboard-refused-frame"] !== undefined;
+  if (frame.signalType === "ERROR_REPLY" && refusal) return answered(frame);
   if (frame.signalType === "REPLY" || frame.signalType === "ERROR_REPLY") return replied(frame);
   if (frame.signalType === "MESSAGE") return heard(frame);
 }
@@ -126,11 +138,17 @@ function connect(token) {
   if (socket) socket.close();
   sent.length = 0;
   waiting.clear();
+  acks = [];
+  me = null;
+  clearInterval(poll);
+  clearInterval(flushing);
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   socket = new WebSocket(scheme + "//" + location.host + "/v1/ws", ["switchboard.v1", token]);
   status("Connecting…");
-  socket.addEventListener("open", () => {
+  socket.addEventListener("open", (event) => {
+    if (event.target !== socket) return;
     $("login").hidden = true;
+    flushing = setInterval(flushAcks, ACK_MS);
     $("room").hidden = false;
     ask("Who", {}, { kind: "who" });
     poll = setInterval(() => ask("Who", {}, { kind: "who" }), POLL_MS);
@@ -138,7 +156,9 @@ function connect(token) {
   });
   socket.addEventListener("message", received);
   socket.addEventListener("close", (event) => {
+    if (event.target !== socket) return;
     clearInterval(poll);
+    clearInterval(flushing);
     const why = event.code === 4001 ? "your token expired" : event.reason || "code " + event.code;
     status("Disconnected: " + why + ".", "down");
     $("login").hidden = false;
