@@ -19,6 +19,7 @@ mod connection;
 mod jwt;
 mod keys;
 mod limits;
+pub mod listener;
 mod page;
 mod tokens;
 
@@ -41,6 +42,9 @@ use crate::metrics::GatewayMetrics;
 use crate::router::Router;
 use crate::signal::{Body, Envelope, HOST_ADDRESS, Headers, Json, Signal};
 use limits::{Full, Slots};
+
+/// Bytes a connection reads at a time.
+const READ_BUFFER: usize = 4096;
 
 /// The application protocol a browser names beside its token.
 pub const PROTOCOL: &str = "switchboard.v1";
@@ -224,6 +228,10 @@ async fn upgrade(
     ws.protocols([PROTOCOL])
         .max_message_size(max)
         .max_frame_size(max)
+        // An idle client holds little: a small read buffer that grows with what arrives
+        // (tungstenite's default is 128 KiB up front), and frames written as they are sent.
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| connection::serve(socket, bearer, slot, gateway))
 }
 

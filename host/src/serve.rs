@@ -178,11 +178,8 @@ pub async fn run(
             );
             let app = gateway.app();
             tracing::info!("client gateway listening on ws://{gateway_address}/v1/ws");
-            let task = tokio::spawn(async move {
-                if let Err(error) = axum::serve(listener, app).await {
-                    tracing::error!(%error, "the client gateway stopped");
-                }
-            });
+            let metrics = host.router().metrics().gateway.clone();
+            let task = tokio::spawn(crate::gateway::listener::serve(listener, app, metrics));
             Some((task, stop))
         }
         None => None,

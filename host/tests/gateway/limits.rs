@@ -209,3 +209,35 @@ async fn shutdown_closes_clients_going_away() {
     assert_eq!(closed_with(&mut bo).await, Some(1001));
     assert!(daemon.wait().success());
 }
+
+/// Before any token, a connection that does not finish its request's headers within the
+/// handshake timeout (10 s) is closed, so idle sockets cannot pile up unauthenticated; a
+/// client connecting meanwhile is served.
+#[tokio::test]
+async fn a_half_sent_handshake_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let daemon = daemon("gateway-handshake").await;
+    let address = daemon.gateway_url().unwrap();
+    let address = address
+        .trim_start_matches("ws://")
+        .trim_end_matches("/v1/ws");
+    let mut stalled = tokio::net::TcpStream::connect(address).await.unwrap();
+    stalled
+        .write_all(b"GET /v1/ws HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut ann = open(&daemon, "t-ann").await;
+    send(
+        &mut ann,
+        json!({"to": "echo", "messageType": "Ping", "payload": {}}),
+    )
+    .await;
+    assert!(next(&mut ann).await["ack"].is_string());
+    let mut buffer = [0u8; 512];
+    let read = tokio::time::timeout(Duration::from_secs(20), stalled.read(&mut buffer)).await;
+    let n = read
+        .expect("closed within the handshake timeout")
+        .unwrap_or(0);
+    let answer = String::from_utf8_lossy(&buffer[..n]);
+    assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
