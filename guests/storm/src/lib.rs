@@ -6,8 +6,8 @@
 //! - `Flood {n}` emits `n` `Flood` events while handling one signal (it subscribes to them
 //!   itself, so a small mailbox overflows);
 //! - `Chatty {n}` writes `n` warning lines to the host's log while handling one signal;
-//! - `PushStorm {user, n}` pushes `n` `Pushed` events to `user:<user>` in one signal (more
-//!   than a slow client's queue holds);
+//! - `PushStorm {user, n, pad}` pushes `n` `Pushed` events (each padded with `pad` bytes)
+//!   to `user:<user>` in one signal (more than a slow client's queue holds);
 //! - `ForgeOnline {user}` emits the host's presence event `UserOnline` for `user`.
 //!
 //! (A loop through `reply` is impossible since contract 0.2: a message takes one answer;
@@ -59,11 +59,13 @@ struct Done {
     done: u32,
 }
 
-/// Pushes `n` `Pushed` events to `user` in one signal.
+/// Pushes `n` `Pushed` events to `user` in one signal, each padded with `pad` bytes.
 #[derive(Serialize, Deserialize)]
 struct PushStorm {
     user: String,
     n: u32,
+    #[serde(default)]
+    pad: u32,
 }
 impl Message for PushStorm {}
 
@@ -71,6 +73,7 @@ impl Message for PushStorm {}
 #[derive(Serialize, Deserialize)]
 struct Pushed {
     i: u32,
+    pad: String,
 }
 impl Event for Pushed {}
 
@@ -135,9 +138,11 @@ impl Handler for StormHandler {
         } else if let Some(ForgeOnline { user }) = msg.decode_if()? {
             switchboard_sdk::emit(&UserOnline { user })?;
             ok(&Done { done: 1 })
-        } else if let Some(PushStorm { user, n }) = msg.decode_if()? {
+        } else if let Some(PushStorm { user, n, pad }) = msg.decode_if()? {
+            let pad = "x".repeat(pad as usize);
             for i in 0..n {
-                switchboard_sdk::users::push(&user, &Pushed { i })?;
+                let pad = pad.clone();
+                switchboard_sdk::users::push(&user, &Pushed { i, pad })?;
             }
             ok(&Done { done: n })
         } else {

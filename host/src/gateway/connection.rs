@@ -5,6 +5,7 @@
 
 use std::future::pending;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -68,7 +69,8 @@ pub async fn serve(socket: WebSocket, bearer: Bearer, slot: Slot, gateway: Gatew
     let user = bearer.user;
     let address = format!("{USER_PREFIX}{user}");
     let online = || gateway.presence(USER_ONLINE, &user);
-    let mut link = router.connect_client(&address, gateway.limits.queue, online);
+    let limits = &gateway.limits;
+    let mut link = router.connect_client(&address, limits.queue, limits.queue_bytes, online);
     metrics.opened.inc();
     metrics.connected.inc();
     tracing::debug!(%address, connection = link.id, "client connected");
@@ -82,7 +84,7 @@ pub async fn serve(socket: WebSocket, bearer: Bearer, slot: Slot, gateway: Gatew
         last_heard: Instant::now(),
     };
     let ended = connection
-        .run(&mut link.inbox, link.slow, bearer.expires_ms)
+        .run(&mut link.inbox, &link.queued, link.slow, bearer.expires_ms)
         .await;
     let mut socket = connection.socket;
     if let Some(close) = &ended {
@@ -147,6 +149,7 @@ impl Connection {
     async fn run(
         &mut self,
         inbox: &mut mpsc::Receiver<Signal>,
+        queued: &AtomicUsize,
         slow: Arc<Notify>,
         expires_ms: Option<u64>,
     ) -> Option<Close> {
@@ -160,6 +163,7 @@ impl Connection {
             for (_, frame) in page {
                 self.send(Message::Text(frame.into())).await.ok()?;
                 while let Ok(signal) = inbox.try_recv() {
+                    queued.fetch_sub(signal.size(), Ordering::Relaxed);
                     self.send(text(&signal)).await.ok()?;
                 }
             }
@@ -195,7 +199,10 @@ impl Connection {
                     ));
                 }
                 Wake::Ping => Message::Ping(Default::default()),
-                Wake::Deliver(Some(signal)) => text(&signal),
+                Wake::Deliver(Some(signal)) => {
+                    queued.fetch_sub(signal.size(), Ordering::Relaxed);
+                    text(&signal)
+                }
                 Wake::Deliver(None) => return None,
                 Wake::Frame(frame) => {
                     self.last_heard = Instant::now();

@@ -16,6 +16,9 @@ pub struct GatewayLimits {
     /// Signals one connection may have waiting to be sent; a signal finding it full closes
     /// the connection with [`close::TOO_SLOW`].
     pub queue: usize,
+    /// Bytes of signals one connection may have waiting (at least one largest signal); past
+    /// it too the connection is closed with [`close::TOO_SLOW`].
+    pub queue_bytes: usize,
     /// Frames a connection may send per second, steadily; the rest are refused (429).
     pub frames_per_second: u32,
     /// Frames a connection may send in a burst before the rate applies.
@@ -35,6 +38,7 @@ impl Default for GatewayLimits {
             heartbeat: Duration::from_secs(20),
             heartbeat_timeout: Duration::from_secs(60),
             queue: crate::router::CLIENT_QUEUE,
+            queue_bytes: 8 << 20,
             frames_per_second: 50,
             frame_burst: 100,
             max_frame_bytes: 2 << 20,

@@ -24,6 +24,7 @@ mod undelivered;
 mod worker;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
@@ -151,6 +152,9 @@ struct ClientConnection {
     queue: mpsc::Sender<Signal>,
     /// Told when a signal found the queue full: the client drains it too slowly.
     slow: Arc<Notify>,
+    /// Bytes of signals in the queue, and the most it may hold.
+    queued: Arc<AtomicUsize>,
+    max_bytes: usize,
 }
 
 /// A client's connection, as the connection's task holds it.
@@ -163,6 +167,9 @@ pub struct ClientLink {
     pub inbox: mpsc::Receiver<Signal>,
     /// Notified when a signal found the inbox full.
     pub slow: Arc<Notify>,
+    /// Bytes of the signals in the inbox: the taker subtracts each one's
+    /// [`Signal::size`] when it takes it.
+    pub queued: Arc<AtomicUsize>,
 }
 
 /// Routes signals between handlers, clients and the transport.
@@ -584,14 +591,26 @@ impl Router {
             return fail(signal, Reason::NoRoute);
         };
         let (mut taken, mut full) = (false, false);
+        let size = signal.size();
         for connection in connections {
+            // Counted before it is queued, so the taker never subtracts what is not added.
+            let queued = connection.queued.fetch_add(size, Ordering::Relaxed);
+            if queued.saturating_add(size) > connection.max_bytes {
+                connection.queued.fetch_sub(size, Ordering::Relaxed);
+                full = true;
+                connection.slow.notify_one();
+                continue;
+            }
             match connection.queue.try_send(signal.clone()) {
                 Ok(()) => taken = true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
+                    connection.queued.fetch_sub(size, Ordering::Relaxed);
                     full = true;
                     connection.slow.notify_one();
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    connection.queued.fetch_sub(size, Ordering::Relaxed);
+                }
             }
         }
         match (taken, full) {
@@ -879,14 +898,24 @@ impl Router {
     /// Connects a client at `address` (e.g. `user:alice`); signals addressed to it arrive on
     /// the returned receiver, and on every other connection it has open.
     pub fn connect(&self, address: &str) -> mpsc::Receiver<Signal> {
-        self.connect_client(address, CLIENT_QUEUE, || {}).inbox
+        self.connect_client(address, CLIENT_QUEUE, usize::MAX, || {})
+            .inbox
     }
 
-    /// Like [`Router::connect`], with a queue of `queue` signals (a signal that finds it
-    /// full notifies the link's `slow`). `first` runs if this is the client's only
-    /// connection now, while the router still holds the change, so that what it records
-    /// (presence) is in the order connections really opened and closed.
-    pub fn connect_client(&self, address: &str, queue: usize, first: impl FnOnce()) -> ClientLink {
+    /// Like [`Router::connect`], with a queue of `queue` signals and at most `max_bytes`
+    /// (at least one largest signal): a signal that finds it full notifies the link's
+    /// `slow`. `first` runs if this is the client's only connection now, while the router
+    /// still holds the change, so that what it records (presence) is in the order
+    /// connections really opened and closed.
+    pub fn connect_client(
+        &self,
+        address: &str,
+        queue: usize,
+        max_bytes: usize,
+        first: impl FnOnce(),
+    ) -> ClientLink {
+        let max_bytes = max_bytes.max(self.max_message_bytes());
+        let queued = Arc::new(AtomicUsize::new(0));
         let (tx, inbox) = mpsc::channel(queue.max(1));
         let slow = Arc::new(Notify::new());
         let mut table = self.write();
@@ -898,6 +927,8 @@ impl Router {
             id,
             queue: tx,
             slow: slow.clone(),
+            queued: queued.clone(),
+            max_bytes,
         });
         let open = connections.len();
         if open == 1 {
@@ -908,6 +939,7 @@ impl Router {
             open,
             inbox,
             slow,
+            queued,
         }
     }
 

@@ -54,6 +54,11 @@ pub struct GatewayArgs {
     /// is closed with code 4002 [default: 256].
     #[arg(long, env = "SWITCHBOARD_GATEWAY_QUEUE", value_parser = clap::value_parser!(u32).range(1..))]
     pub gateway_queue: Option<u32>,
+    /// Bytes of signals one connection may have waiting to be sent, like 8MiB (at least the
+    /// largest signal); a client too slow to drain them is closed with code 4002
+    /// [default: 8MiB].
+    #[arg(long, env = "SWITCHBOARD_GATEWAY_QUEUE_BYTES", value_parser = bytes_arg)]
+    pub gateway_queue_bytes: Option<usize>,
     /// Frames one connection may send per second, steadily; the rest are refused with
     /// ErrorReply 429 [default: 50].
     #[arg(long, env = "SWITCHBOARD_GATEWAY_FRAMES_PER_SECOND", value_parser = clap::value_parser!(u32).range(1..))]
@@ -151,6 +156,7 @@ impl GatewayArgs {
                 .gateway_heartbeat_timeout
                 .unwrap_or(defaults.heartbeat_timeout),
             queue: self.gateway_queue.map_or(defaults.queue, |n| n as usize),
+            queue_bytes: self.gateway_queue_bytes.unwrap_or(defaults.queue_bytes),
             frames_per_second: self
                 .gateway_frames_per_second
                 .unwrap_or(defaults.frames_per_second),
