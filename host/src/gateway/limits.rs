@@ -1,4 +1,4 @@
-//! What bounds a client: heartbeats, its queue, its frame rate and size, and how many
+//! What bounds a client: what it may emit, heartbeats, its queue, its frame rate and size, and how many
 //! connections a user and the gateway may have; and the close codes a connection ends with.
 
 use std::collections::HashMap;
@@ -30,6 +30,8 @@ pub struct GatewayLimits {
     pub connections_per_user: usize,
     /// Connections the gateway holds at once.
     pub max_connections: usize,
+    /// Event types clients may emit (none by default; never the presence events).
+    pub events_from_clients: Vec<String>,
 }
 
 impl Default for GatewayLimits {
@@ -44,6 +46,7 @@ impl Default for GatewayLimits {
             max_frame_bytes: 2 << 20,
             connections_per_user: 16,
             max_connections: 10_000,
+            events_from_clients: Vec::new(),
         }
     }
 }

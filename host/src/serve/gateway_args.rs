@@ -86,6 +86,15 @@ pub struct GatewayArgs {
         value_name = "HANDLER"
     )]
     pub open_to_clients: Vec<String>,
+    /// Event types clients may emit (comma-separated, or the flag repeated); by default they
+    /// may emit none. The host's presence events can never be.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_CLIENTS_MAY_EMIT",
+        value_delimiter = ',',
+        value_name = "EVENT_TYPE"
+    )]
+    pub clients_may_emit: Vec<String>,
     /// Pushes kept for one user until a client acknowledges them; a handler keeping more
     /// gets 429 [default: 1000].
     #[arg(long, env = "SWITCHBOARD_KEPT_PER_USER", value_parser = clap::value_parser!(u32).range(1..))]
@@ -170,6 +179,7 @@ impl GatewayArgs {
             max_connections: self
                 .gateway_max_connections
                 .map_or(defaults.max_connections, |n| n as usize),
+            events_from_clients: self.clients_may_emit.clone(),
         };
         if limits.heartbeat.is_zero() || limits.heartbeat_timeout < limits.heartbeat {
             bail!("--gateway-heartbeat must be above zero and at most --gateway-heartbeat-timeout");

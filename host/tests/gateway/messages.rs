@@ -171,3 +171,49 @@ async fn presence_is_seen_by_a_subscribed_handler() {
     drop(second);
     until(json!([])).await;
 }
+
+/// Clients emit no events unless the operator lets them emit a type
+/// (`--clients-may-emit`): an allowed one is acknowledged and reaches its subscriber as from
+/// the client; another type, a data change, or the host's presence events (even if listed)
+/// are refused with 403.
+#[tokio::test]
+async fn clients_emit_only_what_the_operator_allows() {
+    let flags = ["--clients-may-emit", "UserRegistered,UserOnline"];
+    let daemon = daemon_with("gateway-client-events", &flags).await;
+    assert_eq!(daemon.deploy("audit", guest("audit")).await.0, 201);
+    let mut ann = open(&daemon, "t-ann").await;
+    let allowed = json!({"eventType": "UserRegistered", "payload": {"who": "ann"}});
+    send(&mut ann, allowed).await;
+    let id = next(&mut ann).await["ack"]
+        .as_str()
+        .expect("acknowledged")
+        .to_owned();
+    for refused_event in [
+        json!({"eventType": "OrderPlaced", "payload": {}}),
+        json!({"eventType": "UserOnline", "payload": {"user": "ceo"}}),
+        json!({"signalType": "DATA_CHANGE_EVENT", "changeType": "CREATED", "objectType": "User", "object": {}}),
+    ] {
+        send(&mut ann, refused_event.clone()).await;
+        assert_eq!(refused(&next(&mut ann).await), 403, "{refused_event}");
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, log) = daemon.call("audit", "GetAudit", json!({})).await;
+        let entries = log["payload"]["entries"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if let Some(entry) = entries.first() {
+            assert_eq!(entries.len(), 1, "only the allowed event: {log}");
+            assert_eq!(entry["id"], id.as_str());
+            assert_eq!(entry["from"], "user:ann");
+            assert_eq!(entry["payload"], json!({"who": "ann"}));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "audit saw nothing: {log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

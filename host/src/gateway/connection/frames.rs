@@ -1,7 +1,8 @@
-//! What a client's frame is, and its one answer: `{"ack": "<id>"}` for a message taken,
-//! `{"acknowledged": "<id>"}` for a kept push it acknowledges with `{"ack": "<id>"}`, or an
-//! ERROR_REPLY refusing it (400 not a signal, 403 an address a client may not message,
-//! 404 no such kept push, 413 too large, 429 over the frame rate).
+//! What a client's frame is, and its one answer: `{"ack": "<id>"}` for a message taken (or
+//! an event of a type the operator lets clients emit), `{"acknowledged": "<id>"}` for a kept
+//! push it acknowledges with `{"ack": "<id>"}`, or an ERROR_REPLY refusing it (400 not a
+//! signal, 403 an address a client may not message or an event it may not emit, 404 no such
+//! kept push, 413 too large, 429 over the frame rate).
 
 use axum::extract::ws::Message;
 use serde_json::json;
@@ -10,7 +11,9 @@ use std::sync::Arc;
 
 use super::{Connection, refusal};
 use crate::router::Router;
-use crate::signal::{AGENT_PREFIX, Body, Envelope, Failure, Signal, USER_PREFIX, code};
+use crate::signal::{
+    AGENT_PREFIX, Body, Envelope, Failure, Signal, USER_OFFLINE, USER_ONLINE, USER_PREFIX, code,
+};
 use crate::wire::{SignalType, WireSignal};
 
 impl Connection {
@@ -30,14 +33,23 @@ impl Connection {
             let router = self.gateway.router.clone();
             return acknowledge(router, self.user.clone(), self.address.clone(), acks).await;
         }
-        match self.message(value) {
-            Ok(signal) => {
-                let id = signal.id().to_owned();
-                self.gateway.router.route(signal);
-                Message::Text(json!({ "ack": id }).to_string().into())
+        let signal = match self.message(value) {
+            Ok(signal) => signal,
+            Err(failure) => return refusal(&self.address, failure),
+        };
+        let id = signal.id().to_owned();
+        if matches!(signal.body, Body::Event { .. }) {
+            if let Err(undelivered) = self.gateway.router.offer(signal).await {
+                let failure = Failure::new(
+                    code::OVERLOADED,
+                    format!("the event was not taken: {}", undelivered.reason.as_str()),
+                );
+                return refusal(&self.address, failure);
             }
-            Err(failure) => refusal(&self.address, failure),
+        } else {
+            self.gateway.router.route(signal);
         }
+        Message::Text(json!({ "ack": id }).to_string().into())
     }
 
     /// A 429 refusal if this frame is past the connection's rate (and counts it).
@@ -55,7 +67,18 @@ impl Connection {
         ))
     }
 
-    /// The message a frame carries, stamped as from the client.
+    /// Whether clients may emit events of `event_type` (never the host's presence events).
+    fn may_emit(&self, event_type: &str) -> bool {
+        ![USER_ONLINE, USER_OFFLINE].contains(&event_type)
+            && self
+                .gateway
+                .limits
+                .events_from_clients
+                .iter()
+                .any(|t| t == event_type)
+    }
+
+    /// The message (or event) a frame carries, stamped as from the client.
     fn message(&self, value: serde_json::Value) -> Result<Signal, Failure> {
         let bad = |e: String| Failure::new(code::BAD_REQUEST, e);
         let mut wire: WireSignal = serde_json::from_value(value)
@@ -70,9 +93,37 @@ impl Connection {
                 short(reserved)
             )));
         }
+        let emits = matches!(
+            wire.signal_type,
+            Some(SignalType::Event | SignalType::DataChangeEvent)
+        ) || (wire.signal_type.is_none() && wire.event_type.is_some());
+        let implied = if emits {
+            SignalType::Event
+        } else {
+            SignalType::Message
+        };
         let body = wire
-            .into_client_body(Some(SignalType::Message))
+            .into_client_body(Some(implied))
             .map_err(|e| bad(e.to_string()))?;
+        match &body {
+            Body::Event { event_type, .. } if self.may_emit(event_type) => {}
+            Body::Event { event_type, .. } => {
+                return Err(Failure::new(
+                    code::FORBIDDEN,
+                    format!("clients may not emit `{}` events", short(event_type)),
+                )
+                .with_help(
+                    "an operator lets clients emit an event type with `--clients-may-emit`",
+                ));
+            }
+            Body::DataChange { .. } => {
+                return Err(Failure::new(
+                    code::FORBIDDEN,
+                    "clients may not emit data changes",
+                ));
+            }
+            _ => {}
+        }
         if let Body::Message(m) = &body {
             let direct = |a: &str| a.starts_with(AGENT_PREFIX) || a.starts_with(USER_PREFIX);
             if direct(&m.to) {
