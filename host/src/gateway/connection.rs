@@ -122,6 +122,18 @@ pub async fn serve(socket: WebSocket, bearer: Bearer, slot: Slot, gateway: Gatew
     }
 }
 
+fn going_away() -> Close {
+    Close::new(close::GOING_AWAY, "going_away", "the host is shutting down")
+}
+
+fn token_expired() -> Close {
+    Close::new(
+        close::TOKEN_EXPIRED,
+        "expired",
+        "the token expired; connect again with a fresh one",
+    )
+}
+
 /// Resolves when the gateway is told to stop (never if its stopper is gone).
 async fn stopped(mut stopping: watch::Receiver<bool>) {
     if stopping.wait_for(|stop| *stop).await.is_err() {
@@ -161,6 +173,13 @@ impl Connection {
             let Some((last, _)) = page.last() else { break };
             after = *last;
             for (_, frame) in page {
+                // A long backlog to a slow reader still ends at shutdown or token expiry.
+                if *self.gateway.stopping.borrow() {
+                    return Some(going_away());
+                }
+                if expires_ms.is_some_and(|at| crate::signal::now_millis() >= at) {
+                    return Some(token_expired());
+                }
                 self.send(Message::Text(frame.into())).await.ok()?;
                 while let Ok(signal) = inbox.try_recv() {
                     queued.fetch_sub(signal.size(), Ordering::Relaxed);
@@ -179,12 +198,12 @@ impl Connection {
         loop {
             let wake = tokio::select! {
                 biased;
-                () = &mut stop => Wake::Stop(Close::new(close::GOING_AWAY, "going_away", "the host is shutting down")),
+                () = &mut stop => Wake::Stop(going_away()),
                 () = slow.notified() => {
                     self.metrics().slow_disconnects.inc();
-                    Wake::Stop(Close::new(close::TOO_SLOW, "slow", format!("the client read its signals too slowly: {} were waiting", limits.queue)))
+                    Wake::Stop(Close::new(close::TOO_SLOW, "slow", "the client read its signals too slowly: its queue filled"))
                 }
-                () = &mut expiry => Wake::Stop(Close::new(close::TOKEN_EXPIRED, "expired", "the token expired; connect again with a fresh one")),
+                () = &mut expiry => Wake::Stop(token_expired()),
                 _ = ping.tick() => Wake::Ping,
                 delivered = inbox.recv() => Wake::Deliver(delivered),
                 frame = self.socket.recv() => Wake::Frame(frame),

@@ -16,7 +16,7 @@ pub struct GatewayLimits {
     /// Signals one connection may have waiting to be sent; a signal finding it full closes
     /// the connection with [`close::TOO_SLOW`].
     pub queue: usize,
-    /// Bytes of signals one connection may have waiting (at least one largest signal); past
+    /// Bytes of signals one connection may have waiting (an empty queue takes any one); past
     /// it too the connection is closed with [`close::TOO_SLOW`].
     pub queue_bytes: usize,
     /// Frames a connection may send per second, steadily; the rest are refused (429).

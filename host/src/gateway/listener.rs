@@ -2,8 +2,8 @@
 //! this bounds what anyone can hold before that, without a token: at most
 //! [`MAX_HANDSHAKES`] connections that have not upgraded (a flood of idle sockets cannot use
 //! up the host's file descriptors), each given [`HANDSHAKE_TIMEOUT`] to send a request's
-//! headers (a slow sender is closed), and plain HTTP connections (the chat page) closed when
-//! idle as long.
+//! headers (a slow sender is closed) in at most 16 KiB, and 30 s in all before it upgrades
+//! (so nobody keeps a place by repeating requests).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,6 +21,11 @@ use crate::metrics::GatewayMetrics;
 pub const MAX_HANDSHAKES: usize = 1024;
 /// Longest a connection may take to send a request's headers, or stay idle between two.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a connection may stay plain HTTP (page requests, a handshake) before it is
+/// closed or upgraded.
+const PLAIN_LIFETIME: Duration = Duration::from_secs(30);
+/// Most bytes of a request's head a connection may send before its headers are parsed.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Pause after a failed accept (out of file descriptors, say) before the next.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 
@@ -52,14 +57,17 @@ pub async fn serve(listener: TcpListener, app: axum::Router, metrics: GatewayMet
                     response
                 }
             });
+            // Headers bounded, and the connection's whole life before it upgrades: nobody
+            // keeps a place indefinitely by repeating requests, or much memory meanwhile.
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HANDSHAKE_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             // Resolves when the connection closes, or hands its socket to the upgraded
             // client (whose own limits take over): either way its place is given back.
-            let _ = connection.await;
+            let _ = tokio::time::timeout(PLAIN_LIFETIME, connection).await;
             drop(permit);
         });
     }

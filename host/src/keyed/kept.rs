@@ -120,8 +120,9 @@ pub(super) fn apply(
     Ok(seq)
 }
 
-/// Removes one kept push, giving its bytes back to the handler that kept it.
-fn remove(t: &mut Tables<'_>, user: &str, seq: u64, id: &str) -> Result<(), DbError> {
+/// Removes one kept push, giving its bytes back to the handler that kept it; whether it
+/// was there (one removed already, by an acknowledgement racing a sweep, changes nothing).
+fn remove(t: &mut Tables<'_>, user: &str, seq: u64, id: &str) -> Result<bool, DbError> {
     let gone = t
         .kept
         .remove((user, seq))
@@ -130,12 +131,30 @@ fn remove(t: &mut Tables<'_>, user: &str, seq: u64, id: &str) -> Result<(), DbEr
             let (_, id, handler, signal) = g.value();
             (handler.to_owned(), (id.len() + signal.len()) as u64)
         });
+    let Some((handler, bytes)) = gone else {
+        return Ok(false);
+    };
     t.kept_ids.remove((user, id)).map_err(DbError::from_redb)?;
     let n = read_u64(&t.kept_count, user)?;
     write_u64(&mut t.kept_count, user, n.saturating_sub(1))?;
-    if let Some((handler, bytes)) = gone {
-        let used = read_u64(&t.usage, &handler)?;
-        write_u64(&mut t.usage, &handler, used.saturating_sub(bytes))?;
+    let used = read_u64(&t.usage, &handler)?;
+    write_u64(&mut t.usage, &handler, used.saturating_sub(bytes))?;
+    Ok(true)
+}
+
+/// Removes every push `handler` kept (operator `--purge`), in `tx`.
+pub(super) fn purge(tx: &redb::WriteTransaction, handler: &str) -> Result<(), DbError> {
+    let mut t = Tables::open(tx)?;
+    let mut kept_by = Vec::new();
+    for item in t.kept.iter().map_err(DbError::from_redb)? {
+        let (key, value) = item.map_err(DbError::from_redb)?;
+        let ((user, seq), (_, id, owner, _)) = (key.value(), value.value());
+        if owner == handler {
+            kept_by.push((user.to_owned(), seq, id.to_owned()));
+        }
+    }
+    for (user, seq, id) in kept_by {
+        remove(&mut t, &user, seq, &id)?;
     }
     Ok(())
 }
@@ -232,8 +251,9 @@ impl StateStore {
                     .get((user, id))
                     .map_err(DbError::from_redb)?
                     .map(|g| g.value());
-                if let Some(seq) = seq {
-                    remove(&mut t, user, seq, id)?;
+                if let Some(seq) = seq
+                    && remove(&mut t, user, seq, id)?
+                {
                     removed.push(id.to_owned());
                 }
             }
@@ -270,10 +290,11 @@ impl StateStore {
             return Ok(0);
         }
         let tx = self.shared.db.begin_durable()?;
+        let mut removed = 0;
         {
             let mut t = Tables::open(&tx)?;
             for (user, seq, id) in &expired {
-                remove(&mut t, user, *seq, id)?;
+                removed += usize::from(remove(&mut t, user, *seq, id)?);
             }
         }
         tx.commit().map_err(DbError::from_redb)?;
@@ -281,8 +302,8 @@ impl StateStore {
             .metrics
             .gateway
             .pushes_expired
-            .inc_by(expired.len() as u64);
-        Ok(expired.len())
+            .inc_by(removed as u64);
+        Ok(removed)
     }
 }
 

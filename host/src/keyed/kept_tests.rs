@@ -161,3 +161,56 @@ async fn kept_bytes_count_against_the_keeping_handler() {
     assert_eq!(store.kept_count("bo").unwrap(), 0);
     assert_eq!(store.sweep_kept(now + 2).unwrap(), 0);
 }
+
+/// Proves each kept push is charged to the handler that kept it (an acknowledgement gives
+/// bytes back to that handler only), and that purging a handler removes what it kept, with
+/// the users' counts, and nothing another handler kept.
+#[tokio::test]
+async fn kept_pushes_belong_to_their_handler_and_go_with_its_purge() {
+    let store = open(Db::in_memory().unwrap(), StateLimits::default());
+    let later = u64::MAX;
+    store
+        .commit(keeping(vec![
+            push("ann", "c1", later),
+            push("bo", "c2", later),
+        ]))
+        .await
+        .unwrap();
+    let by_other = Batch {
+        scope: Scope::handler("reminders"),
+        keep: vec![push("ann", "r1", later)],
+        ..Batch::default()
+    };
+    store.commit(by_other).await.unwrap();
+    let (chat, reminders) = (
+        store.usage("chat").unwrap(),
+        store.usage("reminders").unwrap(),
+    );
+    assert!(chat > 0 && reminders > 0);
+    assert!(store.acknowledge("ann", "r1", 0).unwrap());
+    assert_eq!(
+        store.usage("chat").unwrap(),
+        chat,
+        "chat's bytes are its own"
+    );
+    assert_eq!(store.usage("reminders").unwrap(), 0);
+    store
+        .commit(Batch {
+            scope: Scope::handler("reminders"),
+            keep: vec![push("bo", "r2", later)],
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+    store.purge("chat").unwrap();
+    assert!(ids(&store, "ann", 0).is_empty(), "what chat kept is gone");
+    assert_eq!(ids(&store, "bo", 0), ["r2"], "what reminders kept stays");
+    assert_eq!(
+        (
+            store.kept_count("ann").unwrap(),
+            store.kept_count("bo").unwrap()
+        ),
+        (0, 1)
+    );
+    assert!(!store.acknowledge("bo", "c2", 0).unwrap());
+}

@@ -70,8 +70,10 @@ fn after(handler: &str) -> String {
     format!("{handler}\0")
 }
 
-/// Removes every key, agent row, usage row and timer of `handler` in `tx`.
+/// Removes every key, agent row, usage row, timer and kept push of `handler` in `tx`.
 pub(super) fn purge(tx: &WriteTransaction, handler: &str) -> Result<(), DbError> {
+    // First what it kept for users: their removal gives bytes back to its usage row.
+    super::kept::purge(tx, handler)?;
     let end = after(handler);
     tx.open_table(STATE)
         .map_err(DbError::from_redb)?

@@ -595,7 +595,8 @@ impl Router {
         for connection in connections {
             // Counted before it is queued, so the taker never subtracts what is not added.
             let queued = connection.queued.fetch_add(size, Ordering::Relaxed);
-            if queued.saturating_add(size) > connection.max_bytes {
+            // An empty queue takes any signal, however large.
+            if queued > 0 && queued.saturating_add(size) > connection.max_bytes {
                 connection.queued.fetch_sub(size, Ordering::Relaxed);
                 full = true;
                 connection.slow.notify_one();
@@ -903,7 +904,7 @@ impl Router {
     }
 
     /// Like [`Router::connect`], with a queue of `queue` signals and at most `max_bytes`
-    /// (at least one largest signal): a signal that finds it full notifies the link's
+    /// (an empty queue takes any signal): a signal that finds it full notifies the link's
     /// `slow`. `first` runs if this is the client's only connection now, while the router
     /// still holds the change, so that what it records (presence) is in the order
     /// connections really opened and closed.
@@ -914,7 +915,6 @@ impl Router {
         max_bytes: usize,
         first: impl FnOnce(),
     ) -> ClientLink {
-        let max_bytes = max_bytes.max(self.max_message_bytes());
         let queued = Arc::new(AtomicUsize::new(0));
         let (tx, inbox) = mpsc::channel(queue.max(1));
         let slow = Arc::new(Notify::new());

@@ -54,8 +54,8 @@ pub struct GatewayArgs {
     /// is closed with code 4002 [default: 256].
     #[arg(long, env = "SWITCHBOARD_GATEWAY_QUEUE", value_parser = clap::value_parser!(u32).range(1..))]
     pub gateway_queue: Option<u32>,
-    /// Bytes of signals one connection may have waiting to be sent, like 8MiB (at least the
-    /// largest signal); a client too slow to drain them is closed with code 4002
+    /// Bytes of signals one connection may have waiting to be sent, like 8MiB (an empty
+    /// queue takes any signal); a client too slow to drain them is closed with code 4002
     /// [default: 8MiB].
     #[arg(long, env = "SWITCHBOARD_GATEWAY_QUEUE_BYTES", value_parser = bytes_arg)]
     pub gateway_queue_bytes: Option<usize>,

@@ -181,7 +181,7 @@ impl Acks {
         }
         match object.get("ack")? {
             serde_json::Value::String(id) => Some(Self::One(id.clone())),
-            serde_json::Value::Array(ids) if (1..=MAX_ACKS).contains(&ids.len()) => ids
+            serde_json::Value::Array(ids) => ids
                 .iter()
                 .map(|id| id.as_str().map(str::to_owned))
                 .collect::<Option<Vec<_>>>()
@@ -201,6 +201,15 @@ async fn acknowledge(router: Arc<Router>, user: String, address: String, acks: A
     };
     let ids = match &acks {
         Acks::One(id) => vec![id.clone()],
+        Acks::Many(ids) if ids.is_empty() || ids.len() > MAX_ACKS => {
+            return refuse(
+                code::BAD_REQUEST,
+                format!(
+                    "an acknowledgement names 1 to {MAX_ACKS} pushes, not {}",
+                    ids.len()
+                ),
+            );
+        }
         Acks::Many(ids) => ids.clone(),
     };
     let now = crate::signal::now_millis();
