@@ -228,7 +228,8 @@ impl Default for HostConfig {
     }
 }
 
-/// Parses a duration written like `500ms`, `5s` or `2m` (a bare number is seconds).
+/// Parses a duration written like `500ms`, `5s`, `2m`, `12h` or `7d` (a bare number is
+/// seconds).
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -239,13 +240,16 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         "ms" => Some(Duration::from_millis(n)),
         "s" | "" => Some(Duration::from_secs(n)),
         "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
+        "d" => Some(Duration::from_secs(n.checked_mul(86_400)?)),
         _ => None,
     }
 }
 
 /// [`parse_duration`] for clap's `value_parser`.
 pub fn duration_arg(text: &str) -> Result<Duration, String> {
-    parse_duration(text).ok_or_else(|| format!("`{text}` is not a duration like 500ms, 10s or 2m"))
+    parse_duration(text)
+        .ok_or_else(|| format!("`{text}` is not a duration like 500ms, 10s, 2m, 12h or 7d"))
 }
 
 /// Parses a size written like `1048576`, `512KiB`, `64MiB` or `1GiB`.
@@ -280,6 +284,8 @@ mod tests {
         assert_eq!(parse_duration("5s"), Some(Duration::from_secs(5)));
         assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("12h"), Some(Duration::from_secs(12 * 3600)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86_400)));
         assert_eq!(parse_duration("5x"), None);
         assert_eq!(parse_duration("s"), None);
         assert!(duration_arg("soon").unwrap_err().contains("soon"));

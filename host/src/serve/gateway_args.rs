@@ -99,8 +99,8 @@ pub struct GatewayArgs {
     /// gets 429 [default: 1000].
     #[arg(long, env = "SWITCHBOARD_KEPT_PER_USER", value_parser = clap::value_parser!(u32).range(1..))]
     pub kept_per_user: Option<u32>,
-    /// Longest a push is kept for a user, like 1h or 7d-as-168h (a handler may ask for less)
-    /// [default: 168h].
+    /// Longest a push is kept for a user, like 12h or 7d (a handler may ask for less)
+    /// [default: 7d].
     #[arg(long, env = "SWITCHBOARD_KEPT_TTL", value_parser = duration_arg)]
     pub kept_ttl: Option<Duration>,
 }
