@@ -257,3 +257,32 @@ async fn a_half_sent_handshake_is_closed() {
     let answer = String::from_utf8_lossy(&buffer[..n]);
     assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
+
+/// Binary frames count against the rate like text ones: refused as binary (400) within the
+/// burst, then as over the rate (429).
+#[tokio::test]
+async fn binary_frames_count_against_the_rate() {
+    let flags = [
+        "--gateway-frames-per-second",
+        "1",
+        "--gateway-frame-burst",
+        "2",
+    ];
+    let daemon = daemon_with("gateway-rate-binary", &flags).await;
+    let mut ann = open(&daemon, "t-ann").await;
+    for _ in 0..4 {
+        ann.send(Message::binary(vec![0u8; 16])).await.unwrap();
+    }
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(refused(&next(&mut ann).await));
+    }
+    assert_eq!(codes[..2], [400, 400], "{codes:?}");
+    assert!(codes[2..].contains(&429), "past the burst: {codes:?}");
+    assert!(
+        daemon
+            .metric("switchboard_gateway_frames_limited_total")
+            .await
+            >= Some(1.0)
+    );
+}
