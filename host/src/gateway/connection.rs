@@ -6,7 +6,7 @@
 use std::future::pending;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use tokio::sync::{Notify, mpsc, watch};
@@ -59,7 +59,6 @@ struct Connection {
     user: String,
     address: String,
     bucket: Bucket,
-    last_heard: Instant,
 }
 
 /// Serves the client `bearer` until it or the host goes; `slot` is its place under the caps.
@@ -81,7 +80,6 @@ pub async fn serve(socket: WebSocket, bearer: Bearer, slot: Slot, gateway: Gatew
         gateway: gateway.clone(),
         user: user.clone(),
         address: address.clone(),
-        last_heard: Instant::now(),
     };
     let ended = connection
         .run(&mut link.inbox, &link.queued, link.slow, bearer.expires_ms)
@@ -194,7 +192,10 @@ impl Connection {
         );
         let stop = stopped(self.gateway.stopping.clone());
         let expiry = expired(expires_ms);
-        tokio::pin!(stop, expiry);
+        // Reset by every frame (a pong too): the client is closed the moment it has been
+        // silent for the heartbeat timeout.
+        let silence = tokio::time::sleep(limits.heartbeat_timeout);
+        tokio::pin!(stop, expiry, silence);
         loop {
             let wake = tokio::select! {
                 biased;
@@ -204,19 +205,17 @@ impl Connection {
                     Wake::Stop(Close::new(close::TOO_SLOW, "slow", "the client read its signals too slowly: its queue filled"))
                 }
                 () = &mut expiry => Wake::Stop(token_expired()),
+                () = &mut silence => Wake::Stop(Close::new(
+                    close::HEARTBEAT,
+                    "heartbeat",
+                    format!("nothing heard for {:?}, not even a pong", limits.heartbeat_timeout),
+                )),
                 _ = ping.tick() => Wake::Ping,
                 delivered = inbox.recv() => Wake::Deliver(delivered),
                 frame = self.socket.recv() => Wake::Frame(frame),
             };
             let out = match wake {
                 Wake::Stop(close) => return Some(close),
-                Wake::Ping if self.last_heard.elapsed() > limits.heartbeat_timeout => {
-                    return Some(Close::new(
-                        close::HEARTBEAT,
-                        "heartbeat",
-                        format!("no pong within {:?}", limits.heartbeat_timeout),
-                    ));
-                }
                 Wake::Ping => Message::Ping(Default::default()),
                 Wake::Deliver(Some(signal)) => {
                     queued.fetch_sub(signal.size(), Ordering::Relaxed);
@@ -224,7 +223,8 @@ impl Connection {
                 }
                 Wake::Deliver(None) => return None,
                 Wake::Frame(frame) => {
-                    self.last_heard = Instant::now();
+                    let heard = tokio::time::Instant::now();
+                    silence.as_mut().reset(heard + limits.heartbeat_timeout);
                     match frame {
                         Some(Ok(Message::Text(frame))) => self.take(frame.as_str()).await,
                         Some(Ok(Message::Binary(_))) => {

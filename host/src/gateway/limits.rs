@@ -11,7 +11,7 @@ pub struct GatewayLimits {
     /// How often the gateway pings a client.
     pub heartbeat: Duration,
     /// How long a client may stay silent (no frame, no pong) before it is closed with
-    /// [`close::HEARTBEAT`].
+    /// [`close::HEARTBEAT`], to the moment.
     pub heartbeat_timeout: Duration,
     /// Signals one connection may have waiting to be sent; a signal finding it full closes
     /// the connection with [`close::TOO_SLOW`].
