@@ -270,13 +270,18 @@ impl Daemon {
         let _ = Command::new("kill").args(["-KILL", &pid]).status();
         let stat = Path::new("/proc").join(&pid).join("stat");
         let deadline = Instant::now() + Duration::from_secs(10);
+        let tasks = Path::new("/proc").join(&pid).join("task");
         while Instant::now() < deadline {
-            // Gone, or a zombie: either way the kernel has closed its files.
+            // Gone, or a zombie whose other threads have exited too: either way the kernel
+            // has closed its files. (The main thread turns zombie while others may still be
+            // exiting, holding the files, the store's lock among them.)
             let state = std::fs::read_to_string(&stat).ok();
-            let dead = state.as_deref().is_none_or(|s| {
+            let zombie = |s: &str| {
                 s.rsplit_once(')')
                     .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-            });
+            };
+            let alone = || std::fs::read_dir(&tasks).map_or(true, |t| t.count() <= 1);
+            let dead = state.as_deref().is_none_or(|s| zombie(s) && alone());
             if dead {
                 return;
             }
