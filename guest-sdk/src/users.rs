@@ -1,12 +1,32 @@
-//! Connected clients (`user:<id>`): ask whether one is online, and push an event to one.
+//! Connected clients (`user:<id>`): ask whether one is online, push an event to one, and
+//! the host's presence events ([`UserOnline`], [`UserOffline`]) a handler subscribes to.
 //!
 //! A push is a one-way message of the event's type to `user:<id>`: nothing waits for an
 //! answer. Like every signal a handler sends, it leaves when the current signal's turn
 //! commits.
 
+use serde::{Deserialize, Serialize};
+
 use crate::failure::Failure;
 use crate::typed::{self, Event};
 use crate::wit_users as host;
+
+/// The host's presence event: user `user`'s first connection to the gateway opened.
+/// Subscribe with `Description::on_event::<UserOnline>()`; only the host emits it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserOnline {
+    /// The user id (without `user:`).
+    pub user: String,
+}
+impl Event for UserOnline {}
+
+/// The host's presence event: user `user`'s last connection to the gateway closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserOffline {
+    /// The user id (without `user:`).
+    pub user: String,
+}
+impl Event for UserOffline {}
 
 /// The address prefix of connected clients.
 pub const USER_PREFIX: &str = "user:";

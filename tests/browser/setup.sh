@@ -14,16 +14,7 @@ if ! command -v apt-get >/dev/null 2>&1; then
     log "chromium and chromedriver are missing and there is no apt-get; install them by hand"
     exit 1
 fi
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        log "need root to run '$*' (no sudo here); install chromium and chromium-driver by hand"
-        exit 1
-    fi
-}
+. "$(dirname "${BASH_SOURCE[0]}")/../as_root.sh"
 log "installing chromium and chromium-driver"
 as_root apt-get update -qq
 as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null

@@ -21,17 +21,7 @@ out_dir="$target/python"
 
 log() { echo "python set-up: $*" >&2; }
 
-# Runs a command as root: directly when we are root, else through sudo when there is one.
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        log "need root to run '$*' (no sudo here); install it by hand and run again"
-        exit 1
-    fi
-}
+. "$(dirname "${BASH_SOURCE[0]}")/../as_root.sh"
 
 # True when `$1` can create a virtual environment with pip in it (Debian's python3 needs
 # python3-venv for ensurepip).

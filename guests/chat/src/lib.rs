@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use switchboard_sdk::prelude::*;
-use switchboard_sdk::users::{self, USER_PREFIX};
+
+use switchboard_sdk::users::{self, USER_PREFIX, UserOffline, UserOnline};
 
 /// Longest text one chat message may carry, in bytes.
 pub const MAX_TEXT: usize = 4096;
@@ -45,20 +46,6 @@ struct Chat {
     sent_at: u64,
 }
 impl Event for Chat {}
-
-/// A user's first connection opened (a host presence event).
-#[derive(Serialize, Deserialize)]
-struct UserOnline {
-    user: String,
-}
-impl Event for UserOnline {}
-
-/// A user's last connection closed (a host presence event).
-#[derive(Serialize, Deserialize)]
-struct UserOffline {
-    user: String,
-}
-impl Event for UserOffline {}
 
 fn online() -> switchboard_sdk::State<BTreeSet<String>> {
     state("online")

@@ -6,20 +6,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use switchboard_sdk::prelude::*;
-
-/// A user's first connection opened.
-#[derive(Serialize, Deserialize)]
-struct UserOnline {
-    user: String,
-}
-impl Event for UserOnline {}
-
-/// A user's last connection closed.
-#[derive(Serialize, Deserialize)]
-struct UserOffline {
-    user: String,
-}
-impl Event for UserOffline {}
+use switchboard_sdk::users::{UserOffline, UserOnline};
 
 #[derive(Serialize, Deserialize)]
 struct Who {}

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use switchboard_sdk::prelude::*;
+use switchboard_sdk::users::UserOnline;
 
 /// Re-emitted on every delivery.
 #[derive(Serialize, Deserialize)]
@@ -83,13 +84,6 @@ struct ForgeOnline {
     user: String,
 }
 impl Message for ForgeOnline {}
-
-/// The host's presence event, forged.
-#[derive(Serialize, Deserialize)]
-struct UserOnline {
-    user: String,
-}
-impl Event for UserOnline {}
 
 struct StormHandler;
 

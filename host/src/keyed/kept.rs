@@ -161,6 +161,7 @@ pub(super) fn purge(tx: &redb::WriteTransaction, handler: &str) -> Result<(), Db
 
 impl StateStore {
     /// Up to `limit` unexpired pushes kept for `user`, in the order they were kept.
+    #[cfg(test)]
     pub fn kept(&self, user: &str, now_ms: u64, limit: usize) -> Result<Vec<KeptPush>, StateError> {
         let page = self.kept_after(user, 0, now_ms, limit)?;
         Ok(page.into_iter().map(|(_, push)| push).collect())
@@ -211,12 +212,15 @@ impl StateStore {
     /// Removes push `id` of `user` once a client acknowledged it, and the user's expired
     /// pushes with it; whether it was kept. Durable when it returns: it waits for the
     /// store's writer and an fsync, so call it from a blocking thread.
+    #[cfg(test)]
     pub fn acknowledge(&self, user: &str, id: &str, now_ms: u64) -> Result<bool, StateError> {
         Ok(!self.acknowledge_all(user, &[id], now_ms)?.is_empty())
     }
 
-    /// [`StateStore::acknowledge`] for several pushes in one transaction; the ids that were
-    /// kept. Ids not kept (repeats, or a hostile client's) cost a read, never a write.
+    /// Removes the pushes `ids` of `user` once a client acknowledged them, and the user's
+    /// expired pushes with them, in one durable transaction (call it from a blocking
+    /// thread); the ids that were kept. Ids not kept (repeats, or a hostile client's) cost
+    /// a read, never a write.
     pub fn acknowledge_all(
         &self,
         user: &str,
