@@ -36,6 +36,7 @@ pub use connection::{USER_OFFLINE, USER_ONLINE};
 pub use jwt::{Bearer, Jwt, JwtSettings};
 pub use keys::KeysError;
 pub use limits::{GatewayLimits, close};
+pub use listener::{MAX_HANDSHAKES, handshake_limits};
 pub use tokens::{Tokens, TokensError};
 
 use crate::metrics::GatewayMetrics;

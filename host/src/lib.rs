@@ -18,6 +18,7 @@
 //! - [`dead_letters`]: signals a mailbox or client refused, kept for replay or purge.
 //! - [`registry`]: deployed handlers and versions, persisted; deploy, roll back, delete.
 //! - [`admin`]: the HTTP admin API (axum), guarded by a bearer token.
+//! - [`listener`]: the accept loop both listeners share, bounding the connections held.
 //! - [`serve`]: the daemon: restore the registry, serve the admin API, drain on shutdown.
 //! - [`run_command`]: `switchboard run`, a host driven by JSON signals on stdin.
 //! - [`compile_command`]: `switchboard compile-artifact`, the child process a daemon compiles
@@ -36,6 +37,7 @@ pub mod dead_letters;
 pub mod gateway;
 pub mod host;
 pub mod keyed;
+pub mod listener;
 pub mod log_limit;
 pub mod metrics;
 pub mod operator;

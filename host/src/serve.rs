@@ -1,9 +1,9 @@
 //! `switchboard serve`: the daemon. Opens the admin API at once, restores the registry's
 //! handlers from the data directory (answering ready when they are back), serves until
-//! SIGTERM or ctrl-c, then finishes the signals in flight before it stops. Its own accept
-//! loop ([`connections`]) bounds the connections clients may hold open.
+//! SIGTERM or ctrl-c, then finishes the signals in flight before it stops. The accept loop
+//! ([`crate::listener`]) bounds the connections clients may hold open, on the admin API and
+//! the client gateway alike.
 
-pub mod connections;
 pub mod gateway_args;
 pub mod host_limits;
 pub mod open_files;
@@ -20,11 +20,12 @@ use tokio::net::TcpListener;
 
 use crate::admin::{AppState, app};
 use crate::db::Db;
+pub use crate::listener::ConnectionLimits;
+use crate::listener::{self, Counters};
 use crate::registry::Registry;
 use crate::store::DataDir;
 use crate::transport::InProcess;
 use crate::{Compiler, Host, HostConfig};
-pub use connections::ConnectionLimits;
 pub use settings::{ServeArgs, Settings};
 
 /// Default address of the admin API.
@@ -152,7 +153,8 @@ pub async fn run(
             let stop = async {
                 let _ = http_stopped.await;
             };
-            connections::serve(listener, app, limits, host.router().metrics(), stop).await;
+            let counters = Counters::admin(host.router().metrics());
+            listener::serve(listener, app, limits, counters, stop).await;
         }
     });
     let gateway = match &options.gateway {
@@ -178,8 +180,15 @@ pub async fn run(
             );
             let app = gateway.app();
             tracing::info!("client gateway listening on ws://{gateway_address}/v1/ws");
-            let metrics = host.router().metrics().gateway.clone();
-            let task = tokio::spawn(crate::gateway::listener::serve(listener, app, metrics));
+            let counters = Counters::gateway(&host.router().metrics().gateway);
+            let limits = crate::gateway::handshake_limits(settings.max_handshakes);
+            let task = tokio::spawn(listener::serve(
+                listener,
+                app,
+                limits,
+                counters,
+                std::future::pending(),
+            ));
             Some((task, stop))
         }
         None => None,

@@ -1,74 +1,35 @@
-//! The gateway's accept loop. An upgraded client is bounded by [`super::GatewayLimits`];
-//! this bounds what anyone can hold before that, without a token: at most
+//! What the gateway's listener bounds before a client upgrades, without a token: at most
 //! [`MAX_HANDSHAKES`] connections that have not upgraded (a flood of idle sockets cannot use
 //! up the host's file descriptors), each given [`HANDSHAKE_TIMEOUT`] to send a request's
-//! headers (a slow sender is closed) in at most 16 KiB, and 30 s in all before it upgrades
-//! (so nobody keeps a place by repeating requests).
+//! headers in at most 16 KiB, and 30 s in all before it upgrades (so nobody keeps a place by
+//! repeating requests). At the cap the connection idle or half-sent the longest is shed
+//! for the newcomer, so a flood of half-sent handshakes cannot keep an honest client out.
+//! The accept loop is the admin API's ([`crate::listener`]); an upgraded client is bounded
+//! by [`super::GatewayLimits`] instead.
 
-use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use crate::listener::ConnectionLimits;
 
-use crate::metrics::GatewayMetrics;
-
-/// Connections that have not upgraded to WebSocket, at most.
+/// Default most connections that have not upgraded to WebSocket.
 pub const MAX_HANDSHAKES: usize = 1024;
-/// Longest a connection may take to send a request's headers, or stay idle between two.
+/// Longest a connection may take to send a request's headers.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a connection may stay idle between two requests before it upgrades.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a connection may stay plain HTTP (page requests, a handshake) before it is
 /// closed or upgraded.
 const PLAIN_LIFETIME: Duration = Duration::from_secs(30);
 /// Most bytes of a request's head a connection may send before its headers are parsed.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
-/// Pause after a failed accept (out of file descriptors, say) before the next.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 
-/// Serves `app` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, app: axum::Router, metrics: GatewayMetrics) {
-    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                tracing::debug!(%error, "the gateway could not accept a connection");
-                tokio::time::sleep(ACCEPT_PAUSE).await;
-                continue;
-            }
-        };
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            GatewayMetrics::count(&metrics.refused, "handshakes");
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-                let mut app = app.clone();
-                async move {
-                    let response: Result<_, Infallible> =
-                        tower_service::Service::call(&mut app, request).await;
-                    response
-                }
-            });
-            // Headers bounded, and the connection's whole life before it upgrades: nobody
-            // keeps a place indefinitely by repeating requests, or much memory meanwhile.
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HANDSHAKE_TIMEOUT)
-                .max_buf_size(MAX_HEADER_BYTES)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            // Resolves when the connection closes, or hands its socket to the upgraded
-            // client (whose own limits take over): either way its place is given back.
-            let _ = tokio::time::timeout(PLAIN_LIFETIME, connection).await;
-            drop(permit);
-        });
+/// The gateway listener's limits, with at most `max_handshakes` connections not upgraded.
+pub fn handshake_limits(max_handshakes: usize) -> ConnectionLimits {
+    ConnectionLimits {
+        max_connections: max_handshakes,
+        header_read_timeout: HANDSHAKE_TIMEOUT,
+        idle_timeout: IDLE_TIMEOUT,
+        lifetime: Some(PLAIN_LIFETIME),
+        max_header_bytes: Some(MAX_HEADER_BYTES),
     }
 }

@@ -17,6 +17,13 @@ pub struct GatewayMetrics {
     pub opened: Counter,
     /// Connection attempts refused before the upgrade, by reason.
     pub refused: Family<ReasonLabels, Counter>,
+    /// Connections that have not upgraded yet (a page request, a handshake).
+    pub handshakes: Gauge,
+    /// Connections not upgraded yet that were shed to make room for a newer one, by the
+    /// state they were in (`idle`, `reading_headers`).
+    pub handshakes_shed: Family<ReasonLabels, Counter>,
+    /// Connections not upgraded yet that were closed for taking too long, by state.
+    pub handshakes_timed_out: Family<ReasonLabels, Counter>,
     /// Connections closed by the host, by reason (`heartbeat`, `slow`, `expired`,
     /// `too_large`, `going_away`).
     pub closed: Family<ReasonLabels, Counter>,
@@ -62,6 +69,21 @@ impl GatewayMetrics {
             "refused",
             "Client connections refused before the upgrade, by reason",
             self.refused.clone(),
+        );
+        gateway.register(
+            "handshakes",
+            "Client connections not upgraded yet",
+            self.handshakes.clone(),
+        );
+        gateway.register(
+            "handshakes_shed",
+            "Client connections not upgraded yet shed to make room for a newer one, by state",
+            self.handshakes_shed.clone(),
+        );
+        gateway.register(
+            "handshakes_timed_out",
+            "Client connections not upgraded yet closed for taking too long, by state",
+            self.handshakes_timed_out.clone(),
         );
         gateway.register(
             "closed",

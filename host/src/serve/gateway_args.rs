@@ -73,6 +73,11 @@ pub struct GatewayArgs {
     /// Connections one user may have open at once; more are refused with 429 [default: 16].
     #[arg(long, env = "SWITCHBOARD_GATEWAY_CONNECTIONS_PER_USER", value_parser = clap::value_parser!(u32).range(1..))]
     pub gateway_connections_per_user: Option<u32>,
+    /// Connections that have not upgraded yet (page requests, handshakes) the gateway holds
+    /// at once; at the cap the one idle or half-sent the longest is closed for the newcomer
+    /// [default: 1024].
+    #[arg(long, env = "SWITCHBOARD_GATEWAY_MAX_HANDSHAKES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub gateway_max_handshakes: Option<u32>,
     /// Connections the gateway holds at once; more are refused with 503 [default: 10000].
     #[arg(long, env = "SWITCHBOARD_GATEWAY_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
     pub gateway_max_connections: Option<u32>,
@@ -116,6 +121,8 @@ pub struct GatewayOptions {
     pub jwt: Option<JwtSettings>,
     /// What bounds each connection.
     pub limits: GatewayLimits,
+    /// Connections not upgraded yet, at most.
+    pub max_handshakes: usize,
 }
 
 impl GatewayArgs {
@@ -189,6 +196,9 @@ impl GatewayArgs {
             tokens: self.gateway_tokens,
             jwt,
             limits,
+            max_handshakes: self
+                .gateway_max_handshakes
+                .map_or(crate::gateway::MAX_HANDSHAKES, |n| n as usize),
         }))
     }
 }

@@ -8,13 +8,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use super::connections::{self, ConnectionLimits};
 use super::gateway_args::GatewayArgs;
 use super::host_limits::HostLimitArgs;
 use super::signal_limits::SignalLimitArgs;
 use super::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, DRAIN_TIMEOUT};
 use crate::HostConfig;
 use crate::config::{MAX_INSTANCES_LIMIT, bytes_arg, duration_arg, parse_bytes, parse_duration};
+use crate::listener::{self as connections, ConnectionLimits};
 
 /// Flags of `switchboard serve`; each is also read from the environment, then from the
 /// config file.
@@ -245,6 +245,7 @@ impl ServeArgs {
                 "idle_timeout",
                 connections::DEFAULT_IDLE_TIMEOUT,
             )?,
+            ..ConnectionLimits::default()
         };
         let defaults = HostConfig::default();
         let host_config = HostConfig {

@@ -1,11 +1,13 @@
 //! The client gateway against the real daemon, with a real WebSocket client: who gets in
 //! ([`auth`]), what a client may send and receive ([`messages`]), pushes kept for users who
 //! are offline ([`offline`]), every limit on a connection ([`limits`]), the `chat` example
-//! ([`chat`]), and its page in two real browsers ([`browser`]).
+//! ([`chat`]), its page in two real browsers ([`browser`]), and a flood of half-sent
+//! handshakes that cannot keep an honest client out ([`flood`]).
 
 mod auth;
 mod browser;
 mod chat;
+mod flood;
 mod limits;
 mod messages;
 mod offline;

@@ -102,6 +102,7 @@ fn connection_and_queue_settings_merge() {
             max_connections: 50,
             header_read_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(120),
+            ..ConnectionLimits::default()
         }
     );
     assert_eq!(settings.host_config.mailbox_bytes, 8 << 20);

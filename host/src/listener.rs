@@ -1,5 +1,5 @@
-//! The admin API's accept loop, which keeps the host reachable under a flood of
-//! connections.
+//! The accept loop of both listeners (the admin API and the client gateway), which keeps
+//! the host reachable under a flood of connections.
 //!
 //! Every connection is tracked as idle (no request on it, before the first or between
 //! two), reading a request's headers (from its first byte until hyper has parsed them), or
@@ -14,7 +14,10 @@
 //! - when accepting fails for want of file descriptors, an idle or half-sent connection is
 //!   shed to make room;
 //! - on shutdown the listener closes, idle and half-sent connections close at once, and
-//!   busy ones finish their request first.
+//!   busy ones finish their request first;
+//! - a connection may upgrade (the gateway's WebSocket clients): it then leaves the loop,
+//!   and its own limits take over. Until it does, it may live at most `lifetime`, so
+//!   nobody keeps a place by repeating requests.
 //!
 //! hyper's own header-read timeout is not used: it also runs while a keep-alive connection
 //! waits for its next request, so it cannot be told apart from the idle timeout.
@@ -36,7 +39,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{Id, JoinError, JoinSet};
 
-use crate::metrics::{Metrics, ReasonLabels};
+use crate::metrics::{GatewayMetrics, Metrics, ReasonLabels};
 use tracker::{Answer, State, Tracker, Watched};
 
 /// Default most connections open at once (lowered to what the open-file limit allows).
@@ -51,7 +54,7 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 /// Least time between two warnings about accept errors.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
-/// The connection limits of the admin API.
+/// The connection limits of a listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// Connections open at once; past it, idle and half-sent ones are shed.
@@ -60,6 +63,12 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// Longest time a connection stays open with no request on it.
     pub idle_timeout: Duration,
+    /// Longest a connection may stay plain HTTP, whatever it does, before it is closed or
+    /// upgraded; none for the admin API.
+    pub lifetime: Option<Duration>,
+    /// Most bytes of a request's head a connection may send before its headers are
+    /// parsed; hyper's default (about 400 KiB) if none.
+    pub max_header_bytes: Option<usize>,
 }
 
 impl Default for ConnectionLimits {
@@ -68,24 +77,37 @@ impl Default for ConnectionLimits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            lifetime: None,
+            max_header_bytes: None,
         }
     }
 }
 
-/// The connection metrics, taken from the host's [`Metrics`].
+/// What a listener counts of its connections: those open, those shed and those timed
+/// out, by the state they were in.
 #[derive(Clone)]
-struct Counters {
+pub struct Counters {
     open: Gauge,
     shed: Family<ReasonLabels, Counter>,
     timed_out: Family<ReasonLabels, Counter>,
 }
 
 impl Counters {
-    fn of(metrics: &Metrics) -> Self {
+    /// The admin API's connection metrics.
+    pub fn admin(metrics: &Metrics) -> Self {
         Self {
             open: metrics.connections.clone(),
             shed: metrics.connections_shed.clone(),
             timed_out: metrics.connections_timed_out.clone(),
+        }
+    }
+
+    /// The gateway's: its connections that have not upgraded yet.
+    pub fn gateway(metrics: &GatewayMetrics) -> Self {
+        Self {
+            open: metrics.handshakes.clone(),
+            shed: metrics.handshakes_shed.clone(),
+            timed_out: metrics.handshakes_timed_out.clone(),
         }
     }
 
@@ -99,23 +121,28 @@ impl Counters {
 }
 
 /// Serves `app` on `listener` within `limits` until `stop` resolves, then closes the
-/// listener and returns once every connection has closed (busy ones after their request).
+/// listener and returns once every connection has closed (busy ones after their request;
+/// upgraded ones have left the loop and are closed by their own side).
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
     limits: ConnectionLimits,
-    metrics: &Metrics,
+    counters: Counters,
     stop: impl Future<Output = ()>,
 ) {
     let (closing, closed) = watch::channel(false);
+    let mut http = http1::Builder::new();
+    if let Some(bytes) = limits.max_header_bytes {
+        http.max_buf_size(bytes);
+    }
     let mut server = Server {
         app,
         limits: ConnectionLimits {
             max_connections: limits.max_connections.max(1),
             ..limits
         },
-        counters: Counters::of(metrics),
-        http: http1::Builder::new(),
+        counters,
+        http,
         tasks: JoinSet::new(),
         open: HashMap::new(),
         shedding: 0,
@@ -270,13 +297,20 @@ impl Server {
                 }
             })
         };
-        let connection = self.http.serve_connection(io, service);
+        let connection = self.http.serve_connection(io, service).with_upgrades();
         let (limits, counters) = (self.limits, self.counters.clone());
         let mut closed = self.closed.clone();
         let watched = tracker.clone();
         let task = self.tasks.spawn(async move {
             let mut connection = std::pin::pin!(connection);
             let mut closing = false;
+            let lifetime = async {
+                match limits.lifetime {
+                    Some(lifetime) => tokio::time::sleep(lifetime).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let mut lifetime = std::pin::pin!(lifetime);
             loop {
                 let deadline = watched.deadline(&limits);
                 let expiry = async {
@@ -294,6 +328,10 @@ impl Server {
                         Counters::count(&counters.timed_out, state);
                         break;
                     },
+                    () = &mut lifetime => {
+                        Counters::count(&counters.timed_out, watched.state());
+                        break;
+                    }
                     _ = closed.wait_for(|c| *c), if !closing => {
                         closing = true;
                         if watched.state() != State::Busy {

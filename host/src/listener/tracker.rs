@@ -257,6 +257,7 @@ mod tests {
             max_connections: 1,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            ..ConnectionLimits::default()
         }
     }
 
