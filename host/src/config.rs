@@ -33,6 +33,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
 /// Dead letters a host keeps at most, by default.
 pub const DEFAULT_DEAD_LETTERS: usize = 100_000;
+/// Default share of the dead-letter store one handler (or client) may fill: one handler's
+/// failures never take the store from the others.
+pub const DEFAULT_DEAD_LETTERS_PER_HANDLER: usize = 10_000;
 /// Table elements one handler may grow to (componentize-py handlers hold thousands).
 pub const DEFAULT_TABLE_ELEMENTS: usize = 100_000;
 /// Default bytes of signals one handler's mailbox may hold: 64 signals of the largest size,
@@ -78,6 +81,13 @@ pub const DEFAULT_STATE_VALUE_BYTES: usize = 256 << 10;
 pub const DEFAULT_STATE_HANDLER_BYTES: u64 = 256 << 20;
 /// Default number of pending durable timers one handler may have.
 pub const DEFAULT_TIMERS_PER_HANDLER: usize = 100_000;
+/// Default least delay of a timer scheduled by a turn that descends from a fired timer, so a
+/// chain through timers is paced (a fired timer starts a fresh causal chain).
+pub const DEFAULT_TIMER_MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Default most timers of one handler fired per second; the rest fire late, never lost.
+pub const DEFAULT_TIMER_FIRES_PER_SECOND: u32 = 100;
+/// Default bytes all turns in flight may hold at once in writes and held signals.
+pub const DEFAULT_TURN_WRITE_BUDGET: u64 = 512 << 20;
 /// Default number of pushes kept for one user until a client acknowledges them.
 pub const DEFAULT_KEPT_PER_USER: usize = 1000;
 /// Default longest time a push is kept for its user.
@@ -129,6 +139,9 @@ pub struct HostConfig {
     pub instance_idle: Duration,
     /// Most dead letters kept; past it, signals that would need one are refused at the source.
     pub dead_letter_capacity: usize,
+    /// Most dead letters kept for one handler (or client); past it, a copy that would need
+    /// one is refused at the source, for that handler alone.
+    pub dead_letter_handler_capacity: usize,
     /// Bytes of signals ([`crate::Signal::size`]) one handler's mailbox may hold; past it,
     /// signals are refused like at a full mailbox (503).
     pub mailbox_bytes: usize,
@@ -166,6 +179,13 @@ pub struct HostConfig {
     pub state_handler_bytes: u64,
     /// Pending durable timers one handler may have; scheduling past it fails with 429.
     pub timers_per_handler: usize,
+    /// Least delay of a timer scheduled by a turn descending from a fired timer.
+    pub timer_min_interval: Duration,
+    /// Most timers of one handler fired per second; the others wait, late, never lost.
+    pub timer_fires_per_second: u32,
+    /// Bytes all turns in flight may hold at once (state writes not committed yet, signals
+    /// and timers held until commit); a turn past it fails with 507 and keeps nothing.
+    pub turn_write_budget: u64,
     /// Most concurrent turns whose state commits share one durable transaction (group
     /// commit); 1 gives every turn its own fsync (for measuring what grouping saves).
     pub state_max_group: usize,
@@ -203,6 +223,7 @@ impl Default for HostConfig {
             max_instances: DEFAULT_MAX_INSTANCES,
             instance_idle: DEFAULT_INSTANCE_IDLE,
             dead_letter_capacity: DEFAULT_DEAD_LETTERS,
+            dead_letter_handler_capacity: DEFAULT_DEAD_LETTERS_PER_HANDLER,
             mailbox_bytes: DEFAULT_MAILBOX_BYTES,
             queue_budget_bytes: DEFAULT_QUEUE_BUDGET_BYTES,
             max_causal_depth: DEFAULT_MAX_CAUSAL_DEPTH,
@@ -220,6 +241,9 @@ impl Default for HostConfig {
             state_value_bytes: DEFAULT_STATE_VALUE_BYTES,
             state_handler_bytes: DEFAULT_STATE_HANDLER_BYTES,
             timers_per_handler: DEFAULT_TIMERS_PER_HANDLER,
+            timer_min_interval: DEFAULT_TIMER_MIN_INTERVAL,
+            timer_fires_per_second: DEFAULT_TIMER_FIRES_PER_SECOND,
+            turn_write_budget: DEFAULT_TURN_WRITE_BUDGET,
             state_max_group: crate::keyed::MAX_GROUP,
             open_to_clients: Vec::new(),
             kept_per_user: DEFAULT_KEPT_PER_USER,

@@ -2,12 +2,15 @@
 //! refused, kept with the handler they were meant for and the reason, until an operator
 //! replays (to that one handler) or purges them.
 //!
-//! The store is bounded. A broadcast reserves room for every subscriber before it is offered
-//! to any ([`DeadLetters::reserve`]), so when the store is full the signal is refused at its
-//! source instead of being accepted and then lost.
+//! The store is bounded in all and for each handler (or client): every handler has its own
+//! share, so one handler's failures (a stuck subscriber under an event storm) never take
+//! the store from the others. Room for a copy is reserved ([`DeadLetters::reserve`]) before
+//! the copy counts as accepted; a copy the store has no room for is refused at its source
+//! and counted, never accepted and then lost.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -67,37 +70,61 @@ pub struct DeadLetter {
 pub struct DeadLetters {
     db: Arc<Db>,
     capacity: usize,
-    /// Stored plus reserved.
-    used: AtomicUsize,
+    handler_capacity: usize,
+    /// Stored plus reserved, in all and by handler.
+    used: Mutex<Used>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
-/// Room for up to `n` dead letters, taken from the store's capacity; what is not used is
-/// given back on drop.
+/// Dead letters stored plus reserved.
+#[derive(Debug, Default)]
+struct Used {
+    total: usize,
+    by_handler: HashMap<String, usize>,
+}
+
+impl Used {
+    fn add(&mut self, handler: &str, n: usize) {
+        self.total += n;
+        *self.by_handler.entry(handler.to_owned()).or_default() += n;
+    }
+
+    fn sub(&mut self, handler: &str, n: usize) {
+        self.total = self.total.saturating_sub(n);
+        if let Some(used) = self.by_handler.get_mut(handler) {
+            *used = used.saturating_sub(n);
+            if *used == 0 {
+                self.by_handler.remove(handler);
+            }
+        }
+    }
+}
+
+/// Room for one dead letter of one handler, taken from the store's capacity and the
+/// handler's share; given back on drop if not used.
 pub struct Reservation<'a> {
     store: &'a DeadLetters,
+    handler: String,
     left: usize,
 }
 
 impl Reservation<'_> {
-    /// Keeps `signal` as a dead letter for `handler`, using one unit of the reservation.
-    pub fn keep(
-        &mut self,
-        handler: &str,
-        reason: DeadReason,
-        signal: Signal,
-    ) -> Result<u64, DbError> {
+    /// The handler (or `user:<id>` client) the room is for.
+    pub fn handler(&self) -> &str {
+        &self.handler
+    }
+
+    /// Keeps `signal` as a dead letter for the reservation's handler.
+    pub fn keep(&mut self, reason: DeadReason, signal: Signal) -> Result<u64, DbError> {
         debug_assert!(self.left > 0, "a reservation used more than it reserved");
         self.left = self.left.saturating_sub(1);
-        let result = self.store.write(handler, reason, signal);
+        let result = self.store.write(&self.handler, reason, signal);
         if result.is_err() {
-            self.store.used.fetch_sub(1, Ordering::AcqRel);
+            self.store.used().sub(&self.handler, 1);
         }
         result
     }
-}
 
-impl Reservation<'_> {
     /// Puts a letter taken with [`DeadLetters::take`] back under its own id, durably.
     pub fn put_back(&mut self, letter: &DeadLetter) -> Result<(), DbError> {
         self.left = self.left.saturating_sub(1);
@@ -107,7 +134,7 @@ impl Reservation<'_> {
             .begin_durable()
             .and_then(|tx| self.store.insert(letter, tx));
         if result.is_err() {
-            self.store.used.fetch_sub(1, Ordering::AcqRel);
+            self.store.used().sub(&self.handler, 1);
         }
         result
     }
@@ -116,47 +143,70 @@ impl Reservation<'_> {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if self.left > 0 {
-            self.store.used.fetch_sub(self.left, Ordering::AcqRel);
+            self.store.used().sub(&self.handler, self.left);
         }
     }
 }
 
+/// Just the owner of a stored letter, read without decoding the signal.
+#[derive(Deserialize)]
+struct Owner {
+    handler: String,
+}
+
 impl DeadLetters {
-    /// The store in `db`, holding at most `capacity` dead letters.
-    pub fn open(db: Arc<Db>, capacity: usize) -> Result<Self, DbError> {
+    /// The store in `db`, holding at most `capacity` dead letters in all and
+    /// `handler_capacity` for any one handler (or client).
+    pub fn open(db: Arc<Db>, capacity: usize, handler_capacity: usize) -> Result<Self, DbError> {
         let tx = db.begin_durable()?;
-        let (len, last) = {
+        let mut used = Used::default();
+        let last = {
             let table = tx.open_table(TABLE).map_err(DbError::from_redb)?;
-            let len = table.len().map_err(DbError::from_redb)? as usize;
-            let last = table
+            for item in table.iter().map_err(DbError::from_redb)? {
+                let (_, value) = item.map_err(DbError::from_redb)?;
+                // An unreadable letter still takes room, in a share of its own.
+                used.add(&owner_of(value.value()), 1);
+            }
+            table
                 .last()
                 .map_err(DbError::from_redb)?
-                .map_or(0, |(k, _)| k.value());
-            (len, last)
+                .map_or(0, |(k, _)| k.value())
         };
         tx.commit().map_err(DbError::from_redb)?;
         Ok(Self {
             db,
             capacity,
-            used: AtomicUsize::new(len),
+            handler_capacity,
+            used: Mutex::new(used),
             next_id: std::sync::atomic::AtomicU64::new(last + 1),
         })
     }
 
-    /// Reserves room for `n` dead letters, or `None` if the store cannot take that many.
-    pub fn reserve(&self, n: usize) -> Option<Reservation<'_>> {
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(n).filter(|total| *total <= self.capacity)
-            })
-            .ok()?;
+    fn used(&self) -> MutexGuard<'_, Used> {
+        self.used.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Room for one dead letter of `handler`, if both the store and the handler's share
+    /// have it.
+    pub fn reserve(&self, handler: &str) -> Option<Reservation<'_>> {
+        let mut used = self.used();
+        let share = used.by_handler.get(handler).copied().unwrap_or(0);
+        if used.total >= self.capacity || share >= self.handler_capacity {
+            return None;
+        }
+        used.add(handler, 1);
         Some(Reservation {
             store: self,
-            left: n,
+            handler: handler.to_owned(),
+            left: 1,
         })
     }
 
-    /// Dead letters kept now.
+    /// Dead letters kept (and reserved) for `handler`.
+    pub fn used_by(&self, handler: &str) -> usize {
+        self.used().by_handler.get(handler).copied().unwrap_or(0)
+    }
+
     pub fn len(&self) -> usize {
         self.count().unwrap_or(0)
     }
@@ -169,6 +219,11 @@ impl DeadLetters {
     /// The most the store holds.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Most dead letters kept for one handler.
+    pub fn handler_capacity(&self) -> usize {
+        self.handler_capacity
     }
 
     fn count(&self) -> Result<usize, DbError> {
@@ -220,10 +275,12 @@ impl DeadLetters {
         tx.commit().map_err(DbError::from_redb)?;
         // The stored letter's unit of room becomes the reservation's.
         Ok(letter.map(|letter| {
+            let handler = letter.handler.clone();
             (
                 letter,
                 Reservation {
                     store: self,
+                    handler,
                     left: 1,
                 },
             )
@@ -272,33 +329,44 @@ impl DeadLetters {
             .map_err(DbError::from_redb)?
             .remove(id)
             .map_err(DbError::from_redb)?
-            .is_some();
+            .map(|value| owner_of(value.value()));
         tx.commit().map_err(DbError::from_redb)?;
-        if removed {
-            self.used.fetch_sub(1, Ordering::AcqRel);
+        if let Some(owner) = &removed {
+            self.used().sub(owner, 1);
         }
-        Ok(removed)
+        Ok(removed.is_some())
     }
 
     /// Removes every dead letter, or those meant for `handler`; durable when it returns.
     /// Returns how many went.
     pub fn purge(&self, handler: Option<&str>) -> Result<usize, DbError> {
         let tx = self.db.begin_durable()?;
-        let mut purged = 0;
+        let mut purged: HashMap<String, usize> = HashMap::new();
         {
             let mut table = tx.open_table(TABLE).map_err(DbError::from_redb)?;
             table
                 .retain(|_, value| {
-                    let gone = handler.is_none_or(|h| decode(value).is_none_or(|l| l.handler == h));
-                    purged += usize::from(gone);
+                    let owner = owner_of(value);
+                    let gone = handler.is_none_or(|h| owner.is_empty() || owner == h);
+                    if gone {
+                        *purged.entry(owner).or_default() += 1;
+                    }
                     !gone
                 })
                 .map_err(DbError::from_redb)?;
         }
         tx.commit().map_err(DbError::from_redb)?;
-        self.used.fetch_sub(purged, Ordering::AcqRel);
-        Ok(purged)
+        let mut used = self.used();
+        for (owner, n) in &purged {
+            used.sub(owner, *n);
+        }
+        Ok(purged.values().sum())
     }
+}
+
+/// The handler a stored letter is for; empty if unreadable.
+fn owner_of(bytes: &[u8]) -> String {
+    serde_json::from_slice::<Owner>(bytes).map_or_else(|_| String::new(), |owner| owner.handler)
 }
 
 fn decode(bytes: &[u8]) -> Option<DeadLetter> {
@@ -334,28 +402,48 @@ mod tests {
 
     /// Proves the store is bounded: reservations past the capacity are refused, and unused
     /// room comes back when a reservation is dropped.
+    /// Proves room is bounded in all and per handler: a handler at its share is refused
+    /// while another still gets room, and unused room comes back.
     #[test]
-    fn reservations_respect_the_capacity() {
-        let store = DeadLetters::open(Db::in_memory().unwrap(), 3).unwrap();
-        let mut two = store.reserve(2).unwrap();
-        assert!(store.reserve(2).is_none(), "2 + 2 > 3");
-        two.keep("a", DeadReason::MailboxFull, event(1)).unwrap();
-        drop(two);
-        assert_eq!(store.len(), 1);
-        assert!(store.reserve(2).is_some(), "the unused unit came back");
-        assert!(store.reserve(3).is_none());
+    fn reservations_respect_the_capacity_and_each_share() {
+        let store = DeadLetters::open(Db::in_memory().unwrap(), 5, 3).unwrap();
+        let mut kept = Vec::new();
+        for n in 0..3 {
+            let mut room = store.reserve("stuck").unwrap();
+            kept.push(room.keep(DeadReason::MailboxFull, event(n)).unwrap());
+        }
+        assert!(store.reserve("stuck").is_none(), "its share is full");
+        assert_eq!(store.used_by("stuck"), 3);
+        let unused = store
+            .reserve("other")
+            .expect("another handler still has room");
+        drop(unused);
+        assert_eq!(store.used_by("other"), 0, "the unused room came back");
+        let _a = store.reserve("other").unwrap();
+        let _b = store.reserve("third").unwrap();
+        assert!(
+            store.reserve("fourth").is_none(),
+            "the store is full: 3 + 2"
+        );
+        assert!(store.remove(kept[0]).unwrap());
+        assert!(
+            store.reserve("stuck").is_some(),
+            "a removed letter frees its share"
+        );
     }
 
-    /// Proves dead letters can be listed by handler, fetched, removed and purged, and that
-    /// removing frees room.
+    /// Proves listing, getting, taking and putting back, removing and purging, each
+    /// keeping the shares right.
     #[test]
     fn list_get_remove_and_purge() {
-        let store = DeadLetters::open(Db::in_memory().unwrap(), 10).unwrap();
-        let mut room = store.reserve(3).unwrap();
-        let a1 = room.keep("a", DeadReason::MailboxFull, event(1)).unwrap();
-        let b1 = room.keep("b", DeadReason::ClientGone, event(2)).unwrap();
-        let a2 = room.keep("a", DeadReason::MailboxFull, event(3)).unwrap();
-        drop(room);
+        let store = DeadLetters::open(Db::in_memory().unwrap(), 10, 10).unwrap();
+        let keep = |handler: &str, reason, n| {
+            let mut room = store.reserve(handler).unwrap();
+            room.keep(reason, event(n)).unwrap()
+        };
+        let a1 = keep("a", DeadReason::MailboxFull, 1);
+        let b1 = keep("b", DeadReason::ClientGone, 2);
+        let a2 = keep("a", DeadReason::MailboxFull, 3);
         let ids = |list: Vec<DeadLetter>| list.into_iter().map(|l| l.id).collect::<Vec<_>>();
         assert_eq!(ids(store.list(None, 0, 10).unwrap()), [a1, b1, a2]);
         assert_eq!(ids(store.list(Some("a"), 0, 10).unwrap()), [a1, a2]);
@@ -364,6 +452,7 @@ mod tests {
         assert_eq!(got.reason, DeadReason::ClientGone);
         assert_eq!(got.signal.body, event(2).body);
         let (taken, mut room) = store.take(b1).unwrap().unwrap();
+        assert_eq!(room.handler(), "b");
         assert!(store.take(b1).unwrap().is_none(), "only one taker gets it");
         room.put_back(&taken).unwrap();
         drop(room);
@@ -372,18 +461,13 @@ mod tests {
             b1,
             "put back under its id"
         );
-        assert!(
-            store.reserve(7).is_some() && store.reserve(8).is_none(),
-            "3 stored"
-        );
+        assert_eq!((store.used_by("a"), store.used_by("b")), (2, 1));
         assert!(store.remove(b1).unwrap());
         assert!(!store.remove(b1).unwrap());
+        assert_eq!(store.used_by("b"), 0);
         assert_eq!(store.purge(Some("a")).unwrap(), 2);
         assert!(store.is_empty());
-        assert!(
-            store.reserve(10).is_some(),
-            "everything removed frees its room"
-        );
+        assert_eq!(store.used_by("a"), 0, "everything removed frees its room");
     }
 
     /// Proves dead letters survive reopening the store file, and ids keep increasing.
@@ -393,9 +477,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(crate::db::FILE_NAME);
         let first = {
-            let store = DeadLetters::open(Db::open(&path).unwrap(), 10).unwrap();
-            let mut room = store.reserve(1).unwrap();
-            room.keep("a", DeadReason::MailboxFull, event(7)).unwrap()
+            let store = DeadLetters::open(Db::open(&path).unwrap(), 10, 10).unwrap();
+            let mut room = store.reserve("a").unwrap();
+            room.keep(DeadReason::MailboxFull, event(7)).unwrap()
         };
         // The flusher thread may hold the old store for a moment after the drop.
         let db = (0..100)
@@ -406,10 +490,15 @@ mod tests {
                 })
             })
             .expect("the store reopens");
-        let store = DeadLetters::open(db, 10).unwrap();
+        let store = DeadLetters::open(db, 10, 10).unwrap();
         assert_eq!(store.len(), 1);
-        let mut room = store.reserve(1).unwrap();
-        let second = room.keep("a", DeadReason::MailboxFull, event(8)).unwrap();
+        assert_eq!(
+            store.used_by("a"),
+            1,
+            "its share is counted again on opening"
+        );
+        let mut room = store.reserve("a").unwrap();
+        let second = room.keep(DeadReason::MailboxFull, event(8)).unwrap();
         assert!(second > first);
         let _ = std::fs::remove_dir_all(dir);
     }

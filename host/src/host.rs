@@ -82,8 +82,9 @@ pub enum StartError {
 const TIMER_PATIENCE_MS: u64 = 10 * 60 * 1000;
 
 /// Sends a due timer's message, from the address that scheduled it, as a fresh causal
-/// chain (a reminder that schedules itself again is paced by its delay, not the depth
-/// limit). Whether a mailbox took it: if nothing serves its address yet (a handler being
+/// chain: depth 0, marked paced, so whatever descends from it and schedules a timer gets
+/// one no sooner than the host's `timer_min_interval` (a reminder that schedules itself
+/// again is paced by that, not the depth limit). Whether a mailbox took it: if nothing serves its address yet (a handler being
 /// restored or redeployed) or the mailbox is full, the timer stays stored and is offered
 /// again. A timer that cannot be read is logged and dropped.
 fn fire(router: &std::sync::Weak<Router>, timer: StoredTimer) -> bool {
@@ -94,6 +95,7 @@ fn fire(router: &std::sync::Weak<Router>, timer: StoredTimer) -> bool {
         Ok(mut signal) => {
             signal.envelope.depth = 0;
             signal.envelope.deadline = None;
+            signal.envelope.paced = true;
             match router.offer_now(signal) {
                 Ok(_) => true,
                 // Nothing has served its address for a long while (the handler was deleted
@@ -157,7 +159,11 @@ impl Host {
         transport: Arc<dyn Transport>,
         db: Arc<Db>,
     ) -> Result<Self, StartError> {
-        let dead_letters = DeadLetters::open(db.clone(), config.dead_letter_capacity)?;
+        let dead_letters = DeadLetters::open(
+            db.clone(),
+            config.dead_letter_capacity,
+            config.dead_letter_handler_capacity,
+        )?;
         let limits = StateLimits::of(&config);
         let runtime = Runtime::new(config).map_err(|e| StartError::Engine(e.into()))?;
         let runtime = Arc::new(runtime);

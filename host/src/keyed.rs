@@ -39,7 +39,8 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::config::{
     DEFAULT_KEPT_PER_USER, DEFAULT_KEPT_TTL, DEFAULT_STATE_HANDLER_BYTES,
-    DEFAULT_STATE_VALUE_BYTES, DEFAULT_TIMERS_PER_HANDLER, HostConfig,
+    DEFAULT_STATE_VALUE_BYTES, DEFAULT_TIMER_FIRES_PER_SECOND, DEFAULT_TIMER_MIN_INTERVAL,
+    DEFAULT_TIMERS_PER_HANDLER, HostConfig,
 };
 use crate::db::{Db, DbError};
 use crate::metrics::Metrics;
@@ -90,6 +91,10 @@ pub struct StateLimits {
     pub handler_bytes: u64,
     /// Pending timers one handler may have.
     pub timers_per_handler: usize,
+    /// Least delay of a timer scheduled by a turn descending from a fired timer.
+    pub timer_min_interval: std::time::Duration,
+    /// Most timers of one handler fired per second.
+    pub timer_fires_per_second: u32,
     /// Pushes kept for one user until acknowledged.
     pub kept_per_user: usize,
     /// Longest a push is kept.
@@ -102,6 +107,8 @@ impl Default for StateLimits {
             value_bytes: DEFAULT_STATE_VALUE_BYTES,
             handler_bytes: DEFAULT_STATE_HANDLER_BYTES,
             timers_per_handler: DEFAULT_TIMERS_PER_HANDLER,
+            timer_min_interval: DEFAULT_TIMER_MIN_INTERVAL,
+            timer_fires_per_second: DEFAULT_TIMER_FIRES_PER_SECOND,
             kept_per_user: DEFAULT_KEPT_PER_USER,
             kept_ttl: DEFAULT_KEPT_TTL,
         }
@@ -115,6 +122,8 @@ impl StateLimits {
             value_bytes: config.state_value_bytes,
             handler_bytes: config.state_handler_bytes,
             timers_per_handler: config.timers_per_handler,
+            timer_min_interval: config.timer_min_interval,
+            timer_fires_per_second: config.timer_fires_per_second,
             kept_per_user: config.kept_per_user,
             kept_ttl: config.kept_ttl,
         }

@@ -104,6 +104,9 @@ pub struct Metrics {
     accepted_by_kind: [Counter; 5],
     pub refused: Family<RefusedLabels, Counter>,
     pub dead_letters: Family<DeadLetterLabels, Counter>,
+    /// Broadcast copies refused at the source for a handler whose mailbox refused them and
+    /// whose share of the dead-letter store was full.
+    pub dead_letters_refused: Family<HandlerLabels, Counter>,
     pub dead_letters_stored: Gauge,
     pub replies_dropped: Family<ReasonLabels, Counter>,
     pub callbacks_refused: Family<HandlerLabels, Counter>,
@@ -189,6 +192,7 @@ impl Default for Metrics {
             }),
             refused: Family::default(),
             dead_letters: Family::default(),
+            dead_letters_refused: Family::default(),
             dead_letters_stored: Gauge::default(),
             replies_dropped: Family::default(),
             callbacks_refused: Family::default(),
@@ -294,6 +298,11 @@ impl Default for Metrics {
             "dead_letters",
             "Signals kept in the dead-letter store, by the handler they were meant for and the reason",
             metrics.dead_letters.clone(),
+        );
+        registry.register(
+            "dead_letters_refused",
+            "Broadcast copies refused at the source, by handler: its mailbox refused them and its share of the dead-letter store was full",
+            metrics.dead_letters_refused.clone(),
         );
         registry.register(
             "dead_letters_stored",

@@ -142,6 +142,11 @@ pub struct Envelope {
     /// awaiting sender's timeout, or the default for a message sent without waiting); none
     /// for other signals and for one-way pushes to `user:` addresses.
     pub deadline: Option<u64>,
+    /// Whether the signal descends from a fired timer, through any number of signals and
+    /// handlers. A fired timer starts a fresh causal chain (depth 0), so what bounds a chain
+    /// through timers is pace instead: a timer scheduled while handling a paced signal fires
+    /// no sooner than the host's `timer_min_interval`. Kept by the host, like the depth.
+    pub paced: bool,
 }
 
 impl Envelope {
@@ -154,6 +159,7 @@ impl Envelope {
             headers,
             depth: 0,
             deadline: None,
+            paced: false,
         }
     }
 
@@ -366,6 +372,7 @@ impl Signal {
         };
         let mut answer = target.answer(from, outcome, address);
         answer.envelope.depth = message.envelope.depth.saturating_add(1);
+        answer.envelope.paced = message.envelope.paced;
         answer
     }
 }

@@ -38,8 +38,6 @@ pub enum Reason {
     OverBytes(Box<OverBytes>),
     /// The client at the address disconnected.
     ClientGone,
-    /// A subscriber's mailbox is full and the dead-letter store has no room for the copy.
-    DeadLettersFull,
     /// The host is shutting down.
     ShuttingDown,
 }
@@ -56,7 +54,6 @@ impl Reason {
                 ByteBound::Host => "queue_budget",
             },
             Self::ClientGone => "client_gone",
-            Self::DeadLettersFull => "dead_letters_full",
             Self::ShuttingDown => "shutting_down",
         }
     }
@@ -121,8 +118,10 @@ fn show_bytes(n: usize) -> String {
     }
 }
 
-/// How a signal was taken: for a broadcast, how many subscribers took it and how many
-/// refused it (their copies are in the dead-letter store); for anything else, one delivered.
+/// How a signal was taken: for a broadcast, how many subscribers took it, how many refused
+/// it (their copies are in the dead-letter store), and how many copies were refused at the
+/// source because a refusing subscriber's share of the dead-letter store was full (never
+/// accepted, counted); for anything else, one delivered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Accepted {
@@ -130,6 +129,9 @@ pub struct Accepted {
     pub delivered: usize,
     /// Copies a mailbox refused, kept as dead letters.
     pub dead_lettered: usize,
+    /// Copies a mailbox refused with no room left in its handler's share of the
+    /// dead-letter store (or in the store): refused at the source, not accepted.
+    pub refused: usize,
 }
 
 impl Accepted {
@@ -137,6 +139,7 @@ impl Accepted {
     pub const ONE: Self = Self {
         delivered: 1,
         dead_lettered: 0,
+        refused: 0,
     };
 
     /// Copies accepted in all.

@@ -83,7 +83,7 @@ impl fmt::Display for SignalType {
 const NON_EMPTY: [&str; 4] = ["messageType", "eventType", "objectType", "to"];
 
 /// The envelope fields only the host sets; a client edge refuses them.
-const HOST_SET: [&str; 5] = ["id", "from", "timestamp", "depth", "deadline"];
+const HOST_SET: [&str; 6] = ["id", "from", "timestamp", "depth", "deadline", "paced"];
 
 /// A signal as JSON. Every field is optional here; the conversions check that the ones its
 /// kind needs are present and that no other kind's fields are.
@@ -104,6 +104,10 @@ pub struct WireSignal {
     /// A message's deadline (milliseconds since the Unix epoch), set by the host only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deadline: Option<u64>,
+    /// Whether the signal descends from a fired timer (see [`Envelope::paced`]), set by the
+    /// host only; written only when true.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paced: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -185,6 +189,7 @@ impl WireSignal {
             headers: std::mem::take(&mut self.headers),
             depth: self.depth.take().unwrap_or(0),
             deadline: self.deadline.take(),
+            paced: self.paced.take().unwrap_or(false),
         };
         let kind = self.signal_type.unwrap_or(SignalType::Message);
         let body = self.into_kind(kind)?;
@@ -205,6 +210,7 @@ impl WireSignal {
             self.timestamp.is_some(),
             self.depth.is_some(),
             self.deadline.is_some(),
+            self.paced.is_some(),
         ];
         if let Some((field, _)) = HOST_SET.into_iter().zip(stamped).find(|(_, set)| *set) {
             return Err(WireError::SetByHost(field));
@@ -340,6 +346,9 @@ impl Serialize for Signal {
         map.serialize_entry("depth", &e.depth)?;
         if let Some(deadline) = e.deadline {
             map.serialize_entry("deadline", &deadline)?;
+        }
+        if e.paced {
+            map.serialize_entry("paced", &true)?;
         }
         match &self.body {
             Body::Message(m) => {

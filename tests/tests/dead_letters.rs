@@ -4,7 +4,7 @@
 
 use serde_json::json;
 use switchboard::dead_letters::DeadReason;
-use switchboard::router::{CALLBACK_CAP, Reason};
+use switchboard::router::{Accepted, CALLBACK_CAP};
 use switchboard::signal::code;
 use switchboard::{Host, HostConfig, Limits};
 use switchboard_tests::{WAIT, call, guest, json};
@@ -101,32 +101,111 @@ async fn an_event_flood_is_fully_accounted_for() {
     assert!(store.is_empty());
 }
 
-/// When the dead-letter store cannot promise room for a full subscriber's copy, the event is
-/// refused at its source and no subscriber gets it.
+/// When the dead-letter store has no room for a full subscriber's copy, that copy is
+/// refused at its source and counted, never accepted and then lost: every event is still
+/// emitted, and accepted + refused copies = events sent.
 #[tokio::test]
-async fn a_full_dead_letter_store_refuses_at_the_source() {
+async fn a_full_dead_letter_store_refuses_copies_at_the_source() {
+    const EVENTS: usize = 20;
     let config = HostConfig {
         dead_letter_capacity: 5,
         ..switchboard_tests::config()
     };
     let host = audit_host(config, 2).await;
-    let mut accepted = 0;
-    let refusal = loop {
-        match host.emit("UserRegistered", json(json!({}))).await {
-            Ok(a) => accepted += a.total(),
-            Err(undelivered) => break undelivered,
-        }
-        assert!(accepted < 100, "the store should have filled up");
-    };
-    assert_eq!(refusal.reason, Reason::DeadLettersFull);
-    assert_eq!(accepted, 2 + 5, "two in the mailbox, five kept");
+    let mut seen = Accepted::default();
+    for _ in 0..EVENTS {
+        let accepted = host
+            .emit("UserRegistered", json(json!({})))
+            .await
+            .expect("an event is never refused whole for a subscriber's failures");
+        seen.delivered += accepted.delivered;
+        seen.dead_lettered += accepted.dead_lettered;
+        seen.refused += accepted.refused;
+    }
+    assert_eq!(
+        (seen.delivered, seen.dead_lettered, seen.refused),
+        (2, 5, EVENTS - 7),
+        "two in the mailbox, five kept, the rest refused"
+    );
     assert!(host.drain(WAIT).await);
     assert_eq!(
         audit_entries(&host).await,
         2,
-        "the refused event reached nobody"
+        "refused copies reached nobody"
     );
-    assert_eq!(metric(&host, "switchboard_refused_total{kind=\"EVENT\""), 1);
+    assert_eq!(
+        metric(&host, "switchboard_refused_total{kind=\"EVENT\""),
+        (EVENTS - 7) as u64
+    );
+    assert_eq!(
+        metric(&host, "switchboard_accepted_total{kind=\"EVENT\"}"),
+        7
+    );
+}
+
+/// One stuck subscriber never takes the dead-letter store from anyone else. An event storm
+/// at `audit` (mailbox 2, stuck behind it) fills its share of the store (5); from then on
+/// its copies alone are refused at the source and counted, while `welcome`, subscribed to
+/// the same event, gets every one, an unrelated presence event still reaches `lobby`, and
+/// delivered + dead-lettered + refused = subscribers x events. (With one store-wide bound,
+/// the stuck subscriber's letters filled it and every event on the host was refused.)
+#[tokio::test]
+async fn one_stuck_subscriber_never_costs_another_handler_its_events() {
+    const EVENTS: usize = 300;
+    let config = HostConfig {
+        dead_letter_capacity: 20,
+        dead_letter_handler_capacity: 5,
+        ..switchboard_tests::config()
+    };
+    let host = audit_host(config, 2).await;
+    for other in ["welcome", "lobby"] {
+        host.deploy(other, guest(other), None).await.unwrap();
+    }
+    let mut seen = Accepted::default();
+    for n in 0..EVENTS {
+        let accepted = host
+            .emit(
+                "UserRegistered",
+                json(json!({"user_id": format!("u{n}"), "name": "N"})),
+            )
+            .await
+            .expect("a stuck subscriber never gets an event refused whole");
+        seen.delivered += accepted.delivered;
+        seen.dead_lettered += accepted.dead_lettered;
+        seen.refused += accepted.refused;
+    }
+    assert_eq!(seen.dead_lettered, 5, "audit's share, and no more");
+    assert_eq!(
+        seen.delivered + seen.dead_lettered + seen.refused,
+        2 * EVENTS,
+        "every copy is delivered, kept or refused"
+    );
+    assert_eq!(
+        metric(
+            &host,
+            "switchboard_dead_letters_refused_total{handler=\"audit\"}"
+        ),
+        seen.refused as u64
+    );
+    let online = host
+        .emit("UserOnline", json(json!({"user": "ann"})))
+        .await
+        .expect("a presence event is never refused for another handler's failures");
+    assert_eq!(online.delivered, 1, "lobby took it");
+    assert!(host.drain(WAIT).await);
+    assert_eq!(
+        metric(
+            &host,
+            "switchboard_signals_total{handler=\"welcome\",kind=\"EVENT\""
+        ),
+        EVENTS as u64,
+        "the other subscriber got every event"
+    );
+    let who = call(&host, "lobby", "Who", json!({})).await.unwrap();
+    assert!(who.to_string().contains("ann"), "{who}");
+    let store = host.router().dead_letters();
+    assert_eq!(store.used_by("audit"), 5);
+    assert_eq!(store.len(), 5);
 }
 
 /// A handler that sends more messages than its mailbox holds gets every reply back: the

@@ -208,3 +208,82 @@ async fn a_timer_nothing_serves_for_long_becomes_a_dead_letter() {
     assert_eq!((m.to.as_str(), m.message_type.as_str()), ("ghost", "Fire"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A host with `storm` and `echo` deployed, on `config`.
+async fn storm_host(config: switchboard::HostConfig) -> Host {
+    let host = Host::new(config).expect("starting a host");
+    for name in ["storm", "echo"] {
+        host.deploy(name, guest(name), None)
+            .await
+            .unwrap_or_else(|e| panic!("deploying {name}: {e}"));
+    }
+    host
+}
+
+/// Waits until `storm` has handled `n` ticks; how long that took from `since`.
+async fn ticks_reach(host: &Host, n: u64, since: tokio::time::Instant) -> Duration {
+    let deadline = since + WAIT;
+    loop {
+        let ticks = call(host, "storm", "Ticks", json!({})).await.unwrap();
+        if ticks.as_u64().unwrap_or(0) >= n {
+            return since.elapsed();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "storm handled {ticks} ticks"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A timer that schedules itself again at once is paced: a fired timer starts a fresh
+/// causal chain, so the depth limit cannot end the loop, but any timer scheduled by a turn
+/// descending from a fired timer (directly, or through a message to another turn) fires
+/// no sooner than `timer_min_interval`. Six ticks take at least five intervals. (Unpaced,
+/// such a loop ran 48,708 times in 60 s and never ended.)
+#[tokio::test]
+async fn a_loop_through_timers_is_paced() {
+    for relay in [false, true] {
+        let host = storm_host(switchboard::HostConfig {
+            timer_min_interval: Duration::from_millis(200),
+            ..switchboard_tests::config()
+        })
+        .await;
+        let started = tokio::time::Instant::now();
+        call(&host, "storm", "TimerLoop", json!({"n": 1, "relay": relay}))
+            .await
+            .unwrap();
+        let took = ticks_reach(&host, 6, started).await;
+        assert!(
+            took >= Duration::from_millis(1000),
+            "relay {relay}: six ticks in {took:?}"
+        );
+    }
+}
+
+/// A handler's timers fire at most `timer_fires_per_second` a second, so a hundred due at
+/// once (each scheduling itself again) cannot take the host: 100 ticks at 20 a second span
+/// at least three whole seconds, and a neighbour answers meanwhile.
+#[tokio::test]
+async fn a_handlers_timer_firings_are_capped_per_second() {
+    let host = storm_host(switchboard::HostConfig {
+        timer_fires_per_second: 20,
+        timer_min_interval: Duration::from_millis(100),
+        ..switchboard_tests::config()
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    call(&host, "storm", "TimerLoop", json!({"n": 100}))
+        .await
+        .unwrap();
+    let echoed = call(&host, "echo", "Ping", json!({"during": "the attack"}))
+        .await
+        .unwrap();
+    assert_eq!(echoed, json!({"during": "the attack"}));
+    let took = ticks_reach(&host, 100, started).await;
+    assert!(took >= Duration::from_secs(3), "100 ticks in {took:?}");
+    let echoed = call(&host, "echo", "Ping", json!({"after": "the attack"}))
+        .await
+        .unwrap();
+    assert_eq!(echoed, json!({"after": "the attack"}));
+}

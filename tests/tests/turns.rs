@@ -224,3 +224,58 @@ async fn a_message_that_expires_in_its_agents_line_is_not_handled() {
     );
     assert!(watcher.try_recv().is_err(), "one answer only");
 }
+
+/// What turns hold before they commit is bounded host-wide, not only per turn: with a
+/// `turn_write_budget` of 8 MiB, four agents' turns each writing 3.2 MB and then waiting
+/// together at a barrier cannot all hold their writes at once. Two fit; the other two fail
+/// with 507 naming the setting at once, and keep nothing; once the holders are done
+/// (their barrier never opens, so they fail too), the budget is whole again and a neighbour
+/// answers. (Without the budget, all four held 12.8 MB; 8 such turns took a daemon from
+/// 267 to 1,503 MiB.)
+#[tokio::test]
+async fn turns_in_flight_share_one_write_budget() {
+    let config = HostConfig {
+        turn_write_budget: 8 << 20,
+        ..switchboard_tests::config()
+    };
+    let host = Host::new(config).expect("starting a host");
+    host.deploy("deferred", guest("deferred"), None)
+        .await
+        .unwrap();
+    let limits = Limits {
+        concurrency: 4,
+        ..Limits::default()
+    };
+    host.deploy("counter", guest("counter"), Some(limits))
+        .await
+        .unwrap();
+    host.deploy("echo", guest("echo"), None).await.unwrap();
+    let hoard = |id: &'static str, k: u32| {
+        let host = host.clone();
+        async move {
+            let barrier = json!({"group": format!("hoard-{k}"), "k": k, "timeout_ms": 2_000});
+            let payload = json!({"keys": 16, "bytes": 200_000, "barrier": barrier});
+            call(&host, &format!("agent:counter/{id}"), "Hoard", payload).await
+        }
+    };
+    let (a, b, c, d) = tokio::join!(hoard("a", 4), hoard("b", 4), hoard("c", 4), hoard("d", 4));
+    let failures: Vec<Failure> = [a, b, c, d]
+        .into_iter()
+        .map(|outcome| outcome.expect_err("every hoard fails"))
+        .collect();
+    let over: Vec<_> = failures.iter().filter(|f| f.code == 507).collect();
+    assert_eq!(over.len(), 2, "two fit in the budget: {failures:?}");
+    for failure in &over {
+        assert!(
+            failure.description.contains("turn_write_budget"),
+            "{failure:?}"
+        );
+    }
+    // The budget came back: one more such turn holds its writes (its barrier of one opens
+    // at once), and fails only on purpose.
+    let alone = hoard("e", 1).await.expect_err("it fails on purpose");
+    assert_eq!(alone.code, 500, "{alone:?}");
+    assert!(alone.description.contains("on purpose"), "{alone:?}");
+    let echoed = call(&host, "echo", "Ping", json!({"n": 1})).await.unwrap();
+    assert_eq!(echoed, json!({"n": 1}));
+}

@@ -63,6 +63,16 @@ struct Step {
 }
 impl Message for Step {}
 
+/// Writes `keys` values of `bytes` bytes each, waits at `barrier` (so several such turns
+/// hold their writes at once), then fails: nothing of it is kept.
+#[derive(Serialize, Deserialize)]
+struct Hoard {
+    keys: u32,
+    bytes: u32,
+    barrier: Barrier,
+}
+impl Message for Hoard {}
+
 #[derive(Serialize, Deserialize)]
 struct Steps {}
 impl Message for Steps {}
@@ -166,6 +176,7 @@ impl Handler for Counter {
             .accepts::<Notify>()
             .accepts::<Explode>()
             .accepts::<Fill>()
+            .accepts::<Hoard>()
             .accepts::<Bump>()
             .accepts::<Step>()
             .accepts::<Steps>()
@@ -202,6 +213,18 @@ impl Handler for Counter {
             let now = increment(1)?;
             state::<String>("blob").set(&"x".repeat(bytes as usize))?;
             count(me, now)
+        } else if let Some(Hoard {
+            keys,
+            bytes,
+            barrier,
+        }) = msg.decode_if()?
+        {
+            let value = "x".repeat(bytes.min(MAX_FILL_BYTES) as usize);
+            for key in 0..keys.min(1024) {
+                state::<String>(format!("hoard/{key}")).set(&value)?;
+            }
+            wait(&barrier)?;
+            Err(Failure::new(500, "hoarded, and failed on purpose"))
         } else if let Some(Bump { by, barrier }) = msg.decode_if()? {
             let before = count_state().get_or_default()?;
             wait(&barrier)?;

@@ -9,6 +9,10 @@
 //! - `PushStorm {user, n, pad}` pushes `n` `Pushed` events (each padded with `pad` bytes)
 //!   to `user:<user>` in one signal (more than a slow client's queue holds);
 //! - `ForgeOnline {user}` emits the host's presence event `UserOnline` for `user`.
+//! - `TimerLoop {n, relay}` schedules `n` `Tick` timers due at once; each `Tick` counts
+//!   itself in state and schedules the next `Tick` at once, directly or (with `relay`)
+//!   through a `Relay` message to itself: a loop through timers, which the depth limit
+//!   cannot see. `Ticks {}` answers the count.
 //!
 //! (A loop through `reply` is impossible since contract 0.2: a message takes one answer;
 //! see the `deferred` guest.)
@@ -20,6 +24,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use switchboard_sdk::prelude::*;
+use switchboard_sdk::timers::{self, When};
 use switchboard_sdk::users::UserOnline;
 
 /// Re-emitted on every delivery.
@@ -85,6 +90,36 @@ struct ForgeOnline {
 }
 impl Message for ForgeOnline {}
 
+/// Starts `n` timer loops.
+#[derive(Serialize, Deserialize)]
+struct TimerLoop {
+    n: u32,
+    #[serde(default)]
+    relay: bool,
+}
+impl Message for TimerLoop {}
+
+/// One turn of a timer loop.
+#[derive(Serialize, Deserialize)]
+struct Tick {
+    relay: bool,
+}
+impl Message for Tick {}
+
+/// Schedules the next `Tick` of a relayed loop.
+#[derive(Serialize, Deserialize)]
+struct Relay {}
+impl Message for Relay {}
+
+/// How many `Tick`s were handled.
+#[derive(Serialize, Deserialize)]
+struct Ticks {}
+impl Message for Ticks {}
+
+fn tick_count() -> switchboard_sdk::state::State<u64> {
+    state::<u64>("ticks")
+}
+
 struct StormHandler;
 
 impl Handler for StormHandler {
@@ -96,6 +131,10 @@ impl Handler for StormHandler {
             .accepts::<Chatty>()
             .accepts::<PushStorm>()
             .accepts::<ForgeOnline>()
+            .accepts::<TimerLoop>()
+            .accepts::<Tick>()
+            .accepts::<Relay>()
+            .accepts::<Ticks>()
             .on_event::<Storm>()
             .on_event::<Flood>()
     }
@@ -129,6 +168,24 @@ impl Handler for StormHandler {
                 switchboard_sdk::warn!("chatty line {i} of {n}: {}", "x".repeat(100));
             }
             ok(&Done { done: n })
+        } else if let Some(TimerLoop { n, relay }) = msg.decode_if()? {
+            for _ in 0..n {
+                timers::schedule(&me, &Tick { relay }, When::After(Duration::ZERO))?;
+            }
+            ok(&Done { done: n })
+        } else if let Some(Tick { relay }) = msg.decode_if()? {
+            tick_count().update(|n| *n += 1)?;
+            if relay {
+                switchboard_sdk::send(&me, &Relay {})?;
+            } else {
+                timers::schedule(&me, &Tick { relay }, When::After(Duration::ZERO))?;
+            }
+            ok(&Done { done: 1 })
+        } else if msg.is::<Relay>() {
+            timers::schedule(&me, &Tick { relay: true }, When::After(Duration::ZERO))?;
+            ok(&Done { done: 1 })
+        } else if msg.is::<Ticks>() {
+            ok(&tick_count().get_or_default()?)
         } else if let Some(ForgeOnline { user }) = msg.decode_if()? {
             switchboard_sdk::emit(&UserOnline { user })?;
             ok(&Done { done: 1 })

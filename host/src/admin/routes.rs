@@ -431,20 +431,15 @@ pub(super) fn refused(undelivered: Undelivered, to: &str) -> ApiError {
         Reason::OverBytes(over) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, over.describe(to)).help(over.help())
         }
-        Reason::DeadLettersFull => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "refused: a subscriber's mailbox may be full and the dead-letter store has no room for its copy",
-        )
-        .help("replay or purge dead letters (`switchboard dead-letters`), then retry"),
         Reason::ShuttingDown => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the host is shutting down")
         }
     }
 }
 
-/// `POST /v1/events`: emit an event or a data change; answers how many subscribers took it
-/// and how many refused it (their copies are dead letters), or 503 when the dead-letter store
-/// could not promise room for the refusals (then nobody got it).
+/// `POST /v1/events`: emit an event or a data change; answers how many subscribers took it,
+/// how many refused it (their copies are dead letters), and how many copies were refused at
+/// the source (a refusing subscriber's share of the dead-letter store was full).
 #[utoipa::path(
     post,
     path = "/v1/events",
@@ -454,11 +449,11 @@ pub(super) fn refused(undelivered: Undelivered, to: &str) -> ApiError {
     security(("bearer" = [])),
     request_body(description = "An EVENT or DATA_CHANGE_EVENT; the host sets id, timestamp and from, so leave them out", content = WireSignal),
     responses(
-        (status = 202, description = "Emitted: how many subscribers took it and how many copies are dead letters", body = Emitted),
+        (status = 202, description = "Emitted: how many subscribers took it, how many copies are dead letters, and how many were refused for a subscriber whose share of the dead-letter store is full", body = Emitted),
         (status = 400, description = "Not an event or data change", body = ErrorBody),
         (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
         (status = 413, description = "The signal is over the maximum message size", body = ErrorBody),
-        (status = 503, description = "The dead-letter store has no room for refused copies (nobody got it), or the host is shutting down", body = ErrorBody),
+        (status = 503, description = "The host is shutting down", body = ErrorBody),
     )
 )]
 pub async fn emit(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
@@ -471,6 +466,7 @@ pub async fn emit(State(state): State<AppState>, body: Bytes) -> Result<Response
                 "id": id,
                 "delivered": accepted.delivered,
                 "deadLettered": accepted.dead_lettered,
+                "refused": accepted.refused,
             })),
         )
             .into_response()),

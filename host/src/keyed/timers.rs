@@ -2,7 +2,7 @@
 //! order `(due_ms, id)` with an index by id for cancelling, and removed only once delivered
 //! ([`StateStore::fired`]), so each fires at least once, after a restart too.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use redb::ReadableTable;
 
@@ -39,22 +39,56 @@ impl Timer {
     }
 }
 
+/// Most due timers one look passes over: a handler's backlog waiting for its rate costs
+/// each look at most this, and timers behind more than this many waiting ones wait too.
+const MAX_SCANNED: usize = 10_000;
+
+/// Timers the timer loop passes over for now: ones offered and refused (retried later),
+/// and every timer of a handler that has fired its share for the moment.
+#[derive(Debug, Default)]
+pub struct Skip {
+    /// Timer ids, with when each is offered again.
+    pub ids: HashMap<String, u64>,
+    /// Handlers whose timers wait.
+    pub handlers: HashSet<String>,
+}
+
+impl Skip {
+    fn skips(&self, id: &str, handler: &str) -> bool {
+        self.ids.contains_key(id) || self.handlers.contains(handler)
+    }
+}
+
 impl StateStore {
     /// Up to `limit` timers due at `now_ms` or before, earliest first.
     pub fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<StoredTimer>, StateError> {
+        self.due_except(now_ms, limit, &Skip::default())
+    }
+
+    /// Up to `limit` timers due at `now_ms` or before and not in `skip`, earliest first.
+    pub fn due_except(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        skip: &Skip,
+    ) -> Result<Vec<StoredTimer>, StateError> {
         let tx = self.read()?;
         let table = tx.open_table(TIMERS).map_err(DbError::from_redb)?;
         let mut due = Vec::new();
-        for item in table
+        for (scanned, item) in table
             .range::<(u64, &str)>(..(now_ms.saturating_add(1), ""))
             .map_err(DbError::from_redb)?
+            .enumerate()
         {
-            if due.len() >= limit {
+            if due.len() >= limit || scanned >= MAX_SCANNED {
                 break;
             }
             let (key, value) = item.map_err(DbError::from_redb)?;
             let ((due_ms, id), (handler, scope_handler, agent, signal)) =
                 (key.value(), value.value());
+            if skip.skips(id, handler) {
+                continue;
+            }
             due.push(Timer {
                 id: id.to_owned(),
                 handler: handler.to_owned(),
@@ -71,18 +105,18 @@ impl StateStore {
 
     /// When the earliest timer is due, if there is one.
     pub fn next_due(&self) -> Option<u64> {
-        self.next_due_except(&HashMap::new())
+        self.next_due_except(&Skip::default())
     }
 
     /// When the earliest timer not in `skip` is due.
-    pub(super) fn next_due_except(&self, skip: &HashMap<String, u64>) -> Option<u64> {
+    pub(super) fn next_due_except(&self, skip: &Skip) -> Option<u64> {
         let first = || -> Result<Option<u64>, StateError> {
             let tx = self.read()?;
             let table = tx.open_table(TIMERS).map_err(DbError::from_redb)?;
             for item in table.iter().map_err(DbError::from_redb)? {
-                let (key, _) = item.map_err(DbError::from_redb)?;
+                let (key, value) = item.map_err(DbError::from_redb)?;
                 let (due, id) = key.value();
-                if !skip.contains_key(id) {
+                if !skip.skips(id, value.value().0) {
                     return Ok(Some(due));
                 }
             }

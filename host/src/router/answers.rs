@@ -29,6 +29,8 @@ pub struct Open {
     pub answer_to: Option<String>,
     /// The message's causal depth; its answer is one deeper.
     pub depth: u32,
+    /// Whether the message descends from a fired timer; so does its answer.
+    pub paced: bool,
     /// When the host answers it with 504, in milliseconds since the Unix epoch.
     pub deadline: u64,
     /// The handler that said it answers later, counted against its cap while open.
@@ -50,6 +52,7 @@ impl Open {
                     .unwrap_or_else(|| message.envelope.from.clone())
             }),
             depth: message.envelope.depth,
+            paced: message.envelope.paced,
             deadline: message.envelope.deadline.unwrap_or(default_deadline),
             deferred_by: None,
         })
@@ -69,6 +72,7 @@ impl Open {
         };
         let mut answer = target.answer(from, outcome, None);
         answer.envelope.depth = self.depth.saturating_add(1);
+        answer.envelope.paced = self.paced;
         answer
     }
 }

@@ -508,41 +508,45 @@ impl Router {
         }
     }
 
-    /// Offers a signal to every subscriber in `subscribers`, then lets go of the table.
-    /// Room for a dead letter per subscriber is reserved first: if the store cannot promise
-    /// it, nobody gets the signal and it is refused at its source. Refused copies are kept
-    /// after the table lock is released, so a slow store write never holds up routing.
+    /// Offers a signal to every subscriber in `subscribers`, then lets go of the table. A
+    /// subscriber whose mailbox refuses it gets its copy kept as a dead letter, if its share
+    /// of the store has room; otherwise that copy alone is refused at the source and counted,
+    /// so one stuck subscriber never costs the others (or the sender) anything. Refused
+    /// copies are kept after the table lock is released, so a slow store write never holds
+    /// up routing.
     fn broadcast(
         &self,
         table: std::sync::RwLockReadGuard<'_, Table>,
         subscribers: &[String],
         signal: Signal,
     ) -> Result<Accepted, Undelivered> {
-        let Some(mut room) = self.dead_letters.reserve(subscribers.len()) else {
-            return Err(Undelivered {
-                signal,
-                reason: Reason::DeadLettersFull,
-            });
-        };
         let mut accepted = Accepted::default();
         let mut refusals = Vec::new();
         for address in subscribers {
             let Some(entry) = table.handlers.get(address) else {
                 continue;
             };
-            match entry.offer(signal.clone(), false) {
-                Ok(()) => accepted.delivered += 1,
-                Err(Refused::Full(copy) | Refused::OverBytes(copy, _)) => {
-                    refusals.push((entry.slot.name.clone(), DeadReason::MailboxFull, copy))
+            let (reason, copy) = match entry.offer(signal.clone(), false) {
+                Ok(()) => {
+                    accepted.delivered += 1;
+                    continue;
                 }
-                Err(Refused::Closed(copy)) => {
-                    refusals.push((entry.slot.name.clone(), DeadReason::HandlerStopped, copy))
+                Err(Refused::Full(copy) | Refused::OverBytes(copy, _)) => {
+                    (DeadReason::MailboxFull, copy)
+                }
+                Err(Refused::Closed(copy)) => (DeadReason::HandlerStopped, copy),
+            };
+            match self.dead_letters.reserve(&entry.slot.name) {
+                Some(room) => refusals.push((room, reason, copy)),
+                None => {
+                    accepted.refused += 1;
+                    self.refused_copy(&entry.slot.name, &copy);
                 }
             }
         }
         drop(table);
-        for (handler, reason, copy) in refusals {
-            self.keep(&mut room, &handler, reason, copy);
+        for (mut room, reason, copy) in refusals {
+            self.keep(&mut room, reason, copy);
             accepted.dead_lettered += 1;
         }
         Ok(accepted)

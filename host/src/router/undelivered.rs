@@ -24,7 +24,7 @@ impl Router {
                     Reason::Overloaded | Reason::OverBytes(_) => DeadReason::MailboxFull,
                     Reason::ClientGone => DeadReason::ClientGone,
                     Reason::ShuttingDown => DeadReason::HandlerStopped,
-                    Reason::NoRoute | Reason::NotAccepted | Reason::DeadLettersFull => {
+                    Reason::NoRoute | Reason::NotAccepted => {
                         tracing::debug!(id = %signal.envelope.id, to, "dropped a reply nothing serves the address of");
                         return self.drop_reply(kind, "unexpected");
                     }
@@ -33,8 +33,7 @@ impl Router {
                 return self.dead_letter(kind, &handler, dead, signal);
             }
             Body::Event { .. } | Body::DataChange { .. } => {
-                // Only refusals at the source land here (no room for dead letters): the
-                // signal was never accepted.
+                // Only refusals at the source land here: the signal was never accepted.
                 self.metrics
                     .refused
                     .get_or_create(&RefusedLabels {
@@ -59,7 +58,7 @@ impl Router {
                     message.to, message.message_type
                 ),
             ),
-            Reason::Overloaded | Reason::DeadLettersFull => Failure::new(
+            Reason::Overloaded => Failure::new(
                 code::OVERLOADED,
                 format!("the mailbox of `{}` is full", message.to),
             )
@@ -84,17 +83,17 @@ impl Router {
     /// Keeps one refused signal, with room reserved on the spot; if even that fails the
     /// loss is logged and counted, never silent.
     fn dead_letter(&self, kind: &str, handler: &str, reason: DeadReason, signal: Signal) {
-        match self.dead_letters.reserve(1) {
+        match self.dead_letters.reserve(handler) {
             Some(mut room) => {
                 self.count_accepted(kind, 1);
-                self.keep(&mut room, handler, reason, signal);
+                self.keep(&mut room, reason, signal);
             }
             None => {
                 if self.may_warn(handler) {
                     tracing::error!(
                         handler,
                         reason = reason.as_str(),
-                        "the dead-letter store is full; a reply was dropped"
+                        "the dead-letter store (or this handler's share of it) is full; a reply was dropped"
                     );
                 }
                 self.drop_reply(kind, "dead_letters_full");
@@ -102,15 +101,11 @@ impl Router {
         }
     }
 
-    pub(super) fn keep(
-        &self,
-        room: &mut Reservation<'_>,
-        handler: &str,
-        reason: DeadReason,
-        signal: Signal,
-    ) {
+    pub(super) fn keep(&self, room: &mut Reservation<'_>, reason: DeadReason, signal: Signal) {
         let id = signal.envelope.id.clone();
-        match room.keep(handler, reason, signal) {
+        let handler = room.handler().to_owned();
+        let handler = handler.as_str();
+        match room.keep(reason, signal) {
             Ok(_) => {
                 self.metrics
                     .dead_letters
@@ -139,11 +134,34 @@ impl Router {
     /// Keeps `signal`, which nothing takes, as a dead letter for `handler` (reason
     /// `handler_stopped`); whether the store had room for it.
     pub fn keep_unserved(&self, handler: &str, signal: Signal) -> bool {
-        let Some(mut room) = self.dead_letters().reserve(1) else {
+        let Some(mut room) = self.dead_letters().reserve(handler) else {
             return false;
         };
-        self.keep(&mut room, handler, DeadReason::HandlerStopped, signal);
+        self.keep(&mut room, DeadReason::HandlerStopped, signal);
         true
+    }
+
+    /// Counts a broadcast's copy refused at the source for `handler`: its mailbox refused
+    /// it and its share of the dead-letter store has no room.
+    pub(super) fn refused_copy(&self, handler: &str, copy: &Signal) {
+        self.metrics
+            .refused
+            .get_or_create(&RefusedLabels {
+                kind: copy.kind().to_owned(),
+                reason: "dead_letters_full".to_owned(),
+            })
+            .inc();
+        self.metrics
+            .dead_letters_refused
+            .get_or_create(&crate::metrics::Metrics::handler(handler))
+            .inc();
+        if self.may_warn(handler) {
+            tracing::warn!(
+                handler,
+                id = %copy.envelope.id,
+                "a broadcast's copy was refused: the handler's mailbox is full and so is its share of the dead-letter store"
+            );
+        }
     }
 
     pub(super) fn drop_reply(&self, kind: &str, reason: &str) {

@@ -128,6 +128,8 @@ pub struct Budget {
     caps: Caps,
     /// Depth of the signal being handled.
     depth: u32,
+    /// Whether the signal being handled descends from a fired timer.
+    paced: bool,
     sent: u32,
     emitted: u32,
     requested: u32,
@@ -151,6 +153,7 @@ impl Budget {
         Self {
             caps,
             depth: 0,
+            paced: false,
             sent: 0,
             emitted: 0,
             requested: 0,
@@ -167,6 +170,17 @@ impl Budget {
         *self = Self::new(self.caps);
         self.depth = depth;
         self.answering = answering.map(id_hash);
+    }
+
+    /// Marks the signal being handled as descending from a fired timer, or not: everything
+    /// it sends does too (see [`crate::signal::Envelope::paced`]).
+    pub fn pace(&mut self, paced: bool) {
+        self.paced = paced;
+    }
+
+    /// Whether the signal being handled descends from a fired timer.
+    pub fn paced(&self) -> bool {
+        self.paced
     }
 
     /// Spends a `reply` to message `message_id`: free the first time it answers the message

@@ -84,10 +84,9 @@ impl HostState {
         // Only the host marks a timer's message or a kept push.
         headers.remove(super::TIMER_HEADER);
         headers.remove(super::KEPT_HEADER);
-        let signal = Signal {
-            envelope: Envelope::new(self.identity.address.clone(), headers).at_depth(depth),
-            body,
-        };
+        let mut envelope = Envelope::new(self.identity.address.clone(), headers).at_depth(depth);
+        envelope.paced = self.budget.paced();
+        let signal = Signal { envelope, body };
         let size = signal.size();
         if size > self.max_message_bytes {
             return Err(Failure::new(

@@ -104,7 +104,8 @@ impl Instance {
     fn arm(&mut self, address: String, depth: u32, answering: Option<&str>) {
         let state = self.store.data_mut();
         let scope = state.store.is_some().then(|| state.scope_at(&address));
-        let left = std::mem::replace(&mut state.turn, super::turn::Turn::new(scope));
+        let turn = super::turn::Turn::new(scope, &state.held);
+        let left = std::mem::replace(&mut state.turn, turn);
         if !left.is_empty() {
             // Only an instance's start can leave a turn behind: it never commits.
             let parts = left.into_parts();
@@ -142,6 +143,7 @@ impl Instance {
             _ => None,
         };
         self.arm(address, signal.envelope.depth, answering);
+        self.store.data_mut().budget.pace(signal.envelope.paced);
         let max = self.store.data().max_message_bytes;
         let cpu = self.store.data().cpu.clone();
         let delivery = Delivery::from(signal);

@@ -82,10 +82,16 @@ impl timers::Host for HostState {
                 .envelope
                 .headers
                 .insert(TIMER_HEADER.to_owned(), id.clone());
-            let due_ms = match at {
-                timers::When::AfterMs(ms) => now_millis().saturating_add(ms),
+            let now = now_millis();
+            let mut due_ms = match at {
+                timers::When::AfterMs(ms) => now.saturating_add(ms),
                 timers::When::AtMs(ms) => ms,
             };
+            if self.budget.paced() {
+                // A chain through timers is paced: it cannot loop faster than this.
+                let least = store.limits().timer_min_interval.as_millis() as u64;
+                due_ms = due_ms.max(now.saturating_add(least));
+            }
             let bytes = serde_json::to_vec(&signal).map_err(|e| {
                 Failure::new(
                     code::TRAPPED,

@@ -15,6 +15,7 @@ mod code;
 pub mod compile;
 mod cpu;
 mod guest_output;
+pub mod held;
 mod host_api;
 mod instance;
 mod keyed_api;
@@ -196,6 +197,8 @@ pub struct Runtime {
     compiler: compile::CompilePool,
     /// The keyed-state store instances read and write, once the host attaches it.
     state: std::sync::OnceLock<Arc<crate::keyed::StateStore>>,
+    /// What all turns in flight may hold at once.
+    held: Arc<held::HeldBudget>,
 }
 
 /// What a handler may import: WASI 0.2 (deny-by-default) and the `switchboard:signal`
@@ -261,6 +264,7 @@ impl Runtime {
             code: code::CodeCache::default(),
             compiler: compile::CompilePool::new(config.max_compilations),
             state: std::sync::OnceLock::new(),
+            held: held::HeldBudget::new(config.turn_write_budget),
             config,
         })
     }
@@ -273,6 +277,11 @@ impl Runtime {
     /// The host's metrics, shared with the router.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// What all turns in flight may hold at once, shared by every instance.
+    pub fn held(&self) -> &Arc<held::HeldBudget> {
+        &self.held
     }
 
     /// The per-handler rate limit of log lines, shared with the router.

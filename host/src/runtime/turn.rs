@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::held::{Charge, HeldBudget};
 use super::outbound::Output;
 use crate::keyed::{Batch, CommitError, KeptPush, MAX_KEY_BYTES, NewTimer, Scope, StateStore};
 use crate::signal::{Failure, Signal, code};
@@ -31,6 +32,8 @@ pub struct Turn {
     outputs: Vec<Output>,
     /// Bytes of the signals and timers held, bounded like a mailbox's bytes.
     held: usize,
+    /// What it holds (writes, signals, timers), charged to the host-wide budget.
+    charge: Charge,
 }
 
 /// What a turn leaves to commit: the store's batch (if it changes anything) and the signals
@@ -38,13 +41,17 @@ pub struct Turn {
 pub struct Parts {
     pub batch: Option<Batch>,
     pub outputs: Vec<Output>,
+    /// What the turn held, given back to the host-wide budget when this drops: after the
+    /// commit or the discard.
+    pub charge: Charge,
 }
 
 impl Turn {
-    /// A fresh turn in `scope`.
-    pub fn new(scope: Option<Scope>) -> Self {
+    /// A fresh turn in `scope`, holding what it writes against `budget`.
+    pub fn new(scope: Option<Scope>, budget: &Arc<HeldBudget>) -> Self {
         Self {
             scope,
+            charge: Charge::to(budget),
             ..Self::default()
         }
     }
@@ -66,6 +73,7 @@ impl Turn {
             )
             .with_help("send references to the data, or split the work over several signals"));
         }
+        self.charge.grow(bytes as u64)?;
         self.held = held;
         Ok(())
     }
@@ -128,6 +136,11 @@ impl Turn {
                 ),
             ));
         }
+        if size > replaced {
+            self.charge.grow(size - replaced)?;
+        } else {
+            self.charge.shrink(replaced - size);
+        }
         self.written = written + size;
         self.writes.insert(key, Some(value));
         Ok(())
@@ -149,7 +162,9 @@ impl Turn {
     pub fn delete(&mut self, store: &StateStore, key: String) -> Result<bool, Failure> {
         let existed = self.get(store, &key)?.is_some();
         if let Some(Some(old)) = self.writes.get(&key) {
-            self.written -= (key.len() + old.len()) as u64;
+            let freed = (key.len() + old.len()) as u64;
+            self.written -= freed;
+            self.charge.shrink(freed);
         }
         self.writes.insert(key, None);
         Ok(existed)
@@ -224,6 +239,7 @@ impl Turn {
         Parts {
             batch,
             outputs: self.outputs,
+            charge: self.charge,
         }
     }
 }
@@ -281,7 +297,7 @@ mod tests {
     /// nothing more is counted.
     #[test]
     fn held_bytes_are_bounded() {
-        let mut turn = Turn::new(None);
+        let mut turn = Turn::new(None, &HeldBudget::new(u64::MAX));
         turn.make_room(60, 100).unwrap();
         assert_eq!(turn.make_room(41, 100).unwrap_err().code, 413);
         turn.make_room(40, 100).unwrap();
@@ -293,7 +309,7 @@ mod tests {
     async fn reads_see_the_turns_own_writes() {
         let store = store();
         let scope = Scope::agent("counter", "alice");
-        let mut first = Turn::new(Some(scope.clone()));
+        let mut first = Turn::new(Some(scope.clone()), &HeldBudget::new(u64::MAX));
         first.set(&store, "a".into(), b"1".to_vec()).unwrap();
         first.set(&store, "b".into(), b"2".to_vec()).unwrap();
         store
@@ -301,7 +317,7 @@ mod tests {
             .await
             .unwrap();
 
-        let mut turn = Turn::new(Some(scope));
+        let mut turn = Turn::new(Some(scope), &HeldBudget::new(u64::MAX));
         assert_eq!(turn.get(&store, "a").unwrap(), Some(b"1".to_vec()));
         turn.set(&store, "a".into(), b"9".to_vec()).unwrap();
         turn.set(&store, "c".into(), b"3".to_vec()).unwrap();
@@ -319,10 +335,10 @@ mod tests {
     #[test]
     fn a_read_only_turn_has_no_batch() {
         let store = store();
-        let mut turn = Turn::new(Some(Scope::handler("svc")));
+        let mut turn = Turn::new(Some(Scope::handler("svc")), &HeldBudget::new(u64::MAX));
         assert_eq!(turn.get(&store, "k").unwrap(), None);
         assert!(turn.into_parts().batch.is_none());
-        let mut outside = Turn::new(None);
+        let mut outside = Turn::new(None, &HeldBudget::new(u64::MAX));
         assert_eq!(outside.get(&store, "k").unwrap_err().code, 400);
     }
 
@@ -331,7 +347,7 @@ mod tests {
     #[test]
     fn sizes_are_checked_when_set() {
         let store = store();
-        let mut turn = Turn::new(Some(Scope::handler("svc")));
+        let mut turn = Turn::new(Some(Scope::handler("svc")), &HeldBudget::new(u64::MAX));
         let big = turn.set(&store, "k".into(), vec![0; 17]).unwrap_err();
         assert_eq!(big.code, 507, "{big}");
         let long = turn

@@ -20,10 +20,15 @@ pub struct HostLimitArgs {
     /// [default: 64MiB].
     #[arg(long, env = "SWITCHBOARD_MAX_COMPONENT_BYTES", value_parser = bytes_arg)]
     pub max_component_bytes: Option<usize>,
-    /// Dead letters kept at most; past it, signals that would need one are refused at the
-    /// source with 503 [default: 100000].
+    /// Dead letters kept at most; past it, a copy of a signal that would need one is refused
+    /// at the source and counted (a reply is dropped and counted) [default: 100000].
     #[arg(long, env = "SWITCHBOARD_DEAD_LETTER_CAPACITY")]
     pub dead_letter_capacity: Option<usize>,
+    /// Dead letters kept at most for one handler (or client): its share of the store, so one
+    /// stuck subscriber never takes the store from the others; past it, copies for that
+    /// handler alone are refused at the source and counted [default: 10000].
+    #[arg(long, env = "SWITCHBOARD_DEAD_LETTER_HANDLER_CAPACITY")]
+    pub dead_letter_handler_capacity: Option<usize>,
     /// Uploads that may wait for a compile slot; past it, an upload gets 503 [default: 16].
     #[arg(long, env = "SWITCHBOARD_MAX_QUEUED_COMPILATIONS")]
     pub max_queued_compilations: Option<usize>,
@@ -47,6 +52,21 @@ pub struct HostLimitArgs {
     /// [default: 100000].
     #[arg(long, env = "SWITCHBOARD_TIMERS_PER_HANDLER")]
     pub timers_per_handler: Option<usize>,
+    /// Least delay, like 1s, of a timer scheduled while handling a signal that descends from
+    /// a fired timer (through any messages and handlers): a fired timer starts a fresh
+    /// causal chain, so a chain through timers is paced instead [default: 1s].
+    #[arg(long, env = "SWITCHBOARD_TIMER_MIN_INTERVAL", value_parser = duration_arg)]
+    #[serde(default, with = "humantime_opt")]
+    pub timer_min_interval: Option<std::time::Duration>,
+    /// Timers of one handler fired per second at most; the others fire late, never lost
+    /// [default: 100].
+    #[arg(long, env = "SWITCHBOARD_TIMER_FIRES_PER_SECOND", value_parser = clap::value_parser!(u32).range(1..))]
+    pub timer_fires_per_second: Option<u32>,
+    /// Bytes all turns in flight may hold at once, like 512MiB: state written and not
+    /// committed yet, signals and timers held until commit; a turn past it fails with 507
+    /// and keeps nothing [default: 512MiB].
+    #[arg(long, env = "SWITCHBOARD_TURN_WRITE_BUDGET", value_parser = bytes_arg)]
+    pub turn_write_budget: Option<usize>,
     /// How long a message sent without waiting stays open for its answer, like 5m; past it
     /// the host answers 504 [default: 5m].
     #[arg(long, env = "SWITCHBOARD_MESSAGE_DEADLINE", value_parser = duration_arg)]
@@ -78,6 +98,9 @@ impl HostLimitArgs {
             max_message_bytes: self.max_message_bytes.or(file.max_message_bytes),
             max_component_bytes: self.max_component_bytes.or(file.max_component_bytes),
             dead_letter_capacity: self.dead_letter_capacity.or(file.dead_letter_capacity),
+            dead_letter_handler_capacity: self
+                .dead_letter_handler_capacity
+                .or(file.dead_letter_handler_capacity),
             max_queued_compilations: self
                 .max_queued_compilations
                 .or(file.max_queued_compilations),
@@ -86,6 +109,9 @@ impl HostLimitArgs {
             state_value_bytes: self.state_value_bytes.or(file.state_value_bytes),
             state_handler_bytes: self.state_handler_bytes.or(file.state_handler_bytes),
             timers_per_handler: self.timers_per_handler.or(file.timers_per_handler),
+            timer_min_interval: self.timer_min_interval.or(file.timer_min_interval),
+            timer_fires_per_second: self.timer_fires_per_second.or(file.timer_fires_per_second),
+            turn_write_budget: self.turn_write_budget.or(file.turn_write_budget),
             message_deadline: self.message_deadline.or(file.message_deadline),
         }
     }
@@ -102,6 +128,10 @@ impl HostLimitArgs {
         set(&mut host.max_component_bytes, self.max_component_bytes);
         set(&mut host.dead_letter_capacity, self.dead_letter_capacity);
         set(
+            &mut host.dead_letter_handler_capacity,
+            self.dead_letter_handler_capacity,
+        );
+        set(
             &mut host.max_queued_compilations,
             self.max_queued_compilations,
         );
@@ -113,6 +143,17 @@ impl HostLimitArgs {
             self.state_handler_bytes.map(|b| b as u64),
         );
         set(&mut host.timers_per_handler, self.timers_per_handler);
+        set(
+            &mut host.timer_fires_per_second,
+            self.timer_fires_per_second,
+        );
+        set(
+            &mut host.turn_write_budget,
+            self.turn_write_budget.map(|b| b as u64),
+        );
+        if let Some(interval) = self.timer_min_interval {
+            host.timer_min_interval = interval;
+        }
         if let Some(deadline) = self.message_deadline {
             host.message_deadline = deadline.max(std::time::Duration::from_millis(1));
         }

@@ -259,6 +259,35 @@ fn depth_is_carried_and_only_the_host_sets_it() {
     assert!(serde_json::from_str::<WireSignal>(negative).is_err());
 }
 
+/// Proves `paced` (descends from a fired timer) survives the wire between hosts, is written
+/// only when true, and is refused from a client, which may not set it.
+#[test]
+fn paced_is_carried_and_only_the_host_sets_it() {
+    let mut envelope = Envelope::new("reminders", Headers::new());
+    envelope.paced = true;
+    let signal = Signal {
+        envelope,
+        body: Body::Event {
+            event_type: "Tick".into(),
+            payload: Json::null(),
+        },
+    };
+    let text = serde_json::to_string(&signal).unwrap();
+    let back: Signal = serde_json::from_str(&text).unwrap();
+    assert!(back.envelope.paced, "{text}");
+    let unpaced = Signal {
+        envelope: Envelope::new("client", Headers::new()),
+        ..signal
+    };
+    let written = serde_json::to_value(&unpaced).unwrap();
+    assert!(written.get("paced").is_none(), "{written}");
+    let client = r#"{"eventType":"E","paced":false}"#;
+    assert_eq!(
+        wire(client).into_client_body(Some(SignalType::Event)),
+        Err(WireError::SetByHost("paced"))
+    );
+}
+
 fn field_name(field: &str) -> &'static str {
     HOST_SET.into_iter().find(|f| *f == field).unwrap()
 }
