@@ -6,6 +6,7 @@
 
 pub mod gateway_args;
 pub mod host_limits;
+pub mod memory;
 pub mod open_files;
 mod settings;
 pub mod signal_limits;
@@ -132,6 +133,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    memory::tune_allocator();
+    let _trimmer = memory::Trimmer::start();
     let data = DataDir::open(&options.data_dir)
         .with_context(|| format!("opening data directory {}", options.data_dir.display()))?;
     let db = Db::open(&data.path().join(crate::db::FILE_NAME))
