@@ -92,6 +92,25 @@ async fn oversized_reply_is_413() {
     assert_eq!(small.as_str().map(str::len), Some(10));
 }
 
+/// Guest data past what one host call takes (twice the maximum message size) is refused
+/// with 413 naming the size limits, not 500 with wasmtime's words: a 3 MiB reply, a 4 MiB
+/// state value, a message with 100,000 headers. Both handlers answer after each.
+#[tokio::test]
+async fn oversized_guest_data_is_413() {
+    for (message_type, payload) in [
+        ("Bloat", json!({"bytes": 3u64 << 20})),
+        ("BigState", json!({"bytes": 4u64 << 20})),
+        ("Headers", json!({"n": 100_000})),
+    ] {
+        let failure = misbehave(message_type, payload).await;
+        assert_eq!(failure.code, code::TOO_LARGE, "{message_type}: {failure}");
+        assert!(
+            failure.description.contains("size limits"),
+            "{message_type}: {failure}"
+        );
+    }
+}
+
 /// While one handler spins, other handlers answer: a stuck guest holds only its own worker.
 #[tokio::test]
 async fn a_spinning_handler_does_not_stall_others() {

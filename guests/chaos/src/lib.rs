@@ -1,5 +1,6 @@
 //! `chaos`: misbehaves on purpose, one way per message type, so tests can prove the host
-//! contains it: spin, hog memory, panic, overflow the stack, or answer with a huge reply;
+//! contains it: spin, hog memory, panic, overflow the stack, answer with a huge reply, set
+//! a huge state value (`BigState`) or send a message with `n` headers (`Headers`);
 //! print `n` lines to stderr; and a `Stall` event makes it a subscriber that is slow on
 //! purpose.
 
@@ -32,6 +33,18 @@ struct Bloat {
     bytes: u64,
 }
 impl Message for Bloat {}
+
+#[derive(Serialize, Deserialize)]
+struct BigState {
+    bytes: u64,
+}
+impl Message for BigState {}
+
+#[derive(Serialize, Deserialize)]
+struct Headers {
+    n: u32,
+}
+impl Message for Headers {}
 
 #[derive(Serialize, Deserialize)]
 struct Ping {}
@@ -93,6 +106,8 @@ impl Handler for Chaos {
             .accepts::<Panic>()
             .accepts::<Recurse>()
             .accepts::<Bloat>()
+            .accepts::<BigState>()
+            .accepts::<Headers>()
             .accepts::<Ping>()
             .accepts::<Print>()
             .on_event::<Stall>()
@@ -118,6 +133,17 @@ impl Handler for Chaos {
             let len = usize::try_from(bytes)
                 .map_err(|_| Failure::bad_request("`bytes` does not fit in memory"))?;
             ok(&"x".repeat(len))
+        } else if let Some(BigState { bytes }) = msg.decode_if()? {
+            let len = usize::try_from(bytes)
+                .map_err(|_| Failure::bad_request("`bytes` does not fit in memory"))?;
+            state::<String>("big").set(&"x".repeat(len))?;
+            ok(&len)
+        } else if let Some(Headers { n }) = msg.decode_if()? {
+            let options = (0..n).fold(SendOptions::new(), |options, i| {
+                options.header(format!("h{i}"), "v")
+            });
+            switchboard_sdk::send_with("echo", &Ping {}, options)?;
+            ok(&n)
         } else if msg.is::<Ping>() {
             ok(&Pong {})
         } else if let Some(Print { n }) = msg.decode_if()? {

@@ -21,6 +21,9 @@ use crate::signal::{Failure, Json, Signal, code};
 
 /// Hostcall data a guest may pass in one import call, beyond the message size itself.
 const HOSTCALL_SLACK_BYTES: usize = 64 << 10;
+/// What wasmtime's error says when a guest passed more than the store's hostcall fuel (its
+/// error type is private, so its words are what identifies it).
+const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
 
 /// What came of handing a signal to an instance.
 #[derive(Debug)]
@@ -233,6 +236,18 @@ fn classify(error: wasmtime::Error) -> Failure {
             }
         };
         return Failure::new(code::LIMIT, hit.to_string()).with_help(help);
+    }
+    if error
+        .chain()
+        .any(|cause| cause.to_string().contains(HOSTCALL_FUEL_EXHAUSTED))
+    {
+        return Failure::new(
+            code::TOO_LARGE,
+            "the handler passed more data to the host in one call than it takes (a reply, \
+             message, state value or set of headers over the host's size limits; at most \
+             twice the maximum message size in all)",
+        )
+        .with_help("send a reference to the data instead of the data itself");
     }
     if let Some(trap) = error.downcast_ref::<Trap>() {
         let help = match trap {
