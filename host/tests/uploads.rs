@@ -509,3 +509,43 @@ async fn a_redeploy_onto_code_still_draining_keeps_its_module_on_disk() {
     let reply = switchboard_tests::call(reopened.host(), "s", "Ping", json!({})).await;
     assert_eq!(reply.unwrap()["version"], json!("sleeper"));
 }
+
+/// A compile child dies with the process that started it, whatever it is doing: here it
+/// waits for its component on a pipe its parent never finishes when the parent is killed
+/// with SIGKILL, and it is gone at once instead of going on alone (a child outlived a
+/// killed daemon by 5.5 s, compiling). So the compile limit holds even then.
+#[tokio::test]
+async fn a_compile_child_dies_with_its_daemon() {
+    let dir = data_dir("uploads-orphan");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pid_file = dir.join("child-pid");
+    // A stand-in daemon: a shell whose compile child reads the shell's stdin, which the test
+    // holds open and never writes to.
+    let script = format!(
+        "exec 3<&0; '{bin}' compile-artifact --max-instances 1 --memory-bytes 1048576 \
+         --max-wasm-stack 1048576 --cpu-seconds 60 <&3 & echo $! > '{pid}'; wait",
+        bin = binary().display(),
+        pid = pid_file.display(),
+    );
+    let mut parent = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting a shell");
+    let _held_open = parent.stdin.take();
+    until("the compile child started", async || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|p| p.ends_with('\n'))
+    })
+    .await;
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(!exited(&pid), "the child waits for its component");
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    until("the compile child is gone with its parent", async || {
+        exited(&pid)
+    })
+    .await;
+}

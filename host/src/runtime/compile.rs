@@ -20,6 +20,9 @@ use crate::config::{Compiler, HostConfig};
 /// Exit code of `compile-artifact` when the component itself is invalid (not a host fault):
 /// `EX_DATAERR`, distinct from the 2 a command-line parser exits with on unknown flags.
 pub const EXIT_INVALID: u8 = 65;
+/// The environment variable a daemon names itself in (its pid) for its compile children,
+/// which exit at once if their parent is not it any more (it died before they started).
+pub const PARENT_ENV: &str = "SWITCHBOARD_COMPILE_PARENT";
 /// Most bytes of a failed child's stderr kept in the error.
 const STDERR_KEPT: usize = 2048;
 
@@ -152,10 +155,19 @@ async fn in_child(
     config: &HostConfig,
     bytes: Vec<u8>,
 ) -> Result<Vec<u8>, LoadError> {
+    // CPU time of all its compiler threads together, for as long as the compile may take.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let cpu_seconds = config
+        .compile_timeout
+        .as_secs()
+        .max(1)
+        .saturating_mul(threads);
     let mut child = tokio::process::Command::new(program)
         .arg("compile-artifact")
         .args(engine_args(config))
+        .args(["--cpu-seconds".to_owned(), cpu_seconds.to_string()])
         .env("RUST_LOG", "error")
+        .env(PARENT_ENV, std::process::id().to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
