@@ -71,6 +71,10 @@ pub struct VersionRecord {
     pub mailbox: u32,
     /// When it was uploaded, in ms since the Unix epoch.
     pub deployed_at: u64,
+    /// What its `describe` said when it was deployed, as the runtime writes it; a restart
+    /// uses it instead of running `describe` again (absent in registries written before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<serde_json::Value>,
 }
 
 impl VersionRecord {
@@ -317,6 +321,7 @@ mod tests {
             concurrency: 1,
             mailbox: 8,
             deployed_at: 1,
+            description: None,
         }
     }
 

@@ -549,3 +549,50 @@ async fn a_compile_child_dies_with_its_daemon() {
     })
     .await;
 }
+
+/// A restart does not run any handler's `describe` again: what each said at deploy time is
+/// kept with its version in the registry (12 handlers sleeping 9 s in `describe` kept
+/// `/readyz` at 503 for 27 s). The restored handlers say the same and answer.
+#[tokio::test]
+async fn a_restart_keeps_each_description_instead_of_describing_again() {
+    let (registry, dir) = open_registry("describe-once", HostConfig::default());
+    for name in ["echo", "audit", "counter"] {
+        registry
+            .deploy(name, guest(name), DeployOptions::default())
+            .await
+            .unwrap();
+    }
+    assert_eq!(registry.host().runtime().describes(), 3);
+    let described: Vec<_> = registry
+        .list()
+        .await
+        .into_iter()
+        .map(|h| (h.name, h.kind, serde_json::to_value(h.description).unwrap()))
+        .collect();
+    drop(registry);
+    let host = Host::new(HostConfig::default()).unwrap();
+    let registry = Arc::new(Registry::open(host, DataDir::open(&dir).unwrap()).unwrap());
+    assert!(registry.restore().await.is_empty());
+    assert_eq!(
+        registry.host().runtime().describes(),
+        0,
+        "nothing described"
+    );
+    let restored: Vec<_> = registry
+        .list()
+        .await
+        .into_iter()
+        .map(|h| (h.name, h.kind, serde_json::to_value(h.description).unwrap()))
+        .collect();
+    assert_eq!(restored, described);
+    echo_answers(registry.host(), "echo").await;
+    let count = switchboard_tests::call(
+        registry.host(),
+        "agent:counter/a",
+        "Increment",
+        json!({"by": 2}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(count["count"], 2, "{count}");
+}

@@ -65,7 +65,8 @@ impl Registry {
         Ok(runtime.share(hash, component))
     }
 
-    /// Loads and describes a recorded version, without holding the registry.
+    /// Loads a recorded version (described again only if its record does not say what it
+    /// described itself as), without holding the registry.
     pub(super) async fn prepare(
         &self,
         record: &VersionRecord,
@@ -79,6 +80,12 @@ impl Registry {
                 "agent" => HandlerKind::Agent,
                 _ => HandlerKind::Service,
             }),
+            // What it said at deploy time; a record that has none (or one unreadable) is
+            // described again.
+            description: record
+                .description
+                .clone()
+                .and_then(|d| serde_json::from_value(d).ok()),
         };
         Ok(self.host.runtime().prepare(&code, spec).await?)
     }
@@ -106,6 +113,7 @@ impl Registry {
             number: Some(provisional),
             limits,
             kind: options.kind,
+            description: None,
         };
         let mut version = runtime.prepare(&code, spec).await?;
 
@@ -125,6 +133,7 @@ impl Registry {
             concurrency: limits.concurrency,
             mailbox: limits.mailbox,
             deployed_at: now_millis(),
+            description: serde_json::to_value(&version.description).ok(),
         };
         let mut next = file.clone();
         let entry = next.handlers.entry(name.to_owned()).or_default();

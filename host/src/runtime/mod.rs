@@ -53,8 +53,9 @@ use crate::metrics::Metrics;
 const DESCRIBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 use bindings::{HandlerPre, wit};
 
-/// What a handler says about itself at deploy time (the WIT `description`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a handler says about itself at deploy time (the WIT `description`). Kept with the
+/// version in the registry, so a restart need not run `describe` again.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Description {
     /// The name the handler suggests for itself.
     pub name: String,
@@ -72,7 +73,8 @@ pub struct Description {
 }
 
 /// Which message types a handler takes; others get 404.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Accepts {
     /// Every type.
     Any,
@@ -111,7 +113,8 @@ impl Accepts {
 }
 
 /// Service (its own address) or agent (the shared `agents` address).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum HandlerKind {
     Service,
     Agent,
@@ -199,6 +202,8 @@ pub struct Runtime {
     state: std::sync::OnceLock<Arc<crate::keyed::StateStore>>,
     /// What all turns in flight may hold at once.
     held: Arc<held::HeldBudget>,
+    /// `describe` probes run since start.
+    describes: AtomicU64,
 }
 
 /// What a handler may import: WASI 0.2 (deny-by-default) and the `switchboard:signal`
@@ -265,6 +270,7 @@ impl Runtime {
             compiler: compile::CompilePool::new(config.max_compilations),
             state: std::sync::OnceLock::new(),
             held: held::HeldBudget::new(config.turn_write_budget),
+            describes: AtomicU64::new(0),
             config,
         })
     }
@@ -364,6 +370,11 @@ impl Runtime {
         self.compiler.started()
     }
 
+    /// `describe` probes run since start (a restored version reuses what it said).
+    pub fn describes(&self) -> u64 {
+        self.describes.load(Ordering::Relaxed)
+    }
+
     /// Compilations running now, and uploads waiting for a compile slot.
     pub fn compiling(&self) -> (usize, usize) {
         (self.compiler.in_progress(), self.compiler.queued())
@@ -398,8 +409,8 @@ impl Runtime {
         self.from_artifact(&artifact)
     }
 
-    /// Checks a compiled component against the handler world, runs its `describe`, and
-    /// makes it a version ready to install.
+    /// Checks a compiled component against the handler world, runs its `describe` (unless
+    /// the spec carries what it said before), and makes it a version ready to install.
     pub async fn prepare(
         &self,
         code: &Arc<Code>,
@@ -413,6 +424,19 @@ impl Runtime {
         let id = spec
             .number
             .unwrap_or_else(|| self.next_version.fetch_add(1, Ordering::Relaxed));
+        if let Some(mut description) = spec.description {
+            if let Some(kind) = spec.kind {
+                description.kind = kind;
+            }
+            return Ok(Arc::new(Version {
+                id,
+                description,
+                limits: spec.limits,
+                pre,
+                code: code.clone(),
+            }));
+        }
+        self.describes.fetch_add(1, Ordering::Relaxed);
         let mut version = Version {
             id,
             description: Description {
@@ -465,7 +489,7 @@ impl Runtime {
 }
 
 /// What the deployer decides about a version, beside its code.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct VersionSpec {
     /// Its number; the runtime numbers it if not given.
     pub number: Option<u64>,
@@ -473,6 +497,9 @@ pub struct VersionSpec {
     pub limits: Limits,
     /// Overrides the kind the handler describes itself as.
     pub kind: Option<HandlerKind>,
+    /// What the version's `describe` said when it was deployed, kept in the registry: it is
+    /// not run again.
+    pub description: Option<Description>,
 }
 
 impl Drop for Runtime {
