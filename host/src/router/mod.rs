@@ -416,12 +416,6 @@ impl Router {
         list.map_or(0, |l| l.len() as u32)
     }
 
-    /// A one-way push to a client: delivered, or counted as refused (the client is not
-    /// connected, or too slow). Nobody is answered.
-    pub fn push_to_client(&self, signal: Signal) {
-        let _ = self.offer_now(signal);
-    }
-
     fn count_offered(&self, kind: &str, outcome: &Result<Accepted, Undelivered>) {
         match outcome {
             Ok(accepted) => self.count_accepted(kind, accepted.total()),
@@ -437,18 +431,9 @@ impl Router {
         }
     }
 
-    /// Sends a message for handler `owner`. If its reply will come back to the handler's
-    /// mailbox, it takes one of the handler's [`CALLBACK_CAP`] places for replies, and fails
-    /// with 429 when none is free.
-    pub fn send_from(&self, signal: Signal, owner: &Arc<str>) -> Result<(), Failure> {
-        self.reserve_send(&signal, owner)?;
-        self.route(signal);
-        Ok(())
-    }
-
     /// Reserves a place for the reply to a message handler `owner` sends without waiting,
     /// if the reply will come back to it (429 when it has none left).
-    fn reserve_send(&self, signal: &Signal, owner: &Arc<str>) -> Result<(), Failure> {
+    pub(super) fn reserve_send(&self, signal: &Signal, owner: &Arc<str>) -> Result<(), Failure> {
         if let Body::Message(m) = &signal.body {
             let comes_back = !m.to.starts_with(USER_PREFIX)
                 && m.return_address
@@ -963,11 +948,6 @@ impl Router {
             .clients
             .get(address)
             .is_some_and(|connections| connections.iter().any(|c| !c.queue.is_closed()))
-    }
-
-    /// Disconnects every connection of the client at `address`.
-    pub fn disconnect(&self, address: &str) {
-        self.write().clients.remove(address);
     }
 
     /// Disconnects connection `id` of the client at `address`; the others stay. How many
