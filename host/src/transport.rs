@@ -15,7 +15,7 @@ use std::sync::{OnceLock, Weak};
 
 use tokio::sync::oneshot;
 
-use crate::signal::{AGENT_PREFIX, AGENTS_ADDRESS, Body, Signal};
+use crate::signal::{AGENT_PREFIX, AGENTS_ADDRESS, Body, Failure, Signal, code};
 
 /// A signal the transport could not deliver, handed back with the reason.
 #[derive(Debug)]
@@ -149,6 +149,45 @@ impl Accepted {
 }
 
 impl Undelivered {
+    /// The failure the sender of the undelivered message gets: one mapping from a delivery
+    /// failure to an error, for a handler's ErrorReply and an HTTP client alike.
+    pub fn failure(&self) -> Failure {
+        let to = match &self.signal.body {
+            Body::Message(m) => m.to.as_str(),
+            Body::Reply { to, .. } | Body::ErrorReply { to, .. } => to.as_str(),
+            _ => "",
+        };
+        self.failure_at(to)
+    }
+
+    /// [`Undelivered::failure`], naming `to` as where it was going (a dead letter's
+    /// handler, which an event does not name).
+    pub fn failure_at(&self, to: &str) -> Failure {
+        let message_type = match &self.signal.body {
+            Body::Message(m) => m.message_type.as_str(),
+            _ => "",
+        };
+        match &self.reason {
+            Reason::NoRoute | Reason::ClientGone => Failure::new(
+                code::NOT_FOUND,
+                format!("nothing serves the address `{to}`"),
+            )
+            .with_help("check the address, or deploy a handler under that name"),
+            Reason::NotAccepted => Failure::new(
+                code::NOT_FOUND,
+                format!("the handler at `{to}` does not accept messages of type `{message_type}`"),
+            ),
+            Reason::Overloaded => {
+                Failure::new(code::OVERLOADED, format!("the mailbox of `{to}` is full"))
+                    .with_help("retry later")
+            }
+            Reason::OverBytes(over) => {
+                Failure::new(code::OVERLOADED, over.describe(to)).with_help(over.help())
+            }
+            Reason::ShuttingDown => Failure::new(code::OVERLOADED, "the host is shutting down"),
+        }
+    }
+
     /// The signal could not be delivered because the host is stopping.
     pub fn shutting_down(signal: Signal) -> Self {
         Self {

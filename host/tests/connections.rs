@@ -161,7 +161,7 @@ async fn stalled_and_idle_connections_time_out_but_busy_ones_do_not() {
     );
 
     let (status, reply) = slow.await.unwrap();
-    assert_eq!(status, 200, "{reply}");
+    assert_eq!(status, 507, "{reply}");
     assert_eq!(reply["code"], 507, "ran to its CPU limit: {reply}");
     let timed_out = r#"switchboard_connections_timed_out_total{reason="reading_headers"}"#;
     until_metric(&daemon, timed_out, |v| v >= 1.0).await;

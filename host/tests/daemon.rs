@@ -30,10 +30,11 @@ async fn upload_list_send_and_delete() {
     assert_eq!(reply["from"], "echo");
     assert_eq!(reply["payload"], json!({"n": 1}));
 
-    let (status, reply) = daemon.call("nobody", "Ping", json!({})).await;
-    assert_eq!(status, 200, "an ErrorReply is an answer");
-    assert_eq!(reply["signalType"], "ERROR_REPLY");
-    assert_eq!(reply["code"], 404);
+    let (status, error) = daemon.call("nobody", "Ping", json!({})).await;
+    assert_eq!(status, 404, "an ErrorReply's code is the status");
+    assert_eq!(error["code"], 404);
+    assert_eq!(error["signal"]["signalType"], "ERROR_REPLY", "{error}");
+    assert_eq!(error["signal"]["code"], 404);
 
     let sent = daemon.post("/v1/messages", json!({"to": "echo", "messageType": "Ping"}));
     assert_eq!(sent.await.0, 202);
@@ -65,6 +66,44 @@ async fn upload_list_send_and_delete() {
 }
 
 /// A missing or wrong token gets 401 and changes nothing; probes need no token.
+/// An ErrorReply answering `POST /v1/messages?wait` is an error response of one shape for
+/// every error (`code`, `error`, `help`, and the ErrorReply as `signal`): a code from 400 to
+/// 599 is the HTTP status, a handler's own code outside it is 502 with the code kept whole
+/// (it was truncated to 16 bits), and a script checking statuses can tell.
+#[tokio::test]
+async fn error_replies_map_to_http_statuses() {
+    let daemon = Daemon::start(&data_dir("statuses"));
+    assert_eq!(daemon.deploy("chaos", guest("chaos")).await.0, 201);
+    for (code, status) in [
+        (409u32, 409u16),
+        (451, 451),
+        (503, 503),
+        (7, 502),
+        (70_000, 502),
+    ] {
+        let (got, body) = daemon.call("chaos", "Fail", json!({"code": code})).await;
+        assert_eq!(got, status, "code {code}: {body}");
+        assert_eq!(body["code"], code, "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("on purpose")),
+            "{body}"
+        );
+        assert_eq!(body["signal"]["signalType"], "ERROR_REPLY", "{body}");
+        assert_eq!(body["signal"]["code"], code, "{body}");
+    }
+    let (status, reply) = daemon.call("chaos", "Ping", json!({})).await;
+    assert_eq!((status, &reply["signalType"]), (200, &json!("REPLY")));
+    let output = daemon.cli(&["request", "chaos", "Fail", r#"{"code":409}"#]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("error 409: failing with code 409"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn auth_failures_change_nothing() {
     let daemon = Daemon::start(&data_dir("auth"));
@@ -269,7 +308,7 @@ async fn shutdown_finishes_signals_in_flight() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     daemon.terminate();
     let (status, reply) = in_flight.await.unwrap();
-    assert_eq!(status, 200, "{reply}");
+    assert_eq!(status, 507, "{reply}");
     assert_eq!(
         reply["code"], 507,
         "the spin ran to its CPU limit and was answered"

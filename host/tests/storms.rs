@@ -112,9 +112,9 @@ async fn floods_and_chatter_keep_the_log_small() {
     let before = daemon.log_bytes();
     for _ in 0..3 {
         let (status, reply) = daemon.call("storm", "Flood", json!({"n": 1_000_000})).await;
-        assert_eq!(status, 200, "{reply}");
+        assert_eq!(status, 429, "{reply}");
         assert_eq!(reply["code"], 429, "{reply}");
-        let description = reply["description"].as_str().unwrap_or_default();
+        let description = reply["error"].as_str().unwrap_or_default();
         assert!(description.contains("max_emits_per_signal"), "{reply}");
     }
     let caps = daemon

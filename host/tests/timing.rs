@@ -30,10 +30,10 @@ async fn deadline_is_a_deploy_setting() {
 
     let year = 365u64 * 24 * 3600 * 1000;
     let (status, reply) = daemon.call("sleeper", "Sleep", json!({"ms": year})).await;
-    assert_eq!(status, 200, "an ErrorReply is an answer");
+    assert_eq!(status, 504, "an ErrorReply's code is the status");
     assert_eq!(reply["code"], 504, "{reply}");
     assert!(
-        reply["description"]
+        reply["error"]
             .as_str()
             .is_some_and(|d| d.contains("deadline_ms")),
         "{reply}"

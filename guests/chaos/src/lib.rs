@@ -46,6 +46,13 @@ struct Headers {
 }
 impl Message for Headers {}
 
+/// Fails with its own `code`.
+#[derive(Serialize, Deserialize)]
+struct Fail {
+    code: u32,
+}
+impl Message for Fail {}
+
 #[derive(Serialize, Deserialize)]
 struct Ping {}
 impl Message for Ping {}
@@ -108,6 +115,7 @@ impl Handler for Chaos {
             .accepts::<Bloat>()
             .accepts::<BigState>()
             .accepts::<Headers>()
+            .accepts::<Fail>()
             .accepts::<Ping>()
             .accepts::<Print>()
             .on_event::<Stall>()
@@ -144,6 +152,8 @@ impl Handler for Chaos {
             });
             switchboard_sdk::send_with("echo", &Ping {}, options)?;
             ok(&n)
+        } else if let Some(Fail { code }) = msg.decode_if()? {
+            Err(Failure::new(code, format!("failing with code {code} on purpose")))
         } else if msg.is::<Ping>() {
             ok(&Pong {})
         } else if let Some(Print { n }) = msg.decode_if()? {

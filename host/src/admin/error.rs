@@ -9,13 +9,29 @@ use utoipa::ToSchema;
 use crate::host::DeployError;
 use crate::registry::RegistryError;
 use crate::runtime::LoadError;
+use crate::signal::{Failure, Signal, code};
 
-/// An error response: `{"code", "error", "help"?}` with the matching HTTP status.
+/// An error response: `{"code", "error", "help"?, "signal"?}` with the matching HTTP
+/// status. Every error of every route has this one shape.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
+    /// The error's code: the status, or a handler's own code outside 400-599.
+    pub code: u32,
     pub message: String,
     pub help: Option<String>,
+    /// The ErrorReply this error is, when a handler (or the host) answered a message so.
+    pub signal: Option<Box<Signal>>,
+}
+
+/// The HTTP status of an error with code `code`: a code from 400 to 599 is mirrored; any
+/// other (a handler's own application code) is 502, its code kept in the body.
+pub fn status_of(code: u32) -> StatusCode {
+    u16::try_from(code)
+        .ok()
+        .filter(|c| (400..=599).contains(c))
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .unwrap_or(StatusCode::BAD_GATEWAY)
 }
 
 impl ApiError {
@@ -23,8 +39,33 @@ impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
+            code: u32::from(status.as_u16()),
             message: message.into(),
             help: None,
+            signal: None,
+        }
+    }
+
+    /// The error for `failure`, a host's or a handler's, by [`status_of`] its code.
+    pub fn from_failure(failure: Failure) -> Self {
+        Self {
+            status: status_of(failure.code),
+            code: failure.code,
+            message: failure.description,
+            help: failure.help,
+            signal: None,
+        }
+    }
+
+    /// The error for an ErrorReply answering a message: its failure, with the signal.
+    pub fn from_error_reply(reply: Signal) -> Self {
+        let failure = match &reply.body {
+            crate::signal::Body::ErrorReply { error, .. } => error.clone(),
+            _ => Failure::new(code::TRAPPED, "not an error reply"),
+        };
+        Self {
+            signal: Some(Box::new(reply)),
+            ..Self::from_failure(failure)
         }
     }
 
@@ -48,22 +89,28 @@ impl ApiError {
 /// The body of every error response; the OpenAPI document describes errors with it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
-    /// The HTTP status, repeated for clients that keep only the body.
+    /// The error's code: the HTTP status; for a handler's ErrorReply with a code outside
+    /// 400-599 (answered with status 502), the handler's own code.
     #[schema(example = 404)]
-    pub code: u16,
+    pub code: u32,
     /// What went wrong.
     pub error: String,
     /// What to do about it, when the host knows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub help: Option<String>,
+    /// For a message answered with an ErrorReply: that ErrorReply, with its ids.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::wire::WireSignal>)]
+    pub signal: Option<Box<Signal>>,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
-            code: self.status.as_u16(),
+            code: self.code,
             error: self.message,
             help: self.help,
+            signal: self.signal,
         };
         (self.status, Json(body)).into_response()
     }

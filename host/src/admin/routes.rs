@@ -18,7 +18,7 @@ use super::openapi::{Emitted, HandlerList, Sent};
 use super::{ApiError, AppState};
 use crate::config::{Limits, MAX_DEADLINE, MAX_REQUEST_TIMEOUT, parse_duration};
 use crate::registry::{DeployOptions, DeployView, HandlerView};
-use crate::router::{Reason, Undelivered};
+use crate::router::Undelivered;
 use crate::runtime::HandlerKind;
 use crate::signal::{Body as SignalBody, Envelope, HOST_ADDRESS, Signal};
 use crate::wire::{SignalType, WireError, WireSignal};
@@ -356,20 +356,22 @@ fn parse_signal(state: &AppState, body: &Bytes, implied: SignalType) -> Result<S
     post,
     path = "/v1/messages",
     operation_id = "sendMessage",
-    summary = "Send a message; with `wait`, answer with its Reply or ErrorReply",
+    summary = "Send a message; with `wait`, answer with its Reply, or its ErrorReply as an error",
     tag = "signals",
     security(("bearer" = [])),
     params(SendParams),
     request_body(description = "A MESSAGE; the host sets id, timestamp and from, so leave them out", content = WireSignal),
     responses(
-        (status = 200, description = "With `wait`: the Reply or ErrorReply", body = WireSignal),
+        (status = 200, description = "With `wait`: the Reply", body = WireSignal),
         (status = 202, description = "Without `wait`: sent", body = Sent),
-        (status = 400, description = "Not a message, bad query, or a bad `wait`", body = ErrorBody),
+        (status = 400, description = "Not a message, bad query, or a bad `wait`; with `wait`, also an ErrorReply with code 400", body = ErrorBody),
         (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
-        (status = 404, description = "Without `wait`: nothing serves `to`, or it does not accept this message type", body = ErrorBody),
+        (status = 404, description = "Nothing serves `to`, or it does not accept this message type", body = ErrorBody),
         (status = 413, description = "The signal is over the maximum message size", body = ErrorBody),
         (status = 503, description = "The mailbox is full (its count or byte bound), the host's queue budget is spent, or the host is not serving (shutting down, restoring)", body = ErrorBody),
         (status = 504, description = "With `wait`: no reply in time", body = ErrorBody),
+        (status = "4XX", description = "With `wait`: the message was answered with an ErrorReply whose code (400-499) is the status; the body's `signal` is the ErrorReply", body = ErrorBody),
+        (status = "5XX", description = "With `wait`: the message was answered with an ErrorReply whose code (500-599) is the status, or 502 for a handler's code outside 400-599 (kept in the body's `code`); the body's `signal` is the ErrorReply", body = ErrorBody),
     )
 )]
 pub async fn send_message(
@@ -402,39 +404,18 @@ pub async fn send_message(
             ))
         })?;
     match host.router().request(signal, wait).await {
+        Ok(reply) if matches!(reply.body, SignalBody::ErrorReply { .. }) => {
+            Err(ApiError::from_error_reply(reply))
+        }
         Ok(reply) => Ok(Json(reply).into_response()),
-        Err(failure) => Err(ApiError {
-            status: StatusCode::from_u16(failure.code as u16)
-                .unwrap_or(StatusCode::GATEWAY_TIMEOUT),
-            message: failure.description,
-            help: failure.help,
-        }),
+        Err(failure) => Err(ApiError::from_failure(failure)),
     }
 }
 
-/// The error for a signal the host could not deliver to `to`.
+/// The error for a signal the host could not deliver to `to`: the failure a handler's
+/// sender would get, by its code.
 pub(super) fn refused(undelivered: Undelivered, to: &str) -> ApiError {
-    match undelivered.reason {
-        Reason::NoRoute | Reason::ClientGone => ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("nothing serves the address `{to}`"),
-        ),
-        Reason::NotAccepted => ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("the handler at `{to}` does not accept this message type"),
-        ),
-        Reason::Overloaded => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the mailbox of `{to}` is full"),
-        )
-        .help("retry later"),
-        Reason::OverBytes(over) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, over.describe(to)).help(over.help())
-        }
-        Reason::ShuttingDown => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the host is shutting down")
-        }
-    }
+    ApiError::from_failure(undelivered.failure_at(to))
 }
 
 /// `POST /v1/events`: emit an event or a data change; answers how many subscribers took it,

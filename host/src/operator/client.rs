@@ -78,6 +78,12 @@ struct ErrorBody {
     help: Option<String>,
 }
 
+/// An error answer that carries the ErrorReply a message was answered with.
+#[derive(serde::Deserialize)]
+struct AnsweredWithError {
+    signal: Box<serde_json::value::RawValue>,
+}
+
 impl ApiError {
     /// Reads an error answer, falling back to the body text (or the status's reason) when
     /// something other than the API answered, such as a proxy.
@@ -157,9 +163,12 @@ impl Client {
         let status = answer.status();
         let body = answer.text().await.map_err(failed)?;
         if status.is_success() {
-            Ok(body)
-        } else {
-            Err(ApiError::from_answer(status, &body).into())
+            return Ok(body);
+        }
+        // A message answered with an ErrorReply is an answer too: its signal is in the body.
+        match serde_json::from_str::<AnsweredWithError>(&body) {
+            Ok(AnsweredWithError { signal }) => Ok(signal.get().to_owned()),
+            Err(_) => Err(ApiError::from_answer(status, &body).into()),
         }
     }
 }

@@ -5,7 +5,7 @@
 use super::Router;
 use crate::dead_letters::{DeadReason, Reservation};
 use crate::metrics::{DeadLetterLabels, ReasonLabels, RefusedLabels};
-use crate::signal::{Body, Failure, HOST_ADDRESS, Signal, USER_PREFIX, code};
+use crate::signal::{Body, HOST_ADDRESS, Signal, USER_PREFIX};
 use crate::transport::{Reason, Undelivered};
 
 impl Router {
@@ -13,10 +13,15 @@ impl Router {
     /// ErrorReply from the host; a reply is dead-lettered, or dropped and counted when
     /// nothing serves its address.
     pub(super) fn undeliverable(&self, undelivered: Undelivered) {
+        let kind = undelivered.signal.kind();
+        if matches!(undelivered.signal.body, Body::Message(_)) {
+            self.count_accepted(kind, 1);
+            let failure = undelivered.failure();
+            let answer = Signal::answer(&undelivered.signal, HOST_ADDRESS, Err(failure), None);
+            return self.route(answer);
+        }
         let Undelivered { signal, reason } = undelivered;
-        let kind = signal.kind();
-        let message = match &signal.body {
-            Body::Message(message) => message,
+        match &signal.body {
             Body::Reply { to, reply_to, .. } | Body::ErrorReply { to, reply_to, .. } => {
                 self.callbacks.close(reply_to);
                 let dead = match reason {
@@ -30,9 +35,9 @@ impl Router {
                     }
                 };
                 let handler = self.handler_at(crate::transport::address_of(to));
-                return self.dead_letter(kind, &handler, dead, signal);
+                self.dead_letter(kind, &handler, dead, signal);
             }
-            Body::Event { .. } | Body::DataChange { .. } => {
+            Body::Event { .. } | Body::DataChange { .. } | Body::Message(_) => {
                 // Only refusals at the source land here: the signal was never accepted.
                 self.metrics
                     .refused
@@ -41,34 +46,8 @@ impl Router {
                         reason: reason.as_str().to_owned(),
                     })
                     .inc();
-                return;
             }
-        };
-        self.count_accepted(kind, 1);
-        let failure = match reason {
-            Reason::NoRoute | Reason::ClientGone => Failure::new(
-                code::NOT_FOUND,
-                format!("nothing serves the address `{}`", message.to),
-            )
-            .with_help("check the address, or deploy a handler under that name"),
-            Reason::NotAccepted => Failure::new(
-                code::NOT_FOUND,
-                format!(
-                    "the handler at `{}` does not accept messages of type `{}`",
-                    message.to, message.message_type
-                ),
-            ),
-            Reason::Overloaded => Failure::new(
-                code::OVERLOADED,
-                format!("the mailbox of `{}` is full", message.to),
-            )
-            .with_help("retry later"),
-            Reason::OverBytes(over) => {
-                Failure::new(code::OVERLOADED, over.describe(&message.to)).with_help(over.help())
-            }
-            Reason::ShuttingDown => Failure::new(code::OVERLOADED, "the host is shutting down"),
-        };
-        self.route(Signal::answer(&signal, HOST_ADDRESS, Err(failure), None));
+        }
     }
 
     /// The name of the handler serving `address`, or the address itself (a client, or a
