@@ -187,7 +187,7 @@ async fn readiness_follows_restore_and_shutdown() {
     assert_eq!(status, 503, "events are refused too");
 
     let (status, reply) = spin.await.unwrap();
-    assert_eq!(status, 200, "{reply}");
+    assert_eq!(status, 507, "{reply}");
     assert_eq!(
         reply["code"], 507,
         "the spin ran to its CPU limit and was answered: {reply}"
