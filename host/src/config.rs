@@ -78,7 +78,8 @@ pub const DEFAULT_STATE_VALUE_BYTES: usize = 256 << 10;
 pub const DEFAULT_STATE_HANDLER_BYTES: u64 = 256 << 20;
 /// Default number of pending durable timers one handler may have.
 pub const DEFAULT_TIMERS_PER_HANDLER: usize = 100_000;
-/// Default number of pushes kept for one user until a client acknowledges them.
+/// Default number of pushes one handler may keep for one user until a client acknowledges
+/// them.
 pub const DEFAULT_KEPT_PER_USER: usize = 1000;
 /// Default longest time a push is kept for its user.
 pub const DEFAULT_KEPT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -172,8 +173,8 @@ pub struct HostConfig {
     /// Handlers clients (`user:<id>`) may send any message type they accept, beyond what
     /// their descriptions open to clients; `*` opens every handler.
     pub open_to_clients: Vec<String>,
-    /// Pushes kept for one user until a client acknowledges them; a turn keeping more
-    /// fails with 429.
+    /// Pushes one handler may keep for one user until a client acknowledges them; a turn
+    /// keeping more fails with 429 (other handlers keep their own for the user).
     pub kept_per_user: usize,
     /// Longest a kept push is kept (a handler may ask for less).
     pub kept_ttl: Duration,

@@ -90,7 +90,7 @@ pub struct StateLimits {
     pub handler_bytes: u64,
     /// Pending timers one handler may have.
     pub timers_per_handler: usize,
-    /// Pushes kept for one user until acknowledged.
+    /// Pushes one handler may keep for one user until acknowledged.
     pub kept_per_user: usize,
     /// Longest a push is kept.
     pub kept_ttl: std::time::Duration,

@@ -8,6 +8,8 @@
 //! - `Chatty {n}` writes `n` warning lines to the host's log while handling one signal;
 //! - `PushStorm {user, n, pad}` pushes `n` `Pushed` events (each padded with `pad` bytes)
 //!   to `user:<user>` in one signal (more than a slow client's queue holds);
+//! - `KeepStorm {user, n, pad}` keeps `n` such pushes for `user` (as many as the host lets
+//!   one handler keep for a user, or more);
 //! - `ForgeOnline {user}` emits the host's presence event `UserOnline` for `user`.
 //!
 //! (A loop through `reply` is impossible since contract 0.2: a message takes one answer;
@@ -70,7 +72,17 @@ struct PushStorm {
 }
 impl Message for PushStorm {}
 
-/// One push of a `PushStorm`.
+/// Keeps `n` `Pushed` events for `user` in one signal, each padded with `pad` bytes.
+#[derive(Serialize, Deserialize)]
+struct KeepStorm {
+    user: String,
+    n: u32,
+    #[serde(default)]
+    pad: u32,
+}
+impl Message for KeepStorm {}
+
+/// One push of a `PushStorm` or `KeepStorm`.
 #[derive(Serialize, Deserialize)]
 struct Pushed {
     i: u32,
@@ -95,6 +107,7 @@ impl Handler for StormHandler {
             .accepts::<Flood>()
             .accepts::<Chatty>()
             .accepts::<PushStorm>()
+            .accepts::<KeepStorm>()
             .accepts::<ForgeOnline>()
             .on_event::<Storm>()
             .on_event::<Flood>()
@@ -137,6 +150,13 @@ impl Handler for StormHandler {
             for i in 0..n {
                 let pad = pad.clone();
                 switchboard_sdk::users::push(&user, &Pushed { i, pad })?;
+            }
+            ok(&Done { done: n })
+        } else if let Some(KeepStorm { user, n, pad }) = msg.decode_if()? {
+            let pad = "x".repeat(pad as usize);
+            for i in 0..n {
+                let pad = pad.clone();
+                switchboard_sdk::users::keep(&user, &Pushed { i, pad }, Duration::ZERO)?;
             }
             ok(&Done { done: n })
         } else {

@@ -95,8 +95,8 @@ pub struct GatewayArgs {
         value_name = "EVENT_TYPE"
     )]
     pub clients_may_emit: Vec<String>,
-    /// Pushes kept for one user until a client acknowledges them; a handler keeping more
-    /// gets 429 [default: 1000].
+    /// Pushes one handler may keep for one user until a client acknowledges them; a handler
+    /// keeping more gets 429, while other handlers keep their own [default: 1000].
     #[arg(long, env = "SWITCHBOARD_KEPT_PER_USER", value_parser = clap::value_parser!(u32).range(1..))]
     pub kept_per_user: Option<u32>,
     /// Longest a push is kept for a user, like 12h or 7d (a handler may ask for less)
