@@ -42,7 +42,8 @@ pub fn is_online(user: &str) -> bool {
 }
 
 /// Pushes `event` to user `user` (`ann` or `user:ann`). A user who is not connected gets
-/// nothing; the host counts it.
+/// nothing; the host counts it. A push larger than a client connection's queue holds fails
+/// with 413.
 pub fn push<E: Event>(user: &str, event: &E) -> Result<(), Failure> {
     Ok(host::push(
         user_id(user),

@@ -78,6 +78,9 @@ pub const DEFAULT_STATE_VALUE_BYTES: usize = 256 << 10;
 pub const DEFAULT_STATE_HANDLER_BYTES: u64 = 256 << 20;
 /// Default number of pending durable timers one handler may have.
 pub const DEFAULT_TIMERS_PER_HANDLER: usize = 100_000;
+/// Default bytes of signals one client connection may have waiting to be sent; a push
+/// larger than the setting is refused where it is made (413).
+pub const DEFAULT_CLIENT_QUEUE_BYTES: usize = 8 << 20;
 /// Default number of pushes one handler may keep for one user until a client acknowledges
 /// them.
 pub const DEFAULT_KEPT_PER_USER: usize = 1000;
@@ -178,6 +181,10 @@ pub struct HostConfig {
     pub kept_per_user: usize,
     /// Longest a kept push is kept (a handler may ask for less).
     pub kept_ttl: Duration,
+    /// Bytes of signals one client connection may have waiting to be sent
+    /// (`--gateway-queue-bytes`): a push larger than that could never be queued, so `push`
+    /// and `keep` refuse it with 413.
+    pub client_queue_bytes: usize,
 }
 
 /// Where uploads are compiled. Compiling is CPU- and memory-heavy and outside wasmtime's
@@ -225,6 +232,7 @@ impl Default for HostConfig {
             open_to_clients: Vec::new(),
             kept_per_user: DEFAULT_KEPT_PER_USER,
             kept_ttl: DEFAULT_KEPT_TTL,
+            client_queue_bytes: DEFAULT_CLIENT_QUEUE_BYTES,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! One client connection: the pushes kept for the user first, then what is addressed to the
 //! client goes out as JSON signals, and each frame it sends gets one answer, in order. It
 //! ends when the client goes, or with a close code of [`close`]: heartbeat missed, token
-//! expired, queue drained too slowly, frame too large, host going away.
+//! expired, frame too large, host going away. A full queue is not a reason to close: what
+//! finds it full is not sent to this connection, and counted.
 
 use std::future::pending;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::limits::{Bucket, Slot, close};
 use super::{Bearer, Gateway};
@@ -82,7 +83,7 @@ pub async fn serve(socket: WebSocket, bearer: Bearer, slot: Slot, gateway: Gatew
         address: address.clone(),
     };
     let ended = connection
-        .run(&mut link.inbox, &link.queued, link.slow, bearer.expires_ms)
+        .run(&mut link.inbox, &link.queued, bearer.expires_ms)
         .await;
     let mut socket = connection.socket;
     if let Some(close) = &ended {
@@ -160,7 +161,6 @@ impl Connection {
         &mut self,
         inbox: &mut mpsc::Receiver<Signal>,
         queued: &AtomicUsize,
-        slow: Arc<Notify>,
         expires_ms: Option<u64>,
     ) -> Option<Close> {
         // The backlog a page at a time, in order, forwarding what arrives meanwhile so the
@@ -200,10 +200,6 @@ impl Connection {
             let wake = tokio::select! {
                 biased;
                 () = &mut stop => Wake::Stop(going_away()),
-                () = slow.notified() => {
-                    self.metrics().slow_disconnects.inc();
-                    Wake::Stop(Close::new(close::TOO_SLOW, "slow", "the client read its signals too slowly: its queue filled"))
-                }
                 () = &mut expiry => Wake::Stop(token_expired()),
                 () = &mut silence => Wake::Stop(Close::new(
                     close::HEARTBEAT,

@@ -13,11 +13,12 @@ pub struct GatewayLimits {
     /// How long a client may stay silent (no frame, no pong) before it is closed with
     /// [`close::HEARTBEAT`], to the moment.
     pub heartbeat_timeout: Duration,
-    /// Signals one connection may have waiting to be sent; a signal finding it full closes
-    /// the connection with [`close::TOO_SLOW`].
+    /// Signals one connection may have waiting to be sent; a signal finding it full is not
+    /// sent to that connection, and counted.
     pub queue: usize,
-    /// Bytes of signals one connection may have waiting (an empty queue takes any one); past
-    /// it too the connection is closed with [`close::TOO_SLOW`].
+    /// Bytes of signals one connection may have waiting (an empty queue takes any one); a
+    /// signal that would pass it is not sent to that connection, and counted. A push larger
+    /// than this is refused at the handler's `push` or `keep` (413).
     pub queue_bytes: usize,
     /// Frames a connection may send per second, steadily; the rest are refused (429).
     pub frames_per_second: u32,
@@ -40,7 +41,7 @@ impl Default for GatewayLimits {
             heartbeat: Duration::from_secs(20),
             heartbeat_timeout: Duration::from_secs(60),
             queue: crate::router::CLIENT_QUEUE,
-            queue_bytes: 8 << 20,
+            queue_bytes: crate::config::DEFAULT_CLIENT_QUEUE_BYTES,
             frames_per_second: 50,
             frame_burst: 100,
             max_frame_bytes: 2 << 20,

@@ -28,7 +28,8 @@ pub struct GatewayMetrics {
     pub frames_limited: Counter,
     /// Clients disconnected for draining their queue too slowly.
     pub slow_disconnects: Counter,
-    /// Signals queued for a connection that closed before they were sent.
+    /// Signals for a client connection that it never got: its queue was full, or it
+    /// closed before they were sent.
     pub undelivered: Counter,
     /// Pushes kept for users until acknowledged (every `keep`, whether the user was
     /// connected or not).
@@ -90,7 +91,7 @@ impl GatewayMetrics {
         );
         gateway.register(
             "undelivered",
-            "Signals queued for a client connection that closed before they were sent",
+            "Signals for a client connection that it never got: its queue was full, or it closed before they were sent",
             self.undelivered.clone(),
         );
         gateway.register(

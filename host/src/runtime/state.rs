@@ -61,6 +61,8 @@ pub struct HostState {
     pub max_message_bytes: usize,
     /// Bytes of signals and timers one turn may hold until it commits.
     pub max_held_bytes: usize,
+    /// Largest push to a user: what one client connection's queue holds.
+    pub max_push_bytes: usize,
     memory_limit: u64,
     /// Bytes of linear memory across all of this instance's memories.
     memory_used: u64,
@@ -102,6 +104,7 @@ impl HostState {
                 .config()
                 .mailbox_bytes
                 .max(runtime.config().max_message_bytes.saturating_mul(16)),
+            max_push_bytes: runtime.config().client_queue_bytes,
             memory_limit: limits.memory_bytes,
             memory_used: 0,
             table_limit: crate::config::DEFAULT_TABLE_ELEMENTS,

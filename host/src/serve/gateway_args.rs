@@ -50,13 +50,13 @@ pub struct GatewayArgs {
     /// 4000 [default: 60s].
     #[arg(long, env = "SWITCHBOARD_GATEWAY_HEARTBEAT_TIMEOUT", value_parser = duration_arg)]
     pub gateway_heartbeat_timeout: Option<Duration>,
-    /// Signals one connection may have waiting to be sent; a client too slow to drain them
-    /// is closed with code 4002 [default: 256].
+    /// Signals one connection may have waiting to be sent; one that finds the queue full is
+    /// not sent to that connection, and counted as undelivered [default: 256].
     #[arg(long, env = "SWITCHBOARD_GATEWAY_QUEUE", value_parser = clap::value_parser!(u32).range(1..))]
     pub gateway_queue: Option<u32>,
     /// Bytes of signals one connection may have waiting to be sent, like 8MiB (an empty
-    /// queue takes any signal); a client too slow to drain them is closed with code 4002
-    /// [default: 8MiB].
+    /// queue takes any signal); one that would pass it is not sent to that connection, and
+    /// counted as undelivered. A handler's push larger than this gets 413 [default: 8MiB].
     #[arg(long, env = "SWITCHBOARD_GATEWAY_QUEUE_BYTES", value_parser = bytes_arg)]
     pub gateway_queue_bytes: Option<usize>,
     /// Frames one connection may send per second, steadily; the rest are refused with
@@ -119,7 +119,8 @@ pub struct GatewayOptions {
 }
 
 impl GatewayArgs {
-    /// Applies the host-wide settings (what clients may reach, kept pushes) to `host`.
+    /// Applies the host-wide settings (what clients may reach, kept pushes, the largest
+    /// push) to `host`.
     pub fn apply(&self, host: &mut HostConfig) {
         host.open_to_clients = self.open_to_clients.clone();
         if let Some(n) = self.kept_per_user {
@@ -127,6 +128,9 @@ impl GatewayArgs {
         }
         if let Some(ttl) = self.kept_ttl {
             host.kept_ttl = ttl;
+        }
+        if let Some(bytes) = self.gateway_queue_bytes {
+            host.client_queue_bytes = bytes;
         }
     }
 
