@@ -12,8 +12,9 @@
 //! `UserOnline` and `UserOffline` (`{"user": "<id>"}`), which handlers subscribe to like any
 //! event.
 //!
-//! Every connection is bounded ([`GatewayLimits`]): heartbeats, its queue, its frame rate
-//! and size, connections per user and in total; it ends with a close code of [`close`].
+//! Every connection is bounded ([`GatewayLimits`]): heartbeats, its queue, how long a write
+//! to it may stall, its frame rate and size, connections per user and in total; it ends with
+//! a close code of [`close`].
 
 mod connection;
 mod jwt;
@@ -22,9 +23,11 @@ mod limits;
 pub mod listener;
 mod page;
 mod tokens;
+mod write_stall;
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -42,6 +45,7 @@ use crate::metrics::GatewayMetrics;
 use crate::router::Router;
 use crate::signal::{Body, Envelope, HOST_ADDRESS, Headers, Json, Signal};
 use limits::{Full, Slots};
+use write_stall::WriteProgress;
 
 /// Bytes a connection reads at a time.
 const READ_BUFFER: usize = 4096;
@@ -187,9 +191,11 @@ fn presented(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// `GET /v1/ws`: authenticates, takes a place under the caps, then upgrades.
+/// `GET /v1/ws`: authenticates, takes a place under the caps, then upgrades. `progress`
+/// is set by [`listener::serve`], which serves the gateway's routes.
 async fn upgrade(
     State(gateway): State<Gateway>,
+    Extension(progress): Extension<WriteProgress>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -232,7 +238,7 @@ async fn upgrade(
         // (tungstenite's default is 128 KiB up front), and frames written as they are sent.
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| connection::serve(socket, bearer, slot, gateway))
+        .on_upgrade(move |socket| connection::serve(socket, progress, bearer, slot, gateway))
 }
 
 #[cfg(test)]

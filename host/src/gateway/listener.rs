@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use super::write_stall::Watched;
 use crate::metrics::GatewayMetrics;
 
 /// Connections that have not upgraded to WebSocket, at most.
@@ -47,16 +48,21 @@ pub async fn serve(listener: TcpListener, app: axum::Router, metrics: GatewayMet
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // Every request on the connection carries how far writes to it have got, for the
+        // client it may upgrade to (see [`super::write_stall`]).
+        let (stream, progress) = Watched::new(stream);
         let app = app.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-                let mut app = app.clone();
-                async move {
-                    let response: Result<_, Infallible> =
-                        tower_service::Service::call(&mut app, request).await;
-                    response
-                }
-            });
+            let service =
+                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                    let mut app = app.clone();
+                    request.extensions_mut().insert(progress.clone());
+                    async move {
+                        let response: Result<_, Infallible> =
+                            tower_service::Service::call(&mut app, request).await;
+                        response
+                    }
+                });
             // Headers bounded, and the connection's whole life before it upgrades: nobody
             // keeps a place indefinitely by repeating requests, or much memory meanwhile.
             let connection = http1::Builder::new()

@@ -26,7 +26,7 @@ pub struct GatewayMetrics {
     pub frames_out: Counter,
     /// Frames refused for the per-connection rate limit.
     pub frames_limited: Counter,
-    /// Clients disconnected for draining their queue too slowly.
+    /// Clients disconnected because writes to them stalled: they stopped reading.
     pub slow_disconnects: Counter,
     /// Signals for a client connection that it never got: its queue was full, or it
     /// closed before they were sent.
@@ -86,7 +86,7 @@ impl GatewayMetrics {
         );
         gateway.register(
             "slow_disconnects",
-            "Clients disconnected for draining their queue too slowly",
+            "Clients disconnected because writes to them stalled: they stopped reading",
             self.slow_disconnects.clone(),
         );
         gateway.register(

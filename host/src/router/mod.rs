@@ -50,7 +50,7 @@ use crate::transport::{Inbound, Publish, Route, Transport};
 /// answers `later` is answered 503 by the host.
 pub const MAX_LATER_PER_HANDLER: usize = 10_000;
 
-/// Signals a connected client may have waiting before it is treated as too slow.
+/// Signals a connected client may have waiting to be sent; more are not queued for it.
 pub const CLIENT_QUEUE: usize = 256;
 
 /// Why a handler could not be installed.

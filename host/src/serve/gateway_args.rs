@@ -59,6 +59,10 @@ pub struct GatewayArgs {
     /// counted as undelivered. A handler's push larger than this gets 413 [default: 8MiB].
     #[arg(long, env = "SWITCHBOARD_GATEWAY_QUEUE_BYTES", value_parser = bytes_arg)]
     pub gateway_queue_bytes: Option<usize>,
+    /// How long a write to a client may make no progress, like 10s: a client that takes no
+    /// byte for that long is closed with code 4002, its socket shut 2 s later [default: 10s].
+    #[arg(long, env = "SWITCHBOARD_GATEWAY_WRITE_STALL", value_parser = duration_arg)]
+    pub gateway_write_stall: Option<Duration>,
     /// Frames one connection may send per second, steadily; the rest are refused with
     /// ErrorReply 429 [default: 50].
     #[arg(long, env = "SWITCHBOARD_GATEWAY_FRAMES_PER_SECOND", value_parser = clap::value_parser!(u32).range(1..))]
@@ -170,6 +174,7 @@ impl GatewayArgs {
                 .unwrap_or(defaults.heartbeat_timeout),
             queue: self.gateway_queue.map_or(defaults.queue, |n| n as usize),
             queue_bytes: self.gateway_queue_bytes.unwrap_or(defaults.queue_bytes),
+            write_stall: self.gateway_write_stall.unwrap_or(defaults.write_stall),
             frames_per_second: self
                 .gateway_frames_per_second
                 .unwrap_or(defaults.frames_per_second),
@@ -187,6 +192,9 @@ impl GatewayArgs {
         };
         if limits.heartbeat.is_zero() || limits.heartbeat_timeout < limits.heartbeat {
             bail!("--gateway-heartbeat must be above zero and at most --gateway-heartbeat-timeout");
+        }
+        if limits.write_stall.is_zero() {
+            bail!("--gateway-write-stall must be above zero");
         }
         Ok(Some(GatewayOptions {
             listen,
