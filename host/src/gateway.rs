@@ -23,6 +23,7 @@ mod limits;
 pub mod listener;
 mod page;
 mod tokens;
+mod user_id;
 mod write_stall;
 
 use std::sync::Arc;
@@ -36,10 +37,11 @@ use axum::routing::get;
 use tokio::sync::{mpsc, watch};
 
 pub use connection::{USER_OFFLINE, USER_ONLINE};
-pub use jwt::{Bearer, Jwt, JwtSettings};
+pub use jwt::{Bearer, Jwt, JwtSettings, Refused};
 pub use keys::KeysError;
 pub use limits::{GatewayLimits, close};
 pub use tokens::{Tokens, TokensError};
+pub use user_id::BadUserId;
 
 use crate::metrics::GatewayMetrics;
 use crate::router::Router;
@@ -123,14 +125,16 @@ impl Gateway {
     }
 
     /// Who a token stands for: the tokens file's user, else a valid JWT's bearer.
-    fn bearer(&self, token: &str) -> Option<Bearer> {
+    fn bearer(&self, token: &str) -> Result<Bearer, Refused> {
         if let Some(user) = self.tokens.user(token) {
-            return Some(Bearer {
+            return Ok(Bearer {
                 user,
                 expires_ms: None,
             });
         }
-        self.jwt.as_ref().and_then(|jwt| jwt.bearer(token))
+        self.jwt
+            .as_ref()
+            .map_or(Err(Refused::Invalid), |jwt| jwt.bearer(token))
     }
 
     /// The gateway's routes: `GET /v1/ws`, and the chat page at `/`.
@@ -206,12 +210,19 @@ async fn upgrade(
             "the host is shutting down".into(),
         );
     }
-    let Some(bearer) = presented(&headers).and_then(|token| gateway.bearer(&token)) else {
-        return gateway.refuse(
-            StatusCode::UNAUTHORIZED,
-            "token",
-            "a valid client token is needed: `Authorization: Bearer <token>`, or `Sec-WebSocket-Protocol: switchboard.v1, <token>`".into(),
-        );
+    let bearer = presented(&headers).ok_or(Refused::Invalid);
+    let bearer = match bearer.and_then(|token| gateway.bearer(&token)) {
+        Ok(bearer) => bearer,
+        Err(Refused::Invalid) => {
+            return gateway.refuse(
+                StatusCode::UNAUTHORIZED,
+                "token",
+                "a valid client token is needed: `Authorization: Bearer <token>`, or `Sec-WebSocket-Protocol: switchboard.v1, <token>`".into(),
+            );
+        }
+        Err(refused) => {
+            return gateway.refuse(StatusCode::UNAUTHORIZED, "token", refused.to_string());
+        }
     };
     let slot = match gateway.slots.take(&bearer.user, &gateway.limits) {
         Ok(slot) => slot,
