@@ -10,7 +10,9 @@
 //!   to `user:<user>` in one signal (more than a slow client's queue holds);
 //! - `KeepStorm {user, n, pad}` keeps `n` such pushes for `user` (as many as the host lets
 //!   one handler keep for a user, or more);
-//! - `ForgeOnline {user}` emits the host's presence event `UserOnline` for `user`.
+//! - `ForgeOnline {user}` emits the host's presence event `UserOnline` for `user`;
+//! - `ForgeChat {user, from, text}` pushes `user` a `Chat` like `chat`'s, claiming to be
+//!   from `from`.
 //!
 //! (A loop through `reply` is impossible since contract 0.2: a message takes one answer;
 //! see the `deferred` guest.)
@@ -97,6 +99,23 @@ struct ForgeOnline {
 }
 impl Message for ForgeOnline {}
 
+/// Pushes `user` a `Chat` claiming to be from `from`.
+#[derive(Serialize, Deserialize)]
+struct ForgeChat {
+    user: String,
+    from: String,
+    text: String,
+}
+impl Message for ForgeChat {}
+
+/// What `chat` pushes, as storm forges it.
+#[derive(Serialize, Deserialize)]
+struct Chat {
+    from: String,
+    text: String,
+}
+impl Event for Chat {}
+
 struct StormHandler;
 
 impl Handler for StormHandler {
@@ -109,6 +128,7 @@ impl Handler for StormHandler {
             .accepts::<PushStorm>()
             .accepts::<KeepStorm>()
             .accepts::<ForgeOnline>()
+            .accepts::<ForgeChat>()
             .on_event::<Storm>()
             .on_event::<Flood>()
     }
@@ -144,6 +164,9 @@ impl Handler for StormHandler {
             ok(&Done { done: n })
         } else if let Some(ForgeOnline { user }) = msg.decode_if()? {
             switchboard_sdk::emit(&UserOnline { user })?;
+            ok(&Done { done: 1 })
+        } else if let Some(ForgeChat { user, from, text }) = msg.decode_if()? {
+            switchboard_sdk::users::push(&user, &Chat { from, text })?;
             ok(&Done { done: 1 })
         } else if let Some(PushStorm { user, n, pad }) = msg.decode_if()? {
             let pad = "x".repeat(pad as usize);
