@@ -13,6 +13,15 @@ fn push(user: &str, id: &str, expires_ms: u64) -> KeptPush {
     }
 }
 
+/// A store in memory keeping at most `n` pushes per handler and user.
+fn keeping_at_most(n: usize) -> Arc<StateStore> {
+    let limits = StateLimits {
+        kept_per_user: n,
+        ..StateLimits::default()
+    };
+    open(Db::in_memory().unwrap(), limits)
+}
+
 fn keeping(pushes: Vec<KeptPush>) -> Batch {
     Batch {
         scope: Scope::handler("chat"),
@@ -70,11 +79,7 @@ async fn kept_pushes_are_ordered_and_gone_once_acknowledged() {
 /// pushes are never delivered, and that they make room for new ones.
 #[tokio::test]
 async fn the_limit_is_per_user_and_expired_pushes_make_room() {
-    let limits = StateLimits {
-        kept_per_user: 2,
-        ..StateLimits::default()
-    };
-    let store = open(Db::in_memory().unwrap(), limits);
+    let store = keeping_at_most(2);
     let now = crate::signal::now_millis();
     store
         .commit(keeping(vec![
@@ -221,11 +226,7 @@ async fn kept_pushes_belong_to_their_handler_and_go_with_its_purge() {
 /// one's user acknowledges makes it room again.
 #[tokio::test]
 async fn one_handler_cannot_use_up_what_another_keeps_for_a_user() {
-    let limits = StateLimits {
-        kept_per_user: 2,
-        ..StateLimits::default()
-    };
-    let store = open(Db::in_memory().unwrap(), limits);
+    let store = keeping_at_most(2);
     let later = u64::MAX;
     let by = |handler: &str, pushes| Batch {
         scope: Scope::handler(handler),
