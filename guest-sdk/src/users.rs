@@ -42,7 +42,8 @@ pub fn is_online(user: &str) -> bool {
 }
 
 /// Pushes `event` to user `user` (`ann` or `user:ann`). A user who is not connected gets
-/// nothing; the host counts it.
+/// nothing; the host counts it. A push larger than a client connection's queue holds fails
+/// with 413.
 pub fn push<E: Event>(user: &str, event: &E) -> Result<(), Failure> {
     Ok(host::push(
         user_id(user),
@@ -54,7 +55,7 @@ pub fn push<E: Event>(user: &str, event: &E) -> Result<(), Failure> {
 /// Pushes `event` to user `user` and keeps it until one of the user's clients acknowledges
 /// it: delivered now to every connection the user has open, else in order when the user
 /// next connects, for at most `ttl` (zero: the host's longest). The turn fails with 429
-/// if the user already has the host's most kept pushes.
+/// if this handler already keeps the host's most kept pushes for the user.
 pub fn keep<E: Event>(user: &str, event: &E, ttl: std::time::Duration) -> Result<(), Failure> {
     Ok(host::keep(
         user_id(user),

@@ -88,7 +88,11 @@ pub const DEFAULT_TIMER_MIN_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_TIMER_FIRES_PER_SECOND: u32 = 100;
 /// Default bytes all turns in flight may hold at once in writes and held signals.
 pub const DEFAULT_TURN_WRITE_BUDGET: u64 = 512 << 20;
-/// Default number of pushes kept for one user until a client acknowledges them.
+/// Default bytes of signals one client connection may have waiting to be sent; a push
+/// larger than the setting is refused where it is made (413).
+pub const DEFAULT_CLIENT_QUEUE_BYTES: usize = 8 << 20;
+/// Default number of pushes one handler may keep for one user until a client acknowledges
+/// them.
 pub const DEFAULT_KEPT_PER_USER: usize = 1000;
 /// Default longest time a push is kept for its user.
 pub const DEFAULT_KEPT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -192,11 +196,15 @@ pub struct HostConfig {
     /// Handlers clients (`user:<id>`) may send any message type they accept, beyond what
     /// their descriptions open to clients; `*` opens every handler.
     pub open_to_clients: Vec<String>,
-    /// Pushes kept for one user until a client acknowledges them; a turn keeping more
-    /// fails with 429.
+    /// Pushes one handler may keep for one user until a client acknowledges them; a turn
+    /// keeping more fails with 429 (other handlers keep their own for the user).
     pub kept_per_user: usize,
     /// Longest a kept push is kept (a handler may ask for less).
     pub kept_ttl: Duration,
+    /// Bytes of signals one client connection may have waiting to be sent
+    /// (`--gateway-queue-bytes`): a push larger than that could never be queued, so `push`
+    /// and `keep` refuse it with 413.
+    pub client_queue_bytes: usize,
 }
 
 /// Where uploads are compiled. Compiling is CPU- and memory-heavy and outside wasmtime's
@@ -248,6 +256,7 @@ impl Default for HostConfig {
             open_to_clients: Vec::new(),
             kept_per_user: DEFAULT_KEPT_PER_USER,
             kept_ttl: DEFAULT_KEPT_TTL,
+            client_queue_bytes: DEFAULT_CLIENT_QUEUE_BYTES,
         }
     }
 }

@@ -12,8 +12,9 @@
 //! `UserOnline` and `UserOffline` (`{"user": "<id>"}`), which handlers subscribe to like any
 //! event.
 //!
-//! Every connection is bounded ([`GatewayLimits`]): heartbeats, its queue, its frame rate
-//! and size, connections per user and in total; it ends with a close code of [`close`].
+//! Every connection is bounded ([`GatewayLimits`]): heartbeats, its queue, how long a write
+//! to it may stall, its frame rate and size, connections per user and in total; it ends with
+//! a close code of [`close`].
 
 mod connection;
 mod jwt;
@@ -22,9 +23,11 @@ mod limits;
 pub mod listener;
 mod page;
 mod tokens;
+mod user_id;
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -33,12 +36,14 @@ use axum::routing::get;
 use tokio::sync::{mpsc, watch};
 
 pub use connection::{USER_OFFLINE, USER_ONLINE};
-pub use jwt::{Bearer, Jwt, JwtSettings};
+pub use jwt::{Bearer, Jwt, JwtSettings, Refused};
 pub use keys::KeysError;
 pub use limits::{GatewayLimits, close};
 pub use listener::{MAX_HANDSHAKES, handshake_limits};
 pub use tokens::{Tokens, TokensError};
+pub use user_id::BadUserId;
 
+use crate::listener::WriteProgress;
 use crate::metrics::GatewayMetrics;
 use crate::router::Router;
 use crate::signal::{Body, Envelope, HOST_ADDRESS, Headers, Json, Signal};
@@ -120,14 +125,16 @@ impl Gateway {
     }
 
     /// Who a token stands for: the tokens file's user, else a valid JWT's bearer.
-    fn bearer(&self, token: &str) -> Option<Bearer> {
+    fn bearer(&self, token: &str) -> Result<Bearer, Refused> {
         if let Some(user) = self.tokens.user(token) {
-            return Some(Bearer {
+            return Ok(Bearer {
                 user,
                 expires_ms: None,
             });
         }
-        self.jwt.as_ref().and_then(|jwt| jwt.bearer(token))
+        self.jwt
+            .as_ref()
+            .map_or(Err(Refused::Invalid), |jwt| jwt.bearer(token))
     }
 
     /// The gateway's routes: `GET /v1/ws`, and the chat page at `/`.
@@ -188,9 +195,11 @@ fn presented(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// `GET /v1/ws`: authenticates, takes a place under the caps, then upgrades.
+/// `GET /v1/ws`: authenticates, takes a place under the caps, then upgrades. `progress`
+/// is set by [`crate::listener::serve`], the accept loop serving the gateway's routes.
 async fn upgrade(
     State(gateway): State<Gateway>,
+    Extension(progress): Extension<WriteProgress>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -201,12 +210,19 @@ async fn upgrade(
             "the host is shutting down".into(),
         );
     }
-    let Some(bearer) = presented(&headers).and_then(|token| gateway.bearer(&token)) else {
-        return gateway.refuse(
-            StatusCode::UNAUTHORIZED,
-            "token",
-            "a valid client token is needed: `Authorization: Bearer <token>`, or `Sec-WebSocket-Protocol: switchboard.v1, <token>`".into(),
-        );
+    let bearer = presented(&headers).ok_or(Refused::Invalid);
+    let bearer = match bearer.and_then(|token| gateway.bearer(&token)) {
+        Ok(bearer) => bearer,
+        Err(Refused::Invalid) => {
+            return gateway.refuse(
+                StatusCode::UNAUTHORIZED,
+                "token",
+                "a valid client token is needed: `Authorization: Bearer <token>`, or `Sec-WebSocket-Protocol: switchboard.v1, <token>`".into(),
+            );
+        }
+        Err(refused) => {
+            return gateway.refuse(StatusCode::UNAUTHORIZED, "token", refused.to_string());
+        }
     };
     let slot = match gateway.slots.take(&bearer.user, &gateway.limits) {
         Ok(slot) => slot,
@@ -233,7 +249,7 @@ async fn upgrade(
         // (tungstenite's default is 128 KiB up front), and frames written as they are sent.
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| connection::serve(socket, bearer, slot, gateway))
+        .on_upgrade(move |socket| connection::serve(socket, progress, bearer, slot, gateway))
 }
 
 #[cfg(test)]

@@ -95,7 +95,7 @@ pub struct StateLimits {
     pub timer_min_interval: std::time::Duration,
     /// Most timers of one handler fired per second.
     pub timer_fires_per_second: u32,
-    /// Pushes kept for one user until acknowledged.
+    /// Pushes one handler may keep for one user until acknowledged.
     pub kept_per_user: usize,
     /// Longest a push is kept.
     pub kept_ttl: std::time::Duration,

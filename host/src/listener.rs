@@ -22,6 +22,7 @@
 //! hyper's own header-read timeout is not used: it also runs while a keep-alive connection
 //! waits for its next request, so it cannot be told apart from the idle timeout.
 
+mod progress;
 mod tracker;
 
 use std::collections::HashMap;
@@ -40,6 +41,7 @@ use tokio::sync::watch;
 use tokio::task::{Id, JoinError, JoinSet};
 
 use crate::metrics::{GatewayMetrics, Metrics, ReasonLabels};
+pub use progress::WriteProgress;
 use tracker::{Answer, State, Tracker, Watched};
 
 /// Default most connections open at once (lowered to what the open-file limit allows).
@@ -284,10 +286,15 @@ impl Server {
     fn spawn(&mut self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
         let tracker = Tracker::new();
-        let io = TokioIo::new(Watched::new(stream, tracker.clone()));
+        let watched = Watched::new(stream, tracker.clone());
+        // Every request carries how far writes to its connection have got, for a client it
+        // may upgrade to (the gateway's write-stall check).
+        let progress = watched.progress();
+        let io = TokioIo::new(watched);
         let service = {
             let (app, tracker) = (self.app.clone(), tracker.clone());
-            hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                request.extensions_mut().insert(progress.clone());
                 let busy = tracker.begin();
                 let mut app = app.clone();
                 async move {

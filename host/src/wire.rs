@@ -3,6 +3,8 @@
 //! One flat camelCase record in the seed's own shape, with `signalType` saying which fields
 //! apply. Nothing is dropped silently: [`WireSignal`] denies unknown fields, and a field that
 //! exists but does not belong to the signal's kind (`eventType` on a MESSAGE) is refused too.
+//! Every edge parses text straight into [`WireSignal`], so a field given twice is refused
+//! too, never settled by which came last.
 //!
 //! Two ways in, one set of checks:
 //! - [`WireSignal::into_signal`]: a complete signal as hosts carry it between them, envelope

@@ -8,7 +8,11 @@
 //! - `Chatty {n}` writes `n` warning lines to the host's log while handling one signal;
 //! - `PushStorm {user, n, pad}` pushes `n` `Pushed` events (each padded with `pad` bytes)
 //!   to `user:<user>` in one signal (more than a slow client's queue holds);
-//! - `ForgeOnline {user}` emits the host's presence event `UserOnline` for `user`.
+//! - `KeepStorm {user, n, pad}` keeps `n` such pushes for `user` (as many as the host lets
+//!   one handler keep for a user, or more);
+//! - `ForgeOnline {user}` emits the host's presence event `UserOnline` for `user`;
+//! - `ForgeChat {user, from, text}` pushes `user` a `Chat` like `chat`'s, claiming to be
+//!   from `from`;
 //! - `TimerLoop {n, relay}` schedules `n` `Tick` timers due at once; each `Tick` counts
 //!   itself in state and schedules the next `Tick` at once, directly or (with `relay`)
 //!   through a `Relay` message to itself: a loop through timers, which the depth limit
@@ -75,7 +79,17 @@ struct PushStorm {
 }
 impl Message for PushStorm {}
 
-/// One push of a `PushStorm`.
+/// Keeps `n` `Pushed` events for `user` in one signal, each padded with `pad` bytes.
+#[derive(Serialize, Deserialize)]
+struct KeepStorm {
+    user: String,
+    n: u32,
+    #[serde(default)]
+    pad: u32,
+}
+impl Message for KeepStorm {}
+
+/// One push of a `PushStorm` or `KeepStorm`.
 #[derive(Serialize, Deserialize)]
 struct Pushed {
     i: u32,
@@ -120,6 +134,23 @@ fn tick_count() -> switchboard_sdk::state::State<u64> {
     state::<u64>("ticks")
 }
 
+/// Pushes `user` a `Chat` claiming to be from `from`.
+#[derive(Serialize, Deserialize)]
+struct ForgeChat {
+    user: String,
+    from: String,
+    text: String,
+}
+impl Message for ForgeChat {}
+
+/// What `chat` pushes, as storm forges it.
+#[derive(Serialize, Deserialize)]
+struct Chat {
+    from: String,
+    text: String,
+}
+impl Event for Chat {}
+
 struct StormHandler;
 
 impl Handler for StormHandler {
@@ -130,11 +161,13 @@ impl Handler for StormHandler {
             .accepts::<Flood>()
             .accepts::<Chatty>()
             .accepts::<PushStorm>()
+            .accepts::<KeepStorm>()
             .accepts::<ForgeOnline>()
             .accepts::<TimerLoop>()
             .accepts::<Tick>()
             .accepts::<Relay>()
             .accepts::<Ticks>()
+            .accepts::<ForgeChat>()
             .on_event::<Storm>()
             .on_event::<Flood>()
     }
@@ -189,11 +222,21 @@ impl Handler for StormHandler {
         } else if let Some(ForgeOnline { user }) = msg.decode_if()? {
             switchboard_sdk::emit(&UserOnline { user })?;
             ok(&Done { done: 1 })
+        } else if let Some(ForgeChat { user, from, text }) = msg.decode_if()? {
+            switchboard_sdk::users::push(&user, &Chat { from, text })?;
+            ok(&Done { done: 1 })
         } else if let Some(PushStorm { user, n, pad }) = msg.decode_if()? {
             let pad = "x".repeat(pad as usize);
             for i in 0..n {
                 let pad = pad.clone();
                 switchboard_sdk::users::push(&user, &Pushed { i, pad })?;
+            }
+            ok(&Done { done: n })
+        } else if let Some(KeepStorm { user, n, pad }) = msg.decode_if()? {
+            let pad = "x".repeat(pad as usize);
+            for i in 0..n {
+                let pad = pad.clone();
+                switchboard_sdk::users::keep(&user, &Pushed { i, pad }, Duration::ZERO)?;
             }
             ok(&Done { done: n })
         } else {

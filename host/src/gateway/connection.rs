@@ -1,7 +1,7 @@
 //! One client connection: the pushes kept for the user first, then what is addressed to the
 //! client goes out as JSON signals, and each frame it sends gets one answer, in order. It
 //! ends when the client goes, or with a close code of [`close`]: heartbeat missed, token
-//! expired, queue drained too slowly, frame too large, host going away.
+//! expired, writes stalled (the client stopped reading), frame too large, host going away.
 
 use std::future::pending;
 use std::sync::Arc;
@@ -9,10 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use super::limits::{Bucket, Slot, close};
 use super::{Bearer, Gateway};
+use crate::listener::WriteProgress;
 use crate::metrics::GatewayMetrics;
 use crate::router::Router;
 use crate::signal::{Body, Envelope, Failure, HOST_ADDRESS, Headers, Signal, USER_PREFIX, code};
@@ -25,6 +27,9 @@ pub use crate::signal::{USER_OFFLINE, USER_ONLINE};
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Longest wait for a client to answer the host's close frame.
 const LINGER: Duration = Duration::from_secs(5);
+/// How long a client whose writes stalled has to read what is on its way, the close frame
+/// behind it, and answer, before its socket is shut.
+const STALLED_CLOSE: Duration = Duration::from_secs(2);
 
 /// Why the host ends a connection.
 struct Close {
@@ -55,14 +60,23 @@ enum Wake {
 /// A connected client.
 struct Connection {
     socket: WebSocket,
+    /// How far the writes to `socket` have got.
+    progress: WriteProgress,
     gateway: Gateway,
     user: String,
     address: String,
     bucket: Bucket,
 }
 
-/// Serves the client `bearer` until it or the host goes; `slot` is its place under the caps.
-pub async fn serve(socket: WebSocket, bearer: Bearer, slot: Slot, gateway: Gateway) {
+/// Serves the client `bearer` on `socket` (whose writes `progress` follows) until it or the
+/// host goes; `slot` is its place under the caps.
+pub async fn serve(
+    socket: WebSocket,
+    progress: WriteProgress,
+    bearer: Bearer,
+    slot: Slot,
+    gateway: Gateway,
+) {
     let router = gateway.router.clone();
     let metrics = router.metrics().gateway.clone();
     let user = bearer.user;
@@ -77,21 +91,29 @@ pub async fn serve(socket: WebSocket, bearer: Bearer, slot: Slot, gateway: Gatew
     let mut connection = Connection {
         bucket: Bucket::new(limits.frames_per_second, limits.frame_burst),
         socket,
+        progress,
         gateway: gateway.clone(),
         user: user.clone(),
         address: address.clone(),
     };
     let ended = connection
-        .run(&mut link.inbox, &link.queued, link.slow, bearer.expires_ms)
+        .run(&mut link.inbox, &link.queued, bearer.expires_ms)
         .await;
     let mut socket = connection.socket;
+    // A stalled client's close frame waits behind what it has not read yet: it has
+    // STALLED_CLOSE to read it all and answer, then its socket is shut.
+    let now = Instant::now();
+    let (close_by, shut_by) = match &ended {
+        Some(close) if close.code == close::TOO_SLOW => (now + STALLED_CLOSE, now + STALLED_CLOSE),
+        _ => (now + CLOSE_GRACE, now + CLOSE_GRACE + LINGER),
+    };
     if let Some(close) = &ended {
         GatewayMetrics::count(&metrics.closed, close.reason);
         let frame = CloseFrame {
             code: close.code,
             reason: close.text.clone().into(),
         };
-        let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(Message::Close(Some(frame)))).await;
+        let _ = tokio::time::timeout_at(close_by, socket.send(Message::Close(Some(frame)))).await;
     }
     let offline = || gateway.presence(USER_OFFLINE, &user);
     router.disconnect_client(&address, link.id, offline);
@@ -116,7 +138,7 @@ pub async fn serve(socket: WebSocket, bearer: Bearer, slot: Slot, gateway: Gatew
                 }
             }
         };
-        let _ = tokio::time::timeout(LINGER, answered).await;
+        let _ = tokio::time::timeout_at(shut_by, answered).await;
     }
 }
 
@@ -160,7 +182,6 @@ impl Connection {
         &mut self,
         inbox: &mut mpsc::Receiver<Signal>,
         queued: &AtomicUsize,
-        slow: Arc<Notify>,
         expires_ms: Option<u64>,
     ) -> Option<Close> {
         // The backlog a page at a time, in order, forwarding what arrives meanwhile so the
@@ -178,10 +199,14 @@ impl Connection {
                 if expires_ms.is_some_and(|at| crate::signal::now_millis() >= at) {
                     return Some(token_expired());
                 }
-                self.send(Message::Text(frame.into())).await.ok()?;
+                if let Err(close) = self.send(Message::Text(frame.into())).await {
+                    return close;
+                }
                 while let Ok(signal) = inbox.try_recv() {
                     queued.fetch_sub(signal.size(), Ordering::Relaxed);
-                    self.send(text(&signal)).await.ok()?;
+                    if let Err(close) = self.send(text(&signal)).await {
+                        return close;
+                    }
                 }
             }
         }
@@ -200,10 +225,6 @@ impl Connection {
             let wake = tokio::select! {
                 biased;
                 () = &mut stop => Wake::Stop(going_away()),
-                () = slow.notified() => {
-                    self.metrics().slow_disconnects.inc();
-                    Wake::Stop(Close::new(close::TOO_SLOW, "slow", "the client read its signals too slowly: its queue filled"))
-                }
                 () = &mut expiry => Wake::Stop(token_expired()),
                 () = &mut silence => Wake::Stop(Close::new(
                     close::HEARTBEAT,
@@ -257,24 +278,27 @@ impl Connection {
         }
     }
 
-    /// Sends a frame, waiting at most the heartbeat timeout: a client that takes nothing
-    /// for that long is too slow (`Err(Some)`); one whose connection broke is gone
-    /// (`Err(None)`).
+    /// Sends a frame while the client takes its bytes: one that takes none for the write
+    /// stall stopped reading (`Err(Some)`, to close with [`close::TOO_SLOW`]); one whose
+    /// connection broke is gone (`Err(None)`).
     async fn send(&mut self, message: Message) -> Result<(), Option<Close>> {
         let counted = !matches!(message, Message::Ping(_));
-        let timeout = self.gateway.limits.heartbeat_timeout;
-        match tokio::time::timeout(timeout, self.socket.send(message)).await {
-            Ok(Ok(())) => {
+        let stall = self.gateway.limits.write_stall;
+        match self.progress.within(stall, self.socket.send(message)).await {
+            Some(Ok(())) => {
                 if counted {
                     self.metrics().frames_out.inc();
                 }
                 Ok(())
             }
-            Ok(Err(_)) => Err(None),
-            Err(_) => {
+            Some(Err(_)) => Err(None),
+            None => {
                 self.metrics().slow_disconnects.inc();
-                GatewayMetrics::count(&self.metrics().closed, "slow");
-                Err(None)
+                Err(Some(Close::new(
+                    close::TOO_SLOW,
+                    "slow",
+                    format!("the client took no byte for {stall:?}: it stopped reading"),
+                )))
             }
         }
     }

@@ -1,15 +1,18 @@
 //! Client tokens as JWTs: signed with a shared secret (HS256), or with a private key whose
 //! public half is in the keys file under the token's `kid` (RS256, ES256), so keys can
-//! rotate. The `sub` claim is the user id; `exp` is required, `nbf` is checked when
-//! present, and `iss` and `aud` are required and checked when configured, with a clock
-//! leeway.
+//! rotate. The `sub` claim is the user id ([`super::user_id`]); `exp` is required, `nbf`
+//! is checked when present, and `iss` and `aud` are required and checked when configured,
+//! with a clock leeway. A token whose header lists critical extensions (`crit`) is refused:
+//! the gateway understands none (RFC 7515, 4.1.11).
 
 use std::path::PathBuf;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde::Deserialize;
+use thiserror::Error;
 
 use super::keys::{KeySet, KeysError};
+use super::user_id::{self, BadUserId};
 
 /// How JWTs are checked.
 #[derive(Clone, Debug, Default)]
@@ -34,6 +37,23 @@ pub struct Bearer {
     /// When the token stops being valid (its `exp` plus the leeway), in milliseconds since
     /// the Unix epoch; `None` for a development token, which does not expire.
     pub expires_ms: Option<u64>,
+}
+
+/// Why a JWT lets nobody in.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum Refused {
+    /// Not a token the gateway accepts: bad signature, unknown `kid`, an algorithm its key
+    /// is not for, expired, wrong issuer or audience (which, is not said).
+    #[error("the token is not valid")]
+    Invalid,
+    /// The header lists extensions the token must not be used without.
+    #[error(
+        "the token's header lists critical extensions (`crit`), which the gateway does not understand"
+    )]
+    Critical,
+    /// Valid, but its `sub` cannot be a user id.
+    #[error("the token's user id (`sub`) {0}")]
+    UserId(BadUserId),
 }
 
 /// Checks client JWTs.
@@ -87,29 +107,32 @@ impl Jwt {
         validation
     }
 
-    /// Who a valid token stands for; `None` for anything else (bad signature, unknown `kid`,
-    /// an algorithm its key is not for, expired, wrong issuer or audience, or a `sub` no
-    /// user id can be).
-    pub fn bearer(&self, token: &str) -> Option<Bearer> {
-        let header = decode_header(token).ok()?;
+    /// Who a valid token stands for, or why it stands for nobody.
+    pub fn bearer(&self, token: &str) -> Result<Bearer, Refused> {
+        let header = decode_header(token).map_err(|_| Refused::Invalid)?;
+        if header.crit.is_some() {
+            return Err(Refused::Critical);
+        }
         let claims = match (header.alg, &header.kid) {
             (Algorithm::HS256, _) => {
-                let secret = self.secret.as_ref()?;
-                decode::<Claims>(token, secret, &self.validation(Algorithm::HS256)).ok()?
+                let secret = self.secret.as_ref().ok_or(Refused::Invalid)?;
+                decode::<Claims>(token, secret, &self.validation(Algorithm::HS256))
             }
             (Algorithm::RS256 | Algorithm::ES256, Some(kid)) => {
-                let (algorithm, key) = self.keys.as_ref()?.key(kid)?;
+                let keys = self.keys.as_ref().ok_or(Refused::Invalid)?;
+                let (algorithm, key) = keys.key(kid).ok_or(Refused::Invalid)?;
                 if algorithm != header.alg {
-                    return None;
+                    return Err(Refused::Invalid);
                 }
-                decode::<Claims>(token, &key, &self.validation(algorithm)).ok()?
+                decode::<Claims>(token, &key, &self.validation(algorithm))
             }
-            _ => return None,
+            _ => return Err(Refused::Invalid),
         }
+        .map_err(|_| Refused::Invalid)?
         .claims;
         let sub = claims.sub;
-        let valid = !sub.is_empty() && !sub.contains([':', '/']) && sub.len() <= 256;
-        valid.then(|| Bearer {
+        user_id::check(&sub).map_err(Refused::UserId)?;
+        Ok(Bearer {
             user: sub,
             expires_ms: Some(
                 claims

@@ -1,9 +1,14 @@
-//! What bounds a client: what it may emit, heartbeats, its queue, its frame rate and size, and how many
-//! connections a user and the gateway may have; and the close codes a connection ends with.
+//! What bounds a client: what it may emit, heartbeats, its queue, how long a write to it may
+//! stall, its frame rate and size, and how many connections a user and the gateway may have;
+//! and the close codes a connection ends with.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// How long a write to a client may make no progress before the client is closed, by
+/// default.
+pub const DEFAULT_WRITE_STALL: Duration = Duration::from_secs(10);
 
 /// The gateway's limits.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,12 +18,16 @@ pub struct GatewayLimits {
     /// How long a client may stay silent (no frame, no pong) before it is closed with
     /// [`close::HEARTBEAT`], to the moment.
     pub heartbeat_timeout: Duration,
-    /// Signals one connection may have waiting to be sent; a signal finding it full closes
-    /// the connection with [`close::TOO_SLOW`].
+    /// Signals one connection may have waiting to be sent; a signal finding it full is not
+    /// sent to that connection, and counted.
     pub queue: usize,
-    /// Bytes of signals one connection may have waiting (an empty queue takes any one); past
-    /// it too the connection is closed with [`close::TOO_SLOW`].
+    /// Bytes of signals one connection may have waiting (an empty queue takes any one); a
+    /// signal that would pass it is not sent to that connection, and counted. A push larger
+    /// than this is refused at the handler's `push` or `keep` (413).
     pub queue_bytes: usize,
+    /// How long a write to a client may make no progress (not one byte taken) before the
+    /// connection is closed with [`close::TOO_SLOW`]: the client stopped reading.
+    pub write_stall: Duration,
     /// Frames a connection may send per second, steadily; the rest are refused (429).
     pub frames_per_second: u32,
     /// Frames a connection may send in a burst before the rate applies.
@@ -40,7 +49,8 @@ impl Default for GatewayLimits {
             heartbeat: Duration::from_secs(20),
             heartbeat_timeout: Duration::from_secs(60),
             queue: crate::router::CLIENT_QUEUE,
-            queue_bytes: 8 << 20,
+            queue_bytes: crate::config::DEFAULT_CLIENT_QUEUE_BYTES,
+            write_stall: DEFAULT_WRITE_STALL,
             frames_per_second: 50,
             frame_burst: 100,
             max_frame_bytes: 2 << 20,
@@ -61,7 +71,7 @@ pub mod close {
     pub const HEARTBEAT: u16 = 4000;
     /// The client's token expired.
     pub const TOKEN_EXPIRED: u16 = 4001;
-    /// The client drained its queue too slowly.
+    /// Writes to the client stalled: it stopped reading.
     pub const TOO_SLOW: u16 = 4002;
 }
 

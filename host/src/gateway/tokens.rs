@@ -1,10 +1,13 @@
 //! Client tokens for development: a TOML file mapping each token to the user id it stands
-//! for (`"s3cret-ann" = "ann"`).
+//! for (`"s3cret-ann" = "ann"`). A file naming a user id that cannot be one
+//! ([`super::user_id`]) is refused when it is read.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use thiserror::Error;
+
+use super::user_id::{self, BadUserId};
 
 /// The tokens file could not be used.
 #[derive(Debug, Error)]
@@ -19,10 +22,12 @@ pub enum TokensError {
         path: String,
         source: toml::de::Error,
     },
-    #[error(
-        "the tokens file {path} gives token `{token}...` an empty user id, or one with `:` or `/`"
-    )]
-    BadUser { path: String, token: String },
+    #[error("the tokens file {path} gives token `{token}...` a user id that {reason}")]
+    BadUser {
+        path: String,
+        token: String,
+        reason: BadUserId,
+    },
 }
 
 /// Tokens and the users they stand for.
@@ -47,14 +52,12 @@ impl Tokens {
                 path: path.to_owned(),
                 source,
             })?;
-        if let Some((token, _)) = map
-            .iter()
-            .find(|(_, user)| user.is_empty() || user.contains([':', '/']))
-        {
-            return Err(TokensError::BadUser {
+        for (token, user) in &map {
+            user_id::check(user).map_err(|reason| TokensError::BadUser {
                 path: path.to_owned(),
                 token: token.chars().take(4).collect(),
-            });
+                reason,
+            })?;
         }
         Ok(Self(map))
     }
@@ -79,5 +82,9 @@ mod tests {
         assert!(bad.to_string().contains("t.toml"), "{bad}");
         let sneaky = Tokens::parse("\"t\" = \"agent:x\"", "t.toml").unwrap_err();
         assert!(matches!(sneaky, TokensError::BadUser { .. }), "{sneaky}");
+        let hidden = Tokens::parse("\"t\" = \"ann\\u0000\"", "t.toml").unwrap_err();
+        assert!(hidden.to_string().contains("control character"), "{hidden}");
+        let padded = Tokens::parse("\"t\" = \" ann\"", "t.toml").unwrap_err();
+        assert!(padded.to_string().contains("whitespace"), "{padded}");
     }
 }

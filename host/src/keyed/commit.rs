@@ -10,7 +10,7 @@ use std::sync::mpsc::Receiver;
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::tables::{
-    AGENTS, KEPT, KEPT_COUNT, KEPT_IDS, KEPT_SEQ, KeptKey, KeptValue, META, STATE, StateKey,
+    AGENTS, KEPT, KEPT_BY, KEPT_IDS, KEPT_SEQ, KeptKey, KeptValue, META, STATE, StateKey,
     StateValue, TIMER_COUNT, TIMER_IDS, TIMERS, TimerKey, TimerValue, USAGE, VERSION,
 };
 use super::{Batch, CommitError, Committed, MAX_KEY_BYTES, Reply, Shared, StateLimits};
@@ -136,7 +136,7 @@ pub(super) struct Tables<'tx> {
     pub(super) timer_count: Table<'tx, &'static str, u64>,
     pub(super) kept: Table<'tx, KeptKey, KeptValue>,
     pub(super) kept_ids: Table<'tx, (&'static str, &'static str), u64>,
-    pub(super) kept_count: Table<'tx, &'static str, u64>,
+    pub(super) kept_by: Table<'tx, (&'static str, &'static str), u64>,
 }
 
 impl<'tx> Tables<'tx> {
@@ -151,7 +151,7 @@ impl<'tx> Tables<'tx> {
             timer_count: tx.open_table(TIMER_COUNT).map_err(DbError::from_redb)?,
             kept: tx.open_table(KEPT).map_err(DbError::from_redb)?,
             kept_ids: tx.open_table(KEPT_IDS).map_err(DbError::from_redb)?,
-            kept_count: tx.open_table(KEPT_COUNT).map_err(DbError::from_redb)?,
+            kept_by: tx.open_table(KEPT_BY).map_err(DbError::from_redb)?,
         })
     }
 }
@@ -301,7 +301,7 @@ fn plan(
             }));
         }
     }
-    let expired = match super::kept::plan(t, limits, &batch.keep, now_ms)? {
+    let expired = match super::kept::plan(t, limits, &batch.scope.handler, &batch.keep, now_ms)? {
         Ok(expired) => expired,
         Err(refused) => return Ok(Err(refused)),
     };

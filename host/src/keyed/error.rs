@@ -77,14 +77,18 @@ pub enum CommitError {
         /// The quota.
         limit: usize,
     },
-    /// A user would have more kept pushes than the host keeps for one user.
+    /// A handler would keep more pushes for a user than the host lets one handler keep
+    /// for one user.
     #[error(
-        "user `{}` would have {would} pushes kept for it, past the host's limit of {limit} (the host setting `kept_per_user`); the user must connect and acknowledge them first",
+        "handler `{}` would keep {would} pushes for user `{}`, past the host's limit of {limit} per handler and user (the host setting `kept_per_user`); the user must connect and acknowledge them first",
+        short(handler),
         short(user)
     )]
     TooManyKept {
         /// The user.
         user: String,
+        /// The handler keeping them.
+        handler: String,
         /// How many it would have.
         would: usize,
         /// The limit.

@@ -1,15 +1,18 @@
 //! Pushes kept for users until a client acknowledges them (offline delivery): committed
 //! with the turn that kept them, in the order they were kept, `(user, seq)`, with an index
-//! by push id for the acknowledgement. At most [`StateLimits::kept_per_user`] per user, each
-//! until its expiry; their bytes count against the keeping handler's state limit
-//! (`state_handler_bytes`) until they are gone. Expired ones are never delivered; they are
-//! removed when the user acknowledges, when the user's box is full, and by
-//! [`StateStore::sweep_kept`], which the host runs every [`SWEEP_EVERY`].
+//! by push id for the acknowledgement. At most [`StateLimits::kept_per_user`] per user and
+//! keeping handler (a handler that fills its share cannot stop another keeping for the
+//! same user), each until its expiry; their bytes count against the keeping handler's state
+//! limit (`state_handler_bytes`) until they are gone. Expired ones are never delivered; they
+//! are removed when the user acknowledges, when a handler's share for the user is full, and
+//! by [`StateStore::sweep_kept`], which the host runs every [`SWEEP_EVERY`].
 
-use redb::{ReadableTable, Table};
+use std::collections::BTreeMap;
+
+use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::commit::{Tables, read_u64, write_u64};
-use super::tables::{KEPT, KEPT_COUNT, KEPT_IDS, KeptKey, KeptValue};
+use super::tables::{KEPT, KEPT_BY, KEPT_IDS, KeptKey, KeptValue};
 use super::{CommitError, StateError, StateLimits, StateStore};
 use crate::db::DbError;
 
@@ -39,41 +42,97 @@ pub(super) fn kept_bytes(push: &KeptPush) -> u64 {
 /// What keeping a batch's pushes removes first: expired pushes of users at their limit.
 pub(super) type Expired = Vec<(String, u64, String)>;
 
-/// Checks a batch's kept pushes against each user's limit, finding the expired pushes that
-/// make room. The inner `Err` refuses the batch.
+/// Checks the pushes `handler` keeps in a batch against its limit for each user, finding
+/// the expired pushes that make room. The inner `Err` refuses the batch.
 pub(super) fn plan(
     t: &Tables<'_>,
     limits: &StateLimits,
+    handler: &str,
     keep: &[KeptPush],
     now_ms: u64,
 ) -> Result<Result<Expired, CommitError>, DbError> {
-    let mut added: std::collections::BTreeMap<&str, u64> = Default::default();
+    let mut added: BTreeMap<&str, u64> = Default::default();
     for push in keep {
         *added.entry(push.user.as_str()).or_default() += 1;
     }
     let mut expired = Vec::new();
     for (user, added) in added {
-        let stored = read_u64(&t.kept_count, user)?;
+        let stored = count(&t.kept_by, user, handler)?;
         let limit = limits.kept_per_user as u64;
         if stored + added <= limit {
             continue;
         }
+        // Every expired push of the user goes; only the handler's own make it room.
         let found = expired_of(&t.kept, user, now_ms)?;
-        let gone = found.len() as u64;
+        let gone = found.iter().filter(|(_, _, by)| by == handler).count() as u64;
         expired.extend(
             found
                 .into_iter()
-                .map(|(seq, id)| (user.to_owned(), seq, id)),
+                .map(|(seq, id, _)| (user.to_owned(), seq, id)),
         );
         if stored - gone + added > limit {
             return Ok(Err(CommitError::TooManyKept {
                 user: user.to_owned(),
+                handler: handler.to_owned(),
                 would: (stored - gone + added) as usize,
                 limit: limits.kept_per_user,
             }));
         }
     }
     Ok(Ok(expired))
+}
+
+/// How many pushes `handler` keeps for `user`.
+fn count(
+    kept_by: &impl ReadableTable<(&'static str, &'static str), u64>,
+    user: &str,
+    handler: &str,
+) -> Result<u64, DbError> {
+    Ok(kept_by
+        .get((user, handler))
+        .map_err(DbError::from_redb)?
+        .map_or(0, |n| n.value()))
+}
+
+/// Adds `delta` to how many pushes `handler` keeps for `user` (a row at 0 is removed).
+fn add_to_count(
+    kept_by: &mut Table<'_, (&'static str, &'static str), u64>,
+    user: &str,
+    handler: &str,
+    delta: i64,
+) -> Result<(), DbError> {
+    let n = count(kept_by, user, handler)?.saturating_add_signed(delta);
+    if n == 0 {
+        kept_by
+            .remove((user, handler))
+            .map_err(DbError::from_redb)?;
+    } else {
+        kept_by
+            .insert((user, handler), n)
+            .map_err(DbError::from_redb)?;
+    }
+    Ok(())
+}
+
+/// Counts the pushes each handler keeps for each user into [`KEPT_BY`], in `tx`: for a
+/// store written before the counts were kept per handler (they were per user then).
+pub(super) fn count_by_handler(tx: &WriteTransaction) -> Result<(), DbError> {
+    let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let kept = tx.open_table(KEPT).map_err(DbError::from_redb)?;
+    for item in kept.iter().map_err(DbError::from_redb)? {
+        let (key, value) = item.map_err(DbError::from_redb)?;
+        let ((user, _), (_, _, handler, _)) = (key.value(), value.value());
+        *counts
+            .entry((user.to_owned(), handler.to_owned()))
+            .or_default() += 1;
+    }
+    let mut kept_by = tx.open_table(KEPT_BY).map_err(DbError::from_redb)?;
+    for ((user, handler), n) in counts {
+        kept_by
+            .insert((user.as_str(), handler.as_str()), n)
+            .map_err(DbError::from_redb)?;
+    }
+    Ok(())
 }
 
 /// Stores a validated batch's kept pushes after removing `expired`, numbering them from
@@ -114,8 +173,7 @@ pub(super) fn apply(
         t.kept_ids
             .insert((user, push.id.as_str()), seq)
             .map_err(DbError::from_redb)?;
-        let n = read_u64(&t.kept_count, user)?;
-        write_u64(&mut t.kept_count, user, n + 1)?;
+        add_to_count(&mut t.kept_by, user, handler, 1)?;
     }
     Ok(seq)
 }
@@ -135,8 +193,7 @@ fn remove(t: &mut Tables<'_>, user: &str, seq: u64, id: &str) -> Result<bool, Db
         return Ok(false);
     };
     t.kept_ids.remove((user, id)).map_err(DbError::from_redb)?;
-    let n = read_u64(&t.kept_count, user)?;
-    write_u64(&mut t.kept_count, user, n.saturating_sub(1))?;
+    add_to_count(&mut t.kept_by, user, &handler, -1)?;
     let used = read_u64(&t.usage, &handler)?;
     write_u64(&mut t.usage, &handler, used.saturating_sub(bytes))?;
     Ok(true)
@@ -201,12 +258,12 @@ impl StateStore {
         Ok(kept)
     }
 
-    /// How many pushes are kept for `user`, expired ones included until they are removed.
-    pub fn kept_count(&self, user: &str) -> Result<u64, StateError> {
+    /// How many pushes `handler` keeps for `user`, expired ones included until they are
+    /// removed.
+    pub fn kept_count(&self, user: &str, handler: &str) -> Result<u64, StateError> {
         let tx = self.read()?;
-        let table = tx.open_table(KEPT_COUNT).map_err(DbError::from_redb)?;
-        let count = table.get(user).map_err(DbError::from_redb)?;
-        Ok(count.map_or(0, |c| c.value()))
+        let table = tx.open_table(KEPT_BY).map_err(DbError::from_redb)?;
+        Ok(count(&table, user, handler)?)
     }
 
     /// Removes push `id` of `user` once a client acknowledged it, and the user's expired
@@ -261,7 +318,7 @@ impl StateStore {
                     removed.push(id.to_owned());
                 }
             }
-            for (seq, expired) in expired_of(&t.kept, user, now_ms)? {
+            for (seq, expired, _) in expired_of(&t.kept, user, now_ms)? {
                 remove(&mut t, user, seq, &expired)?;
             }
         }
@@ -329,21 +386,21 @@ pub fn spawn_kept_sweeper(store: std::sync::Weak<StateStore>) -> tokio::task::Jo
     })
 }
 
-/// The expired pushes of `user`: `(seq, id)`.
+/// The expired pushes of `user`: `(seq, id, handler that kept it)`.
 fn expired_of(
     kept: &Table<'_, KeptKey, KeptValue>,
     user: &str,
     now_ms: u64,
-) -> Result<Vec<(u64, String)>, DbError> {
+) -> Result<Vec<(u64, String, String)>, DbError> {
     let mut expired = Vec::new();
     for item in kept
         .range((user, 0)..=(user, u64::MAX))
         .map_err(DbError::from_redb)?
     {
         let (key, value) = item.map_err(DbError::from_redb)?;
-        let (expires_ms, id, _, _) = value.value();
+        let (expires_ms, id, handler, _) = value.value();
         if expires_ms <= now_ms {
-            expired.push((key.value().1, id.to_owned()));
+            expired.push((key.value().1, id.to_owned(), handler.to_owned()));
         }
     }
     Ok(expired)

@@ -13,6 +13,15 @@ fn push(user: &str, id: &str, expires_ms: u64) -> KeptPush {
     }
 }
 
+/// A store in memory keeping at most `n` pushes per handler and user.
+fn keeping_at_most(n: usize) -> Arc<StateStore> {
+    let limits = StateLimits {
+        kept_per_user: n,
+        ..StateLimits::default()
+    };
+    open(Db::in_memory().unwrap(), limits)
+}
+
 fn keeping(pushes: Vec<KeptPush>) -> Batch {
     Batch {
         scope: Scope::handler("chat"),
@@ -62,7 +71,7 @@ async fn kept_pushes_are_ordered_and_gone_once_acknowledged() {
         "another user's push"
     );
     assert_eq!(ids(&store, "ann", 0), ["p1", "p3"]);
-    assert_eq!(store.kept_count("ann").unwrap(), 2);
+    assert_eq!(store.kept_count("ann", "chat").unwrap(), 2);
     assert_eq!(ids(&store, "bo", 0), ["q1"]);
 }
 
@@ -70,11 +79,7 @@ async fn kept_pushes_are_ordered_and_gone_once_acknowledged() {
 /// pushes are never delivered, and that they make room for new ones.
 #[tokio::test]
 async fn the_limit_is_per_user_and_expired_pushes_make_room() {
-    let limits = StateLimits {
-        kept_per_user: 2,
-        ..StateLimits::default()
-    };
-    let store = open(Db::in_memory().unwrap(), limits);
+    let store = keeping_at_most(2);
     let now = crate::signal::now_millis();
     store
         .commit(keeping(vec![
@@ -111,7 +116,7 @@ async fn the_limit_is_per_user_and_expired_pushes_make_room() {
         .unwrap();
     assert_eq!(ids(&store, "ann", now), ["p1", "p2"]);
     assert_eq!(
-        store.kept_count("ann").unwrap(),
+        store.kept_count("ann", "chat").unwrap(),
         2,
         "the expired one was removed"
     );
@@ -158,7 +163,7 @@ async fn kept_bytes_count_against_the_keeping_handler() {
     assert_eq!(store.usage("chat").unwrap(), bytes);
     assert_eq!(store.sweep_kept(now + 2).unwrap(), 1, "bo's expired push");
     assert_eq!(store.usage("chat").unwrap(), 0);
-    assert_eq!(store.kept_count("bo").unwrap(), 0);
+    assert_eq!(store.kept_count("bo", "chat").unwrap(), 0);
     assert_eq!(store.sweep_kept(now + 2).unwrap(), 0);
 }
 
@@ -207,10 +212,91 @@ async fn kept_pushes_belong_to_their_handler_and_go_with_its_purge() {
     assert_eq!(ids(&store, "bo", 0), ["r2"], "what reminders kept stays");
     assert_eq!(
         (
-            store.kept_count("ann").unwrap(),
-            store.kept_count("bo").unwrap()
+            store.kept_count("ann", "chat").unwrap(),
+            store.kept_count("bo", "chat").unwrap(),
+            store.kept_count("bo", "reminders").unwrap()
         ),
-        (0, 1)
+        (0, 0, 1)
     );
     assert!(!store.acknowledge("bo", "c2", 0).unwrap());
+}
+
+/// Proves the limit is per handler and user: a handler that keeps its limit for a user is
+/// refused (429) while another handler still keeps for the same user, and a push the first
+/// one's user acknowledges makes it room again.
+#[tokio::test]
+async fn one_handler_cannot_use_up_what_another_keeps_for_a_user() {
+    let store = keeping_at_most(2);
+    let later = u64::MAX;
+    let by = |handler: &str, pushes| Batch {
+        scope: Scope::handler(handler),
+        keep: pushes,
+        ..Batch::default()
+    };
+    let junk = vec![push("bo", "j1", later), push("bo", "j2", later)];
+    store.commit(by("storm", junk)).await.unwrap();
+    let refused = store
+        .commit(by("storm", vec![push("bo", "j3", later)]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, CommitError::TooManyKept { handler, .. } if handler == "storm"),
+        "{refused}"
+    );
+    assert_eq!(refused.code(), 429);
+    store
+        .commit(keeping(vec![push("bo", "c1", later)]))
+        .await
+        .expect("chat keeps for bo beside storm's full share");
+    assert_eq!(ids(&store, "bo", 0), ["j1", "j2", "c1"]);
+    assert!(store.acknowledge("bo", "j1", 0).unwrap());
+    store
+        .commit(by("storm", vec![push("bo", "j3", later)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            store.kept_count("bo", "storm").unwrap(),
+            store.kept_count("bo", "chat").unwrap()
+        ),
+        (2, 1)
+    );
+}
+
+/// Proves a store written when pushes were counted per user opens with the pushes counted
+/// per handler and user, and its per-user counts gone.
+#[tokio::test]
+async fn a_store_counting_per_user_is_counted_per_handler_when_it_opens() {
+    let db = Db::in_memory().unwrap();
+    {
+        let tx = db.begin_durable().unwrap();
+        let mut kept = tx.open_table(tables::KEPT).unwrap();
+        let mut old = tx.open_table(tables::KEPT_PER_USER).unwrap();
+        for (seq, id, handler) in [(1, "c1", "chat"), (2, "r1", "reminders"), (3, "c2", "chat")] {
+            kept.insert(("ann", seq), (u64::MAX, id, handler, b"{}".as_slice()))
+                .unwrap();
+        }
+        old.insert("ann", 3).unwrap();
+        drop((kept, old));
+        tx.commit().unwrap();
+    }
+    let store = open(db.clone(), StateLimits::default());
+    assert_eq!(
+        (
+            store.kept_count("ann", "chat").unwrap(),
+            store.kept_count("ann", "reminders").unwrap()
+        ),
+        (2, 1)
+    );
+    let tx = db.database().begin_read().unwrap();
+    let names: Vec<String> = tx
+        .list_tables()
+        .unwrap()
+        .map(|t| redb::TableHandle::name(&t).to_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n == "kept_count"), "{names:?}");
+    drop(tx);
+    drop(store);
+    let again = open(db, StateLimits::default());
+    assert_eq!(again.kept_count("ann", "chat").unwrap(), 2, "counted once");
 }

@@ -1,6 +1,6 @@
 //! The redb tables of keyed state and timers, and the operations that touch several at once.
 
-use redb::{TableDefinition, WriteTransaction};
+use redb::{TableDefinition, TableHandle, WriteTransaction};
 
 use crate::db::{Db, DbError};
 
@@ -43,14 +43,28 @@ pub(super) type KeptValue = (u64, &'static str, &'static str, &'static [u8]);
 pub(super) const KEPT: TableDefinition<KeptKey, KeptValue> = TableDefinition::new("kept");
 /// `(user, push id)` to its seq: finds a push to remove when it is acknowledged.
 pub(super) const KEPT_IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("kept_ids");
-/// User to how many pushes are kept for it.
-pub(super) const KEPT_COUNT: TableDefinition<&str, u64> = TableDefinition::new("kept_count");
+/// `(user, handler)` to how many pushes the handler keeps for the user: the limit is per
+/// handler, so one handler cannot use up what another may keep for the same user.
+pub(super) const KEPT_BY: TableDefinition<(&str, &str), u64> =
+    TableDefinition::new("kept_by_handler");
+/// User to how many pushes were kept for it, in a store written before [`KEPT_BY`]: counted
+/// into [`KEPT_BY`] when such a store opens, then removed.
+pub(super) const KEPT_PER_USER: TableDefinition<&str, u64> = TableDefinition::new("kept_count");
 /// The meta key of the last kept push's seq.
 pub(super) const KEPT_SEQ: &str = "kept_seq";
 
-/// Creates every table, so reads can open them.
+/// Creates every table, so reads can open them; counts the pushes kept in a store written
+/// before [`KEPT_BY`] into it.
 pub(super) fn create(db: &Db) -> Result<(), DbError> {
     let tx = db.begin_durable()?;
+    let counted = tx
+        .list_tables()
+        .map_err(DbError::from_redb)?
+        .any(|table| table.name() == KEPT_BY.name());
+    if !counted {
+        super::kept::count_by_handler(&tx)?;
+        tx.delete_table(KEPT_PER_USER).map_err(DbError::from_redb)?;
+    }
     tx.open_table(STATE).map_err(DbError::from_redb)?;
     tx.open_table(AGENTS).map_err(DbError::from_redb)?;
     tx.open_table(USAGE).map_err(DbError::from_redb)?;
@@ -60,7 +74,7 @@ pub(super) fn create(db: &Db) -> Result<(), DbError> {
     tx.open_table(TIMER_COUNT).map_err(DbError::from_redb)?;
     tx.open_table(KEPT).map_err(DbError::from_redb)?;
     tx.open_table(KEPT_IDS).map_err(DbError::from_redb)?;
-    tx.open_table(KEPT_COUNT).map_err(DbError::from_redb)?;
+    tx.open_table(KEPT_BY).map_err(DbError::from_redb)?;
     tx.commit().map_err(DbError::from_redb)
 }
 

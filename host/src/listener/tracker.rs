@@ -5,7 +5,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use super::ConnectionLimits;
+use super::{ConnectionLimits, WriteProgress};
 
 /// What a connection is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,16 +189,27 @@ impl http_body::Body for Answer {
     }
 }
 
-/// A connection's socket, which tells its tracker when bytes come in.
+/// A connection's socket, which tells its tracker when bytes come in and counts the bytes
+/// it takes from the host ([`WriteProgress`]).
 pub struct Watched {
     stream: TcpStream,
     tracker: Arc<Tracker>,
+    written: Arc<AtomicU64>,
 }
 
 impl Watched {
     /// `stream`, reporting to `tracker`.
     pub fn new(stream: TcpStream, tracker: Arc<Tracker>) -> Self {
-        Self { stream, tracker }
+        Self {
+            stream,
+            tracker,
+            written: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// How far writes to this socket have got, for whoever writes to it.
+    pub fn progress(&self) -> WriteProgress {
+        WriteProgress::of(&self.stream, self.written.clone())
     }
 }
 
@@ -223,7 +234,11 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled {
+            self.written.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        polled
     }
 
     fn poll_write_vectored(
@@ -231,7 +246,11 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &polled {
+            self.written.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {

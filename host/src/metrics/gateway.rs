@@ -33,9 +33,10 @@ pub struct GatewayMetrics {
     pub frames_out: Counter,
     /// Frames refused for the per-connection rate limit.
     pub frames_limited: Counter,
-    /// Clients disconnected for draining their queue too slowly.
+    /// Clients disconnected because writes to them stalled: they stopped reading.
     pub slow_disconnects: Counter,
-    /// Signals queued for a connection that closed before they were sent.
+    /// Signals for a client connection that it never got: its queue was full, or it
+    /// closed before they were sent.
     pub undelivered: Counter,
     /// Pushes kept for users until acknowledged (every `keep`, whether the user was
     /// connected or not).
@@ -107,12 +108,12 @@ impl GatewayMetrics {
         );
         gateway.register(
             "slow_disconnects",
-            "Clients disconnected for draining their queue too slowly",
+            "Clients disconnected because writes to them stalled: they stopped reading",
             self.slow_disconnects.clone(),
         );
         gateway.register(
             "undelivered",
-            "Signals queued for a client connection that closed before they were sent",
+            "Signals for a client connection that it never got: its queue was full, or it closed before they were sent",
             self.undelivered.clone(),
         );
         gateway.register(

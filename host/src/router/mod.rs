@@ -29,7 +29,7 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 pub use answers::{Answers, Open};
 pub use callbacks::{CALLBACK_CAP, Callbacks};
@@ -50,7 +50,7 @@ use crate::transport::{Inbound, Publish, Route, Transport};
 /// answers `later` is answered 503 by the host.
 pub const MAX_LATER_PER_HANDLER: usize = 10_000;
 
-/// Signals a connected client may have waiting before it is treated as too slow.
+/// Signals a connected client may have waiting to be sent; more are not queued for it.
 pub const CLIENT_QUEUE: usize = 256;
 
 /// Why a handler could not be installed.
@@ -150,8 +150,6 @@ struct ClientConnection {
     id: u64,
     /// Its bounded queue of signals to send.
     queue: mpsc::Sender<Signal>,
-    /// Told when a signal found the queue full: the client drains it too slowly.
-    slow: Arc<Notify>,
     /// Bytes of signals in the queue, and the most it may hold.
     queued: Arc<AtomicUsize>,
     max_bytes: usize,
@@ -165,8 +163,6 @@ pub struct ClientLink {
     pub open: usize,
     /// What is addressed to the client.
     pub inbox: mpsc::Receiver<Signal>,
-    /// Notified when a signal found the inbox full.
-    pub slow: Arc<Notify>,
     /// Bytes of the signals in the inbox: the taker subtracts each one's
     /// [`Signal::size`] when it takes it.
     pub queued: Arc<AtomicUsize>,
@@ -543,7 +539,7 @@ impl Router {
         let signal = letter.signal.clone();
         let table = self.read();
         if letter.handler.starts_with(USER_PREFIX) {
-            return Self::to_client(&table, &letter.handler, signal);
+            return self.to_client(&table, &letter.handler, signal);
         }
         let Some(entry) = table
             .handlers
@@ -573,14 +569,17 @@ impl Router {
     }
 
     /// Hands a signal to every connection of the client at `address`: taken if at least one
-    /// took it; refused as overloaded if every open one is full, as gone if none is open.
-    fn to_client(table: &Table, address: &str, signal: Signal) -> Result<(), Undelivered> {
+    /// took it; refused as overloaded if every open one is full, as gone if none is open. A
+    /// full queue is the client's to drain (it is closed only if it stops reading): the
+    /// signal is not sent to that connection, and counted as undelivered.
+    fn to_client(&self, table: &Table, address: &str, signal: Signal) -> Result<(), Undelivered> {
         let fail = |signal, reason| Err(Undelivered { signal, reason });
         let Some(connections) = table.clients.get(address) else {
             return fail(signal, Reason::NoRoute);
         };
         let (mut taken, mut full) = (false, false);
         let size = signal.size();
+        let undelivered = &self.metrics.gateway.undelivered;
         for connection in connections {
             // Counted before it is queued, so the taker never subtracts what is not added.
             let queued = connection.queued.fetch_add(size, Ordering::Relaxed);
@@ -588,7 +587,7 @@ impl Router {
             if queued > 0 && queued.saturating_add(size) > connection.max_bytes {
                 connection.queued.fetch_sub(size, Ordering::Relaxed);
                 full = true;
-                connection.slow.notify_one();
+                undelivered.inc();
                 continue;
             }
             match connection.queue.try_send(signal.clone()) {
@@ -596,7 +595,7 @@ impl Router {
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     connection.queued.fetch_sub(size, Ordering::Relaxed);
                     full = true;
-                    connection.slow.notify_one();
+                    undelivered.inc();
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     connection.queued.fetch_sub(size, Ordering::Relaxed);
@@ -625,7 +624,8 @@ impl Router {
             },
             Route::Address(address) if address.starts_with(USER_PREFIX) => {
                 let address = address.to_owned();
-                Self::to_client(&table, &address, signal).map(|()| Accepted::ONE)
+                self.to_client(&table, &address, signal)
+                    .map(|()| Accepted::ONE)
             }
             Route::Address(AGENTS_ADDRESS) => {
                 let to = match &signal.body {
@@ -893,8 +893,8 @@ impl Router {
     }
 
     /// Like [`Router::connect`], with a queue of `queue` signals and at most `max_bytes`
-    /// (an empty queue takes any signal): a signal that finds it full notifies the link's
-    /// `slow`. `first` runs if this is the client's only connection now, while the router
+    /// (an empty queue takes any signal): a signal that finds it full is not queued, and
+    /// counted as undelivered. `first` runs if this is the client's only connection now, while the router
     /// still holds the change, so that what it records (presence) is in the order
     /// connections really opened and closed.
     pub fn connect_client(
@@ -906,7 +906,6 @@ impl Router {
     ) -> ClientLink {
         let queued = Arc::new(AtomicUsize::new(0));
         let (tx, inbox) = mpsc::channel(queue.max(1));
-        let slow = Arc::new(Notify::new());
         let mut table = self.write();
         table.next_client += 1;
         let id = table.next_client;
@@ -915,7 +914,6 @@ impl Router {
         connections.push(ClientConnection {
             id,
             queue: tx,
-            slow: slow.clone(),
             queued: queued.clone(),
             max_bytes,
         });
@@ -927,7 +925,6 @@ impl Router {
             id,
             open,
             inbox,
-            slow,
             queued,
         }
     }

@@ -63,6 +63,8 @@ pub struct HostState {
     pub max_held_bytes: usize,
     /// What all turns in flight may hold at once, host-wide.
     pub held: Arc<super::held::HeldBudget>,
+    /// Largest push to a user: what one client connection's queue holds.
+    pub max_push_bytes: usize,
     memory_limit: u64,
     /// Bytes of linear memory across all of this instance's memories.
     memory_used: u64,
@@ -105,6 +107,7 @@ impl HostState {
                 .mailbox_bytes
                 .max(runtime.config().max_message_bytes.saturating_mul(16)),
             held: runtime.held().clone(),
+            max_push_bytes: runtime.config().client_queue_bytes,
             memory_limit: limits.memory_bytes,
             memory_used: 0,
             table_limit: crate::config::DEFAULT_TABLE_ELEMENTS,

@@ -20,7 +20,7 @@ impl users::Host for HostState {
         event_type: String,
         payload: String,
     ) -> wasmtime::Result<Result<(), wit::Failure>> {
-        let pushed = self.pushed(id, event_type, payload).map(|signal| {
+        let pushed = self.pushed(id, event_type, payload, None).map(|signal| {
             self.turn.hold(super::outbound::Output::Push(signal));
         });
         Ok(pushed.map_err(Into::into))
@@ -47,12 +47,8 @@ impl users::Host for HostState {
                 ttl_ms.min(longest)
             };
             let user = id.clone();
-            let mut signal = self.pushed(id, event_type, payload)?;
             let expires_ms = now_millis().saturating_add(ttl_ms);
-            signal
-                .envelope
-                .headers
-                .insert(KEPT_HEADER.to_owned(), expires_ms.to_string());
+            let signal = self.pushed(id, event_type, payload, Some(expires_ms))?;
             let bytes = serde_json::to_vec(&signal).map_err(|e| {
                 Failure::new(code::TRAPPED, format!("could not keep the push: {e}"))
             })?;
@@ -75,12 +71,15 @@ impl users::Host for HostState {
 pub const KEPT_HEADER: &str = "switchboard-kept";
 
 impl HostState {
-    /// A push to user `id`, stamped, its bytes held in the turn.
+    /// A push to user `id`, stamped (marked kept until `kept_until`, if given), its bytes
+    /// held in the turn. One larger than a client connection's queue could never be
+    /// delivered: 413.
     fn pushed(
         &mut self,
         id: String,
         event_type: String,
         payload: String,
+        kept_until: Option<u64>,
     ) -> Result<Signal, Failure> {
         if id.is_empty() || event_type.is_empty() {
             return Err(Failure::new(
@@ -95,7 +94,24 @@ impl HostState {
             payload: guest_json(payload, "pushed payload")?,
         });
         let depth = self.spend(Spend::Send)?;
-        let signal = self.stamp(body, Headers::new(), depth)?;
+        let mut signal = self.stamp(body, Headers::new(), depth)?;
+        if let Some(expires_ms) = kept_until {
+            signal
+                .envelope
+                .headers
+                .insert(KEPT_HEADER.to_owned(), expires_ms.to_string());
+        }
+        if signal.size() > self.max_push_bytes {
+            return Err(Failure::new(
+                code::TOO_LARGE,
+                format!(
+                    "the push is {} bytes, more than a client connection's queue holds ({} bytes, the host setting `--gateway-queue-bytes`)",
+                    signal.size(),
+                    self.max_push_bytes
+                ),
+            )
+            .with_help("push a reference to the data, which the client fetches, or split it over several pushes"));
+        }
         self.turn.make_room(signal.size(), self.max_held_bytes)?;
         Ok(signal)
     }

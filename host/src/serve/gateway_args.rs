@@ -50,15 +50,19 @@ pub struct GatewayArgs {
     /// 4000 [default: 60s].
     #[arg(long, env = "SWITCHBOARD_GATEWAY_HEARTBEAT_TIMEOUT", value_parser = duration_arg)]
     pub gateway_heartbeat_timeout: Option<Duration>,
-    /// Signals one connection may have waiting to be sent; a client too slow to drain them
-    /// is closed with code 4002 [default: 256].
+    /// Signals one connection may have waiting to be sent; one that finds the queue full is
+    /// not sent to that connection, and counted as undelivered [default: 256].
     #[arg(long, env = "SWITCHBOARD_GATEWAY_QUEUE", value_parser = clap::value_parser!(u32).range(1..))]
     pub gateway_queue: Option<u32>,
     /// Bytes of signals one connection may have waiting to be sent, like 8MiB (an empty
-    /// queue takes any signal); a client too slow to drain them is closed with code 4002
-    /// [default: 8MiB].
+    /// queue takes any signal); one that would pass it is not sent to that connection, and
+    /// counted as undelivered. A handler's push larger than this gets 413 [default: 8MiB].
     #[arg(long, env = "SWITCHBOARD_GATEWAY_QUEUE_BYTES", value_parser = bytes_arg)]
     pub gateway_queue_bytes: Option<usize>,
+    /// How long a write to a client may make no progress, like 10s: a client that takes no
+    /// byte for that long is closed with code 4002, its socket shut 2 s later [default: 10s].
+    #[arg(long, env = "SWITCHBOARD_GATEWAY_WRITE_STALL", value_parser = duration_arg)]
+    pub gateway_write_stall: Option<Duration>,
     /// Frames one connection may send per second, steadily; the rest are refused with
     /// ErrorReply 429 [default: 50].
     #[arg(long, env = "SWITCHBOARD_GATEWAY_FRAMES_PER_SECOND", value_parser = clap::value_parser!(u32).range(1..))]
@@ -100,8 +104,8 @@ pub struct GatewayArgs {
         value_name = "EVENT_TYPE"
     )]
     pub clients_may_emit: Vec<String>,
-    /// Pushes kept for one user until a client acknowledges them; a handler keeping more
-    /// gets 429 [default: 1000].
+    /// Pushes one handler may keep for one user until a client acknowledges them; a handler
+    /// keeping more gets 429, while other handlers keep their own [default: 1000].
     #[arg(long, env = "SWITCHBOARD_KEPT_PER_USER", value_parser = clap::value_parser!(u32).range(1..))]
     pub kept_per_user: Option<u32>,
     /// Longest a push is kept for a user, like 12h or 7d (a handler may ask for less)
@@ -126,7 +130,8 @@ pub struct GatewayOptions {
 }
 
 impl GatewayArgs {
-    /// Applies the host-wide settings (what clients may reach, kept pushes) to `host`.
+    /// Applies the host-wide settings (what clients may reach, kept pushes, the largest
+    /// push) to `host`.
     pub fn apply(&self, host: &mut HostConfig) {
         host.open_to_clients = self.open_to_clients.clone();
         if let Some(n) = self.kept_per_user {
@@ -134,6 +139,9 @@ impl GatewayArgs {
         }
         if let Some(ttl) = self.kept_ttl {
             host.kept_ttl = ttl;
+        }
+        if let Some(bytes) = self.gateway_queue_bytes {
+            host.client_queue_bytes = bytes;
         }
     }
 
@@ -173,6 +181,7 @@ impl GatewayArgs {
                 .unwrap_or(defaults.heartbeat_timeout),
             queue: self.gateway_queue.map_or(defaults.queue, |n| n as usize),
             queue_bytes: self.gateway_queue_bytes.unwrap_or(defaults.queue_bytes),
+            write_stall: self.gateway_write_stall.unwrap_or(defaults.write_stall),
             frames_per_second: self
                 .gateway_frames_per_second
                 .unwrap_or(defaults.frames_per_second),
@@ -190,6 +199,9 @@ impl GatewayArgs {
         };
         if limits.heartbeat.is_zero() || limits.heartbeat_timeout < limits.heartbeat {
             bail!("--gateway-heartbeat must be above zero and at most --gateway-heartbeat-timeout");
+        }
+        if limits.write_stall.is_zero() {
+            bail!("--gateway-write-stall must be above zero");
         }
         Ok(Some(GatewayOptions {
             listen,

@@ -138,6 +138,56 @@ async fn jwts_are_checked_before_the_upgrade() {
     }
 }
 
+/// A signed, unexpired JWT is still refused (401, saying why) when its `sub` cannot be a
+/// user id (a NUL, a newline, a leading space), or when its header lists critical
+/// extensions, which the gateway does not understand (RFC 7515); a neighbour gets in.
+#[tokio::test]
+async fn jwts_with_bad_user_ids_or_critical_headers_are_refused() {
+    let daemon = daemon("gateway-jwt-strict").await;
+    let key = EncodingKey::from_secret(JWT_SECRET.as_bytes());
+    let critical = {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = json!({"sub": "dee", "exp": now + 60, "aud": AUDIENCE});
+        let mut header = Header::new(Algorithm::HS256);
+        header.crit = Some(vec!["exp".into()]);
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    };
+    let refusals = [
+        (
+            hs256("dee\0", 60, AUDIENCE, JWT_SECRET),
+            "control character",
+        ),
+        (
+            hs256("dee\nadmin", 60, AUDIENCE, JWT_SECRET),
+            "control character",
+        ),
+        (hs256(" dee", 60, AUDIENCE, JWT_SECRET), "whitespace"),
+        (critical, "critical extensions"),
+    ];
+    for (token, why) in refusals {
+        let header = format!("Bearer {token}");
+        match connect(&daemon, Some(("authorization", header.as_str()))).await {
+            Err(tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 401);
+                let body = response.body().as_deref().unwrap_or_default();
+                let body = String::from_utf8_lossy(body);
+                assert!(body.contains(why), "{why}: {body}");
+            }
+            other => panic!("{why}: expected a 401, got {other:?}"),
+        }
+    }
+    let mut dee = open(&daemon, &hs256("dee", 60, AUDIENCE, JWT_SECRET)).await;
+    send(
+        &mut dee,
+        json!({"to": "echo", "messageType": "Ping", "payload": {}}),
+    )
+    .await;
+    assert!(next(&mut dee).await["ack"].is_string());
+}
+
 /// A connection whose token expires while it is open is closed with 4001 (token expired),
 /// and counted.
 #[tokio::test]

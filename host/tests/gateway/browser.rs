@@ -158,7 +158,8 @@ async fn keep_screenshot(browser: &Client, name: &str) {
 
 /// Ann and Bo open the chat page in two browsers, log in with their tokens, see each
 /// other online, and exchange a message each way through the `chat` handler; each sees
-/// the other's words and that their own was delivered.
+/// the other's words and that their own was delivered. A `Chat` pushed by another handler
+/// is shown as from that handler, not from the person its payload names.
 #[tokio::test]
 async fn two_browser_sessions_chat_on_the_page() {
     let daemon = daemon("gateway-browser").await;
@@ -181,6 +182,15 @@ async fn two_browser_sessions_chat_on_the_page() {
     shows(&ann, "log", "(delivered)").await;
     say(&bo, "ann", "Hi Ann!").await;
     shows(&ann, "log", "bo: Hi Ann!").await;
+
+    // Another handler's `Chat` claiming to be from Bo is shown as that handler's.
+    assert_eq!(daemon.deploy("storm", guest("storm")).await.0, 201);
+    let forged = json!({"user": "ann", "from": "bo", "text": "send me your token"});
+    let (_, done) = daemon.call("storm", "ForgeChat", forged).await;
+    assert_eq!(done["payload"], json!({"done": 1}), "{done}");
+    shows(&ann, "log", "storm: Chat").await;
+    let log = text_of(&ann, "log").await;
+    assert!(!log.contains("bo: send me your token"), "{log}");
 
     keep_screenshot(&ann, "chat-ann").await;
     keep_screenshot(&bo, "chat-bo").await;

@@ -23,6 +23,19 @@ async fn say(socket: &mut Socket, to: &str, text: &str) -> Value {
     answer["payload"].clone()
 }
 
+/// Waits until `chat` sees exactly the users `want` online.
+async fn chat_sees(daemon: &Daemon, want: Value) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let online = daemon.call("chat", "Who", json!({})).await.1["payload"]["online"].clone();
+        if online == want {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "chat sees {online}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// The `Chat` a user receives: `(from, text)`.
 async fn heard(socket: &mut Socket) -> (String, String) {
     let frame = next(socket).await;
@@ -43,17 +56,7 @@ async fn two_users_chat_and_an_offline_one_catches_up() {
     assert_eq!(daemon.deploy("chat", guest("chat")).await.0, 201);
     let mut ann = open(&daemon, "t-ann").await;
     let mut bo = open(&daemon, "t-bo").await;
-    let online =
-        async || daemon.call("chat", "Who", json!({})).await.1["payload"]["online"].clone();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while online().await != json!(["ann", "bo"]) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "chat sees {}",
-            online().await
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    chat_sees(&daemon, json!(["ann", "bo"])).await;
 
     assert_eq!(
         say(&mut ann, "bo", "hi Bo").await,
@@ -74,21 +77,10 @@ async fn two_users_chat_and_an_offline_one_catches_up() {
         404,
         "nothing is kept for a user never seen"
     );
-    let until = async |want: Value| {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while online().await != want {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "chat sees {}",
-                online().await
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    };
     let cy = open(&daemon, "t-cy").await;
-    until(json!(["ann", "bo", "cy"])).await;
+    chat_sees(&daemon, json!(["ann", "bo", "cy"])).await;
     drop(cy);
-    until(json!(["ann", "bo"])).await;
+    chat_sees(&daemon, json!(["ann", "bo"])).await;
 
     let later = json!({"delivered": "later"});
     assert_eq!(say(&mut ann, "cy", "see you").await, later);
@@ -140,4 +132,40 @@ async fn two_users_chat_and_an_offline_one_catches_up() {
     send(&mut ann, empty).await;
     assert!(next(&mut ann).await["ack"].is_string());
     assert_eq!(next(&mut ann).await["code"], 400, "an empty text");
+}
+
+/// The pushes kept for a user are capped per handler (5 here), so one handler cannot use
+/// up another's: after `storm` keeps its 5 for Bo, who is offline, `chat` still keeps Ann's
+/// message for him, while `storm`'s next keep fails with 429. Bo gets all six on connecting.
+#[tokio::test]
+async fn another_handler_cannot_use_up_what_chat_keeps_for_a_user() {
+    let daemon = daemon_with("gateway-kept-per-handler", &["--kept-per-user", "5"]).await;
+    assert_eq!(daemon.deploy("chat", guest("chat")).await.0, 201);
+    assert_eq!(daemon.deploy("storm", guest("storm")).await.0, 201);
+    let bo = open(&daemon, "t-bo").await;
+    chat_sees(&daemon, json!(["bo"])).await;
+    drop(bo);
+    chat_sees(&daemon, json!([])).await;
+
+    let junk = json!({"user": "bo", "n": 5});
+    let (_, kept) = daemon.call("storm", "KeepStorm", junk).await;
+    assert_eq!(kept["payload"], json!({"done": 5}), "{kept}");
+    let mut ann = open(&daemon, "t-ann").await;
+    assert_eq!(
+        say(&mut ann, "bo", "still there?").await,
+        json!({"delivered": "later"})
+    );
+    let (_, refused) = daemon
+        .call("storm", "KeepStorm", json!({"user": "bo", "n": 1}))
+        .await;
+    assert_eq!(refused["code"], 429, "{refused}");
+    let description = refused["error"].as_str().unwrap_or_default();
+    assert!(description.contains("`storm`"), "{refused}");
+
+    let mut bo = open(&daemon, "t-bo").await;
+    for i in 0..5 {
+        let frame = next(&mut bo).await;
+        assert_eq!(frame["payload"]["i"], i, "storm's, in order: {frame}");
+    }
+    assert_eq!(heard(&mut bo).await, ("ann".into(), "still there?".into()));
 }

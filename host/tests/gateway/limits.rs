@@ -1,59 +1,12 @@
 //! Every limit on a connection, each ending with the client or a neighbour still served:
-//! the slow-client disconnect, the frame rate, the caps on connections, oversized frames,
-//! heartbeats, and "going away" at shutdown.
+//! the frame rate, the caps on connections, oversized frames, heartbeats, and "going away"
+//! at shutdown (slow clients and large pushes are in [`super::slow`]).
 
 use std::time::Duration;
 
 use serde_json::json;
 
 use super::*;
-
-/// A client that does not drain its queue while a handler pushes 500 signals to it in one
-/// turn is disconnected with 4002 and counted, instead of the host holding the pushes:
-/// whether the queue is bounded by count (two signals) or by bytes (16 KiB: two of these
-/// 6 KB pushes). The user can connect again and is served.
-#[tokio::test]
-async fn a_slow_client_is_disconnected() {
-    let bounds = [
-        ("gateway-slow-count", vec!["--gateway-queue", "2"]),
-        (
-            "gateway-slow-bytes",
-            vec![
-                "--gateway-queue",
-                "100000",
-                "--gateway-queue-bytes",
-                "16KiB",
-            ],
-        ),
-    ];
-    for (name, flags) in bounds {
-        let mut flags = flags;
-        flags.extend(["--max-message-bytes", "16KiB"]);
-        let daemon = daemon_with(name, &flags).await;
-        assert_eq!(daemon.deploy("storm", guest("storm")).await.0, 201);
-        let mut ann = open(&daemon, "t-ann").await;
-        metric_reaches(&daemon, "switchboard_gateway_connected ", 1.0).await;
-        let storm = json!({"user": "ann", "n": 500, "pad": 6000});
-        let (status, reply) = daemon.call("storm", "PushStorm", storm).await;
-        assert_eq!(status, 200, "{reply}");
-        assert_eq!(closed_with(&mut ann).await, Some(4002), "{name}");
-        metric_reaches(&daemon, "switchboard_gateway_slow_disconnects_total", 1.0).await;
-        metric_reaches(
-            &daemon,
-            "switchboard_gateway_closed_total{reason=\"slow\"}",
-            1.0,
-        )
-        .await;
-        metric_reaches(&daemon, "switchboard_gateway_connected ", 0.0).await;
-        let mut again = open(&daemon, "t-ann").await;
-        send(
-            &mut again,
-            json!({"to": "echo", "messageType": "Ping", "payload": {}}),
-        )
-        .await;
-        assert!(next(&mut again).await["ack"].is_string());
-    }
-}
 
 /// Past its burst, a connection's frames are refused with 429 (and counted) until the rate
 /// lets more in; the connection stays up.

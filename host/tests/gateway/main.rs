@@ -1,6 +1,7 @@
 //! The client gateway against the real daemon, with a real WebSocket client: who gets in
 //! ([`auth`]), what a client may send and receive ([`messages`]), pushes kept for users who
-//! are offline ([`offline`]), every limit on a connection ([`limits`]), the `chat` example
+//! are offline ([`offline`]), every limit on a connection ([`limits`]), clients that read
+//! slowly or not at all and pushes too large for them ([`slow`]), the `chat` example
 //! ([`chat`]), its page in two real browsers ([`browser`]), and a flood of half-sent
 //! handshakes that cannot keep an honest client out ([`flood`]).
 
@@ -11,6 +12,7 @@ mod flood;
 mod limits;
 mod messages;
 mod offline;
+mod slow;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;

@@ -217,3 +217,37 @@ async fn clients_emit_only_what_the_operator_allows() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A field given twice is refused (400) by the gateway as by the admin API, never settled
+/// by which came last: a frame naming `to` twice reaches neither handler, and neither does
+/// an acknowledgement naming `ack` twice; the connection stays up.
+#[tokio::test]
+async fn a_field_given_twice_is_refused_at_every_edge() {
+    let daemon = daemon("gateway-duplicate-keys").await;
+    let twice = r#"{"to": "reminders", "to": "echo", "messageType": "Ping", "payload": {}}"#;
+    let mut ann = open(&daemon, "t-ann").await;
+    ann.send(Message::text(twice)).await.unwrap();
+    let refusal = next(&mut ann).await;
+    assert_eq!(refused(&refusal), 400);
+    let description = refusal["description"].as_str().unwrap();
+    assert!(description.contains("duplicate field `to`"), "{refusal}");
+    ann.send(Message::text(r#"{"ack": "a", "ack": "b"}"#))
+        .await
+        .unwrap();
+    assert_eq!(refused(&next(&mut ann).await), 400);
+
+    let admin = daemon
+        .request(reqwest::Method::POST, "/v1/messages")
+        .header("content-type", "application/json")
+        .body(twice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status(), 400, "the admin API's rule");
+    send(
+        &mut ann,
+        json!({"to": "echo", "messageType": "Ping", "payload": {}}),
+    )
+    .await;
+    assert!(next(&mut ann).await["ack"].is_string(), "still served");
+}

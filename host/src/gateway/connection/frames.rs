@@ -5,6 +5,7 @@
 //! kept push, 413 too large, 429 over the frame rate).
 
 use axum::extract::ws::Message;
+use serde::Deserialize;
 use serde_json::json;
 
 use std::sync::Arc;
@@ -23,17 +24,15 @@ impl Connection {
         if let Some(refusal) = self.over_rate() {
             return refusal;
         }
-        let value: serde_json::Value = match serde_json::from_str(frame) {
-            Ok(value) => value,
-            Err(e) => {
-                return self.refusal(code::BAD_REQUEST, format!("the frame is not JSON: {e}"));
+        let wire = match Frame::parse(frame) {
+            Ok(Frame::Acks(acks)) => {
+                let router = self.gateway.router.clone();
+                return acknowledge(router, self.user.clone(), self.address.clone(), acks).await;
             }
+            Ok(Frame::Signal(wire)) => wire,
+            Err(failure) => return refusal(&self.address, failure),
         };
-        if let Some(acks) = Acks::of(&value) {
-            let router = self.gateway.router.clone();
-            return acknowledge(router, self.user.clone(), self.address.clone(), acks).await;
-        }
-        let signal = match self.message(value) {
+        let signal = match self.message(*wire) {
             Ok(signal) => signal,
             Err(failure) => return refusal(&self.address, failure),
         };
@@ -79,10 +78,8 @@ impl Connection {
     }
 
     /// The message (or event) a frame carries, stamped as from the client.
-    fn message(&self, value: serde_json::Value) -> Result<Signal, Failure> {
+    fn message(&self, mut wire: WireSignal) -> Result<Signal, Failure> {
         let bad = |e: String| Failure::new(code::BAD_REQUEST, e);
-        let mut wire: WireSignal = serde_json::from_value(value)
-            .map_err(|e| bad(format!("the frame is not a signal: {e}")))?;
         let headers = std::mem::take(&mut wire.headers);
         if let Some(reserved) = headers.keys().find(|k| {
             k.get(..RESERVED_HEADERS.len())
@@ -165,30 +162,49 @@ impl Connection {
 /// Most pushes one acknowledgement frame may name.
 const MAX_ACKS: usize = 256;
 
-/// An acknowledgement frame: `{"ack": "<id>"}`, or `{"ack": ["<id>", ...]}` for several.
+/// What a client's frame is.
+enum Frame {
+    /// `{"ack": ...}`.
+    Acks(Acks),
+    /// Anything else, which must be a signal.
+    Signal(Box<WireSignal>),
+}
+
+impl Frame {
+    /// Parses a frame straight into its type, by the rule of every edge (the admin API's
+    /// too): a field given twice is refused (400), never settled by which came last. A
+    /// signal fails the acknowledgement's parse at its first field, cheaply.
+    fn parse(frame: &str) -> Result<Self, Failure> {
+        if let Ok(AckFrame { ack }) = serde_json::from_str(frame) {
+            return Ok(Self::Acks(ack));
+        }
+        serde_json::from_str(frame)
+            .map(|wire| Self::Signal(Box::new(wire)))
+            .map_err(|e| {
+                let what = if e.is_syntax() || e.is_eof() {
+                    "JSON"
+                } else {
+                    "a signal"
+                };
+                Failure::new(code::BAD_REQUEST, format!("the frame is not {what}: {e}"))
+            })
+    }
+}
+
+/// An acknowledgement frame (a bad one is refused as not a signal).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckFrame {
+    ack: Acks,
+}
+
+/// What an acknowledgement names: `{"ack": "<id>"}`, or `{"ack": ["<id>", ...]}` for
+/// several.
+#[derive(Deserialize)]
+#[serde(untagged)]
 enum Acks {
     One(String),
     Many(Vec<String>),
-}
-
-impl Acks {
-    /// The acknowledgement `value` is, if it is one (a bad one is a 400 later, as a
-    /// message without `to`).
-    fn of(value: &serde_json::Value) -> Option<Self> {
-        let object = value.as_object()?;
-        if object.len() != 1 {
-            return None;
-        }
-        match object.get("ack")? {
-            serde_json::Value::String(id) => Some(Self::One(id.clone())),
-            serde_json::Value::Array(ids) => ids
-                .iter()
-                .map(|id| id.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>()
-                .map(Self::Many),
-            _ => None,
-        }
-    }
 }
 
 /// Removes the kept pushes that `user` (at `address`) acknowledged: answers

@@ -34,7 +34,7 @@ fn now() -> u64 {
 }
 
 fn user(jwt: &Jwt, token: &str) -> Option<String> {
-    jwt.bearer(token).map(|b| b.user)
+    jwt.bearer(token).ok().map(|b| b.user)
 }
 
 /// A token signed with the secret, unexpired, for the right issuer and audience, stands
@@ -145,4 +145,35 @@ fn a_bad_keys_file_is_refused() {
     let missing = load("[[key]]\nkid = \"k\"\nalg = \"ES256\"\npem = \"absent.pem\"\n");
     assert!(missing.contains("absent.pem"), "{missing}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A valid token whose `sub` cannot be a user id (NUL, a newline, padding) is refused for
+/// that reason; one whose header lists critical extensions is refused whatever they are,
+/// even signed with the right secret.
+#[test]
+fn bad_user_ids_and_critical_headers_are_refused() {
+    let jwt = Jwt::new(&JwtSettings {
+        secret: Some("s3cret".into()),
+        ..JwtSettings::default()
+    })
+    .unwrap();
+    let claims = |sub: &str| json!({"sub": sub, "exp": now() + 600});
+    for (sub, why) in [
+        ("ann\0", BadUserId::Control),
+        ("ann\nbo", BadUserId::Control),
+        (" ann", BadUserId::Padded),
+        ("ann ", BadUserId::Padded),
+    ] {
+        let refused = jwt.bearer(&hs256(claims(sub), "s3cret")).unwrap_err();
+        assert_eq!(refused, Refused::UserId(why), "{sub:?}");
+    }
+    let mut header = Header::new(Algorithm::HS256);
+    header.crit = Some(vec!["exp".into()]);
+    let key = EncodingKey::from_secret(b"s3cret");
+    let critical = encode(&header, &claims("ann"), &key).unwrap();
+    assert_eq!(jwt.bearer(&critical).unwrap_err(), Refused::Critical);
+    assert_eq!(
+        user(&jwt, &hs256(claims("ann"), "s3cret")).as_deref(),
+        Some("ann")
+    );
 }

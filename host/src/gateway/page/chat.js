@@ -6,6 +6,8 @@
 "use strict";
 
 const POLL_MS = 3000;
+// The handler this page talks to: the only one whose `Chat` names the person who said it.
+const CHAT = "chat";
 let socket = null;
 let me = null;
 let poll = null;
@@ -48,7 +50,7 @@ function send(frame, what) {
 }
 
 function ask(messageType, payload, what) {
-  send({ to: "chat", messageType, payload }, what);
+  send({ to: CHAT, messageType, payload }, what);
 }
 
 function showOnline(users) {
@@ -108,17 +110,21 @@ function flushAcks() {
   while (acks.length > 0) send({ ack: acks.splice(0, 256) }, { kind: "ack" });
 }
 
-// A message addressed to this user: a chat from someone, kept or not.
+// A message addressed to this user, kept or not. The sender shown is what the host vouches
+// for: the envelope's `from`, the handler that pushed it. Only `chat` sets a Chat's
+// `payload.from` from the host's word on who said it, so only then is that the sender; any
+// other handler's push is shown as its own, whatever its payload claims.
 function heard(frame) {
   const kept = frame.headers && frame.headers["switchboard-kept"] !== undefined;
   if (kept) acks.push(frame.id);
   if (shown.has(frame.id)) return;
   shown.add(frame.id);
-  if (frame.messageType === "Chat") {
+  if (frame.messageType === "Chat" && frame.from === CHAT) {
     const chat = frame.payload;
     log([[chat.from, "from"], [": " + chat.text, "text"]], "theirs");
   } else {
-    log([[frame.messageType + ": " + JSON.stringify(frame.payload), null]], "theirs");
+    const what = frame.messageType + " " + JSON.stringify(frame.payload);
+    log([[String(frame.from), "from"], [": " + what, "text"]], "theirs");
   }
 }
 
