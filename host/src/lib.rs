@@ -26,6 +26,7 @@
 //! - [`operator`]: the operator commands (`deploy`, `list`, `request`, ...): a client of the
 //!   admin API.
 //! - [`log_limit`]: per-handler rate limits of log lines, with a count of what was dropped.
+//! - [`token_bucket`]: the one token bucket (log lines, gateway frames).
 //! - [`metrics`]: Prometheus counters, gauges and histograms per handler.
 //! - [`config`]: host settings and per-handler limits with their defaults.
 
@@ -48,6 +49,7 @@ pub mod runtime;
 pub mod serve;
 pub mod signal;
 pub mod store;
+pub mod token_bucket;
 pub mod transport;
 pub mod wire;
 

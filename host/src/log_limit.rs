@@ -14,6 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use crate::metrics::{HandlerLabels, Metrics};
+use crate::token_bucket::TokenBucket;
 
 /// Most handlers (or agent addresses) tracked at once; past it, idle buckets are forgotten,
 /// so a flood of distinct names cannot grow the table without bound.
@@ -22,8 +23,7 @@ const MAX_TRACKED: usize = 10_000;
 /// One handler's bucket.
 #[derive(Debug)]
 struct Bucket {
-    tokens: f64,
-    last: Instant,
+    tokens: TokenBucket,
     /// Lines dropped since the last one that passed.
     suppressed: u64,
 }
@@ -79,16 +79,11 @@ impl LogLimiter {
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(handler) {
             self.forget_idle(&mut buckets, now);
         }
-        let bucket = buckets.entry(handler.to_owned()).or_insert(Bucket {
-            tokens: self.burst,
-            last: now,
+        let bucket = buckets.entry(handler.to_owned()).or_insert_with(|| Bucket {
+            tokens: TokenBucket::new(self.rate, self.burst, now),
             suppressed: 0,
         });
-        let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.rate).min(self.burst);
-        bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        if bucket.tokens.take_at(now) {
             Admit::Pass {
                 suppressed: std::mem::take(&mut bucket.suppressed),
             }
@@ -103,10 +98,7 @@ impl LogLimiter {
     /// Forgets buckets that have refilled and owe no suppression notice; if every one is
     /// busy, forgets them all (the dropped lines were already counted in the metric).
     fn forget_idle(&self, buckets: &mut HashMap<String, Bucket>, now: Instant) {
-        let refill = self.burst / self.rate.max(f64::MIN_POSITIVE);
-        buckets.retain(|_, b| {
-            b.suppressed > 0 || now.saturating_duration_since(b.last).as_secs_f64() < refill
-        });
+        buckets.retain(|_, b| b.suppressed > 0 || !b.tokens.refilled_at(now));
         if buckets.len() >= MAX_TRACKED {
             buckets.clear();
         }

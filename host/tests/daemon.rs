@@ -305,7 +305,12 @@ async fn shutdown_finishes_signals_in_flight() {
         let daemon = daemon.clone();
         async move { daemon.call("chaos", "Spin", json!({})).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Terminated only once the spin is being handled: it is in flight, not queued.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon.get("/v1/handlers/chaos").await.1["counters"]["handled"] != 1 {
+        assert!(Instant::now() < deadline, "the spin never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     daemon.terminate();
     let (status, reply) = in_flight.await.unwrap();
     assert_eq!(status, 507, "{reply}");

@@ -29,6 +29,27 @@ async fn both_still_answer(host: &Host) {
     );
 }
 
+/// Waits until `chaos` has been handed `n` signals (counted as each one starts).
+async fn until_handling(host: &Host, n: u64) {
+    let deadline = tokio::time::Instant::now() + switchboard_tests::WAIT;
+    loop {
+        let handled = host
+            .handlers()
+            .into_iter()
+            .find(|h| h.name == "chaos")
+            .map_or(0, |h| h.handled);
+        if handled >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "chaos was handed {handled} signals"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Sends one misbehaving message, returns its failure, and proves both handlers still work.
 async fn misbehave(message_type: &str, payload: serde_json::Value) -> Failure {
     let host = chaos_host(tight_limits()).await;
@@ -123,7 +144,7 @@ async fn a_spinning_handler_does_not_stall_others() {
         let host = host.clone();
         async move { call(&host, "chaos", "Spin", json!({})).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until_handling(&host, 1).await;
     for n in 0..20 {
         assert_eq!(
             call(&host, "echo", "Ping", json!({"n": n})).await.unwrap(),
@@ -147,7 +168,7 @@ async fn full_mailbox_is_503() {
         tokio::spawn(async move { call(&host, "chaos", kind, json!({})).await })
     };
     let spin = spawn("Spin");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until_handling(&host, 1).await;
     let pings: Vec<_> = (0..4).map(|_| spawn("Ping")).collect();
     let mut overloaded = 0;
     let mut answered = 0;

@@ -95,10 +95,27 @@ async fn a_reminder_fires_once_and_a_cancelled_one_never() {
     .await;
     let pushed = next(&mut ann).await;
     assert_eq!(pushed.envelope.from, agent);
-    // Wait past the cancelled one's time too, then look again.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let seen_later = call(&host, agent, "Get", json!({})).await.unwrap();
-    assert_eq!(seen_later, seen, "nothing else fired");
+    // A reminder due after the cancelled one's time fires next: timers fire in due order
+    // and the agent takes its signals in order, so the cancelled one would have come first.
+    call(
+        &host,
+        agent,
+        "Remind",
+        json!({"text": "later", "after_ms": 50}),
+    )
+    .await
+    .unwrap();
+    let seen_later = until(&host, agent, |s| {
+        s["fired"].as_array().is_some_and(|f| f.len() >= 2)
+    })
+    .await;
+    let texts: Vec<_> = seen_later["fired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["text"].clone())
+        .collect();
+    assert_eq!(texts, [json!("tea"), json!("later")], "nothing else fired");
     let fired = seen["fired"].as_array().unwrap();
     assert_eq!(fired.len(), 1, "{seen}");
     assert_eq!(
@@ -108,7 +125,7 @@ async fn a_reminder_fires_once_and_a_cancelled_one_never() {
     assert_eq!(seen["pending"], json!({}));
     let metrics = host.router().render_metrics();
     assert!(
-        metrics.contains(r#"switchboard_timers_fired_total{handler="reminders"} 1"#),
+        metrics.contains(r#"switchboard_timers_fired_total{handler="reminders"} 2"#),
         "{metrics}"
     );
     assert!(

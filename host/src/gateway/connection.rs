@@ -12,12 +12,13 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::limits::{Bucket, Slot, close};
+use super::limits::{Slot, close};
 use super::{Bearer, Gateway};
 use crate::listener::WriteProgress;
 use crate::metrics::GatewayMetrics;
 use crate::router::Router;
 use crate::signal::{Body, Envelope, Failure, HOST_ADDRESS, Headers, Signal, USER_PREFIX, code};
+use crate::token_bucket::TokenBucket;
 
 mod frames;
 
@@ -65,7 +66,7 @@ struct Connection {
     gateway: Gateway,
     user: String,
     address: String,
-    bucket: Bucket,
+    bucket: TokenBucket,
 }
 
 /// Serves the client `bearer` on `socket` (whose writes `progress` follows) until it or the
@@ -89,7 +90,11 @@ pub async fn serve(
     tracing::debug!(%address, connection = link.id, "client connected");
     let limits = &gateway.limits;
     let mut connection = Connection {
-        bucket: Bucket::new(limits.frames_per_second, limits.frame_burst),
+        bucket: TokenBucket::new(
+            f64::from(limits.frames_per_second),
+            f64::from(limits.frame_burst),
+            std::time::Instant::now(),
+        ),
         socket,
         progress,
         gateway: gateway.clone(),

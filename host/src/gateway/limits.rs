@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a write to a client may make no progress before the client is closed, by
 /// default.
@@ -131,41 +131,6 @@ impl Drop for Slot {
     }
 }
 
-/// A token bucket: `rate` frames per second, up to `burst` at once.
-pub struct Bucket {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    /// A full bucket.
-    pub fn new(rate: u32, burst: u32) -> Self {
-        let burst = f64::from(burst.max(1));
-        Self {
-            tokens: burst,
-            rate: f64::from(rate.max(1)),
-            burst,
-            at: Instant::now(),
-        }
-    }
-
-    /// Takes a token if there is one.
-    pub fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let earned = now.duration_since(self.at).as_secs_f64() * self.rate;
-        self.tokens = (self.tokens + earned).min(self.burst);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,13 +151,5 @@ mod tests {
         assert_eq!(slots.take("cy", &limits).err(), Some(Full::Gateway(3)));
         drop(a1);
         assert!(slots.take("ann", &limits).is_ok());
-    }
-
-    /// A burst is taken at once; past it, frames wait for the rate.
-    #[test]
-    fn the_bucket_allows_a_burst_then_the_rate() {
-        let mut bucket = Bucket::new(1, 3);
-        assert!((0..3).all(|_| bucket.take()));
-        assert!(!bucket.take());
     }
 }

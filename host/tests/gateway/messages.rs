@@ -164,8 +164,11 @@ async fn presence_is_seen_by_a_subscribed_handler() {
     let mut second = open(&daemon, "t-ann").await;
     first.close(None).await.unwrap();
     drop(first);
-    // Give a wrong "offline" time to arrive: the second tab keeps ann online.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Presence is published in order: once bo's coming online is seen, a wrong "ann is
+    // offline" from the first tab's close would have been seen before it.
+    let bo = open(&daemon, "t-bo").await;
+    until(json!(["ann", "bo"])).await;
+    drop(bo);
     until(json!(["ann"])).await;
     second.close(None).await.unwrap();
     drop(second);
