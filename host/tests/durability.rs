@@ -120,7 +120,8 @@ async fn state_is_shown_kept_across_a_delete_and_purged_on_request() {
 /// Clients, one per agent, increment in a loop while the daemon is killed with SIGKILL,
 /// three times over. After each restart every agent's count is at least what was
 /// acknowledged (nothing acknowledged is lost) and at most one more (the increment in flight
-/// when the process died, applied or not, never twice).
+/// when the process died, applied or not, never twice). Each kill is shown to land with
+/// increments in flight (requests cut off by it).
 #[tokio::test]
 async fn acknowledged_increments_survive_repeated_kill_9_under_load() {
     const AGENTS: usize = 12;
@@ -139,6 +140,7 @@ async fn acknowledged_increments_survive_repeated_kill_9_under_load() {
             let url = format!("{}/v1/messages?wait=5s", daemon.url);
             clients.push(tokio::spawn(async move {
                 let body = json!({"to": format!("agent:counter/c{agent}"), "messageType": "Increment", "payload": {"by": 1}});
+                // Whether the kill cut one of this client's increments off mid-request.
                 while !stop.load(Ordering::Relaxed) {
                     let sent = client
                         .post(&url)
@@ -146,14 +148,21 @@ async fn acknowledged_increments_survive_repeated_kill_9_under_load() {
                         .json(&body)
                         .send()
                         .await;
-                    let Ok(response) = sent else { break };
-                    let Ok(reply) = response.json::<serde_json::Value>().await else { break };
+                    let response = match sent {
+                        Ok(response) => response,
+                        // Refused: sent after the daemon died, so nothing was cut off.
+                        Err(error) => return !error.is_connect(),
+                    };
+                    let Ok(reply) = response.json::<serde_json::Value>().await else {
+                        return true;
+                    };
                     if reply["signalType"] == "REPLY" {
                         acked[agent].fetch_add(1, Ordering::Relaxed);
                     } else {
-                        break;
+                        return true;
                     }
                 }
+                false
             }));
         }
         // Let increments flow, then crash with requests in flight.
@@ -165,12 +174,23 @@ async fn acknowledged_increments_survive_repeated_kill_9_under_load() {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        daemon.kill();
+        // Killed from another thread, while the clients go on sending.
+        let daemon_killed = tokio::task::spawn_blocking(move || {
+            daemon.kill();
+            daemon
+        });
+        let killed = daemon_killed.await.unwrap();
         stop.store(true, Ordering::Relaxed);
+        let mut cut_off = 0;
         for client in clients {
-            client.await.unwrap();
+            cut_off += usize::from(client.await.unwrap());
         }
-        drop(daemon);
+        // The kill came with increments in flight, not between two of them.
+        assert!(
+            cut_off > 0,
+            "round {round}: no increment was in flight at the kill"
+        );
+        drop(killed);
         daemon = Daemon::start_with(&dir, &[]);
         total_acked = 0;
         for (agent, count) in acked.iter().enumerate() {
