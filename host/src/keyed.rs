@@ -6,7 +6,7 @@
 //! committed and never wait for a writer. A turn's writes, the timers it schedules and those
 //! it cancels commit together as one [`Batch`], durably (fsync), with every other turn's batch
 //! queued at the same moment: one redb transaction for the whole group (group commit, see
-//! [`commit`]), so concurrent turns share an fsync. Each batch is validated on its own inside
+//! `commit`), so concurrent turns share an fsync. Each batch is validated on its own inside
 //! that transaction: a conflict (optimistic concurrency on the versions the turn read) or a
 //! quota leaves that batch out with its own error and changes nothing of it.
 //!

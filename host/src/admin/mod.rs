@@ -3,7 +3,7 @@
 //! Everything under `/v1` needs `Authorization: Bearer <token>`; a missing or wrong token
 //! gets 401 and changes nothing. `/healthz`, `/readyz`, `/metrics` and `/openapi.json` are
 //! open, for probes and scrapers. `/readyz` answers 200 once every registered handler is
-//! restored, and 503 again from the moment shutdown begins ([`lifecycle`]).
+//! restored, and 503 again from the moment shutdown begins (`lifecycle`).
 
 mod dead_letters;
 mod error;
@@ -146,7 +146,7 @@ fn register(
     })
 }
 
-/// The admin API's routes. Register new ones in [`v1_routes`] or [`open_routes`], never
+/// The admin API's routes. Register new ones in `v1_routes` or `open_routes`, never
 /// here directly: the OpenAPI tests read those tables.
 pub fn app(state: AppState) -> axum::Router {
     let config = state.registry.host().runtime().config();

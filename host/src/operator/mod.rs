@@ -2,9 +2,9 @@
 //! `delete`, `send`, `request`, `emit`, `dead-letters`): a client of a running
 //! `switchboard serve`'s admin API.
 //!
-//! Data flows one way: [`api`] turns a command into the request it makes (no I/O, so it is
-//! tested without a server), [`client`] sends it and sorts the answer into success or a
-//! refusal, and [`output`] writes the answer for a person, or verbatim with `--json`.
+//! Data flows one way: `api` turns a command into the request it makes (no I/O, so it is
+//! tested without a server), `client` sends it and sorts the answer into success or a
+//! refusal, and `output` writes the answer for a person, or verbatim with `--json`.
 
 mod api;
 mod client;

@@ -1,8 +1,8 @@
 //! The router: which handler or client a signal goes to, and where a reply finds its waiter.
 //!
 //! Outgoing signals go through [`Router::route`]: a reply is first offered to the waiter of
-//! the message it answers ([`pending`]), everything else is handed to the transport, which
-//! brings it back to [`Router::deliver_local`] on the host that serves its route.
+//! the message it answers (`pending`), everything else is handed to the transport, which
+//! brings it back to `Router::deliver_local` on the host that serves its route.
 //!
 //! Nothing is dropped silently. Every accepted signal ends handled; answered with an
 //! ErrorReply (a message that cannot be delivered gets 404 or 503 at once); kept in the

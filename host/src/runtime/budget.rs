@@ -49,7 +49,7 @@ impl Spend {
     }
 }
 
-/// The host-wide limits a [`Budget`] enforces.
+/// The host-wide limits a `Budget` enforces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Caps {
     /// Longest causal chain.

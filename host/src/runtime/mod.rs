@@ -3,7 +3,7 @@
 //!
 //! The engine uses the pooling allocator and epoch interruption; one ticker thread advances
 //! the epoch, and each store checks its own CPU budget when the epoch moves
-//! (see [`cpu::CpuMeter`], which charges only the time a guest runs). Compilation is CPU-heavy and outside wasmtime's DoS scope:
+//! (see `cpu::CpuMeter`, which charges only the time a guest runs). Compilation is CPU-heavy and outside wasmtime's DoS scope:
 //! an upload's imports and exports are [`check`]ed first, then it is compiled in a bounded
 //! pool (see [`compile`]) under a size and time budget, and its compiled [`Code`] is shared
 //! by every version running the same module.
