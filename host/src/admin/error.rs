@@ -46,7 +46,7 @@ impl ApiError {
         }
     }
 
-    /// The error for `failure`, a host's or a handler's, by [`status_of`] its code.
+    /// The error for `failure`, a host's or a handler's, by `status_of` its code.
     pub fn from_failure(failure: Failure) -> Self {
         Self {
             status: status_of(failure.code),
