@@ -153,7 +153,10 @@ impl Handler for Chaos {
             switchboard_sdk::send_with("echo", &Ping {}, options)?;
             ok(&n)
         } else if let Some(Fail { code }) = msg.decode_if()? {
-            Err(Failure::new(code, format!("failing with code {code} on purpose")))
+            Err(Failure::new(
+                code,
+                format!("failing with code {code} on purpose"),
+            ))
         } else if msg.is::<Ping>() {
             ok(&Pong {})
         } else if let Some(Print { n }) = msg.decode_if()? {
