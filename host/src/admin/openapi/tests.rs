@@ -3,12 +3,12 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 use utoipa::OpenApi;
 
-use super::{ApiDoc, serve};
+use super::serve;
 use crate::admin::{Route, open_routes, v1_routes};
 
 /// The document as JSON, the form clients read.
 fn document() -> Value {
-    serde_json::to_value(ApiDoc::openapi()).expect("the document serializes")
+    super::document()
 }
 
 /// Every route `app()` serves, as (method, path): `app()` registers routes only from these
@@ -153,4 +153,8 @@ async fn serves_the_generated_document() {
     assert_eq!(served, document());
     assert!(served["openapi"].as_str().unwrap().starts_with("3.1"));
     assert!(served["components"]["schemas"]["WireSignal"].is_object());
+    assert_eq!(
+        served["components"]["schemas"]["MessageRequest"]["required"],
+        serde_json::json!(["to", "messageType"])
+    );
 }
