@@ -126,7 +126,7 @@ pub(super) fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Api
     tag = "handlers",
     security(("bearer" = [])),
     params(("name" = String, Path, description = "The handler's name: 1 to 64 of a-z, 0-9, `-`, `_`, starting with a letter; not `host` or `agents`"), DeployParams),
-    request_body(description = "The component's bytes (a .wasm built for wasm32-wasip2)", content(("application/wasm"))),
+    request_body(description = "The component's bytes (a .wasm built for wasm32-wasip2)", content(("application/wasm"), ("application/octet-stream"))),
     responses(
         (status = 200, description = "Swapped in for the live version", body = DeployView),
         (status = 201, description = "Deployed", body = DeployView),
