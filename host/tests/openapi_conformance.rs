@@ -35,9 +35,18 @@ fn config(document: &serde_json::Value) -> String {
             expected.extend(responses.keys().filter(|code| code.starts_with('5')).cloned());
             config.push_str(&format!(
                 "[[operations]]\ninclude-operation-id = \"{id}\"\n\
-                 checks.not_a_server_error.expected-statuses = {}\n\n",
+                 checks.not_a_server_error.expected-statuses = {}\n",
                 serde_json::to_string(&expected).unwrap()
             ));
+            // The coverage phase's negative bodies for the one-of of `POST /v1/events` make
+            // Hypothesis describe a recursive strategy from deep in the stack, where
+            // CPython 3.11's `ast.parse` fails ("AST constructor recursion depth mismatch"),
+            // a schemathesis run error rather than a finding. Fuzzing and the stateful
+            // phase still send it valid and invalid bodies.
+            if id == "emit" {
+                config.push_str("phases.coverage.enabled = false\n");
+            }
+            config.push('\n');
         }
     }
     config
