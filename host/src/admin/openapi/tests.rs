@@ -1,7 +1,6 @@
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use utoipa::OpenApi;
 
 use super::serve;
 use crate::admin::{Route, open_routes, v1_routes};
