@@ -16,8 +16,8 @@ use switchboard_tests::{guest, target_dir};
 
 /// The seed of every run, so a failure reproduces.
 const SEED: &str = "15";
-/// Test cases per operation and phase: enough to reach every status, within about a minute.
-const EXAMPLES: &str = "25";
+/// Test cases per operation and phase: enough to reach every status, in about 20 s.
+const EXAMPLES: &str = "100";
 const CHECKS: &str = "not_a_server_error,status_code_conformance,response_schema_conformance,\
                       negative_data_rejection,positive_data_acceptance";
 
@@ -35,18 +35,9 @@ fn config(document: &serde_json::Value) -> String {
             expected.extend(responses.keys().filter(|code| code.starts_with('5')).cloned());
             config.push_str(&format!(
                 "[[operations]]\ninclude-operation-id = \"{id}\"\n\
-                 checks.not_a_server_error.expected-statuses = {}\n",
+                 checks.not_a_server_error.expected-statuses = {}\n\n",
                 serde_json::to_string(&expected).unwrap()
             ));
-            // The coverage phase's negative bodies for the one-of of `POST /v1/events` make
-            // Hypothesis describe a recursive strategy from deep in the stack, where
-            // CPython 3.11's `ast.parse` fails ("AST constructor recursion depth mismatch"),
-            // a schemathesis run error rather than a finding. Fuzzing and the stateful
-            // phase still send it valid and invalid bodies.
-            if id == "emit" {
-                config.push_str("phases.coverage.enabled = false\n");
-            }
-            config.push('\n');
         }
     }
     config
@@ -86,7 +77,10 @@ async fn the_api_conforms_to_its_openapi_document() {
         .args(["--generation-database", "none", "--no-color"])
         .args(["--request-timeout", "30", "--workers", "2"])
         .current_dir(&dir)
-        .env("SCHEMATHESIS_HOOKS", "")
+        // tests/schemathesis/hooks.py: a work-around for a CPython 3.11 bug in Hypothesis'
+        // reports, nothing that changes what is generated or checked.
+        .env("PYTHONPATH", switchboard_tests::root().join("tests/schemathesis"))
+        .env("SCHEMATHESIS_HOOKS", "hooks")
         .output()
         .expect("running schemathesis");
     let report = String::from_utf8_lossy(&output.stdout);
