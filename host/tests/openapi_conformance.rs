@@ -32,7 +32,12 @@ fn config(document: &serde_json::Value) -> String {
             };
             let mut expected = vec!["2XX".to_owned(), "3XX".to_owned(), "4XX".to_owned()];
             let responses = operation["responses"].as_object().expect("responses");
-            expected.extend(responses.keys().filter(|code| code.starts_with('5')).cloned());
+            expected.extend(
+                responses
+                    .keys()
+                    .filter(|code| code.starts_with('5'))
+                    .cloned(),
+            );
             config.push_str(&format!(
                 "[[operations]]\ninclude-operation-id = \"{id}\"\n\
                  checks.not_a_server_error.expected-statuses = {}\n\n",
@@ -69,7 +74,14 @@ async fn the_api_conforms_to_its_openapi_document() {
         .arg(&config_file)
         .args(["run", &format!("{}/openapi.json", daemon.url)])
         .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
-        .args(["--seed", SEED, "--max-examples", EXAMPLES, "--checks", CHECKS])
+        .args([
+            "--seed",
+            SEED,
+            "--max-examples",
+            EXAMPLES,
+            "--checks",
+            CHECKS,
+        ])
         // An upload's body is bytes the document can only call bytes, so a schema-valid
         // upload is still not a component (400): the deploy route is left to the tests of
         // uploads (host/tests/uploads.rs).
@@ -79,7 +91,10 @@ async fn the_api_conforms_to_its_openapi_document() {
         .current_dir(&dir)
         // tests/schemathesis/hooks.py: a work-around for a CPython 3.11 bug in Hypothesis'
         // reports, nothing that changes what is generated or checked.
-        .env("PYTHONPATH", switchboard_tests::root().join("tests/schemathesis"))
+        .env(
+            "PYTHONPATH",
+            switchboard_tests::root().join("tests/schemathesis"),
+        )
         .env("SCHEMATHESIS_HOOKS", "hooks")
         .output()
         .expect("running schemathesis");

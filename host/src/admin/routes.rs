@@ -336,7 +336,10 @@ pub async fn rollback(
 pub struct SendParams {
     /// Wait this long (like 500ms or 5s, up to 300s) for the reply and answer with it: a
     /// whole number of ms, s (or no unit), m, h or d, up to 300s (the pattern).
-    #[param(example = "5s", pattern = "^(0*([0-9]{1,5}|[12][0-9]{5}|300000)ms|0*([0-9]{1,2}|[12][0-9]{2}|300)s?|0*[0-5]m|0+[hd])$")]
+    #[param(
+        example = "5s",
+        pattern = "^(0*([0-9]{1,5}|[12][0-9]{5}|300000)ms|0*([0-9]{1,2}|[12][0-9]{2}|300)s?|0*[0-5]m|0+[hd])$"
+    )]
     wait: Option<String>,
 }
 

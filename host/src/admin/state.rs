@@ -24,7 +24,9 @@ pub struct StateParams {
     /// The agent id (`alice`, or its address `agent:alice`); the handler's own state if not
     /// given. The full address `agent:<handler>/alice` is taken too when `<handler>` is this
     /// handler, and refused with 400 otherwise (a pattern cannot name the path's handler).
-    #[param(pattern = "^(agent:[^/]{1,64}|([^a]|a[^g]|ag[^e]|age[^n]|agen[^t]|agent[^:])[\\s\\S]*|a|ag|age|agen|agent)$")]
+    #[param(
+        pattern = "^(agent:[^/]{1,64}|([^a]|a[^g]|ag[^e]|age[^n]|agen[^t]|agent[^:])[\\s\\S]*|a|ag|age|agen|agent)$"
+    )]
     agent: Option<String>,
 }
 

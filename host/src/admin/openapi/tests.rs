@@ -165,15 +165,17 @@ fn bodies_and_parameters_are_precise() {
     let doc = document();
     let schemas = &doc["components"]["schemas"];
     let body = |path: &str| {
-        doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
-            ["$ref"]
+        doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
             .clone()
     };
     assert_eq!(body("/v1/messages"), "#/components/schemas/MessageRequest");
     assert_eq!(body("/v1/events"), "#/components/schemas/EmitRequest");
     let message = &schemas["MessageRequest"];
     assert_eq!(message["additionalProperties"], false);
-    assert_eq!(message["required"], serde_json::json!(["to", "messageType"]));
+    assert_eq!(
+        message["required"],
+        serde_json::json!(["to", "messageType"])
+    );
     for host_set in ["id", "from", "timestamp", "depth", "deadline", "paced"] {
         assert!(message["properties"].get(host_set).is_none(), "{host_set}");
     }
@@ -194,11 +196,18 @@ fn bodies_and_parameters_are_precise() {
         for name in ["name", "handler"] {
             if path.contains(&format!("{{{name}}}")) {
                 let schema = parameter(&method, &path, name);
-                assert_eq!(schema["pattern"], "^[a-z][a-z0-9_-]{0,63}$", "{method} {path}");
+                assert_eq!(
+                    schema["pattern"], "^[a-z][a-z0-9_-]{0,63}$",
+                    "{method} {path}"
+                );
             }
         }
         if path.contains("{id}") {
-            assert_eq!(parameter(&method, &path, "id")["maximum"], i64::MAX, "{path}");
+            assert_eq!(
+                parameter(&method, &path, "id")["maximum"],
+                i64::MAX,
+                "{path}"
+            );
         }
     }
     assert_eq!(
