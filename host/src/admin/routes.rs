@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -27,6 +27,17 @@ use crate::wire::{SignalType, WireError, WireSignal};
 pub(super) fn path<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
     path.map(|Path(p)| p)
         .map_err(|e| ApiError::bad_request(format!("bad path parameter: {}", e.body_text())))
+}
+
+/// A request's body, or the error axum found reading it (over the body limit: 413) in the
+/// one error shape rather than axum's plain text.
+fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            format!("the body could not be read: {}", e.body_text()),
+        )
+    })
 }
 
 /// A handler name from the path, or 400 if it is not one a handler could have.
@@ -401,9 +412,10 @@ fn parse_signal(state: &AppState, body: &Bytes, implied: SignalType) -> Result<S
 pub async fn send_message(
     State(state): State<AppState>,
     params: Result<Query<SendParams>, QueryRejection>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
+    let body = read_body(body)?;
     let signal = parse_signal(&state, &body, SignalType::Message)?;
     state.check_restoring(&signal)?;
     let host = state.registry.host();
@@ -461,7 +473,11 @@ pub(super) fn refused(undelivered: Undelivered, to: &str) -> ApiError {
         (status = 503, description = "The host is shutting down", body = ErrorBody),
     )
 )]
-pub async fn emit(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn emit(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = read_body(body)?;
     let signal = parse_signal(&state, &body, SignalType::Event)?;
     let id = signal.envelope.id.clone();
     match state.registry.host().router().offer(signal).await {
