@@ -2,7 +2,7 @@
 //! and purge the signals a mailbox or client refused.
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorBody;
-use super::routes::{query, refused};
+use super::routes::{path, query, refused};
 use super::{ApiError, AppState};
 use crate::dead_letters::{DeadLetter, DeadLetters, MAX_PAGE};
 
@@ -22,6 +22,7 @@ pub struct ListParams {
     /// Only those meant for this handler (or `user:<id>` client).
     handler: Option<String>,
     /// Only ids above this one: the last id of the previous page.
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     after: Option<u64>,
     /// At most this many; 100 if not given.
     #[param(minimum = 1, maximum = 1000)]
@@ -65,6 +66,21 @@ pub struct Purged {
     purged: usize,
 }
 
+/// The largest id a client may name: ids are documented as int64, which clients and
+/// generators read as signed.
+const MAX_ID: u64 = i64::MAX as u64;
+
+/// A dead letter's id from the path, or 400.
+fn letter_id(id: Result<Path<u64>, PathRejection>) -> Result<u64, ApiError> {
+    let id = path(id)?;
+    if id > MAX_ID {
+        return Err(ApiError::bad_request(format!(
+            "a dead letter's id is between 0 and {MAX_ID}, not {id}"
+        )));
+    }
+    Ok(id)
+}
+
 fn store(state: &AppState) -> &DeadLetters {
     state.registry.host().router().dead_letters()
 }
@@ -95,6 +111,12 @@ pub async fn list(
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
+    let after = params.after.unwrap_or(0);
+    if after > MAX_ID {
+        return Err(ApiError::bad_request(format!(
+            "`after` must be between 0 and {MAX_ID}, not {after}"
+        )));
+    }
     let limit = params.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::bad_request(format!(
@@ -102,7 +124,7 @@ pub async fn list(
         )));
     }
     let store = store(&state);
-    let letters = store.list(params.handler.as_deref(), params.after.unwrap_or(0), limit)?;
+    let letters = store.list(params.handler.as_deref(), after, limit)?;
     Ok(Json(Page {
         dead_letters: letters,
         stored: store.len(),
@@ -119,10 +141,10 @@ pub async fn list(
     summary = "Inspect a dead letter",
     tag = "dead-letters",
     security(("bearer" = [])),
-    params(("id" = u64, Path, description = "The dead letter's id")),
+    params(("id" = u64, Path, description = "The dead letter's id", minimum = 0, maximum = 9_223_372_036_854_775_807_i64)),
     responses(
         (status = 200, description = "The dead letter", body = DeadLetter),
-        (status = 400, description = "The id is not a number", body = String, content_type = "text/plain"),
+        (status = 400, description = "The id is not a number from 0 to 2^63-1", body = ErrorBody),
         (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
         (status = 404, description = "No dead letter has that id", body = ErrorBody),
         (status = 500, description = "The host could not read or write its store", body = ErrorBody),
@@ -130,8 +152,9 @@ pub async fn list(
 )]
 pub async fn show(
     State(state): State<AppState>,
-    Path(id): Path<u64>,
+    id: Result<Path<u64>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let id = letter_id(id)?;
     let letter = store(&state).get(id)?.ok_or_else(|| not_found(id))?;
     Ok(Json(letter).into_response())
 }
@@ -145,10 +168,10 @@ pub async fn show(
     summary = "Offer a dead letter again to the handler it was meant for",
     tag = "dead-letters",
     security(("bearer" = [])),
-    params(("id" = u64, Path, description = "The dead letter's id")),
+    params(("id" = u64, Path, description = "The dead letter's id", minimum = 0, maximum = 9_223_372_036_854_775_807_i64)),
     responses(
         (status = 200, description = "The handler's mailbox took it; it left the store", body = Replayed),
-        (status = 400, description = "The id is not a number", body = String, content_type = "text/plain"),
+        (status = 400, description = "The id is not a number from 0 to 2^63-1", body = ErrorBody),
         (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
         (status = 404, description = "No dead letter has that id, or nothing serves its handler any more", body = ErrorBody),
         (status = 500, description = "The host could not read or write its store", body = ErrorBody),
@@ -157,8 +180,9 @@ pub async fn show(
 )]
 pub async fn replay(
     State(state): State<AppState>,
-    Path(id): Path<u64>,
+    id: Result<Path<u64>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let id = letter_id(id)?;
     let store = store(&state);
     // Taken out first, so a concurrent replay or delete cannot get it too.
     let (letter, mut room) = store.take(id)?.ok_or_else(|| not_found(id))?;
@@ -182,10 +206,10 @@ pub async fn replay(
     summary = "Delete a dead letter",
     tag = "dead-letters",
     security(("bearer" = [])),
-    params(("id" = u64, Path, description = "The dead letter's id")),
+    params(("id" = u64, Path, description = "The dead letter's id", minimum = 0, maximum = 9_223_372_036_854_775_807_i64)),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "The id is not a number", body = String, content_type = "text/plain"),
+        (status = 400, description = "The id is not a number from 0 to 2^63-1", body = ErrorBody),
         (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
         (status = 404, description = "No dead letter has that id", body = ErrorBody),
         (status = 500, description = "The host could not read or write its store", body = ErrorBody),
@@ -193,8 +217,9 @@ pub async fn replay(
 )]
 pub async fn delete(
     State(state): State<AppState>,
-    Path(id): Path<u64>,
+    id: Result<Path<u64>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let id = letter_id(id)?;
     if store(&state).remove(id)? {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -14,7 +14,7 @@ use serde_json::json;
 use utoipa::IntoParams;
 
 use super::error::ErrorBody;
-use super::openapi::{Emitted, HandlerList, Sent};
+use super::openapi::{EmitRequest, Emitted, HandlerList, MessageRequest, Sent};
 use super::{ApiError, AppState};
 use crate::config::{Limits, MAX_DEADLINE, MAX_REQUEST_TIMEOUT, parse_duration};
 use crate::registry::{DeployOptions, DeployView, HandlerView};
@@ -22,6 +22,30 @@ use crate::router::Undelivered;
 use crate::runtime::HandlerKind;
 use crate::signal::{Body as SignalBody, Envelope, HOST_ADDRESS, Signal};
 use crate::wire::{SignalType, WireError, WireSignal};
+
+/// A path parameter, or 400 saying what is wrong with it (axum would answer plain text).
+pub(super) fn path<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    path.map(|Path(p)| p)
+        .map_err(|e| ApiError::bad_request(format!("bad path parameter: {}", e.body_text())))
+}
+
+/// A request's body, or the error axum found reading it (over the body limit: 413) in the
+/// one error shape rather than axum's plain text.
+fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            format!("the body could not be read: {}", e.body_text()),
+        )
+    })
+}
+
+/// A handler name from the path, or 400 if it is not one a handler could have.
+pub(super) fn handler_name(name: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let name = path(name)?;
+    crate::host::check_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(name)
+}
 
 /// Largest mailbox a deploy may ask for: a mailbox's slots are allocated when it opens.
 pub const MAX_MAILBOX: u32 = 100_000;
@@ -112,8 +136,8 @@ pub(super) fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Api
     summary = "Upload a version of a handler (a hot swap if it is live)",
     tag = "handlers",
     security(("bearer" = [])),
-    params(("name" = String, Path, description = "The handler's name"), DeployParams),
-    request_body(description = "The component's bytes (a .wasm built for wasm32-wasip2)", content(("application/wasm"))),
+    params(("name" = String, Path, description = "The handler's name: 1 to 64 of a-z, 0-9, `-`, `_`, starting with a letter; not `host` or `agents`"), DeployParams),
+    request_body(description = "The component's bytes (a .wasm built for wasm32-wasip2)", content(("application/wasm"), ("application/octet-stream"))),
     responses(
         (status = 200, description = "Swapped in for the live version", body = DeployView),
         (status = 201, description = "Deployed", body = DeployView),
@@ -129,10 +153,11 @@ pub(super) fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Api
 )]
 pub async fn deploy(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     params: Result<Query<DeployParams>, QueryRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let name = handler_name(name)?;
     let params = query(params)?;
     let config = state.registry.host().runtime().config();
     let options = params.options(config.default_limits)?;
@@ -183,17 +208,19 @@ pub async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
     summary = "Inspect a handler",
     tag = "handlers",
     security(("bearer" = [])),
-    params(("name" = String, Path, description = "The handler's name")),
+    params(("name" = String, Path, description = "The handler's name: 1 to 64 of a-z, 0-9, `-`, `_`, starting with a letter; not `host` or `agents`")),
     responses(
         (status = 200, description = "The handler", body = HandlerView),
+        (status = 400, description = "Not a name a handler could have", body = ErrorBody),
         (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
         (status = 404, description = "No handler has that name", body = ErrorBody),
     )
 )]
 pub async fn show(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let name = handler_name(name)?;
     Ok(Json(state.registry.view(&name).await?).into_response())
 }
 
@@ -205,9 +232,10 @@ pub async fn show(
     summary = "Delete a handler and its versions",
     tag = "handlers",
     security(("bearer" = [])),
-    params(("name" = String, Path, description = "The handler's name"), DeleteParams),
+    params(("name" = String, Path, description = "The handler's name: 1 to 64 of a-z, 0-9, `-`, `_`, starting with a letter; not `host` or `agents`"), DeleteParams),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 400, description = "Not a name a handler could have, or bad query parameters", body = ErrorBody),
         (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
         (status = 404, description = "No handler has that name (with `purge`, whatever state it left is purged and the answer is 204)", body = ErrorBody),
         (status = 500, description = "The host could not read or write its data directory; nothing changed", body = ErrorBody),
@@ -216,9 +244,10 @@ pub async fn show(
 )]
 pub async fn delete(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     params: Result<Query<DeleteParams>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let name = handler_name(name)?;
     let params = query(params)?;
     // Signals already queued are still handled after a delete, and commit: a purge waits
     // for them, so none brings state back after it.
@@ -293,9 +322,10 @@ pub struct DeleteParams {
     summary = "Make the previous version live again",
     tag = "handlers",
     security(("bearer" = [])),
-    params(("name" = String, Path, description = "The handler's name")),
+    params(("name" = String, Path, description = "The handler's name: 1 to 64 of a-z, 0-9, `-`, `_`, starting with a letter; not `host` or `agents`")),
     responses(
         (status = 200, description = "The handler, on its previous version", body = HandlerView),
+        (status = 400, description = "Not a name a handler could have", body = ErrorBody),
         (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
         (status = 404, description = "No handler has that name", body = ErrorBody),
         (status = 409, description = "No earlier version, or it could not be installed", body = ErrorBody),
@@ -304,8 +334,9 @@ pub struct DeleteParams {
 )]
 pub async fn rollback(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let name = handler_name(name)?;
     Ok(Json(state.registry.rollback(&name).await?).into_response())
 }
 
@@ -314,8 +345,12 @@ pub async fn rollback(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct SendParams {
-    /// Wait this long (like 500ms or 5s, up to 300s) for the reply and answer with it.
-    #[param(example = "5s")]
+    /// Wait this long (like 500ms or 5s, up to 300s) for the reply and answer with it: a
+    /// whole number of ms, s (or no unit), m, h or d, up to 300s (the pattern).
+    #[param(
+        example = "5s",
+        pattern = "^(0*([0-9]{1,5}|[12][0-9]{5}|300000)ms|0*([0-9]{1,2}|[12][0-9]{2}|300)s?|0*[0-5]m|0+[hd])$"
+    )]
     wait: Option<String>,
 }
 
@@ -360,7 +395,7 @@ fn parse_signal(state: &AppState, body: &Bytes, implied: SignalType) -> Result<S
     tag = "signals",
     security(("bearer" = [])),
     params(SendParams),
-    request_body(description = "A MESSAGE; the host sets id, timestamp and from, so leave them out", content = WireSignal),
+    request_body(description = "A MESSAGE; the host sets id, timestamp and from, so leave them out", content = MessageRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "With `wait`: the Reply", body = WireSignal),
         (status = 202, description = "Without `wait`: sent", body = Sent),
@@ -377,9 +412,10 @@ fn parse_signal(state: &AppState, body: &Bytes, implied: SignalType) -> Result<S
 pub async fn send_message(
     State(state): State<AppState>,
     params: Result<Query<SendParams>, QueryRejection>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
+    let body = read_body(body)?;
     let signal = parse_signal(&state, &body, SignalType::Message)?;
     state.check_restoring(&signal)?;
     let host = state.registry.host();
@@ -428,7 +464,7 @@ pub(super) fn refused(undelivered: Undelivered, to: &str) -> ApiError {
     summary = "Emit an event or a data change to its subscribers",
     tag = "signals",
     security(("bearer" = [])),
-    request_body(description = "An EVENT or DATA_CHANGE_EVENT; the host sets id, timestamp and from, so leave them out", content = WireSignal),
+    request_body(description = "An EVENT or DATA_CHANGE_EVENT; the host sets id, timestamp and from, so leave them out", content = EmitRequest, content_type = "application/json"),
     responses(
         (status = 202, description = "Emitted: how many subscribers took it, how many copies are dead letters, and how many were refused for a subscriber whose share of the dead-letter store is full", body = Emitted),
         (status = 400, description = "Not an event or data change", body = ErrorBody),
@@ -437,7 +473,11 @@ pub(super) fn refused(undelivered: Undelivered, to: &str) -> ApiError {
         (status = 503, description = "The host is shutting down", body = ErrorBody),
     )
 )]
-pub async fn emit(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn emit(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = read_body(body)?;
     let signal = parse_signal(&state, &body, SignalType::Event)?;
     let id = signal.envelope.id.clone();
     match state.registry.host().router().offer(signal).await {

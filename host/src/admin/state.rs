@@ -2,14 +2,14 @@
 //! keys (`?agent=alice`), or the handler's own keys and the agents that have state.
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorBody;
-use super::routes::query;
+use super::routes::{handler_name, query};
 use super::{ApiError, AppState};
 use crate::keyed::{Scope, StateStore};
 
@@ -21,8 +21,12 @@ const AGENTS_LISTED: usize = 100;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct StateParams {
-    /// The agent id (`alice`, or its address `agent:<handler>/alice`); the handler's own
-    /// state if not given.
+    /// The agent id (`alice`, or its address `agent:alice`); the handler's own state if not
+    /// given. The full address `agent:<handler>/alice` is taken too when `<handler>` is this
+    /// handler, and refused with 400 otherwise (a pattern cannot name the path's handler).
+    #[param(
+        pattern = "^(agent:[^/]{1,64}|([^a]|a[^g]|ag[^e]|age[^n]|agen[^t]|agent[^:])[\\s\\S]*|a|ag|age|agen|agent)$"
+    )]
     agent: Option<String>,
 }
 
@@ -63,16 +67,17 @@ pub struct StateView {
     params(("handler" = String, Path, description = "The handler's name"), StateParams),
     responses(
         (status = 200, description = "The keys and values", body = StateView),
-        (status = 400, description = "Bad query parameters, or an agent address of another handler", body = ErrorBody),
+        (status = 400, description = "Not a name a handler could have, bad query parameters, or an agent address of another handler", body = ErrorBody),
         (status = 401, description = "No bearer token, or the wrong one", body = ErrorBody),
         (status = 503, description = "The host keeps no state, or its store failed", body = ErrorBody),
     )
 )]
 pub async fn show(
     State(state): State<AppState>,
-    Path(handler): Path<String>,
+    handler: Result<Path<String>, PathRejection>,
     params: Result<Query<StateParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let handler = handler_name(handler)?;
     let params = query(params)?;
     let store = store(&state)?;
     let agent = params

@@ -1,14 +1,13 @@
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use utoipa::OpenApi;
 
-use super::{ApiDoc, serve};
+use super::serve;
 use crate::admin::{Route, open_routes, v1_routes};
 
 /// The document as JSON, the form clients read.
 fn document() -> Value {
-    serde_json::to_value(ApiDoc::openapi()).expect("the document serializes")
+    super::document()
 }
 
 /// Every route `app()` serves, as (method, path): `app()` registers routes only from these
@@ -153,4 +152,73 @@ async fn serves_the_generated_document() {
     assert_eq!(served, document());
     assert!(served["openapi"].as_str().unwrap().starts_with("3.1"));
     assert!(served["components"]["schemas"]["WireSignal"].is_object());
+    assert_eq!(
+        served["components"]["schemas"]["MessageRequest"]["required"],
+        serde_json::json!(["to", "messageType"])
+    );
+}
+
+/// Each signal route has its own precise body, and parameters carry the ranges and patterns
+/// the routes check (host/tests/openapi_conformance.rs holds the API to them).
+#[test]
+fn bodies_and_parameters_are_precise() {
+    let doc = document();
+    let schemas = &doc["components"]["schemas"];
+    let body = |path: &str| {
+        doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            .clone()
+    };
+    assert_eq!(body("/v1/messages"), "#/components/schemas/MessageRequest");
+    assert_eq!(body("/v1/events"), "#/components/schemas/EmitRequest");
+    let message = &schemas["MessageRequest"];
+    assert_eq!(message["additionalProperties"], false);
+    assert_eq!(
+        message["required"],
+        serde_json::json!(["to", "messageType"])
+    );
+    for host_set in ["id", "from", "timestamp", "depth", "deadline", "paced"] {
+        assert!(message["properties"].get(host_set).is_none(), "{host_set}");
+    }
+    assert_eq!(schemas["EmitRequest"]["oneOf"].as_array().unwrap().len(), 2);
+    for kind in ["EventRequest", "DataChangeRequest"] {
+        assert_eq!(schemas[kind]["additionalProperties"], false, "{kind}");
+    }
+    let parameter = |method: &str, path: &str, name: &str| {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))["schema"]
+            .clone()
+    };
+    for (method, path) in served() {
+        for name in ["name", "handler"] {
+            if path.contains(&format!("{{{name}}}")) {
+                let schema = parameter(&method, &path, name);
+                assert_eq!(
+                    schema["pattern"], "^[a-z][a-z0-9_-]{0,63}$",
+                    "{method} {path}"
+                );
+            }
+        }
+        if path.contains("{id}") {
+            assert_eq!(
+                parameter(&method, &path, "id")["maximum"],
+                i64::MAX,
+                "{path}"
+            );
+        }
+    }
+    assert_eq!(
+        parameter("get", "/v1/dead-letters", "after")["maximum"],
+        i64::MAX
+    );
+    assert!(parameter("post", "/v1/messages", "wait")["pattern"].is_string());
+    // Every error is an ErrorBody, path rejections included.
+    let show = &doc["paths"]["/v1/dead-letters/{id}"]["get"]["responses"]["400"];
+    assert_eq!(
+        show["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ErrorBody"
+    );
 }
