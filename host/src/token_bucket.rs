@@ -1,5 +1,5 @@
 //! The one token bucket: `rate` tokens a second, up to `burst` at once. Log lines about a
-//! handler ([`crate::log_limit`]) and a gateway client's frames are paced by it.
+//! handler (the log limit) and a gateway client's frames are paced by it.
 
 use std::time::Instant;
 
