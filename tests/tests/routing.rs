@@ -177,18 +177,35 @@ async fn data_changes_route_by_object_type() {
     assert_eq!(entries[0]["object"]["name"], "Cy");
 }
 
-/// Polls the audit handler until it holds `n` entries (broadcasts are asynchronous).
+/// Polls the audit handler until it holds `n` entries (broadcasts are asynchronous), then
+/// emits a sentinel event and waits for it too: audit takes its signals in order, so a stray
+/// duplicate already on its way would show up before the sentinel. The entries before it.
 async fn audit_entries(host: &Host, n: usize) -> Vec<serde_json::Value> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    let entries = || async {
         let log = call(host, "audit", "GetAudit", json!({})).await.unwrap();
-        let entries = log["entries"].as_array().cloned().unwrap_or_default();
-        if entries.len() >= n || tokio::time::Instant::now() > deadline {
-            // Give any stray duplicate a moment to show up before the caller counts.
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            let log = call(host, "audit", "GetAudit", json!({})).await.unwrap();
-            return log["entries"].as_array().cloned().unwrap_or_default();
+        log["entries"].as_array().cloned().unwrap_or_default()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while entries().await.len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "audit has fewer than {n} entries"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let sentinel = json!({"sentinel": true});
+    host.emit("UserRegistered", json(sentinel.clone()))
+        .await
+        .unwrap();
+    loop {
+        let seen = entries().await;
+        if let Some(at) = seen.iter().position(|e| e["payload"] == sentinel) {
+            return seen[..at].to_vec();
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sentinel never arrived"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
