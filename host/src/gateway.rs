@@ -15,9 +15,9 @@
 //! Every connection is bounded ([`GatewayLimits`]): heartbeats, its queue, its frame rate
 //! and size, connections per user and in total; it ends with a close code of [`close`].
 
-mod connection;
+pub(crate) mod connection;
 mod jwt;
-mod keys;
+pub(crate) mod keys;
 mod limits;
 pub mod listener;
 mod page;

@@ -17,7 +17,7 @@ use crate::metrics::GatewayMetrics;
 use crate::router::Router;
 use crate::signal::{Body, Envelope, Failure, HOST_ADDRESS, Headers, Signal, USER_PREFIX, code};
 
-mod frames;
+pub(crate) mod frames;
 
 pub use crate::signal::{USER_OFFLINE, USER_ONLINE};
 

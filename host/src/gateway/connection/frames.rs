@@ -23,18 +23,17 @@ impl Connection {
         if let Some(refusal) = self.over_rate() {
             return refusal;
         }
-        let value: serde_json::Value = match serde_json::from_str(frame) {
-            Ok(value) => value,
-            Err(e) => {
-                return self.refusal(code::BAD_REQUEST, format!("the frame is not JSON: {e}"));
-            }
+        let rules = FrameRules {
+            address: &self.address,
+            events_from_clients: &self.gateway.limits.events_from_clients,
+            max_message_bytes: self.gateway.router.max_message_bytes(),
         };
-        if let Some(acks) = Acks::of(&value) {
-            let router = self.gateway.router.clone();
-            return acknowledge(router, self.user.clone(), self.address.clone(), acks).await;
-        }
-        let signal = match self.message(value) {
-            Ok(signal) => signal,
+        let signal = match rules.read(frame) {
+            Ok(Frame::Acks(acks)) => {
+                let router = self.gateway.router.clone();
+                return acknowledge(router, self.user.clone(), self.address.clone(), acks).await;
+            }
+            Ok(Frame::Signal(signal)) => signal,
             Err(failure) => return refusal(&self.address, failure),
         };
         let id = signal.id().to_owned();
@@ -66,16 +65,42 @@ impl Connection {
             ),
         ))
     }
+}
+
+/// What a client's text frame asks for.
+pub(crate) enum Frame {
+    /// Acknowledges kept pushes.
+    Acks(Acks),
+    /// A message (or an event), stamped as from the client, for the router.
+    Signal(Signal),
+}
+
+/// All that reading a frame needs: who sent it and what clients may do. Kept apart from
+/// the connection so that the fuzz target `frame` reads frames exactly as a connection does.
+pub(crate) struct FrameRules<'a> {
+    /// The client's address, `user:<id>`.
+    pub address: &'a str,
+    /// Event types clients may emit.
+    pub events_from_clients: &'a [String],
+    /// The largest signal the host takes.
+    pub max_message_bytes: usize,
+}
+
+impl FrameRules<'_> {
+    /// What a text frame asks for, or the failure refusing it.
+    pub(crate) fn read(&self, frame: &str) -> Result<Frame, Failure> {
+        let value: serde_json::Value = serde_json::from_str(frame)
+            .map_err(|e| Failure::new(code::BAD_REQUEST, format!("the frame is not JSON: {e}")))?;
+        match Acks::of(&value) {
+            Some(acks) => Ok(Frame::Acks(acks)),
+            None => self.message(value).map(Frame::Signal),
+        }
+    }
 
     /// Whether clients may emit events of `event_type` (never the host's presence events).
     fn may_emit(&self, event_type: &str) -> bool {
         ![USER_ONLINE, USER_OFFLINE].contains(&event_type)
-            && self
-                .gateway
-                .limits
-                .events_from_clients
-                .iter()
-                .any(|t| t == event_type)
+            && self.events_from_clients.iter().any(|t| t == event_type)
     }
 
     /// The message (or event) a frame carries, stamped as from the client.
@@ -145,10 +170,10 @@ impl Connection {
             }
         }
         let signal = Signal {
-            envelope: Envelope::new(self.address.as_str(), headers),
+            envelope: Envelope::new(self.address, headers),
             body,
         };
-        let max = self.gateway.router.max_message_bytes();
+        let max = self.max_message_bytes;
         if signal.size() > max {
             return Err(Failure::new(
                 code::TOO_LARGE,
@@ -166,7 +191,7 @@ impl Connection {
 const MAX_ACKS: usize = 256;
 
 /// An acknowledgement frame: `{"ack": "<id>"}`, or `{"ack": ["<id>", ...]}` for several.
-enum Acks {
+pub(crate) enum Acks {
     One(String),
     Many(Vec<String>),
 }
