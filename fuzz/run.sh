@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Fuzzes every target in turn, SECONDS_PER_TARGET seconds each (default 600), one fuzzer
-# process at a time, and merges what each run found into its committed corpus
-# (fuzz/corpus/<target>/): an input is added only if it reaches code the corpus did not.
+# Fuzzes every target (or the TARGETs named) in turn, SECONDS_PER_TARGET seconds each
+# (default 600), one fuzzer process at a time, and merges what each run found into the
+# target's committed corpus (fuzz/corpus/<target>/): an input is added only if it reaches
+# code the corpus did not.
 # Nothing is removed, so the inputs that once crashed a target stay as regression inputs.
 # A crash or hang stops the script, its input kept in fuzz/artifacts/<target>/.
 #
@@ -10,10 +11,11 @@
 # wasmtime's own signal handlers do not mix with AddressSanitizer's. Set SANITIZER=address
 # to use it anyway. Logs, with each run's executions, are in fuzz/target/logs/.
 #
-#   fuzz/run.sh [SECONDS_PER_TARGET]
+#   fuzz/run.sh [SECONDS_PER_TARGET [TARGET...]]
 set -euo pipefail
 
 seconds="${1:-600}"
+shift || true
 cd "$(dirname "$0")"
 fuzz_dir="$(pwd)"
 root="$(cd .. && pwd)"
@@ -30,7 +32,11 @@ flags=(--sanitizer "${SANITIZER:-none}" --debug-assertions)
 cargo +nightly fuzz build "${flags[@]}"
 
 mkdir -p target/logs
-for target in $(cargo +nightly fuzz list); do
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+    mapfile -t targets < <(cargo +nightly fuzz list)
+fi
+for target in "${targets[@]}"; do
     case "$target" in
         embedded_host) per_input=60 ;;
         *) per_input=10 ;;
