@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes every target (or the TARGETs named) in turn, SECONDS_PER_TARGET seconds each
 # (default 600), one fuzzer process at a time, and merges what each run found into the
-# target's committed corpus (fuzz/corpus/<target>/): an input is added only if it reaches
-# code the corpus did not.
-# Nothing is removed, so the inputs that once crashed a target stay as regression inputs.
+# target's committed corpus (fuzz/corpus/<target>/), kept minimal: the fewest inputs that
+# reach every edge the old corpus and the new finds reach, beside the seeds (seed-*, from
+# the tests) and the inputs that once crashed a target (regression-*), which always stay.
 # A crash or hang stops the script, its input kept in fuzz/artifacts/<target>/.
 #
 # Needs nightly Rust and cargo-fuzz (`cargo install cargo-fuzz`). The build has debug
@@ -54,8 +54,14 @@ for target in "${targets[@]}"; do
         echo "$target failed: see $fuzz_dir/$log and $fuzz_dir/artifacts/$target/" >&2
         exit 1
     fi
-    grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units)' "$log" || true
-    cargo +nightly fuzz run "${flags[@]}" "$target" "corpus/$target" "$found" -- \
-        -merge=1 -timeout="$per_input" >>"$log" 2>&1
+    grep -E '^(Done|stat::number_of_executed_units)' "$log" || true
+    # The corpus anew: its seeds (seed-*) and regression inputs (regression-*), and the
+    # fewest other inputs, old or found, that reach every edge they reach together.
+    merged="target/merged/$target"
+    rm -rf "$merged" && mkdir -p "$merged"
+    find "corpus/$target" -type f \( -name 'seed-*' -o -name 'regression-*' \) -exec cp {} "$merged" \;
+    cargo +nightly fuzz run "${flags[@]}" "$target" "$merged" "corpus/$target" "$found" -- \
+        -merge=1 -use_counters=0 -timeout="$per_input" >>"$log" 2>&1
+    rm -rf "corpus/$target" && mv "$merged" "corpus/$target"
     echo "$target: $(ls "corpus/$target" | wc -l) inputs in its corpus"
 done
