@@ -261,28 +261,36 @@ impl Default for HostConfig {
     }
 }
 
+/// Longest duration a flag or the config file may give: 100 years. Far past any sensible
+/// setting, and near enough that a deadline that far ahead is still an instant the clock
+/// holds and a `u64` of milliseconds (a longer one overflowed both: a panic at shutdown or
+/// at a client's first heartbeat, or a deadline wrapped into the past).
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// Parses a duration written like `500ms`, `5s`, `2m`, `12h` or `7d` (a bare number is
-/// seconds).
+/// seconds), of at most [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let n: u64 = number.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" | "" => Some(Duration::from_secs(n)),
-        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
-        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
-        "d" => Some(Duration::from_secs(n.checked_mul(86_400)?)),
-        _ => None,
-    }
+    let duration = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
+        "d" => Duration::from_secs(n.checked_mul(86_400)?),
+        _ => return None,
+    };
+    (duration <= MAX_DURATION).then_some(duration)
 }
 
 /// [`parse_duration`] for clap's `value_parser`.
 pub fn duration_arg(text: &str) -> Result<Duration, String> {
-    parse_duration(text)
-        .ok_or_else(|| format!("`{text}` is not a duration like 500ms, 10s, 2m, 12h or 7d"))
+    parse_duration(text).ok_or_else(|| {
+        format!("`{text}` is not a duration like 500ms, 10s, 2m, 12h or 7d, of at most 100 years")
+    })
 }
 
 /// Parses a size written like `1048576`, `512KiB`, `64MiB` or `1GiB`.
@@ -322,6 +330,18 @@ mod tests {
         assert_eq!(parse_duration("5x"), None);
         assert_eq!(parse_duration("s"), None);
         assert!(duration_arg("soon").unwrap_err().contains("soon"));
+    }
+
+    /// Proves a duration too long to wait for is refused rather than overflowing where it
+    /// is used (found by the fuzz target `size_and_duration`: `744444444444444444` seconds
+    /// is no `u64` of milliseconds, and a deadline that far ahead no instant).
+    #[test]
+    fn durations_past_a_century_are_refused() {
+        assert_eq!(parse_duration("36500d"), Some(MAX_DURATION));
+        assert_eq!(parse_duration("36501d"), None);
+        assert_eq!(parse_duration("744444444444444444"), None);
+        assert_eq!(parse_duration("18446744073709551615ms"), None);
+        assert!(duration_arg("36501d").unwrap_err().contains("100 years"));
     }
 
     /// Proves sizes parse with and without a binary unit, and nonsense is refused.

@@ -16,9 +16,9 @@
 //! to it may stall, its frame rate and size, connections per user and in total; it ends with
 //! a close code of [`close`].
 
-mod connection;
+pub(crate) mod connection;
 mod jwt;
-mod keys;
+pub(crate) mod keys;
 mod limits;
 pub mod listener;
 mod page;

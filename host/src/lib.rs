@@ -29,12 +29,16 @@
 //! - [`token_bucket`]: the one token bucket (log lines, gateway frames).
 //! - [`metrics`]: Prometheus counters, gauges and histograms per handler.
 //! - [`config`]: host settings and per-handler limits with their defaults.
+//! - `fuzzing` (hidden): the checks the fuzz targets in `fuzz/` and the corpus replay test
+//!   share.
 
 pub mod admin;
 pub mod compile_command;
 pub mod config;
 pub mod db;
 pub mod dead_letters;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod host;
 pub mod keyed;

@@ -162,7 +162,7 @@ where
 
 /// A line of input as a signal from the host, or why it is not one.
 fn parse(line: &str) -> Result<Signal, String> {
-    let wire: WireSignal = serde_json::from_str(line).map_err(|e| format!("not a signal: {e}"))?;
+    let wire = WireSignal::from_json(line.as_bytes()).map_err(|e| format!("not a signal: {e}"))?;
     let headers = wire.headers.clone();
     let body = wire.into_client_body(None).map_err(|e| e.to_string())?;
     if matches!(body, Body::Reply { .. } | Body::ErrorReply { .. }) {

@@ -142,6 +142,13 @@ pub struct WireSignal {
     pub payload: Option<Json>,
 }
 
+/// Whether JSON text is an object (its first character past white space is `{`).
+pub fn is_object(text: &[u8]) -> bool {
+    text.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{')
+}
+
 /// Why a wire signal is not a valid signal. Every message names the field at fault.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum WireError {
@@ -178,6 +185,16 @@ pub enum WireError {
 }
 
 impl WireSignal {
+    /// Reads a wire signal from JSON text, by the one rule of every edge: a JSON object (serde
+    /// would also take a struct written as an array of its fields), with no unknown field and
+    /// no field given twice.
+    pub fn from_json(text: &[u8]) -> Result<Self, serde_json::Error> {
+        if !is_object(text) {
+            return Err(serde::de::Error::custom("a signal is a JSON object"));
+        }
+        serde_json::from_slice(text)
+    }
+
     /// Turns a complete wire signal (envelope included, as carried between hosts) into a
     /// signal.
     pub fn into_signal(mut self) -> Result<Signal, WireError> {

@@ -357,7 +357,7 @@ pub struct SendParams {
 /// A signal from an admin client to an endpoint implying `implied`: the host stamps the
 /// envelope.
 fn parse_signal(state: &AppState, body: &Bytes, implied: SignalType) -> Result<Signal, ApiError> {
-    let wire: WireSignal = serde_json::from_slice(body)
+    let wire = WireSignal::from_json(body)
         .map_err(|e| ApiError::bad_request(format!("the body is not a signal: {e}")))?;
     let headers = wire.headers.clone();
     let body = wire.into_client_body(Some(implied)).map_err(|e| {

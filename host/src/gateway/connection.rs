@@ -20,7 +20,7 @@ use crate::router::Router;
 use crate::signal::{Body, Envelope, Failure, HOST_ADDRESS, Headers, Signal, USER_PREFIX, code};
 use crate::token_bucket::TokenBucket;
 
-mod frames;
+pub(crate) mod frames;
 
 pub use crate::signal::{USER_OFFLINE, USER_ONLINE};
 

@@ -947,6 +947,12 @@ impl Router {
             .is_some_and(|connections| connections.iter().any(|c| !c.queue.is_closed()))
     }
 
+    /// Disconnects every connection of the client at `address` (an embedded client, such as
+    /// the fuzzing harness's, ends this way).
+    pub fn disconnect(&self, address: &str) {
+        self.write().clients.remove(address);
+    }
+
     /// Disconnects connection `id` of the client at `address`; the others stay. How many
     /// it has left. `last` runs if this was its last connection, while the router still
     /// holds the change (see [`Router::connect_client`]).

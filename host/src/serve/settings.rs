@@ -18,7 +18,7 @@ use crate::listener::{self as connections, ConnectionLimits};
 
 /// Flags of `switchboard serve`; each is also read from the environment, then from the
 /// config file.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Default, clap::Args)]
 pub struct ServeArgs {
     /// Address the admin API listens on [default: 127.0.0.1:7070].
     #[arg(long, env = "SWITCHBOARD_LISTEN")]
@@ -213,6 +213,18 @@ impl ServeArgs {
             }
             None => FileConfig::default(),
         };
+        self.merge(file)
+    }
+
+    /// The settings a config file's `text` gives with no flags or environment: what the fuzz
+    /// target `config_file` reads.
+    pub(crate) fn from_file_text(text: &str) -> anyhow::Result<Settings> {
+        let file = toml::from_str::<FileConfig>(text).context("parsing the config file")?;
+        Self::default().merge(file)
+    }
+
+    /// These flags over `file` over the defaults.
+    fn merge(self, file: FileConfig) -> anyhow::Result<Settings> {
         let Some(admin_token) = self
             .admin_token
             .or(file.admin_token)

@@ -364,3 +364,14 @@ fn the_messages_edge_implies_a_message() {
         })
     );
 }
+
+/// Proves every edge reads a signal only from a JSON object (serde alone takes a struct
+/// spelled as an array of its fields: the gateway read `["r"]` as an acknowledgement).
+#[test]
+fn a_signal_is_a_json_object() {
+    let array = br#"[null, null, null, null, null, null, null, "Ping", "echo"]"#;
+    let refused = WireSignal::from_json(array).unwrap_err();
+    assert!(refused.to_string().contains("JSON object"), "{refused}");
+    let object = br#" {"messageType": "Ping", "to": "echo"}"#;
+    assert!(WireSignal::from_json(object).is_ok());
+}

@@ -24,16 +24,17 @@ impl Connection {
         if let Some(refusal) = self.over_rate() {
             return refusal;
         }
-        let wire = match Frame::parse(frame) {
+        let rules = FrameRules {
+            address: &self.address,
+            events_from_clients: &self.gateway.limits.events_from_clients,
+            max_message_bytes: self.gateway.router.max_message_bytes(),
+        };
+        let signal = match rules.read(frame) {
             Ok(Frame::Acks(acks)) => {
                 let router = self.gateway.router.clone();
                 return acknowledge(router, self.user.clone(), self.address.clone(), acks).await;
             }
-            Ok(Frame::Signal(wire)) => wire,
-            Err(failure) => return refusal(&self.address, failure),
-        };
-        let signal = match self.message(*wire) {
-            Ok(signal) => signal,
+            Ok(Frame::Signal(signal)) => signal,
             Err(failure) => return refusal(&self.address, failure),
         };
         let id = signal.id().to_owned();
@@ -65,16 +66,52 @@ impl Connection {
             ),
         ))
     }
+}
+
+/// What a client's text frame asks for.
+pub(crate) enum Frame {
+    /// Acknowledges kept pushes.
+    Acks(Acks),
+    /// A message (or an event), stamped as from the client, for the router.
+    Signal(Signal),
+}
+
+/// All that reading a frame needs: who sent it and what clients may do. Kept apart from
+/// the connection so that the fuzz target `frame` reads frames exactly as a connection does.
+pub(crate) struct FrameRules<'a> {
+    /// The client's address, `user:<id>`.
+    pub address: &'a str,
+    /// Event types clients may emit.
+    pub events_from_clients: &'a [String],
+    /// The largest signal the host takes.
+    pub max_message_bytes: usize,
+}
+
+impl FrameRules<'_> {
+    /// What a text frame asks for, or the failure refusing it. The frame is parsed straight
+    /// into its type, by the rule of every edge (the admin API's too): a field given twice is
+    /// refused (400), never settled by which came last. A signal fails the acknowledgement's
+    /// parse at its first field, cheaply.
+    pub(crate) fn read(&self, frame: &str) -> Result<Frame, Failure> {
+        let object = crate::wire::is_object(frame.as_bytes());
+        if object && let Ok(AckFrame { ack }) = serde_json::from_str(frame) {
+            return Ok(Frame::Acks(ack));
+        }
+        let wire = WireSignal::from_json(frame.as_bytes()).map_err(|e| {
+            let what = if e.is_syntax() || e.is_eof() {
+                "JSON"
+            } else {
+                "a signal"
+            };
+            Failure::new(code::BAD_REQUEST, format!("the frame is not {what}: {e}"))
+        })?;
+        self.message(wire).map(Frame::Signal)
+    }
 
     /// Whether clients may emit events of `event_type` (never the host's presence events).
     fn may_emit(&self, event_type: &str) -> bool {
         ![USER_ONLINE, USER_OFFLINE].contains(&event_type)
-            && self
-                .gateway
-                .limits
-                .events_from_clients
-                .iter()
-                .any(|t| t == event_type)
+            && self.events_from_clients.iter().any(|t| t == event_type)
     }
 
     /// The message (or event) a frame carries, stamped as from the client.
@@ -142,10 +179,10 @@ impl Connection {
             }
         }
         let signal = Signal {
-            envelope: Envelope::new(self.address.as_str(), headers),
+            envelope: Envelope::new(self.address, headers),
             body,
         };
-        let max = self.gateway.router.max_message_bytes();
+        let max = self.max_message_bytes;
         if signal.size() > max {
             return Err(Failure::new(
                 code::TOO_LARGE,
@@ -162,35 +199,6 @@ impl Connection {
 /// Most pushes one acknowledgement frame may name.
 const MAX_ACKS: usize = 256;
 
-/// What a client's frame is.
-enum Frame {
-    /// `{"ack": ...}`.
-    Acks(Acks),
-    /// Anything else, which must be a signal.
-    Signal(Box<WireSignal>),
-}
-
-impl Frame {
-    /// Parses a frame straight into its type, by the rule of every edge (the admin API's
-    /// too): a field given twice is refused (400), never settled by which came last. A
-    /// signal fails the acknowledgement's parse at its first field, cheaply.
-    fn parse(frame: &str) -> Result<Self, Failure> {
-        if let Ok(AckFrame { ack }) = serde_json::from_str(frame) {
-            return Ok(Self::Acks(ack));
-        }
-        serde_json::from_str(frame)
-            .map(|wire| Self::Signal(Box::new(wire)))
-            .map_err(|e| {
-                let what = if e.is_syntax() || e.is_eof() {
-                    "JSON"
-                } else {
-                    "a signal"
-                };
-                Failure::new(code::BAD_REQUEST, format!("the frame is not {what}: {e}"))
-            })
-    }
-}
-
 /// An acknowledgement frame (a bad one is refused as not a signal).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -202,7 +210,7 @@ struct AckFrame {
 /// several.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum Acks {
+pub(crate) enum Acks {
     One(String),
     Many(Vec<String>),
 }
