@@ -5,12 +5,12 @@
 //! send, a message answered twice or never. Private parsers are reached through the
 //! narrowest entry point their module offers the crate; nothing here is API.
 //!
-//! - [`wire`]: the JSON wire format, and its round trip.
-//! - [`frame`]: a client's WebSocket frame and its acknowledgements.
-//! - [`jwt`], [`keys_file`], [`tokens_file`]: how clients authenticate.
-//! - [`component_check`]: the upload's check before compiling.
-//! - [`config_file`], [`size_and_duration`]: `switchboard serve`'s settings.
-//! - [`EmbeddedHost`]: signal sequences through a host running real guests.
+//! - `wire`: the JSON wire format, and its round trip.
+//! - `frame`: a client's WebSocket frame and its acknowledgements.
+//! - `jwt`, `keys_file`, `tokens_file`: how clients authenticate.
+//! - `component_check`: the upload's check before compiling.
+//! - `config_file`, `size_and_duration`: `switchboard serve`'s settings.
+//! - `EmbeddedHost`: signal sequences through a host running real guests.
 
 mod auth;
 mod embedded;

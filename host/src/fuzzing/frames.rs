@@ -11,7 +11,7 @@ const ADDRESS: &str = "user:fuzz";
 /// A small largest signal, so that the fuzzer reaches the 413.
 const MAX_MESSAGE_BYTES: usize = 512;
 
-/// Reads `data` as a text frame from [`ADDRESS`], whom the operator lets emit `Typing` (and,
+/// Reads `data` as a text frame from `ADDRESS`, whom the operator lets emit `Typing` (and,
 /// by mistake, the host's own `UserOnline`, which a client may still never emit).
 pub fn frame(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
