@@ -40,8 +40,9 @@ pub struct GatewayArgs {
     #[arg(long, env = "SWITCHBOARD_GATEWAY_JWT_AUDIENCE")]
     pub gateway_jwt_audience: Option<String>,
     /// Clock leeway for client JWTs' `exp`, in seconds; a connection is closed (code 4001)
-    /// when its token's `exp` plus the leeway passes [default: 60].
-    #[arg(long, env = "SWITCHBOARD_GATEWAY_JWT_LEEWAY")]
+    /// when its token's `exp` plus the leeway passes; at most a day (86400), since a huge
+    /// leeway would wrap the time it is subtracted from [default: 60].
+    #[arg(long, env = "SWITCHBOARD_GATEWAY_JWT_LEEWAY", value_parser = clap::value_parser!(u64).range(..=86_400))]
     pub gateway_jwt_leeway: Option<u64>,
     /// How often the gateway pings each client, like 20s [default: 20s].
     #[arg(long, env = "SWITCHBOARD_GATEWAY_HEARTBEAT", value_parser = duration_arg)]

@@ -162,3 +162,25 @@ fn max_instances_are_checked() {
         assert!(error.contains("from 1 to 10000"), "{error}");
     }
 }
+
+/// Proves a JWT leeway past a day is refused when the flags are read (a huge one wrapped
+/// the time it is subtracted from: every token refused, or a panic in a debug build).
+#[test]
+fn a_jwt_leeway_past_a_day_is_refused() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    }
+    let parse = |leeway: &str| Flags::try_parse_from(["serve", "--gateway-jwt-leeway", leeway]);
+    assert_eq!(
+        parse("86400").unwrap().gateway.gateway_jwt_leeway,
+        Some(86_400)
+    );
+    let refused = parse("18446744073709551615").err().expect("refused");
+    assert!(
+        refused.to_string().contains("gateway-jwt-leeway"),
+        "{refused}"
+    );
+}
