@@ -555,6 +555,14 @@ async fn a_compile_child_dies_with_its_daemon() {
 /// `/readyz` at 503 for 27 s). The restored handlers say the same and answer.
 #[tokio::test]
 async fn a_restart_keeps_each_description_instead_of_describing_again() {
+    /// Each handler's name, kind and description, as listed.
+    async fn descriptions(registry: &Registry) -> Vec<(String, &'static str, serde_json::Value)> {
+        let handlers = registry.list().await.into_iter();
+        handlers
+            .map(|h| (h.name, h.kind, serde_json::to_value(h.description).unwrap()))
+            .collect()
+    }
+
     let (registry, dir) = open_registry("describe-once", HostConfig::default());
     for name in ["echo", "audit", "counter"] {
         registry
@@ -563,12 +571,7 @@ async fn a_restart_keeps_each_description_instead_of_describing_again() {
             .unwrap();
     }
     assert_eq!(registry.host().runtime().describes(), 3);
-    let described: Vec<_> = registry
-        .list()
-        .await
-        .into_iter()
-        .map(|h| (h.name, h.kind, serde_json::to_value(h.description).unwrap()))
-        .collect();
+    let described = descriptions(&registry).await;
     drop(registry);
     let host = Host::new(HostConfig::default()).unwrap();
     let registry = Arc::new(Registry::open(host, DataDir::open(&dir).unwrap()).unwrap());
@@ -578,12 +581,7 @@ async fn a_restart_keeps_each_description_instead_of_describing_again() {
         0,
         "nothing described"
     );
-    let restored: Vec<_> = registry
-        .list()
-        .await
-        .into_iter()
-        .map(|h| (h.name, h.kind, serde_json::to_value(h.description).unwrap()))
-        .collect();
+    let restored = descriptions(&registry).await;
     assert_eq!(restored, described);
     echo_answers(registry.host(), "echo").await;
     let count = switchboard_tests::call(
