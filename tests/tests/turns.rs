@@ -227,10 +227,11 @@ async fn a_message_that_expires_in_its_agents_line_is_not_handled() {
 
 /// What turns hold before they commit is bounded host-wide, not only per turn: with a
 /// `turn_write_budget` of 8 MiB, four agents' turns each writing 3.2 MB and then waiting
-/// together at a barrier cannot all hold their writes at once. Two fit; the other two fail
-/// with 507 naming the setting at once, and keep nothing; once the holders are done
-/// (their barrier never opens, so they fail too), the budget is whole again and a neighbour
-/// answers. (Without the budget, all four held 12.8 MB; 8 such turns took a daemon from
+/// together at a barrier cannot all hold their writes at once. At most two fit; the others
+/// fail with 507 naming the setting at once, and keep nothing. (Writes are charged one key
+/// at a time, so when two turns' writes interleave both can be refused at the same
+/// moment: then only one holds.) Once the holders are done (their barrier never opens, so
+/// they fail too), the budget is whole again and a neighbour answers. (Without the budget, all four held 12.8 MB; 8 such turns took a daemon from
 /// 267 to 1,503 MiB.)
 #[tokio::test]
 async fn turns_in_flight_share_one_write_budget() {
@@ -264,7 +265,16 @@ async fn turns_in_flight_share_one_write_budget() {
         .map(|outcome| outcome.expect_err("every hoard fails"))
         .collect();
     let over: Vec<_> = failures.iter().filter(|f| f.code == 507).collect();
-    assert_eq!(over.len(), 2, "two fit in the budget: {failures:?}");
+    let held: Vec<_> = failures.iter().filter(|f| f.code == 504).collect();
+    assert!(
+        (2..=3).contains(&over.len()),
+        "at most two fit in the budget: {failures:?}"
+    );
+    assert_eq!(
+        held.len() + over.len(),
+        4,
+        "the rest held their writes and waited at the barrier until it timed out: {failures:?}"
+    );
     for failure in &over {
         assert!(
             failure.description.contains("turn_write_budget"),
