@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::clock::Clock;
+
 /// Default memory a handler instance may grow to.
 pub const DEFAULT_MEMORY_BYTES: u64 = 128 << 20;
 /// Default CPU time a handler may spend on one signal: the time its guest runs, not time
@@ -205,6 +207,9 @@ pub struct HostConfig {
     /// (`--gateway-queue-bytes`): a push larger than that could never be queued, so `push`
     /// and `keep` refuse it with 413.
     pub client_queue_bytes: usize,
+    /// The clock the host reads for every time it stamps or compares (the system clock;
+    /// tests skew it).
+    pub clock: Clock,
 }
 
 /// Where uploads are compiled. Compiling is CPU- and memory-heavy and outside wasmtime's
@@ -257,6 +262,7 @@ impl Default for HostConfig {
             kept_per_user: DEFAULT_KEPT_PER_USER,
             kept_ttl: DEFAULT_KEPT_TTL,
             client_queue_bytes: DEFAULT_CLIENT_QUEUE_BYTES,
+            clock: Clock::system(),
         }
     }
 }

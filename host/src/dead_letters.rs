@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Clock;
 use crate::db::{Db, DbError};
 use crate::signal::Signal;
 
@@ -74,6 +75,8 @@ pub struct DeadLetters {
     /// Stored plus reserved, in all and by handler.
     used: Mutex<Used>,
     next_id: std::sync::atomic::AtomicU64,
+    /// Stamps each letter's `at`.
+    clock: Clock,
 }
 
 /// Dead letters stored plus reserved.
@@ -156,8 +159,13 @@ struct Owner {
 
 impl DeadLetters {
     /// The store in `db`, holding at most `capacity` dead letters in all and
-    /// `handler_capacity` for any one handler (or client).
-    pub fn open(db: Arc<Db>, capacity: usize, handler_capacity: usize) -> Result<Self, DbError> {
+    /// `handler_capacity` for any one handler (or client), stamped by `clock`.
+    pub fn open(
+        db: Arc<Db>,
+        capacity: usize,
+        handler_capacity: usize,
+        clock: Clock,
+    ) -> Result<Self, DbError> {
         let tx = db.begin_durable()?;
         let mut used = Used::default();
         let last = {
@@ -179,6 +187,7 @@ impl DeadLetters {
             handler_capacity,
             used: Mutex::new(used),
             next_id: std::sync::atomic::AtomicU64::new(last + 1),
+            clock,
         })
     }
 
@@ -245,7 +254,7 @@ impl DeadLetters {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             handler: handler.to_owned(),
             reason,
-            at: now_millis(),
+            at: self.clock.now_millis(),
             signal,
         };
         self.insert(&letter, self.db.begin_fast()?)?;
@@ -379,12 +388,6 @@ fn decode(bytes: &[u8]) -> Option<DeadLetter> {
     }
 }
 
-fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,7 +395,7 @@ mod tests {
 
     fn event(n: u32) -> Signal {
         Signal {
-            envelope: Envelope::new(HOST_ADDRESS, Headers::new()),
+            envelope: Envelope::new(HOST_ADDRESS, Headers::new(), &Clock::system()),
             body: Body::Event {
                 event_type: "E".into(),
                 payload: Json::from_value(&serde_json::json!({ "n": n })),
@@ -406,7 +409,7 @@ mod tests {
     /// while another still gets room, and unused room comes back.
     #[test]
     fn reservations_respect_the_capacity_and_each_share() {
-        let store = DeadLetters::open(Db::in_memory().unwrap(), 5, 3).unwrap();
+        let store = DeadLetters::open(Db::in_memory().unwrap(), 5, 3, Clock::system()).unwrap();
         let mut kept = Vec::new();
         for n in 0..3 {
             let mut room = store.reserve("stuck").unwrap();
@@ -436,7 +439,7 @@ mod tests {
     /// keeping the shares right.
     #[test]
     fn list_get_remove_and_purge() {
-        let store = DeadLetters::open(Db::in_memory().unwrap(), 10, 10).unwrap();
+        let store = DeadLetters::open(Db::in_memory().unwrap(), 10, 10, Clock::system()).unwrap();
         let keep = |handler: &str, reason, n| {
             let mut room = store.reserve(handler).unwrap();
             room.keep(reason, event(n)).unwrap()
@@ -477,7 +480,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(crate::db::FILE_NAME);
         let first = {
-            let store = DeadLetters::open(Db::open(&path).unwrap(), 10, 10).unwrap();
+            let store =
+                DeadLetters::open(Db::open(&path).unwrap(), 10, 10, Clock::system()).unwrap();
             let mut room = store.reserve("a").unwrap();
             room.keep(DeadReason::MailboxFull, event(7)).unwrap()
         };
@@ -490,7 +494,7 @@ mod tests {
                 })
             })
             .expect("the store reopens");
-        let store = DeadLetters::open(db, 10, 10).unwrap();
+        let store = DeadLetters::open(db, 10, 10, Clock::system()).unwrap();
         assert_eq!(store.len(), 1);
         assert_eq!(
             store.used_by("a"),

@@ -150,7 +150,7 @@ impl Gateway {
     /// Queues the presence event `event_type` (`UserOnline`, `UserOffline`) for `user`.
     fn presence(&self, event_type: &str, user: &str) {
         let signal = Signal {
-            envelope: Envelope::new(HOST_ADDRESS, Headers::new()),
+            envelope: Envelope::new(HOST_ADDRESS, Headers::new(), self.router.clock()),
             body: Body::Event {
                 event_type: event_type.to_owned(),
                 payload: Json::from_value(&serde_json::json!({ "user": user })),

@@ -102,7 +102,7 @@ fn fire(router: &std::sync::Weak<Router>, timer: StoredTimer) -> bool {
                 // without purging, say): an operator can replay it from the dead letters.
                 Err(undelivered)
                     if matches!(undelivered.reason, Reason::NoRoute | Reason::NotAccepted)
-                        && crate::signal::now_millis().saturating_sub(timer.due_ms)
+                        && router.clock().now_millis().saturating_sub(timer.due_ms)
                             > TIMER_PATIENCE_MS =>
                 {
                     router.keep_unserved(&timer.handler, undelivered.signal)
@@ -163,6 +163,7 @@ impl Host {
             db.clone(),
             config.dead_letter_capacity,
             config.dead_letter_handler_capacity,
+            config.clock.clone(),
         )?;
         let limits = StateLimits::of(&config);
         let runtime = Runtime::new(config).map_err(|e| StartError::Engine(e.into()))?;
@@ -296,10 +297,11 @@ impl Host {
         list
     }
 
-    /// Builds a message from `from` (the caller is trusted to name itself).
-    pub fn message(from: &str, to: &str, message_type: &str, payload: Json) -> Signal {
+    /// Builds a message from `from` (the caller is trusted to name itself), stamped by this
+    /// host's clock.
+    pub fn message(&self, from: &str, to: &str, message_type: &str, payload: Json) -> Signal {
         Signal {
-            envelope: Envelope::new(from, Headers::new()),
+            envelope: Envelope::new(from, Headers::new(), self.router.clock()),
             body: Body::Message(Message {
                 message_type: message_type.to_owned(),
                 to: to.to_owned(),
@@ -325,7 +327,7 @@ impl Host {
         payload: Json,
         timeout: Duration,
     ) -> Result<Signal, Failure> {
-        let signal = Self::message(HOST_ADDRESS, to, message_type, payload);
+        let signal = self.message(HOST_ADDRESS, to, message_type, payload);
         self.router.request(signal, timeout).await
     }
 
@@ -347,7 +349,7 @@ impl Host {
     pub async fn emit(&self, event_type: &str, payload: Json) -> Result<Accepted, Undelivered> {
         self.router
             .offer(Signal {
-                envelope: Envelope::new(HOST_ADDRESS, Headers::new()),
+                envelope: Envelope::new(HOST_ADDRESS, Headers::new(), self.router.clock()),
                 body: Body::Event {
                     event_type: event_type.to_owned(),
                     payload,
@@ -365,7 +367,7 @@ impl Host {
     ) -> Result<Accepted, Undelivered> {
         self.router
             .offer(Signal {
-                envelope: Envelope::new(HOST_ADDRESS, Headers::new()),
+                envelope: Envelope::new(HOST_ADDRESS, Headers::new(), self.router.clock()),
                 body: Body::DataChange {
                     change_type,
                     object_type: object_type.to_owned(),

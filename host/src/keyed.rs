@@ -37,6 +37,7 @@ use std::sync::{Arc, mpsc};
 use redb::ReadableDatabase;
 use tokio::sync::{Notify, oneshot};
 
+use crate::clock::Clock;
 use crate::config::{
     DEFAULT_KEPT_PER_USER, DEFAULT_KEPT_TTL, DEFAULT_STATE_HANDLER_BYTES,
     DEFAULT_STATE_VALUE_BYTES, DEFAULT_TIMER_FIRES_PER_SECOND, DEFAULT_TIMER_MIN_INTERVAL,
@@ -82,8 +83,8 @@ impl Scope {
     }
 }
 
-/// Size limits of state and timers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Size limits of state and timers, and the clock they are kept by.
+#[derive(Clone, Debug)]
 pub struct StateLimits {
     /// Largest value of one key, in bytes.
     pub value_bytes: usize,
@@ -99,6 +100,8 @@ pub struct StateLimits {
     pub kept_per_user: usize,
     /// Longest a push is kept.
     pub kept_ttl: std::time::Duration,
+    /// The host's clock: when timers are due, when kept pushes expire.
+    pub clock: Clock,
 }
 
 impl Default for StateLimits {
@@ -111,6 +114,7 @@ impl Default for StateLimits {
             timer_fires_per_second: DEFAULT_TIMER_FIRES_PER_SECOND,
             kept_per_user: DEFAULT_KEPT_PER_USER,
             kept_ttl: DEFAULT_KEPT_TTL,
+            clock: Clock::system(),
         }
     }
 }
@@ -126,6 +130,7 @@ impl StateLimits {
             timer_fires_per_second: config.timer_fires_per_second,
             kept_per_user: config.kept_per_user,
             kept_ttl: config.kept_ttl,
+            clock: config.clock.clone(),
         }
     }
 }
@@ -237,8 +242,8 @@ impl StateStore {
     }
 
     /// The limits in force.
-    pub fn limits(&self) -> StateLimits {
-        self.shared.limits
+    pub fn limits(&self) -> &StateLimits {
+        &self.shared.limits
     }
 
     /// Checks a value's size when a handler sets it, before the commit checks it again.

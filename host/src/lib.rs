@@ -28,11 +28,13 @@
 //! - [`log_limit`]: per-handler rate limits of log lines, with a count of what was dropped.
 //! - [`token_bucket`]: the one token bucket (log lines, gateway frames).
 //! - [`metrics`]: Prometheus counters, gauges and histograms per handler.
+//! - [`clock`]: the one clock a host reads, passed down from its configuration.
 //! - [`config`]: host settings and per-handler limits with their defaults.
 //! - `fuzzing` (hidden): the checks the fuzz targets in `fuzz/` and the corpus replay test
 //!   share.
 
 pub mod admin;
+pub mod clock;
 pub mod compile_command;
 pub mod config;
 pub mod db;

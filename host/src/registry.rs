@@ -12,8 +12,6 @@ mod tidy;
 
 pub use restore::RESTORE_CONCURRENCY;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde::Serialize;
 use thiserror::Error;
 use tokio::sync::Mutex;
@@ -138,12 +136,6 @@ fn kind_name(kind: HandlerKind) -> &'static str {
         HandlerKind::Service => "service",
         HandlerKind::Agent => "agent",
     }
-}
-
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Registry {

@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
+use crate::clock::Clock;
 use crate::config::duration_arg;
 use crate::signal::{Body, Envelope, HOST_ADDRESS, Signal};
 use crate::wire::WireSignal;
@@ -140,7 +141,7 @@ where
         if line.trim().is_empty() {
             continue;
         }
-        match parse(&line) {
+        match parse(&line, host.router().clock()) {
             Ok(signal) if matches!(signal.body, Body::Message(_)) => {
                 let answer = host.router().request(signal, timeout).await;
                 match answer {
@@ -161,7 +162,7 @@ where
 }
 
 /// A line of input as a signal from the host, or why it is not one.
-fn parse(line: &str) -> Result<Signal, String> {
+fn parse(line: &str, clock: &Clock) -> Result<Signal, String> {
     let wire = WireSignal::from_json(line.as_bytes()).map_err(|e| format!("not a signal: {e}"))?;
     let headers = wire.headers.clone();
     let body = wire.into_client_body(None).map_err(|e| e.to_string())?;
@@ -171,14 +172,18 @@ fn parse(line: &str) -> Result<Signal, String> {
         );
     }
     Ok(Signal {
-        envelope: Envelope::new(HOST_ADDRESS, headers),
+        envelope: Envelope::new(HOST_ADDRESS, headers, clock),
         body,
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use crate::clock::Clock;
+
+    fn parse(line: &str) -> Result<crate::signal::Signal, String> {
+        super::parse(line, &Clock::system())
+    }
 
     #[test]
     fn input_lines_are_checked() {

@@ -8,9 +8,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+use crate::clock::Clock;
 
 /// Address of signals the host raises itself (404s, 504s, trap reports).
 pub const HOST_ADDRESS: &str = "host";
@@ -150,11 +151,11 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// A fresh envelope: new time-ordered id, the current time, the given sender.
-    pub fn new(from: impl Into<String>, headers: Headers) -> Self {
+    /// A fresh envelope: new time-ordered id, the time on `clock`, the given sender.
+    pub fn new(from: impl Into<String>, headers: Headers, clock: &Clock) -> Self {
         Self {
             id: uuid::Uuid::now_v7().to_string(),
-            timestamp: now_millis(),
+            timestamp: clock.now_millis(),
             from: from.into(),
             headers,
             depth: 0,
@@ -168,14 +169,6 @@ impl Envelope {
         self.depth = depth;
         self
     }
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// What happened to a data object.
@@ -360,6 +353,7 @@ impl Signal {
         from: impl Into<String>,
         outcome: Result<Json, Failure>,
         address: Option<String>,
+        clock: &Clock,
     ) -> Signal {
         let return_address = match &message.body {
             Body::Message(m) => m.return_address.clone(),
@@ -370,7 +364,7 @@ impl Signal {
             return_address,
             sender: message.envelope.from.clone(),
         };
-        let mut answer = target.answer(from, outcome, address);
+        let mut answer = target.answer(from, outcome, address, clock);
         answer.envelope.depth = message.envelope.depth.saturating_add(1);
         answer.envelope.paced = message.envelope.paced;
         answer
@@ -386,12 +380,14 @@ pub struct ReplyTarget {
 }
 
 impl ReplyTarget {
-    /// Builds the Reply or ErrorReply, addressed by the reply address rule.
+    /// Builds the Reply or ErrorReply, addressed by the reply address rule, stamped by
+    /// `clock`.
     pub fn answer(
         self,
         from: impl Into<String>,
         outcome: Result<Json, Failure>,
         address: Option<String>,
+        clock: &Clock,
     ) -> Signal {
         let to = address.or(self.return_address).unwrap_or(self.sender);
         let reply_to = self.message_id;
@@ -408,7 +404,7 @@ impl ReplyTarget {
             },
         };
         Signal {
-            envelope: Envelope::new(from, Headers::new()),
+            envelope: Envelope::new(from, Headers::new(), clock),
             body,
         }
     }
@@ -420,7 +416,7 @@ mod tests {
 
     fn message(return_address: Option<&str>) -> Signal {
         Signal {
-            envelope: Envelope::new("orders", Headers::new()),
+            envelope: Envelope::new("orders", Headers::new(), &Clock::system()),
             body: Body::Message(Message {
                 message_type: "Reserve".into(),
                 to: "inventory".into(),
@@ -444,6 +440,7 @@ mod tests {
             "inventory",
             Ok(Json::null()),
             Some("x".into()),
+            &Clock::system(),
         );
         assert_eq!(reply_address(&reply), "x");
     }
@@ -451,7 +448,7 @@ mod tests {
     #[test]
     fn reply_goes_to_return_address_then_sender() {
         let msg = message(Some("audit"));
-        let reply = Signal::answer(&msg, "inventory", Ok(Json::null()), None);
+        let reply = Signal::answer(&msg, "inventory", Ok(Json::null()), None, &Clock::system());
         assert_eq!(reply_address(&reply), "audit");
         let Body::Reply { reply_to, .. } = &reply.body else {
             panic!()
@@ -464,6 +461,7 @@ mod tests {
             "inventory",
             Err(Failure::new(409, "taken")),
             None,
+            &Clock::system(),
         );
         assert_eq!(reply_address(&reply), "orders");
         assert_eq!(reply.kind(), "ERROR_REPLY");
@@ -475,10 +473,10 @@ mod tests {
         let mut msg = message(None);
         assert_eq!(msg.envelope.depth, 0, "a fresh envelope starts at depth 0");
         msg.envelope.depth = 7;
-        let reply = Signal::answer(&msg, "inventory", Ok(Json::null()), None);
+        let reply = Signal::answer(&msg, "inventory", Ok(Json::null()), None, &Clock::system());
         assert_eq!(reply.envelope.depth, 8);
         msg.envelope.depth = u32::MAX;
-        let reply = Signal::answer(&msg, "inventory", Ok(Json::null()), None);
+        let reply = Signal::answer(&msg, "inventory", Ok(Json::null()), None, &Clock::system());
         assert_eq!(reply.envelope.depth, u32::MAX);
     }
 
@@ -519,8 +517,8 @@ mod tests {
 
     #[test]
     fn ids_are_time_ordered_uuid_v7() {
-        let a = Envelope::new("a", Headers::new());
-        let b = Envelope::new("a", Headers::new());
+        let a = Envelope::new("a", Headers::new(), &Clock::system());
+        let b = Envelope::new("a", Headers::new(), &Clock::system());
         let uuid = uuid::Uuid::parse_str(&a.id).unwrap();
         assert_eq!(uuid.get_version_num(), 7);
         assert!(a.id < b.id, "{} then {}", a.id, b.id);

@@ -216,13 +216,18 @@ async fn a_client_that_hangs_up_stops_its_compile() {
             .body(guest("echo"));
         tokio::spawn(request.send())
     };
+    // The script's pid file exists before its number is written: wait for the number.
+    let pid_of = || {
+        std::fs::read_to_string(gate.join("pid"))
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+    };
     until("the compile is running", async || {
-        gate.join("pid").exists()
+        pid_of().is_some()
             && metric_at(&client, &url, "switchboard_compilations_in_progress ").await == Some(1.0)
     })
     .await;
-    let pid = std::fs::read_to_string(gate.join("pid")).unwrap();
-    let pid = pid.trim().to_owned();
+    let pid = pid_of().expect("the compiler's pid").to_string();
     upload.abort();
     let _ = upload.await;
     until("the compile stopped", async || {
@@ -520,10 +525,12 @@ async fn a_compile_child_dies_with_its_daemon() {
     std::fs::create_dir_all(&dir).unwrap();
     let pid_file = dir.join("child-pid");
     // A stand-in daemon: a shell whose compile child reads the shell's stdin, which the test
-    // holds open and never writes to.
+    // holds open and never writes to. Like a daemon, it names itself to the child, which
+    // may only get to ask to die with its parent after the test has killed the shell.
     let script = format!(
-        "exec 3<&0; '{bin}' compile-artifact --max-instances 1 --memory-bytes 1048576 \
+        "exec 3<&0; {env}=$$ '{bin}' compile-artifact --max-instances 1 --memory-bytes 1048576 \
          --max-wasm-stack 1048576 --cpu-seconds 60 <&3 & echo $! > '{pid}'; wait",
+        env = switchboard::runtime::compile::PARENT_ENV,
         bin = binary().display(),
         pid = pid_file.display(),
     );

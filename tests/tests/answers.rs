@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use switchboard::clock::Clock;
 use switchboard::{Body, Host, HostConfig, Signal};
 use switchboard_tests::{WAIT, call, guest, json, next};
 
@@ -63,7 +64,7 @@ fn send(
     message_type: &str,
     payload: serde_json::Value,
 ) -> String {
-    host.send(Host::message(from, to, message_type, json(payload)))
+    host.send(host.message(from, to, message_type, json(payload)))
 }
 
 /// A message answered `later` gets its answer once, when the handler replies from another
@@ -165,6 +166,41 @@ async fn an_open_message_gets_504_at_its_deadline() {
     assert!(ann.try_recv().is_err());
 }
 
+/// A host reads one clock, the one its configuration gives: with it a day ahead of the
+/// system's, a message's deadline, its answer's timestamp and the expiry of an open message
+/// all follow it (the cluster's tests give each host its own).
+#[tokio::test]
+async fn a_host_keeps_time_by_the_clock_it_is_given() {
+    const DAY: u64 = 86_400_000;
+    let clock = Clock::skewed(DAY as i64);
+    let config = HostConfig {
+        clock: clock.clone(),
+        message_deadline: Duration::from_secs(3_600),
+        ..switchboard_tests::config()
+    };
+    let host = host(config, &["deferred"]).await;
+    let system = Clock::system();
+    let before = system.now_millis();
+    let message = host.message("user:ann", "deferred", "Envelope", json(json!({})));
+    assert!(message.envelope.timestamp >= before + DAY, "{message:?}");
+    let answer = host.router().request(message, WAIT).await.unwrap();
+    assert!(answer.envelope.timestamp >= before + DAY, "{answer:?}");
+    let seen = answer.into_outcome().unwrap().to_value();
+    let deadline = seen["deadline"].as_u64().expect("a deadline");
+    assert!(deadline >= before + DAY + WAIT.as_millis() as u64, "{seen}");
+
+    // Held for an hour by the host's default; two hours later by its clock, it is answered.
+    let mut ann = host.connect("user:ann");
+    let held = send(&host, "user:ann", "deferred", "Hold", json!({}));
+    clock.advance(2 * 3_600_000);
+    let answer = next(&mut ann).await;
+    assert!(
+        matches!(&answer.body, Body::ErrorReply { reply_to, error, .. }
+            if *reply_to == held && error.code == 504),
+        "{answer:?}"
+    );
+}
+
 /// A message's deadline travels with it: an awaited one carries its sender's timeout, one
 /// sent without waiting the host's default.
 #[tokio::test]
@@ -174,10 +210,10 @@ async fn a_message_carries_its_deadline() {
         ..switchboard_tests::config()
     };
     let host = host(config, &["deferred"]).await;
-    let before = switchboard::signal::now_millis();
-    let message = Host::message("user:ann", "deferred", "Envelope", json(json!({})));
+    let before = host.router().clock().now_millis();
+    let message = host.message("user:ann", "deferred", "Envelope", json(json!({})));
     let answer = host.router().request(message, Duration::from_secs(9)).await;
-    let after = switchboard::signal::now_millis();
+    let after = host.router().clock().now_millis();
     let seen = answer.unwrap().into_outcome().unwrap().to_value();
     let deadline = seen["deadline"].as_u64().expect("a deadline");
     assert!(
@@ -190,7 +226,7 @@ async fn a_message_carries_its_deadline() {
     let id = send(&host, "user:ann", "deferred", "Envelope", json!({}));
     let seen = reply_to(&next(&mut ann).await, &id);
     let deadline = seen["deadline"].as_u64().expect("a deadline");
-    assert!(deadline >= before + 77_000 && deadline <= switchboard::signal::now_millis() + 77_000);
+    assert!(deadline >= before + 77_000 && deadline <= host.router().clock().now_millis() + 77_000);
 }
 
 /// `emit` tells the handler how many subscribers its event is offered to, and they all get

@@ -264,7 +264,7 @@ async fn a_reply_to_a_gone_client_is_kept() {
     host.deploy("echo", guest("echo"), None).await.unwrap();
     let rx = host.connect("user:ann");
     drop(rx);
-    let message = Host::message("user:ann", "echo", "Ping", json(json!({ "n": 1 })));
+    let message = host.message("user:ann", "echo", "Ping", json(json!({ "n": 1 })));
     let id = host.send(message);
     assert!(host.drain(WAIT).await);
     let letters = host.router().dead_letters().list(None, 0, 10).unwrap();

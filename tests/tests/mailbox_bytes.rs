@@ -33,10 +33,10 @@ async fn host(config: HostConfig, stallers: &[&str]) -> Host {
     host
 }
 
-/// A 1 MB `Ping` to `to` from the client `user:tester`.
-fn large(to: &str) -> Signal {
+/// A 1 MB `Ping` to `to` from the client `user:tester`, stamped by `host`.
+fn large(host: &Host, to: &str) -> Signal {
     let pad = "x".repeat(PAD);
-    Host::message("user:tester", to, "Ping", json(json!({ "pad": pad })))
+    host.message("user:tester", to, "Ping", json(json!({ "pad": pad })))
 }
 
 /// Offers `count` large messages to `to`; returns how many were taken and the reasons of
@@ -45,7 +45,7 @@ async fn fill(host: &Host, to: &str, count: usize) -> (usize, Vec<Reason>) {
     let mut taken = 0;
     let mut refused = Vec::new();
     for _ in 0..count {
-        match host.router().offer(large(to)).await {
+        match host.router().offer(large(host, to)).await {
             Ok(_) => taken += 1,
             Err(undelivered) => refused.push(undelivered.reason),
         }

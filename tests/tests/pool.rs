@@ -44,7 +44,7 @@ fn hold(host: &Host, to: &str) -> String {
     let payload = json!({
         "to": "user:gate", "message_type": "Hold", "payload": {}, "timeout_ms": 20_000
     });
-    host.send(Host::message("user:results", to, "Forward", json(payload)))
+    host.send(host.message("user:results", to, "Forward", json(payload)))
 }
 
 /// Holds `n` instances of `to` busy; returns the requests the gate holds.
@@ -70,7 +70,13 @@ async fn held_at(gate: &mut Receiver<Signal>, from: &str, n: usize) -> Vec<Signa
 fn release(host: &Host, held: &[Signal]) {
     for request in held {
         let open = json(json!({"released": true}));
-        host.send(Signal::answer(request, "user:gate", Ok(open), None));
+        host.send(Signal::answer(
+            request,
+            "user:gate",
+            Ok(open),
+            None,
+            host.router().clock(),
+        ));
     }
 }
 

@@ -10,7 +10,7 @@ use switchboard_tests::{WAIT, call, guest, host_with, json, next};
 #[tokio::test]
 async fn message_gets_a_reply_with_host_set_envelope() {
     let host = host_with(&["echo"]).await;
-    let request = Host::message("host", "echo", "Ping", json(json!({"n": 1})));
+    let request = host.message("host", "echo", "Ping", json(json!({"n": 1})));
     let id = request.envelope.id.clone();
     let reply = host.router().request(request, WAIT).await.unwrap();
     let Body::Reply {
@@ -218,7 +218,7 @@ async fn replies_follow_return_address_then_sender() {
     let mut bob = host.connect("user:bob");
     let mut carol = host.connect("user:carol");
 
-    let mut to_bob = Host::message("user:carol", "echo", "Ping", json(json!({"for": "bob"})));
+    let mut to_bob = host.message("user:carol", "echo", "Ping", json(json!({"for": "bob"})));
     let Body::Message(m) = &mut to_bob.body else {
         unreachable!()
     };
@@ -227,12 +227,7 @@ async fn replies_follow_return_address_then_sender() {
     let reply = next(&mut bob).await;
     assert_reply(&reply, &id, "user:bob", json!({"for": "bob"}));
 
-    let id = host.send(Host::message(
-        "user:carol",
-        "echo",
-        "Ping",
-        json(json!({"for": "carol"})),
-    ));
+    let id = host.send(host.message("user:carol", "echo", "Ping", json(json!({"for": "carol"}))));
     let reply = next(&mut carol).await;
     assert_reply(&reply, &id, "user:carol", json!({"for": "carol"}));
     assert!(bob.try_recv().is_err(), "bob got carol's reply");
@@ -246,7 +241,7 @@ async fn the_return_address_wins_over_the_sender() {
     let mut sender = host.connect("user:sender");
     let mut returns = host.connect("user:returns");
 
-    let mut message = Host::message("user:sender", "echo", "Ping", json(json!({"n": 7})));
+    let mut message = host.message("user:sender", "echo", "Ping", json(json!({"n": 7})));
     let Body::Message(m) = &mut message.body else {
         unreachable!()
     };

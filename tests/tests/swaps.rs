@@ -32,13 +32,19 @@ fn forward(host: &Host, to: &str, message_type: &str) -> String {
     let payload = json!({
         "to": to, "message_type": message_type, "payload": {"n": 1}, "timeout_ms": 10_000
     });
-    host.send(Host::message("user:results", "x", "Forward", json(payload)))
+    host.send(host.message("user:results", "x", "Forward", json(payload)))
 }
 
 /// Answers the request a gate client is holding, which lets the handler go on.
 fn release(host: &Host, held: &Signal, gate: &str) {
     let open = json(json!({"released": true}));
-    host.send(Signal::answer(held, gate, Ok(open), None));
+    host.send(Signal::answer(
+        held,
+        gate,
+        Ok(open),
+        None,
+        host.router().clock(),
+    ));
 }
 
 /// The answers `results` receives to the messages `ids`, by id, in arrival order.

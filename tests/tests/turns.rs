@@ -36,7 +36,7 @@ async fn host(concurrency: u32) -> Host {
 /// its message id.
 fn step(host: &Host, id: &str, i: u32, barrier: Option<Value>) -> String {
     let payload = json!({ "i": i, "barrier": barrier });
-    host.send(Host::message(
+    host.send(host.message(
         &format!("user:{id}"),
         &format!("agent:counter/{id}"),
         "Step",
@@ -157,7 +157,7 @@ async fn a_message_that_expires_in_its_agents_line_is_not_handled() {
     let mut watcher = host.connect("user:watcher");
     // A turn of agent x held at a barrier of two, awaited with a long timeout of its own.
     let barrier = json!({"group": "hold", "k": 2, "timeout_ms": 10_000});
-    let held = Host::message(
+    let held = host.message(
         "user:holder",
         "agent:counter/x",
         "Bump",
@@ -184,7 +184,7 @@ async fn a_message_that_expires_in_its_agents_line_is_not_handled() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    let queued = host.send(Host::message(
+    let queued = host.send(host.message(
         "user:watcher",
         "agent:counter/x",
         "Increment",

@@ -370,7 +370,11 @@ fn parse_signal(state: &AppState, body: &Bytes, implied: SignalType) -> Result<S
         }
     })?;
     let signal = Signal {
-        envelope: Envelope::new(HOST_ADDRESS, headers),
+        envelope: Envelope::new(
+            HOST_ADDRESS,
+            headers,
+            state.registry.host().router().clock(),
+        ),
         body,
     };
     let max = state.registry.host().runtime().config().max_message_bytes;

@@ -123,7 +123,7 @@ pub fn jwt(data: &[u8]) {
         !user.is_empty() && !user.contains([':', '/']) && user.len() <= 256,
         "`{user}` is no user id"
     );
-    let now_secs = crate::signal::now_millis() / 1000;
+    let now_secs = crate::clock::Clock::system().now_millis() / 1000;
     let expires_secs = bearer.expires_ms.expect("a JWT expires") / 1000;
     // A second may have passed since the check.
     assert!(

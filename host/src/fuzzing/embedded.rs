@@ -343,7 +343,7 @@ impl EmbeddedHost {
             .as_deref()
             .is_none_or(|a| a == client);
         let signal = Signal {
-            envelope: Envelope::new(client, Headers::new()),
+            envelope: Envelope::new(client, Headers::new(), self.host.router().clock()),
             body: Body::Message(message),
         };
         let id = self.host.send(signal);

@@ -22,6 +22,7 @@ pub fn frame(data: &[u8]) {
         address: ADDRESS,
         events_from_clients: &allowed,
         max_message_bytes: MAX_MESSAGE_BYTES,
+        clock: &crate::clock::Clock::system(),
     };
     match rules.read(text) {
         Ok(Frame::Acks(acks)) => {

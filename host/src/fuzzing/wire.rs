@@ -1,6 +1,7 @@
 //! The JSON wire format: a signal read from any bytes either is refused or survives being
 //! written and read again unchanged, whichever way in it came.
 
+use crate::clock::Clock;
 use crate::signal::{Body, Envelope, Signal};
 use crate::wire::{SignalType, WireSignal};
 
@@ -50,7 +51,7 @@ pub fn wire(data: &[u8]) {
             "{body:?} at an edge implying {implied:?}"
         );
         round_trip(&Signal {
-            envelope: Envelope::new("user:fuzz", wire.headers.clone()),
+            envelope: Envelope::new("user:fuzz", wire.headers.clone(), &Clock::system()),
             body,
         });
     }

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::limits::{Slot, close};
 use super::{Bearer, Gateway};
+use crate::clock::Clock;
 use crate::listener::WriteProgress;
 use crate::metrics::GatewayMetrics;
 use crate::router::Router;
@@ -167,10 +168,10 @@ async fn stopped(mut stopping: watch::Receiver<bool>) {
 }
 
 /// Resolves when a token expiring at `expires_ms` has expired (never for `None`).
-async fn expired(expires_ms: Option<u64>) {
+async fn expired(expires_ms: Option<u64>, clock: Clock) {
     match expires_ms {
         Some(at) => {
-            let left = at.saturating_sub(crate::signal::now_millis());
+            let left = at.saturating_sub(clock.now_millis());
             tokio::time::sleep(Duration::from_millis(left)).await;
         }
         None => pending().await,
@@ -201,7 +202,7 @@ impl Connection {
                 if *self.gateway.stopping.borrow() {
                     return Some(going_away());
                 }
-                if expires_ms.is_some_and(|at| crate::signal::now_millis() >= at) {
+                if expires_ms.is_some_and(|at| self.gateway.router.clock().now_millis() >= at) {
                     return Some(token_expired());
                 }
                 if let Err(close) = self.send(Message::Text(frame.into())).await {
@@ -221,7 +222,7 @@ impl Connection {
             limits.heartbeat,
         );
         let stop = stopped(self.gateway.stopping.clone());
-        let expiry = expired(expires_ms);
+        let expiry = expired(expires_ms, self.gateway.router.clock().clone());
         // Reset by every frame (a pong too): the client is closed the moment it has been
         // silent for the heartbeat timeout.
         let silence = tokio::time::sleep(limits.heartbeat_timeout);
@@ -310,7 +311,12 @@ impl Connection {
 
     /// An ERROR_REPLY from the host refusing the frame being answered.
     fn refusal(&self, code: u32, description: impl Into<String>) -> Message {
-        refusal(&self.address, Failure::new(code, description))
+        self.refused(Failure::new(code, description))
+    }
+
+    /// An ERROR_REPLY from the host refusing the frame being answered with `failure`.
+    fn refused(&self, failure: Failure) -> Message {
+        refusal(&self.address, failure, self.gateway.router.clock())
     }
 }
 
@@ -323,7 +329,7 @@ async fn kept_page(router: Arc<Router>, user: String, after: u64) -> Vec<(u64, S
     let Some(store) = router.state_store() else {
         return Vec::new();
     };
-    let now = crate::signal::now_millis();
+    let now = router.clock().now_millis();
     let read = tokio::task::spawn_blocking(move || store.kept_after(&user, after, now, KEPT_PAGE));
     match read.await {
         Ok(Ok(page)) => page
@@ -350,11 +356,11 @@ pub const REFUSED_FRAME: &str = "switchboard-refused-frame";
 /// An ERROR_REPLY from the host to `address`, refusing a frame: its `replyTo` is the id the
 /// host gave the frame (frames are answered in order, one answer each), and it carries the
 /// header [`REFUSED_FRAME`].
-fn refusal(address: &str, failure: Failure) -> Message {
-    let frame = Envelope::new(address, Headers::new());
+fn refusal(address: &str, failure: Failure, clock: &Clock) -> Message {
+    let frame = Envelope::new(address, Headers::new(), clock);
     let marked = Headers::from([(REFUSED_FRAME.to_owned(), "true".to_owned())]);
     text(&Signal {
-        envelope: Envelope::new(HOST_ADDRESS, marked),
+        envelope: Envelope::new(HOST_ADDRESS, marked, clock),
         body: Body::ErrorReply {
             reply_to: frame.id,
             to: address.to_owned(),

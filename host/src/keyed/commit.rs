@@ -183,7 +183,7 @@ fn apply_all(
         .get(KEPT_SEQ)
         .map_err(DbError::from_redb)?
         .map_or(0, |v| v.value());
-    let now_ms = crate::signal::now_millis();
+    let now_ms = limits.clock.now_millis();
     let mut tables = Tables::open(tx)?;
     let mut outcomes = Vec::with_capacity(batches.len());
     for batch in batches {

@@ -114,7 +114,7 @@ async fn quotas_refuse_and_change_nothing() {
         handler_bytes: 100,
         ..StateLimits::default()
     };
-    let store = open(Db::in_memory().unwrap(), limits);
+    let store = open(Db::in_memory().unwrap(), limits.clone());
     let scope = Scope::agent("h", "a");
     assert!(store.check_value("k", 50).is_ok());
     assert!(matches!(

@@ -376,7 +376,7 @@ pub fn spawn_kept_sweeper(store: std::sync::Weak<StateStore>) -> tokio::task::Jo
             let Some(strong) = store.upgrade() else {
                 return;
             };
-            let now = crate::signal::now_millis();
+            let now = strong.limits().clock.now_millis();
             if let Ok(Err(error)) =
                 tokio::task::spawn_blocking(move || strong.sweep_kept(now)).await
             {

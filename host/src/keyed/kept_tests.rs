@@ -80,7 +80,7 @@ async fn kept_pushes_are_ordered_and_gone_once_acknowledged() {
 #[tokio::test]
 async fn the_limit_is_per_user_and_expired_pushes_make_room() {
     let store = keeping_at_most(2);
-    let now = crate::signal::now_millis();
+    let now = store.limits().clock.now_millis();
     store
         .commit(keeping(vec![
             push("ann", "old", now - 1),
@@ -140,7 +140,7 @@ async fn kept_bytes_count_against_the_keeping_handler() {
         ..StateLimits::default()
     };
     let store = open(Db::in_memory().unwrap(), limits);
-    let now = crate::signal::now_millis();
+    let now = store.limits().clock.now_millis();
     let first = push("ann", "p1", now + 60_000);
     let bytes = (first.id.len() + first.signal.len()) as u64;
     store.commit(keeping(vec![first])).await.unwrap();

@@ -84,7 +84,7 @@ async fn run(store: Weak<StateStore>, fire: Arc<dyn Fn(StoredTimer) -> bool + Se
         let notified = changed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let now = now_ms();
+        let now = strong.limits().clock.now_millis();
         skip.ids.retain(|_, at| *at > now);
         rate.roll(now, &mut skip);
         let cap = strong.limits().timer_fires_per_second.max(1);
@@ -131,7 +131,8 @@ async fn run(store: Weak<StateStore>, fire: Arc<dyn Fn(StoredTimer) -> bool + Se
                     .chain(waiting)
                     .min();
                 next.map_or(MAX_SLEEP, |at| {
-                    Duration::from_millis(at.saturating_sub(now_ms())).min(MAX_SLEEP)
+                    Duration::from_millis(at.saturating_sub(strong.limits().clock.now_millis()))
+                        .min(MAX_SLEEP)
                 })
             }
             Err(error) => {
@@ -149,11 +150,4 @@ async fn run(store: Weak<StateStore>, fire: Arc<dyn Fn(StoredTimer) -> bool + Se
             }
         }
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{DeployOptions, DeployView, Registry, RegistryError, kind_name, now_millis};
+use super::{DeployOptions, DeployView, Registry, RegistryError, kind_name};
 use crate::runtime::{Code, HandlerKind, LoadError, Version, VersionSpec};
 use crate::store::{DataDir, RegistryFile, VersionRecord};
 
@@ -132,7 +132,7 @@ impl Registry {
             deadline_ms: limits.deadline.as_millis() as u64,
             concurrency: limits.concurrency,
             mailbox: limits.mailbox,
-            deployed_at: now_millis(),
+            deployed_at: self.host.runtime().config().clock.now_millis(),
             description: serde_json::to_value(&version.description).ok(),
         };
         let mut next = file.clone();

@@ -14,8 +14,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
+use crate::clock::Clock;
 use crate::runtime::TIMER_HEADER;
-use crate::signal::{Body, Failure, Json, ReplyTarget, Signal, code, now_millis};
+use crate::signal::{Body, Failure, Json, ReplyTarget, Signal, code};
 
 /// An open message: enough to answer it, and to check who may.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,18 +60,23 @@ impl Open {
     }
 
     /// The Reply or ErrorReply answering this message, from its addressee.
-    pub fn answer(&self, outcome: Result<Json, Failure>) -> Signal {
-        self.answer_from(self.addressee.clone(), outcome)
+    pub fn answer(&self, outcome: Result<Json, Failure>, clock: &Clock) -> Signal {
+        self.answer_from(self.addressee.clone(), outcome, clock)
     }
 
     /// The answer, from `from` (the host, for a 504).
-    pub fn answer_from(&self, from: String, outcome: Result<Json, Failure>) -> Signal {
+    pub fn answer_from(
+        &self,
+        from: String,
+        outcome: Result<Json, Failure>,
+        clock: &Clock,
+    ) -> Signal {
         let target = ReplyTarget {
             message_id: self.id.clone(),
             return_address: None,
             sender: self.answer_to.clone().unwrap_or_default(),
         };
-        let mut answer = target.answer(from, outcome, None);
+        let mut answer = target.answer(from, outcome, None, clock);
         answer.envelope.depth = self.depth.saturating_add(1);
         answer.envelope.paced = self.paced;
         answer
@@ -247,18 +253,13 @@ impl Answers {
     }
 }
 
-/// The default deadline of a message routed now without one.
-pub fn deadline_after(delay: std::time::Duration) -> u64 {
-    now_millis().saturating_add(delay.as_millis() as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::signal::{Envelope, Headers, Message};
 
     fn message(return_address: Option<&str>, deadline: Option<u64>) -> Signal {
-        let mut envelope = Envelope::new("orders", Headers::new()).at_depth(3);
+        let mut envelope = Envelope::new("orders", Headers::new(), &Clock::system()).at_depth(3);
         envelope.deadline = deadline;
         Signal {
             envelope,
@@ -281,7 +282,7 @@ mod tests {
             (open.answer_to.as_deref(), open.deadline),
             (Some("audit"), 10)
         );
-        let answer = open.answer(Ok(Json::null()));
+        let answer = open.answer(Ok(Json::null()), &Clock::system());
         assert_eq!(answer.envelope.from, "inventory");
         assert_eq!(answer.envelope.depth, 4);
         assert!(

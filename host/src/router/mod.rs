@@ -37,6 +37,7 @@ pub use mailbox::{Counters, Entry, Refused, Slot};
 pub use pending::Pending;
 use queue_bytes::QueueBudget;
 
+use crate::clock::Clock;
 use crate::dead_letters::{DeadLetter, DeadLetters, DeadReason};
 use crate::metrics::{Metrics, RefusedLabels};
 use crate::runtime::{HandlerKind, PoolFull, Reservation, Runtime, Version};
@@ -236,6 +237,11 @@ impl Router {
         &self.dead_letters
     }
 
+    /// The host's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.runtime.config().clock
+    }
+
     /// Sends a signal on its way. Never fails: what cannot be delivered is answered (a
     /// message), dead-lettered, or dropped and counted (a reply).
     pub fn route(&self, mut signal: Signal) {
@@ -273,7 +279,7 @@ impl Router {
             && !m.to.starts_with(USER_PREFIX)
         {
             let after = self.runtime.config().message_deadline;
-            signal.envelope.deadline = Some(answers::deadline_after(after));
+            signal.envelope.deadline = Some(self.clock().after(after));
         }
     }
 
@@ -320,7 +326,7 @@ impl Router {
 
     /// Sends the answer to a claimed message; returns the answer's id.
     fn release_answer(&self, open: &Open, outcome: Result<Json, Failure>) -> String {
-        let answer = open.answer(outcome);
+        let answer = open.answer(outcome, self.clock());
         let id = answer.envelope.id.clone();
         self.route_answer(answer);
         id
@@ -468,7 +474,7 @@ impl Router {
         let to = message.to.clone();
         let id = signal.envelope.id.clone();
         let mut signal = signal;
-        signal.envelope.deadline = Some(answers::deadline_after(timeout));
+        signal.envelope.deadline = Some(self.clock().after(timeout));
         let waiter = self.pending.register(id.clone(), to.clone());
         // If the caller stops waiting (a client hangs up), the entry goes too.
         let _forget = pending::Forget(&self.pending, &id);
@@ -744,12 +750,12 @@ impl Router {
     /// The deadline of a message that reached a handler without one (only a message from
     /// another host could): the default from now.
     fn default_deadline(&self) -> u64 {
-        answers::deadline_after(self.runtime.config().message_deadline)
+        self.clock().after(self.runtime.config().message_deadline)
     }
 
     /// Answers 504 every open message past its deadline.
     fn expire(&self) {
-        for open in self.answers.expire(crate::signal::now_millis()) {
+        for open in self.answers.expire(self.clock().now_millis()) {
             self.metrics.answers_expired.inc();
             let failure = Failure::new(
                 code::TIMEOUT,
@@ -761,7 +767,8 @@ impl Router {
             .with_help(
                 "the handler said it would answer later and did not; it may be slow or stuck",
             );
-            self.route_answer(open.answer_from(HOST_ADDRESS.to_owned(), Err(failure)));
+            let answer = open.answer_from(HOST_ADDRESS.to_owned(), Err(failure), self.clock());
+            self.route_answer(answer);
         }
     }
 

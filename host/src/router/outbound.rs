@@ -30,7 +30,7 @@ impl Outbound for Router {
         outcome: Result<Json, Failure>,
     ) -> Result<Signal, Failure> {
         let open = self.claim_answer(id, answerer)?;
-        let answer = open.answer(outcome);
+        let answer = open.answer(outcome, self.clock());
         self.answers.hold(open);
         Ok(answer)
     }

@@ -171,7 +171,7 @@ mod tests {
             return_address: None,
             sender: "a".into(),
         }
-        .answer(from, Ok(Json::null()), None)
+        .answer(from, Ok(Json::null()), None, &crate::clock::Clock::system())
     }
 
     #[test]

@@ -74,11 +74,12 @@ impl Turns {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
     use crate::signal::{Envelope, Headers, Json, Message};
 
     fn to(address: &str) -> Signal {
         Signal {
-            envelope: Envelope::new("user:ann", Headers::new()),
+            envelope: Envelope::new("user:ann", Headers::new(), &Clock::system()),
             body: Body::Message(Message {
                 message_type: "Step".into(),
                 to: address.into(),

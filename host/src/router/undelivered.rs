@@ -17,7 +17,13 @@ impl Router {
         if matches!(undelivered.signal.body, Body::Message(_)) {
             self.count_accepted(kind, 1);
             let failure = undelivered.failure();
-            let answer = Signal::answer(&undelivered.signal, HOST_ADDRESS, Err(failure), None);
+            let answer = Signal::answer(
+                &undelivered.signal,
+                HOST_ADDRESS,
+                Err(failure),
+                None,
+                self.clock(),
+            );
             return self.route(answer);
         }
         let Undelivered { signal, reason } = undelivered;

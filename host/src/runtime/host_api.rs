@@ -84,7 +84,8 @@ impl HostState {
         // Only the host marks a timer's message or a kept push.
         headers.remove(super::TIMER_HEADER);
         headers.remove(super::KEPT_HEADER);
-        let mut envelope = Envelope::new(self.identity.address.clone(), headers).at_depth(depth);
+        let mut envelope =
+            Envelope::new(self.identity.address.clone(), headers, &self.clock).at_depth(depth);
         envelope.paced = self.budget.paced();
         let signal = Signal { envelope, body };
         let size = signal.size();

@@ -8,7 +8,7 @@ use super::bindings::{guest_json, headers, wit};
 use super::budget::Spend;
 use super::state::HostState;
 use crate::keyed::{StateStore, Timer};
-use crate::signal::{Body, Failure, Message, code, now_millis};
+use crate::signal::{Body, Failure, Message, code};
 
 type Answer<T> = wasmtime::Result<Result<T, wit::Failure>>;
 
@@ -82,7 +82,7 @@ impl timers::Host for HostState {
                 .envelope
                 .headers
                 .insert(TIMER_HEADER.to_owned(), id.clone());
-            let now = now_millis();
+            let now = self.clock.now_millis();
             let mut due_ms = match at {
                 timers::When::AfterMs(ms) => now.saturating_add(ms),
                 timers::When::AtMs(ms) => ms,

@@ -65,6 +65,8 @@ pub struct HostState {
     pub held: Arc<super::held::HeldBudget>,
     /// Largest push to a user: what one client connection's queue holds.
     pub max_push_bytes: usize,
+    /// The host's clock, for envelopes and timers.
+    pub clock: crate::clock::Clock,
     memory_limit: u64,
     /// Bytes of linear memory across all of this instance's memories.
     memory_used: u64,
@@ -108,6 +110,7 @@ impl HostState {
                 .max(runtime.config().max_message_bytes.saturating_mul(16)),
             held: runtime.held().clone(),
             max_push_bytes: runtime.config().client_queue_bytes,
+            clock: runtime.config().clock.clone(),
             memory_limit: limits.memory_bytes,
             memory_used: 0,
             table_limit: crate::config::DEFAULT_TABLE_ELEMENTS,

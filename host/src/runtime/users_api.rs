@@ -4,7 +4,7 @@ use super::bindings::{guest_json, switchboard::signal::users, wit};
 use super::budget::Spend;
 use super::state::HostState;
 use crate::keyed::KeptPush;
-use crate::signal::{Body, Failure, Headers, Message, Signal, USER_PREFIX, code, now_millis};
+use crate::signal::{Body, Failure, Headers, Message, Signal, USER_PREFIX, code};
 
 impl users::Host for HostState {
     fn is_online(&mut self, id: String) -> wasmtime::Result<bool> {
@@ -47,7 +47,7 @@ impl users::Host for HostState {
                 ttl_ms.min(longest)
             };
             let user = id.clone();
-            let expires_ms = now_millis().saturating_add(ttl_ms);
+            let expires_ms = self.clock.now_millis().saturating_add(ttl_ms);
             let signal = self.pushed(id, event_type, payload, Some(expires_ms))?;
             let bytes = serde_json::to_vec(&signal).map_err(|e| {
                 Failure::new(code::TRAPPED, format!("could not keep the push: {e}"))

@@ -1,6 +1,7 @@
 //! Unit tests of the wire format: one per rule, each failing if its rule is dropped.
 
 use super::*;
+use crate::clock::Clock;
 use crate::signal::Envelope;
 
 fn wire(json: &str) -> WireSignal {
@@ -18,7 +19,11 @@ fn carried(json: &str) -> Result<Signal, WireError> {
 
 fn roundtrip(body: Body) {
     let signal = Signal {
-        envelope: Envelope::new("orders", [("trace".to_owned(), "t1".to_owned())].into()),
+        envelope: Envelope::new(
+            "orders",
+            [("trace".to_owned(), "t1".to_owned())].into(),
+            &Clock::system(),
+        ),
         body,
     };
     let text = serde_json::to_string(&signal).unwrap();
@@ -217,7 +222,7 @@ fn clients_leave_the_envelope_to_the_host() {
 /// restart a loop's count), on any edge.
 #[test]
 fn depth_is_carried_and_only_the_host_sets_it() {
-    let mut envelope = Envelope::new("storm", Headers::new());
+    let mut envelope = Envelope::new("storm", Headers::new(), &Clock::system());
     envelope.depth = 17;
     let signal = Signal {
         envelope,
@@ -231,7 +236,7 @@ fn depth_is_carried_and_only_the_host_sets_it() {
     assert_eq!(value["depth"], 17, "{text}");
     let back: Signal = serde_json::from_str(&text).unwrap();
     assert_eq!(back.envelope.depth, 17);
-    let fresh = Envelope::new("client", Headers::new());
+    let fresh = Envelope::new("client", Headers::new(), &Clock::system());
     let written = serde_json::to_value(Signal {
         envelope: fresh,
         body: Body::Event {
@@ -263,7 +268,7 @@ fn depth_is_carried_and_only_the_host_sets_it() {
 /// only when true, and is refused from a client, which may not set it.
 #[test]
 fn paced_is_carried_and_only_the_host_sets_it() {
-    let mut envelope = Envelope::new("reminders", Headers::new());
+    let mut envelope = Envelope::new("reminders", Headers::new(), &Clock::system());
     envelope.paced = true;
     let signal = Signal {
         envelope,
@@ -276,7 +281,7 @@ fn paced_is_carried_and_only_the_host_sets_it() {
     let back: Signal = serde_json::from_str(&text).unwrap();
     assert!(back.envelope.paced, "{text}");
     let unpaced = Signal {
-        envelope: Envelope::new("client", Headers::new()),
+        envelope: Envelope::new("client", Headers::new(), &Clock::system()),
         ..signal
     };
     let written = serde_json::to_value(&unpaced).unwrap();

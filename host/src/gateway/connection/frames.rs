@@ -11,6 +11,7 @@ use serde_json::json;
 use std::sync::Arc;
 
 use super::{Connection, refusal};
+use crate::clock::Clock;
 use crate::router::Router;
 use crate::signal::{
     AGENT_PREFIX, Body, Envelope, Failure, Signal, USER_OFFLINE, USER_ONLINE, USER_PREFIX, code,
@@ -28,6 +29,7 @@ impl Connection {
             address: &self.address,
             events_from_clients: &self.gateway.limits.events_from_clients,
             max_message_bytes: self.gateway.router.max_message_bytes(),
+            clock: self.gateway.router.clock(),
         };
         let signal = match rules.read(frame) {
             Ok(Frame::Acks(acks)) => {
@@ -35,7 +37,7 @@ impl Connection {
                 return acknowledge(router, self.user.clone(), self.address.clone(), acks).await;
             }
             Ok(Frame::Signal(signal)) => signal,
-            Err(failure) => return refusal(&self.address, failure),
+            Err(failure) => return self.refused(failure),
         };
         let id = signal.id().to_owned();
         if matches!(signal.body, Body::Event { .. }) {
@@ -44,7 +46,7 @@ impl Connection {
                     code::OVERLOADED,
                     format!("the event was not taken: {}", undelivered.reason.as_str()),
                 );
-                return refusal(&self.address, failure);
+                return self.refused(failure);
             }
         } else {
             self.gateway.router.route(signal);
@@ -85,6 +87,8 @@ pub(crate) struct FrameRules<'a> {
     pub events_from_clients: &'a [String],
     /// The largest signal the host takes.
     pub max_message_bytes: usize,
+    /// Stamps the signal's envelope.
+    pub clock: &'a Clock,
 }
 
 impl FrameRules<'_> {
@@ -179,7 +183,7 @@ impl FrameRules<'_> {
             }
         }
         let signal = Signal {
-            envelope: Envelope::new(self.address, headers),
+            envelope: Envelope::new(self.address, headers, self.clock),
             body,
         };
         let max = self.max_message_bytes;
@@ -219,7 +223,7 @@ pub(crate) enum Acks {
 /// `{"acknowledged": "<id>"}` (404 if it was not kept) for one, or
 /// `{"acknowledged": [the ids that were kept]}` for several.
 async fn acknowledge(router: Arc<Router>, user: String, address: String, acks: Acks) -> Message {
-    let refuse = |code, text: String| refusal(&address, Failure::new(code, text));
+    let refuse = |code, text: String| refusal(&address, Failure::new(code, text), router.clock());
     let Some(store) = router.state_store() else {
         return refuse(code::NOT_FOUND, "this host keeps no pushes".into());
     };
@@ -236,7 +240,7 @@ async fn acknowledge(router: Arc<Router>, user: String, address: String, acks: A
         }
         Acks::Many(ids) => ids.clone(),
     };
-    let now = crate::signal::now_millis();
+    let now = router.clock().now_millis();
     let removed = tokio::task::spawn_blocking(move || {
         let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         store.acknowledge_all(&user, &ids, now)

@@ -30,7 +30,7 @@ fn hs256(claims: serde_json::Value, secret: &str) -> String {
 }
 
 fn now() -> u64 {
-    crate::signal::now_millis() / 1000
+    crate::clock::Clock::system().now_millis() / 1000
 }
 
 fn user(jwt: &Jwt, token: &str) -> Option<String> {

@@ -80,7 +80,7 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::Host;
+    use crate::clock::Clock;
     use crate::signal::{Envelope, Headers, Json};
 
     fn service(message_types: &[&str], events: &[&str]) -> Description {
@@ -99,9 +99,21 @@ mod tests {
         }
     }
 
+    fn message(from: &str, to: &str, message_type: &str, payload: Json) -> Signal {
+        Signal {
+            envelope: Envelope::new(from, Headers::new(), &Clock::system()),
+            body: Body::Message(crate::signal::Message {
+                message_type: message_type.into(),
+                to: to.into(),
+                return_address: None,
+                payload,
+            }),
+        }
+    }
+
     fn event(event_type: &str) -> Signal {
         Signal {
-            envelope: Envelope::new("host", Headers::new()),
+            envelope: Envelope::new("host", Headers::new(), &Clock::system()),
             body: Body::Event {
                 event_type: event_type.into(),
                 payload: Json::null(),
@@ -113,7 +125,7 @@ mod tests {
     /// taken when the list is empty.
     #[test]
     fn message_types_are_those_of_the_handling_version() {
-        let ping = Host::message("host", "x", "Ping", Json::null());
+        let ping = message("host", "x", "Ping", Json::null());
         let refused = Admission::of(&service(&["Other"], &[]), "x", false, &ping);
         assert!(matches!(refused, Admission::Refuse(f) if f.code == code::NOT_FOUND));
         let any = Admission::of(&service(&[], &[]), "x", false, &ping);
@@ -125,7 +137,7 @@ mod tests {
     #[test]
     fn clients_send_only_what_is_opened_to_them() {
         let described = service(&[], &[]);
-        let from_client = |t: &str| Host::message("user:ann", "x", t, Json::null());
+        let from_client = |t: &str| message("user:ann", "x", t, Json::null());
         assert!(matches!(
             Admission::of(&described, "x", false, &from_client("Ping")),
             Admission::Handle
@@ -136,7 +148,7 @@ mod tests {
             Admission::of(&described, "x", true, &from_client("Admin")),
             Admission::Handle
         ));
-        let from_handler = Host::message("billing", "x", "Admin", Json::null());
+        let from_handler = message("billing", "x", "Admin", Json::null());
         assert!(matches!(
             Admission::of(&described, "x", false, &from_handler),
             Admission::Handle
@@ -146,7 +158,7 @@ mod tests {
     /// Proves a message to a service address is refused once the version is an agent.
     #[test]
     fn a_kind_change_stops_serving_the_old_address() {
-        let ping = Host::message("host", "x", "Ping", Json::null());
+        let ping = message("host", "x", "Ping", Json::null());
         let agent = Description {
             kind: HandlerKind::Agent,
             ..service(&[], &[])
