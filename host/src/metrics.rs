@@ -52,6 +52,19 @@ pub struct DeadLetterLabels {
     pub reason: String,
 }
 
+/// Labels of the dead-letter counter: whom a signal was meant for, which kind it is and why
+/// it was kept, so that `/metrics` alone accounts for every kind (events apart from error
+/// replies, say).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeadLetterKindLabels {
+    /// The handler (or `user:<id>` client) the signal was meant for.
+    pub handler: String,
+    /// `MESSAGE`, `EVENT`, `DATA_CHANGE`, `REPLY` or `ERROR_REPLY`.
+    pub kind: String,
+    /// `mailbox_full`, `handler_stopped`, `client_slow`, `client_gone`, `store_failed`.
+    pub reason: String,
+}
+
 /// Labels of the per-signal send caps counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CapLabels {
@@ -103,7 +116,7 @@ pub struct Metrics {
     /// The `accepted` counters of the five kinds, in [`KINDS`] order.
     accepted_by_kind: [Counter; 5],
     pub refused: Family<RefusedLabels, Counter>,
-    pub dead_letters: Family<DeadLetterLabels, Counter>,
+    pub dead_letters: Family<DeadLetterKindLabels, Counter>,
     /// Broadcast copies refused at the source for a handler whose mailbox refused them and
     /// whose share of the dead-letter store was full.
     pub dead_letters_refused: Family<HandlerLabels, Counter>,
@@ -296,7 +309,7 @@ impl Default for Metrics {
         );
         registry.register(
             "dead_letters",
-            "Signals kept in the dead-letter store, by the handler they were meant for and the reason",
+            "Signals kept in the dead-letter store (or lost trying), by the handler they were meant for, their kind and the reason",
             metrics.dead_letters.clone(),
         );
         registry.register(

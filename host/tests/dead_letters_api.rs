@@ -54,7 +54,7 @@ async fn a_slow_subscribers_refusals_are_kept_and_managed() {
     assert_eq!(letters[0]["signal"]["eventType"], "Stall");
     assert_eq!(
         daemon
-            .metric("switchboard_dead_letters_total{handler=\"chaos\",reason=\"mailbox_full\"}")
+            .metric("switchboard_dead_letters_total{handler=\"chaos\",kind=\"EVENT\",reason=\"mailbox_full\"}")
             .await,
         Some(dead as f64)
     );

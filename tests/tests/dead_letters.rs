@@ -73,7 +73,7 @@ async fn an_event_flood_is_fully_accounted_for() {
     assert_eq!(
         metric(
             &host,
-            "switchboard_dead_letters_total{handler=\"audit\",reason=\"mailbox_full\"}"
+            "switchboard_dead_letters_total{handler=\"audit\",kind=\"EVENT\",reason=\"mailbox_full\"}"
         ),
         dead as u64
     );

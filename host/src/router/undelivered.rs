@@ -4,7 +4,7 @@
 
 use super::Router;
 use crate::dead_letters::{DeadReason, Reservation};
-use crate::metrics::{DeadLetterLabels, ReasonLabels, RefusedLabels};
+use crate::metrics::{DeadLetterKindLabels, ReasonLabels, RefusedLabels};
 use crate::signal::{Body, HOST_ADDRESS, Signal, USER_PREFIX};
 use crate::transport::{Reason, Undelivered};
 
@@ -88,30 +88,29 @@ impl Router {
 
     pub(super) fn keep(&self, room: &mut Reservation<'_>, reason: DeadReason, signal: Signal) {
         let id = signal.envelope.id.clone();
+        let kind = signal.kind();
         let handler = room.handler().to_owned();
         let handler = handler.as_str();
+        let count = |reason: &str| {
+            self.metrics
+                .dead_letters
+                .get_or_create(&DeadLetterKindLabels {
+                    handler: handler.to_owned(),
+                    kind: kind.to_owned(),
+                    reason: reason.to_owned(),
+                })
+                .inc();
+        };
         match room.keep(reason, signal) {
             Ok(_) => {
-                self.metrics
-                    .dead_letters
-                    .get_or_create(&DeadLetterLabels {
-                        handler: handler.to_owned(),
-                        reason: reason.as_str().to_owned(),
-                    })
-                    .inc();
+                count(reason.as_str());
                 tracing::debug!(%id, handler, reason = reason.as_str(), "kept a dead letter");
             }
             Err(error) => {
                 if self.may_warn(handler) {
                     tracing::error!(%id, handler, %error, "could not keep a dead letter; the signal is lost");
                 }
-                self.metrics
-                    .dead_letters
-                    .get_or_create(&DeadLetterLabels {
-                        handler: handler.to_owned(),
-                        reason: "store_failed".to_owned(),
-                    })
-                    .inc();
+                count("store_failed");
             }
         }
     }
