@@ -14,9 +14,14 @@ pub const DEFAULT_CPU_TIME: Duration = Duration::from_secs(2);
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
 /// Longest per-signal deadline a deploy may ask for.
 pub const MAX_DEADLINE: Duration = Duration::from_secs(15 * 60);
-/// Default number of signals one handler works on at once. One means a handler is an actor:
+/// Default number of signals a service works on at once. One means a service is an actor:
 /// its in-memory state sees its signals one at a time, like the seeds' reducers.
 pub const DEFAULT_CONCURRENCY: u32 = 1;
+/// Default number of agents an agent handler runs at once, each one signal at a time: enough
+/// that distinct agents' turns share the state store's group commits (at 1, every agent of
+/// a handler waited for the previous agent's fsync). Instances beyond the first take shared
+/// slots of the pool and are released when idle.
+pub const DEFAULT_AGENT_CONCURRENCY: u32 = 32;
 /// Default number of signals waiting in a handler's mailbox before senders get 503.
 pub const DEFAULT_MAILBOX: u32 = 1024;
 /// Default largest signal (payload, addresses, headers) in bytes.
@@ -109,7 +114,10 @@ pub struct Limits {
     /// Wall-clock time per signal, after which the call is abandoned and its instance
     /// discarded.
     pub deadline: Duration,
-    /// Signals handled at once, each on its own warm instance.
+    /// Signals handled at once, each on its own warm instance. 0 (the default) means the
+    /// default of the handler's kind, decided once it has described itself:
+    /// [`DEFAULT_CONCURRENCY`] for a service, [`DEFAULT_AGENT_CONCURRENCY`] for an agent
+    /// handler ([`Limits::for_kind`]).
     pub concurrency: u32,
     /// Signals that may wait in the mailbox.
     pub mailbox: u32,
@@ -121,9 +129,24 @@ impl Default for Limits {
             memory_bytes: DEFAULT_MEMORY_BYTES,
             cpu_time: DEFAULT_CPU_TIME,
             deadline: DEFAULT_DEADLINE,
-            concurrency: DEFAULT_CONCURRENCY,
+            concurrency: 0,
             mailbox: DEFAULT_MAILBOX,
         }
+    }
+}
+
+impl Limits {
+    /// These limits for a handler that is an agent handler or not, its concurrency settled
+    /// if it was left to the kind's default.
+    pub fn for_kind(mut self, agent: bool) -> Self {
+        if self.concurrency == 0 {
+            self.concurrency = if agent {
+                DEFAULT_AGENT_CONCURRENCY
+            } else {
+                DEFAULT_CONCURRENCY
+            };
+        }
+        self
     }
 }
 

@@ -116,6 +116,46 @@ async fn agents_see_their_own_signals_in_order_while_distinct_agents_overlap() {
     }
 }
 
+/// By default an agent handler runs 32 agents' turns at once (so their commits share
+/// fsyncs), while a service runs one signal at a time: deployed without limits, 32 agents
+/// all pass a barrier that opens only when 32 turns wait at it together; the listing shows
+/// the concurrency each kind got. An explicit concurrency is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_handler_runs_many_agents_at_once_by_default() {
+    let host = Host::new(switchboard_tests::config()).expect("starting a host");
+    for name in ["deferred", "counter"] {
+        host.deploy(name, guest(name), None).await.unwrap();
+    }
+    let explicit = Limits {
+        concurrency: 3,
+        ..Limits::default()
+    };
+    host.deploy("counter3", guest("counter"), Some(explicit))
+        .await
+        .unwrap();
+    let concurrency: HashMap<String, u32> = host
+        .handlers()
+        .into_iter()
+        .map(|h| (h.name, h.limits.concurrency))
+        .collect();
+    let expected = [("counter", 32), ("counter3", 3), ("deferred", 1)];
+    assert_eq!(concurrency, expected.map(|(n, c)| (n.to_owned(), c)).into());
+
+    let barrier = json!({"group": "all", "k": 32, "timeout_ms": 10_000});
+    let ids: Vec<String> = (0..32).map(|a| format!("b{a}")).collect();
+    let mut clients: Vec<_> = ids
+        .iter()
+        .map(|id| host.connect(&format!("user:{id}")))
+        .collect();
+    let sent: Vec<String> = ids
+        .iter()
+        .map(|id| step(&host, id, 0, Some(barrier.clone())))
+        .collect();
+    for (client, id) in clients.iter_mut().zip(&sent) {
+        assert_eq!(answer(client, id).await.unwrap(), json!(null));
+    }
+}
+
 /// Proves the barrier needs overlapping turns: with the same two agents and a barrier for
 /// two, the first agent's step answers 504 when the counter runs one turn at a time (the
 /// second agent's turn cannot start while the first waits), and both pass at concurrency 2.

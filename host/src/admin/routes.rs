@@ -68,7 +68,8 @@ pub struct DeployParams {
     /// its sender gets 504.
     #[param(minimum = 1, maximum = 900_000)]
     deadline_ms: Option<u64>,
-    /// Signals handled at once.
+    /// Signals handled at once; by default 1 for a service and 32 agents at once for an
+    /// agent handler.
     #[param(minimum = 1, maximum = 64)]
     concurrency: Option<u32>,
     /// Signals the mailbox holds before refusing more.

@@ -130,7 +130,7 @@ impl Registry {
             memory_bytes: limits.memory_bytes,
             cpu_ms: limits.cpu_time.as_millis() as u64,
             deadline_ms: limits.deadline.as_millis() as u64,
-            concurrency: limits.concurrency,
+            concurrency: version.limits.concurrency,
             mailbox: limits.mailbox,
             deployed_at: self.host.runtime().config().clock.now_millis(),
             description: serde_json::to_value(&version.description).ok(),

@@ -428,10 +428,11 @@ impl Runtime {
             if let Some(kind) = spec.kind {
                 description.kind = kind;
             }
+            let limits = spec.limits.for_kind(description.kind == HandlerKind::Agent);
             return Ok(Arc::new(Version {
                 id,
                 description,
-                limits: spec.limits,
+                limits,
                 pre,
                 code: code.clone(),
             }));
@@ -478,6 +479,8 @@ impl Runtime {
         if let Some(kind) = spec.kind {
             version.description.kind = kind;
         }
+        let agent = version.description.kind == HandlerKind::Agent;
+        version.limits = version.limits.for_kind(agent);
         Ok(Arc::new(version))
     }
 
