@@ -35,7 +35,7 @@ pub type StoredTimer = Timer;
 impl Timer {
     /// A fresh timer id.
     pub fn new_id() -> String {
-        uuid::Uuid::now_v7().to_string()
+        crate::signal::new_id()
     }
 }
 

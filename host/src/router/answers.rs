@@ -12,17 +12,20 @@
 //! if the turn is discarded.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::clock::Clock;
 use crate::runtime::TIMER_HEADER;
 use crate::signal::{Body, Failure, Json, ReplyTarget, Signal, code};
 
+/// A map keyed by ids the host makes: foldhash, seeded at random per process.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// An open message: enough to answer it, and to check who may.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Open {
-    /// The message's id.
-    pub id: String,
+    /// The message's id (shared by the tables that index it).
+    pub id: Arc<str>,
     /// The address it was delivered to: only it may answer.
     pub addressee: String,
     /// Where the answer goes: the message's return address, else its sender; nowhere for a
@@ -45,7 +48,7 @@ impl Open {
             return None;
         };
         Some(Self {
-            id: message.envelope.id.clone(),
+            id: Arc::from(message.envelope.id.as_str()),
             addressee: addressee.to_owned(),
             answer_to: (!message.envelope.headers.contains_key(TIMER_HEADER)).then(|| {
                 m.return_address
@@ -72,7 +75,7 @@ impl Open {
         clock: &Clock,
     ) -> Signal {
         let target = ReplyTarget {
-            message_id: self.id.clone(),
+            message_id: self.id.to_string(),
             return_address: None,
             sender: self.answer_to.clone().unwrap_or_default(),
         };
@@ -117,130 +120,155 @@ impl Refused {
     }
 }
 
+/// Open messages are spread over this many tables by id, so that workers answering
+/// different messages at once seldom wait for one lock.
+const SHARDS: usize = 16;
+
 #[derive(Default)]
 struct Table {
-    open: HashMap<String, Open>,
-    by_deadline: BTreeSet<(u64, String)>,
+    open: FastMap<Arc<str>, Open>,
+    by_deadline: BTreeSet<(u64, Arc<str>)>,
     /// Answered by a turn not yet committed: settled when it commits, open again if it fails.
-    claimed: HashMap<String, Open>,
-    /// Open messages each handler said it answers later.
-    deferred: HashMap<String, usize>,
+    claimed: FastMap<Arc<str>, Open>,
 }
 
+/// Open messages each handler said it answers later, across every table. Locked after a
+/// table, never before.
+type Deferred = Mutex<HashMap<String, usize>>;
+
 impl Table {
-    fn insert(&mut self, open: Open) {
+    fn insert(&mut self, open: Open, deferred: &Deferred) {
         if let Some(handler) = &open.deferred_by {
-            *self.deferred.entry(handler.clone()).or_default() += 1;
+            *lock(deferred).entry(handler.clone()).or_default() += 1;
         }
         self.by_deadline.insert((open.deadline, open.id.clone()));
         self.open.insert(open.id.clone(), open);
     }
 
-    fn remove(&mut self, id: &str) -> Option<Open> {
+    fn remove(&mut self, id: &str, deferred: &Deferred) -> Option<Open> {
         let open = self.open.remove(id)?;
         self.by_deadline.remove(&(open.deadline, open.id.clone()));
-        if let Some(handler) = &open.deferred_by
-            && let Some(count) = self.deferred.get_mut(handler)
-        {
-            *count -= 1;
-            if *count == 0 {
-                self.deferred.remove(handler);
+        if let Some(handler) = &open.deferred_by {
+            let mut deferred = lock(deferred);
+            if let Some(count) = deferred.get_mut(handler) {
+                *count -= 1;
+                if *count == 0 {
+                    deferred.remove(handler);
+                }
             }
         }
         Some(open)
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The open messages of this host.
-#[derive(Default)]
 pub struct Answers {
-    table: Mutex<Table>,
+    shards: Box<[Mutex<Table>]>,
+    deferred: Deferred,
+}
+
+impl Default for Answers {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            deferred: Mutex::default(),
+        }
+    }
 }
 
 impl Answers {
     /// Opens a message delivered to a handler.
     pub fn open(&self, open: Open) {
-        self.lock().insert(open);
+        self.lock(&open.id).insert(open, &self.deferred);
     }
 
     /// Notes that `handler` answers open message `id` later. False, changing nothing, when
     /// the handler already has `cap` such messages open. A message answered meanwhile (by
     /// `reply` in the same turn) needs nothing.
     pub fn defer(&self, id: &str, handler: &str, cap: usize) -> bool {
-        let mut table = self.lock();
+        let mut table = self.lock(id);
         if !table.open.contains_key(id) {
             return true;
         }
-        if table.deferred.get(handler).copied().unwrap_or(0) >= cap {
+        if lock(&self.deferred).get(handler).copied().unwrap_or(0) >= cap {
             return false;
         }
-        if let Some(mut open) = table.remove(id) {
+        if let Some(mut open) = table.remove(id, &self.deferred) {
             open.deferred_by = Some(handler.to_owned());
-            table.insert(open);
+            table.insert(open, &self.deferred);
         }
         true
     }
 
     /// Closes message `id` for an answer from `answerer`: the one answer it takes.
     pub fn claim(&self, id: &str, answerer: &str) -> Result<Open, Refused> {
-        let mut table = self.lock();
+        let mut table = self.lock(id);
         match table.open.get(id) {
             None => Err(Refused::NotOpen),
             Some(open) if open.addressee != answerer => Err(Refused::NotAddressee),
-            Some(_) => table.remove(id).ok_or(Refused::NotOpen),
+            Some(_) => table.remove(id, &self.deferred).ok_or(Refused::NotOpen),
         }
     }
 
     /// Closes message `id` for the host's own answer (a refusal, a trap, a deadline): the
     /// host may answer any open message.
     pub fn claim_any(&self, id: &str) -> Result<Open, Refused> {
-        self.lock().remove(id).ok_or(Refused::NotOpen)
+        self.lock(id)
+            .remove(id, &self.deferred)
+            .ok_or(Refused::NotOpen)
     }
 
     /// Holds a claimed message until its turn commits ([`Answers::settle`]) or fails
     /// ([`Answers::reopen`]).
     pub fn hold(&self, open: Open) {
-        self.lock().claimed.insert(open.id.clone(), open);
+        self.lock(&open.id).claimed.insert(open.id.clone(), open);
     }
 
     /// Forgets a held message: its answer went out.
     pub fn settle(&self, id: &str) {
-        self.lock().claimed.remove(id);
+        self.lock(id).claimed.remove(id);
     }
 
     /// Opens again a held message whose answer was discarded with its turn.
     pub fn reopen(&self, id: &str) {
-        let held = self.lock().claimed.remove(id);
-        if let Some(open) = held {
-            self.open(open);
+        let mut table = self.lock(id);
+        if let Some(open) = table.claimed.remove(id) {
+            table.insert(open, &self.deferred);
         }
     }
 
     /// Closes every message past its deadline at `now` (milliseconds), for the host to
     /// answer 504.
     pub fn expire(&self, now: u64) -> Vec<Open> {
-        let mut table = self.lock();
         let mut expired = Vec::new();
-        while let Some((deadline, id)) = table.by_deadline.first().cloned() {
-            if deadline > now {
-                break;
-            }
-            table.by_deadline.pop_first();
-            if let Some(open) = table.remove(&id) {
-                expired.push(open);
+        for shard in &self.shards {
+            let mut table = lock(shard);
+            while let Some((deadline, id)) = table.by_deadline.first().cloned() {
+                if deadline > now {
+                    break;
+                }
+                table.by_deadline.pop_first();
+                if let Some(open) = table.remove(&id, &self.deferred) {
+                    expired.push(open);
+                }
             }
         }
+        expired.sort_by_key(|open| open.deadline);
         expired
     }
 
     /// Whether message `id` is open.
     pub fn is_open(&self, id: &str) -> bool {
-        self.lock().open.contains_key(id)
+        self.lock(id).open.contains_key(id)
     }
 
     /// Messages open now.
     pub fn len(&self) -> usize {
-        self.lock().open.len()
+        self.shards.iter().map(|shard| lock(shard).open.len()).sum()
     }
 
     /// Whether no message is open.
@@ -248,8 +276,14 @@ impl Answers {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    /// The table message `id` is kept in. Ids are the host's own random UUIDs, so their
+    /// last bytes spread them evenly; an id from elsewhere can only crowd one table, never
+    /// change an answer.
+    fn lock(&self, id: &str) -> MutexGuard<'_, Table> {
+        let spread = id.bytes().rev().take(4).fold(0usize, |hash, byte| {
+            hash.wrapping_mul(31).wrapping_add(byte as usize)
+        });
+        lock(&self.shards[spread % self.shards.len()])
     }
 }
 
@@ -351,7 +385,7 @@ mod tests {
         );
         assert_eq!(answers.expire(10).len(), 3);
         assert!(
-            answers.lock().deferred.is_empty(),
+            lock(&answers.deferred).is_empty(),
             "expiry frees every place"
         );
     }
@@ -371,7 +405,11 @@ mod tests {
         }
         answers.claim(c.id(), "inventory").unwrap();
         assert!(answers.expire(5).is_empty());
-        let expired: Vec<_> = answers.expire(30).into_iter().map(|o| o.id).collect();
+        let expired: Vec<_> = answers
+            .expire(30)
+            .into_iter()
+            .map(|o| o.id.to_string())
+            .collect();
         assert_eq!(expired, [b.id().to_owned(), a.id().to_owned()]);
         assert!(answers.is_empty());
     }

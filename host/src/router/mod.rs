@@ -67,7 +67,7 @@ pub enum InstallError {
 #[derive(Default)]
 struct Table {
     /// Handlers by the address they serve.
-    handlers: HashMap<String, Entry>,
+    handlers: HashMap<String, Entry, foldhash::fast::RandomState>,
     /// The addresses of the agent handlers (`agent:<name>/*`), for the short `agent:<id>`.
     agents: Vec<String>,
     /// Subscribers by event type (shared, so a broadcast takes the list without copying).
@@ -696,12 +696,14 @@ impl Router {
     /// refuses it.
     fn offer_to(&self, entry: &Entry, signal: Signal, promised: bool) -> Result<(), Refused> {
         let open = Open::of(&signal, &entry.addressee(&signal), self.default_deadline());
-        if let Some(open) = &open {
-            self.answers.open(open.clone());
-        }
+        let id = open.map(|open| {
+            let id = open.id.clone();
+            self.answers.open(open);
+            id
+        });
         let offered = entry.offer(signal, promised);
-        if let (Err(_), Some(open)) = (&offered, &open) {
-            let _ = self.answers.claim_any(&open.id);
+        if let (Err(_), Some(id)) = (&offered, &id) {
+            let _ = self.answers.claim_any(id);
         }
         offered
     }

@@ -34,7 +34,7 @@ struct Expired {
 /// The table of messages awaiting a reply.
 #[derive(Default)]
 pub struct Pending {
-    waiters: Mutex<HashMap<String, Waiter>>,
+    waiters: Mutex<HashMap<String, Waiter, foldhash::fast::RandomState>>,
     expired: Mutex<Expired>,
     late: AtomicU64,
 }

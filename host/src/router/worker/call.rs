@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -85,24 +86,44 @@ impl Cut {
 
 /// Runs `call` until it finishes, `deadline` passes, or `stop` fires, whichever is first.
 /// An abandoned call's future is dropped here; its instance must not be used again.
+///
+/// Most calls finish in their first poll (a warm instance answering at once), so the stop
+/// and the deadline are armed only for a call that has to wait: a signal handled at once
+/// registers no timer and no waiter.
 pub(super) async fn guarded<F: Future>(
     call: F,
     deadline: Duration,
     watch: &Watch,
 ) -> Result<F::Output, Cut> {
+    let started = tokio::time::Instant::now();
+    if watch.stopped() {
+        return Err(Cut::Stopped);
+    }
+    let mut call = std::pin::pin!(call);
+    let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+    if let Poll::Ready(output) = first {
+        return Ok(output);
+    }
     // Registered before the count is read, so a stop is either seen in the count or wakes
     // this call.
     let stopped = watch.stop.0.notify.notified();
     tokio::pin!(stopped);
     stopped.as_mut().enable();
-    if watch.stop.0.stops.load(Ordering::SeqCst) != watch.stops {
+    if watch.stopped() {
         return Err(Cut::Stopped);
     }
     tokio::select! {
         biased;
         output = call => Ok(output),
         () = &mut stopped => Err(Cut::Stopped),
-        () = tokio::time::sleep(deadline) => Err(Cut::Deadline(deadline)),
+        () = tokio::time::sleep_until(started + deadline) => Err(Cut::Deadline(deadline)),
+    }
+}
+
+impl Watch {
+    /// Whether the mailbox was stopped since this signal's handling began.
+    fn stopped(&self) -> bool {
+        self.stop.0.stops.load(Ordering::SeqCst) != self.stops
     }
 }
 
