@@ -20,7 +20,8 @@ pub const DEFAULT_CONCURRENCY: u32 = 1;
 /// Default number of agents an agent handler runs at once, each one signal at a time: enough
 /// that distinct agents' turns share the state store's group commits (at 1, every agent of
 /// a handler waited for the previous agent's fsync). Instances beyond the first take shared
-/// slots of the pool and are released when idle.
+/// slots of the pool and are released when idle, so the default is also at most an eighth
+/// of the pool (`max_instances`): a small pool is not taken by one handler's idle workers.
 pub const DEFAULT_AGENT_CONCURRENCY: u32 = 32;
 /// Default number of signals waiting in a handler's mailbox before senders get 503.
 pub const DEFAULT_MAILBOX: u32 = 1024;
@@ -136,12 +137,12 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// These limits for a handler that is an agent handler or not, its concurrency settled
-    /// if it was left to the kind's default.
-    pub fn for_kind(mut self, agent: bool) -> Self {
+    /// These limits for a handler that is an agent handler or not, on a host with a pool of
+    /// `max_instances`, its concurrency settled if it was left to the kind's default.
+    pub fn for_kind(mut self, agent: bool, max_instances: u32) -> Self {
         if self.concurrency == 0 {
             self.concurrency = if agent {
-                DEFAULT_AGENT_CONCURRENCY
+                DEFAULT_AGENT_CONCURRENCY.min(max_instances / 8).max(1)
             } else {
                 DEFAULT_CONCURRENCY
             };

@@ -117,7 +117,7 @@ async fn agents_see_their_own_signals_in_order_while_distinct_agents_overlap() {
 }
 
 /// By default an agent handler runs 32 agents' turns at once (so their commits share
-/// fsyncs), while a service runs one signal at a time: deployed without limits, 32 agents
+/// fsyncs; at most an eighth of the instance pool), while a service runs one signal at a time: deployed without limits, 32 agents
 /// all pass a barrier that opens only when 32 turns wait at it together; the listing shows
 /// the concurrency each kind got. An explicit concurrency is kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,6 +140,17 @@ async fn an_agent_handler_runs_many_agents_at_once_by_default() {
         .collect();
     let expected = [("counter", 32), ("counter3", 3), ("deferred", 1)];
     assert_eq!(concurrency, expected.map(|(n, c)| (n.to_owned(), c)).into());
+    // On a small pool, the default is an eighth of it: idle workers never take it all.
+    let small = Host::new(HostConfig {
+        max_instances: 16,
+        ..switchboard_tests::config()
+    })
+    .expect("starting a host");
+    small
+        .deploy("counter", guest("counter"), None)
+        .await
+        .unwrap();
+    assert_eq!(small.handlers()[0].limits.concurrency, 2);
 
     let barrier = json!({"group": "all", "k": 32, "timeout_ms": 10_000});
     let ids: Vec<String> = (0..32).map(|a| format!("b{a}")).collect();

@@ -428,7 +428,8 @@ impl Runtime {
             if let Some(kind) = spec.kind {
                 description.kind = kind;
             }
-            let limits = spec.limits.for_kind(description.kind == HandlerKind::Agent);
+            let agent = description.kind == HandlerKind::Agent;
+            let limits = spec.limits.for_kind(agent, self.config.max_instances);
             return Ok(Arc::new(Version {
                 id,
                 description,
@@ -480,7 +481,7 @@ impl Runtime {
             version.description.kind = kind;
         }
         let agent = version.description.kind == HandlerKind::Agent;
-        version.limits = version.limits.for_kind(agent);
+        version.limits = version.limits.for_kind(agent, self.config.max_instances);
         Ok(Arc::new(version))
     }
 
