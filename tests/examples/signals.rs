@@ -92,7 +92,10 @@ fn main() {
                 lanes(&host, Until::Time(Duration::from_secs(1))).await;
                 let start = Instant::now();
                 let done = lanes(&host, Until::Time(Duration::from_secs_f64(count))).await;
-                println!("tput_per_s {:.0}", done as f64 / start.elapsed().as_secs_f64());
+                println!(
+                    "tput_per_s {:.0}",
+                    done as f64 / start.elapsed().as_secs_f64()
+                );
             }
             Mode::Tputn => {
                 lanes(&host, Until::Count(512)).await;
@@ -131,7 +134,9 @@ async fn lanes(host: &Host, until: Until) -> usize {
         tasks.spawn(async move {
             let mut done = 0;
             while !stop.load(Ordering::Relaxed) && sent.fetch_add(1, Ordering::Relaxed) < limit {
-                host.call("echo", "Ping", ping(), WAIT).await.expect("a reply");
+                host.call("echo", "Ping", ping(), WAIT)
+                    .await
+                    .expect("a reply");
                 done += 1;
             }
             done
@@ -218,7 +223,10 @@ mod raw {
             .expect("the handler world");
         let mut store = Store::new(&engine, ());
         store.set_epoch_deadline(u64::MAX / 2);
-        let handler = pre.instantiate_async(&mut store).await.expect("an instance");
+        let handler = pre
+            .instantiate_async(&mut store)
+            .await
+            .expect("an instance");
         let message = Message {
             envelope: Envelope {
                 id: "0193a6c0-0000-7000-8000-000000000000".into(),
