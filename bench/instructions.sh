@@ -22,13 +22,15 @@
 # requests, `callgrind_control --zero`, send REQUESTS requests one at a time with one curl
 # process (a separate process, never counted), wait a second for events to be handled, then
 # `callgrind_control --dump`: instructions of the daemon alone between the two, divided by the
-# signals handled (events counted as handled by each subscriber from /metrics
-# `switchboard_signals_total{kind="EVENT"}`, not as accepted). That window also holds the
+# requests answered (any answer but 2xx fails the run) or, for events, by the events handled
+# (deliveries to audit and welcome from /metrics `switchboard_signals_total{kind="EVENT"}`,
+# halved; not events accepted). That window also holds the
 # daemon's idle background work (the epoch ticker) for the time it lasts: small, not removed.
 #
 # Valgrind cannot map the default reservation of wasmtime's pooling allocator (terabytes of
 # address space), so every host runs with a small pool: `max_instances` 3 (`--max-instances
-# 3`; 3 + 4 describe-probe slots is the most that fits). Hence two daemons: echo, audit and
+# 3`, plus 4 slots for describe probes; 5 did not fit: valgrind refused a 73 GiB reservation).
+# Every deployed handler holds one slot, hence two daemons: echo, audit and
 # welcome in one (one instance each), and `counter` alone in the other, uploaded with
 # `concurrency=3` (its default of 32 agents at once would need 32 instances). Default
 # `--smc-check`. The daemon runs with `--trace-children=yes` only so that its compile children
