@@ -177,14 +177,15 @@ async fn sequential(host: &Host, n: usize, hop: bool) -> f64 {
 }
 
 /// The floor: echo's `handle-message` called with wasmtime's component API on one warm
-/// instance, in an engine set up as the host's is (pooling allocator, epoch interruption,
-/// async calls on a fiber), without the router, mailboxes, limits or JSON checks.
+/// instance, in an engine with the host's own settings (`switchboard::runtime::engine_config`:
+/// pooling allocator, epoch interruption, async calls on a fiber), without the router,
+/// mailboxes, limits or JSON checks.
 mod raw {
     use std::time::Instant;
 
     use ::switchboard::HostConfig;
     use wasmtime::component::{Component, Linker};
-    use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+    use wasmtime::{Engine, Store};
 
     mod bindings {
         wasmtime::component::bindgen!({
@@ -198,20 +199,7 @@ mod raw {
     use bindings::switchboard::signal::types::{Answer, Envelope, Message};
 
     pub async fn measure(config: &HostConfig, echo: &[u8], n: usize) -> f64 {
-        let slots = config.max_instances.max(1);
-        let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(slots)
-            .total_core_instances(slots * 4)
-            .total_memories(slots * 2)
-            .total_tables(slots * 4)
-            .total_stacks(slots)
-            .max_memory_size(config.default_limits.memory_bytes.max(4 << 30) as usize);
-        let mut engine_config = Config::new();
-        engine_config
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .epoch_interruption(true)
-            .max_wasm_stack(config.max_wasm_stack)
-            .concurrency_support(false);
+        let engine_config = ::switchboard::runtime::engine_config(config, true);
         let engine = Engine::new(&engine_config).expect("an engine");
         let component = Component::new(&engine, echo).expect("compiling echo");
         // Echo answers from its payload alone: every import (WASI, the host interface) traps.

@@ -215,8 +215,9 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<state::HostStat
     Ok(linker)
 }
 
-/// The engine settings of a host; `pooling` off for a process that only compiles.
-pub(crate) fn engine_config(config: &HostConfig, pooling: bool) -> Config {
+/// The engine settings of a host; `pooling` off for a process that only compiles. Public so
+/// that the raw-wasmtime floor of `tests/examples/signals.rs` measures the host's own engine.
+pub fn engine_config(config: &HostConfig, pooling: bool) -> Config {
     let mut engine_config = Config::new();
     if pooling {
         // The slots [`InstancePool`] hands out, plus those of deploys' `describe` probes.
