@@ -5,22 +5,35 @@
 //! host call such as `request` or a WASI sleep, or at every epoch tick, where the deadline
 //! callback yields so other tasks can run on the thread. [`metered`] opens a segment when a
 //! poll starts and closes it when the poll returns, so a segment never spans a suspension and
-//! never moves between threads; the thread's own CPU clock ([`ThreadCpuClock`]) measures it,
-//! so time other tasks or processes take from the core is not charged either. What a guest's
-//! own synchronous host calls cost (a `send`, a `log`) is charged to it: they run inside the
-//! poll, on its behalf.
+//! never moves between threads. What a guest's own synchronous host calls cost (a `send`, a
+//! `log`) is charged to it: they run inside the poll, on its behalf.
 //!
-//! Two clock reads per poll keep this cheap. Measured on this project's 2-core VM, where one
-//! read of the thread CPU clock is a ~250–400 ns syscall: metering polls adds about 2 µs to a
-//! ~20 µs echo round trip, while wasmtime's call hook (a read at every entry to and exit from
-//! wasm: 16 per echo round trip, a pair per argument `cabi_realloc`) added about 6.7 µs.
+//! Two clocks time the segments. The thread's own CPU clock ([`ThreadCpuClock`]) does not
+//! count time other tasks or processes take from the core, but each read is a system call
+//! (~250–400 ns on this project's 2-core VM; two per poll were ~10% of an echo round trip's
+//! CPU). So a signal's segments start on the monotonic clock (a vDSO read, ~20 ns), and the
+//! signal moves to the CPU clock for good as soon as it runs long: at its first epoch
+//! callback (the guest ran past a tick), or after a segment longer than [`SHORT`]. Most
+//! signals end long before either. What the wall clock can over-charge, the time the thread
+//! was preempted during a short segment, is bounded: a segment timed on it is charged at
+//! most [`WALL_CAP`]. Limits under [`PRECISE_BELOW`] are always timed on the CPU clock, so
+//! that bound stays small beside the limit.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use super::state::LimitHit;
+use crate::config::EPOCH_TICK;
+
+/// A wall-clock segment longer than this moves the signal to the CPU clock.
+pub const SHORT: Duration = Duration::from_millis(1);
+/// The most a segment timed on the wall clock is charged: a guest that runs this long hits
+/// an epoch callback (one tick after its deadline was set), which moves it to the CPU clock.
+pub const WALL_CAP: Duration = Duration::from_millis(2 * EPOCH_TICK.as_millis() as u64);
+/// CPU limits under this are timed on the CPU clock from the first segment.
+pub const PRECISE_BELOW: Duration = Duration::from_millis(100);
 
 /// A clock that only moves while the calling thread runs. Tests inject a fake one.
 pub trait Clock: Send + Sync + 'static {
@@ -52,8 +65,18 @@ impl Clock for ThreadCpuClock {
     #[cfg(not(unix))]
     fn now(&self) -> Duration {
         // No per-thread clock: fall back to wall time since first use.
-        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        START.get_or_init(std::time::Instant::now).elapsed()
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        START.get_or_init(Instant::now).elapsed()
+    }
+}
+
+/// The monotonic clock: time since the meter was made.
+#[derive(Debug, Clone, Copy)]
+struct WallClock(Instant);
+
+impl Clock for WallClock {
+    fn now(&self) -> Duration {
+        self.0.elapsed()
     }
 }
 
@@ -67,12 +90,18 @@ pub struct CpuMeter {
 }
 
 struct Shared {
-    clock: Arc<dyn Clock>,
+    cpu: Arc<dyn Clock>,
+    wall: Arc<dyn Clock>,
     /// Nanoseconds charged by closed segments.
     used: AtomicU64,
-    /// The clock reading in nanoseconds when the open segment started, plus one; zero while
-    /// the guest is not running.
+    /// The reading in nanoseconds when the open segment started, plus one; zero while the
+    /// guest is not running. On the CPU clock if `on_cpu`, else on the wall clock.
     since: AtomicU64,
+    on_cpu: AtomicBool,
+    /// This signal times every segment on the CPU clock.
+    precise: AtomicBool,
+    /// Limits this small are always timed on the CPU clock.
+    always_precise: bool,
 }
 
 impl std::fmt::Debug for CpuMeter {
@@ -89,18 +118,26 @@ fn nanos(d: Duration) -> u64 {
 }
 
 impl CpuMeter {
-    /// A meter on the thread CPU clock.
+    /// A meter on the thread CPU clock and the monotonic clock.
     pub fn new(limit: Duration) -> Self {
-        Self::with_clock(limit, Arc::new(ThreadCpuClock))
+        Self::with_clocks(
+            limit,
+            Arc::new(ThreadCpuClock),
+            Arc::new(WallClock(Instant::now())),
+        )
     }
 
-    /// A meter reading `clock`.
-    pub fn with_clock(limit: Duration, clock: Arc<dyn Clock>) -> Self {
+    /// A meter reading `cpu` and `wall`.
+    pub fn with_clocks(limit: Duration, cpu: Arc<dyn Clock>, wall: Arc<dyn Clock>) -> Self {
         Self {
             shared: Arc::new(Shared {
-                clock,
+                cpu,
+                wall,
                 used: AtomicU64::new(0),
                 since: AtomicU64::new(0),
+                on_cpu: AtomicBool::new(false),
+                precise: AtomicBool::new(false),
+                always_precise: limit < PRECISE_BELOW,
             }),
             limit,
         }
@@ -108,39 +145,79 @@ impl CpuMeter {
 
     /// Starts counting afresh for a new signal.
     pub fn restart(&self) {
-        self.shared.used.store(0, Ordering::Relaxed);
-        self.shared.since.store(0, Ordering::Relaxed);
+        let s = &self.shared;
+        s.used.store(0, Ordering::Relaxed);
+        s.since.store(0, Ordering::Relaxed);
+        s.precise.store(s.always_precise, Ordering::Relaxed);
     }
 
     /// The guest starts running: opens a segment (no-op if one is open).
     fn resume(&self) {
-        if self.shared.since.load(Ordering::Relaxed) == 0 {
-            let now = nanos(self.shared.clock.now());
-            self.shared.since.store(now + 1, Ordering::Relaxed);
+        let s = &self.shared;
+        if s.since.load(Ordering::Relaxed) == 0 {
+            let on_cpu = s.precise.load(Ordering::Relaxed);
+            let clock = if on_cpu { &s.cpu } else { &s.wall };
+            s.on_cpu.store(on_cpu, Ordering::Relaxed);
+            s.since.store(nanos(clock.now()) + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// What the open segment that started at `since` (plus one) has run so far.
+    fn open_segment(&self, since: u64) -> u64 {
+        let s = &self.shared;
+        if s.on_cpu.load(Ordering::Relaxed) {
+            nanos(s.cpu.now()).saturating_sub(since - 1)
+        } else {
+            nanos(s.wall.now())
+                .saturating_sub(since - 1)
+                .min(nanos(WALL_CAP))
         }
     }
 
     /// The guest stops running: closes the open segment and charges it.
     fn pause(&self) {
-        let since = self.shared.since.swap(0, Ordering::Relaxed);
+        let s = &self.shared;
+        let since = s.since.load(Ordering::Relaxed);
         if since != 0 {
-            let ran = nanos(self.shared.clock.now()).saturating_sub(since - 1);
-            self.shared.used.fetch_add(ran, Ordering::Relaxed);
+            let ran = self.open_segment(since);
+            s.since.store(0, Ordering::Relaxed);
+            if !s.on_cpu.load(Ordering::Relaxed) && ran > nanos(SHORT) {
+                s.precise.store(true, Ordering::Relaxed);
+            }
+            s.used.fetch_add(ran, Ordering::Relaxed);
+        }
+    }
+
+    /// Moves the open segment, and the rest of the signal, to the CPU clock: what ran so far
+    /// is charged on the wall clock (capped).
+    fn go_precise(&self) {
+        let s = &self.shared;
+        s.precise.store(true, Ordering::Relaxed);
+        let since = s.since.load(Ordering::Relaxed);
+        if since != 0 && !s.on_cpu.load(Ordering::Relaxed) {
+            let ran = self.open_segment(since);
+            s.used.fetch_add(ran, Ordering::Relaxed);
+            s.on_cpu.store(true, Ordering::Relaxed);
+            s.since.store(nanos(s.cpu.now()) + 1, Ordering::Relaxed);
         }
     }
 
     /// CPU time charged so far, the open segment included.
     pub fn used(&self) -> Duration {
-        let mut used = self.shared.used.load(Ordering::Relaxed);
-        let since = self.shared.since.load(Ordering::Relaxed);
+        let s = &self.shared;
+        let mut used = s.used.load(Ordering::Relaxed);
+        let since = s.since.load(Ordering::Relaxed);
         if since != 0 {
-            used += nanos(self.shared.clock.now()).saturating_sub(since - 1);
+            used += self.open_segment(since);
         }
         Duration::from_nanos(used)
     }
 
-    /// Errs once the signal has used more CPU time than allowed.
+    /// Errs once the signal has used more CPU time than allowed. Called from the epoch
+    /// callback, on the guest's thread inside its segment: the guest has run past a tick, so
+    /// from here on it is timed on the CPU clock.
     pub fn check(&self) -> Result<(), LimitHit> {
+        self.go_precise();
         if self.used() > self.limit {
             return Err(LimitHit::CpuTime { limit: self.limit });
         }
@@ -167,36 +244,71 @@ mod tests {
 
     use super::*;
 
-    /// A clock the test moves by hand.
+    /// A clock the test moves by hand, in microseconds; it counts its reads.
     #[derive(Default)]
-    struct FakeClock(AtomicU64);
+    struct FakeClock {
+        us: AtomicU64,
+        reads: AtomicU64,
+    }
 
     impl FakeClock {
         fn advance(&self, ms: u64) {
-            self.0.fetch_add(ms, Ordering::Relaxed);
+            self.advance_us(ms * 1000);
+        }
+
+        fn advance_us(&self, us: u64) {
+            self.us.fetch_add(us, Ordering::Relaxed);
+        }
+
+        fn reads(&self) -> u64 {
+            self.reads.load(Ordering::Relaxed)
         }
     }
 
     impl Clock for FakeClock {
         fn now(&self) -> Duration {
-            Duration::from_millis(self.0.load(Ordering::Relaxed))
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            Duration::from_micros(self.us.load(Ordering::Relaxed))
         }
     }
 
+    /// A meter whose CPU and wall clocks are one fake clock: a guest never preempted.
     fn meter(limit_ms: u64) -> (CpuMeter, Arc<FakeClock>) {
         let clock = Arc::new(FakeClock::default());
-        let meter = CpuMeter::with_clock(Duration::from_millis(limit_ms), clock.clone());
+        let meter = CpuMeter::with_clocks(
+            Duration::from_millis(limit_ms),
+            clock.clone(),
+            clock.clone(),
+        );
         (meter, clock)
     }
 
-    /// A guest's call: each poll runs for `run_ms` on the fake clock, checking the meter as
-    /// the epoch callback would, then suspends until the last poll.
+    /// A meter with separate fake clocks: (meter, cpu, wall).
+    fn two_clocks(limit_ms: u64) -> (CpuMeter, Arc<FakeClock>, Arc<FakeClock>) {
+        let (cpu, wall) = (
+            Arc::new(FakeClock::default()),
+            Arc::new(FakeClock::default()),
+        );
+        let meter =
+            CpuMeter::with_clocks(Duration::from_millis(limit_ms), cpu.clone(), wall.clone());
+        (meter, cpu, wall)
+    }
+
+    /// A guest's call: each poll runs for `run_ms` on the fake clock, checking the meter
+    /// after every full epoch tick as the epoch callback would, then suspends until the last
+    /// poll.
     async fn guest(clock: Arc<FakeClock>, meter: CpuMeter, run_ms: u64, polls: usize) -> bool {
+        let tick = EPOCH_TICK.as_millis() as u64;
         let mut left = polls;
         std::future::poll_fn(move |_| {
-            clock.advance(run_ms);
-            if meter.check().is_err() {
-                return Poll::Ready(false);
+            let mut ran = 0;
+            while ran < run_ms {
+                let step = tick.min(run_ms - ran);
+                clock.advance(step);
+                ran += step;
+                if step == tick && meter.check().is_err() {
+                    return Poll::Ready(false);
+                }
             }
             left -= 1;
             if left == 0 {
@@ -255,6 +367,75 @@ mod tests {
         cpu.restart();
         assert_eq!(cpu.used(), Duration::ZERO);
         assert!(cpu.check().is_ok());
+    }
+
+    /// Runs one segment: `f` moves the fake clocks while the guest "runs".
+    fn segment(meter: &CpuMeter, f: impl FnOnce()) {
+        meter.resume();
+        f();
+        meter.pause();
+    }
+
+    /// Proves a short segment costs no read of the CPU clock (the system call the wall
+    /// clock saves), a preempted one is charged at most `WALL_CAP`, and after a long one
+    /// the signal is timed on the CPU clock, where preemption costs nothing.
+    #[test]
+    fn short_segments_are_timed_on_the_wall_clock_within_a_bound() {
+        let (meter, cpu, wall) = two_clocks(2_000);
+        meter.restart();
+        segment(&meter, || {
+            wall.advance_us(200);
+            cpu.advance_us(200);
+        });
+        assert_eq!(meter.used(), Duration::from_micros(200));
+        assert_eq!(cpu.reads(), 0, "a short segment never reads the CPU clock");
+        segment(&meter, || {
+            wall.advance(50);
+            cpu.advance_us(100);
+        });
+        assert_eq!(meter.used(), Duration::from_micros(200) + WALL_CAP);
+        segment(&meter, || {
+            wall.advance(50);
+            cpu.advance(1);
+        });
+        assert_eq!(meter.used(), Duration::from_micros(1_200) + WALL_CAP);
+        meter.restart();
+        segment(&meter, || wall.advance_us(300));
+        assert_eq!(
+            meter.used(),
+            Duration::from_micros(300),
+            "the next signal starts on the wall clock again"
+        );
+    }
+
+    /// Proves a guest that runs past an epoch tick is timed on the CPU clock from its
+    /// epoch callback on, so time the thread then spends preempted is not charged.
+    #[test]
+    fn a_guest_past_a_tick_is_timed_on_the_cpu_clock() {
+        let (meter, cpu, wall) = two_clocks(2_000);
+        meter.restart();
+        segment(&meter, || {
+            wall.advance(3);
+            cpu.advance(3);
+            meter.check().expect("under the limit");
+            wall.advance(500);
+            cpu.advance(5);
+        });
+        assert_eq!(meter.used(), Duration::from_millis(8));
+    }
+
+    /// Proves a limit under `PRECISE_BELOW` is timed on the CPU clock from the start, so
+    /// the wall clock's bound cannot trip it.
+    #[test]
+    fn a_small_limit_is_always_timed_on_the_cpu_clock() {
+        let (meter, cpu, wall) = two_clocks(5);
+        meter.restart();
+        segment(&meter, || {
+            wall.advance(40);
+            cpu.advance_us(100);
+        });
+        assert_eq!(meter.used(), Duration::from_micros(100));
+        assert!(meter.check().is_ok());
     }
 
     /// Proves the production clock measures this thread's own work and not its sleep.
