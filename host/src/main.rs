@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use switchboard::{compile_command, operator, run_command, serve};
 
+/// mimalloc instead of glibc's malloc: a signal's buffers are often allocated on one thread
+/// and freed on another, which glibc serialises on its arena locks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Routes signals between sandboxed WebAssembly handlers.
 #[derive(Parser)]
 #[command(version, about)]
