@@ -4,9 +4,8 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState};
@@ -90,15 +89,13 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// Refuses new signals once shutdown has begun; the ones in flight still finish.
-pub(super) async fn refuse_while_shutting_down(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub(super) fn refuse_while_shutting_down(state: &AppState) -> Result<(), Response> {
     if state.is_shutting_down() {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the host is shutting down")
-            .help("send it to another host, or retry once this one is back")
-            .into_response();
+        return Err(
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the host is shutting down")
+                .help("send it to another host, or retry once this one is back")
+                .into_response(),
+        );
     }
-    next.run(request).await
+    Ok(())
 }

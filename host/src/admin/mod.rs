@@ -7,6 +7,7 @@
 
 mod dead_letters;
 mod error;
+mod guard;
 mod lifecycle;
 mod openapi;
 mod routes;
@@ -17,7 +18,6 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::handler::Handler;
 use axum::http::{Method, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 
@@ -127,20 +127,29 @@ fn open_routes() -> Vec<Route> {
     ]
 }
 
-/// Adds `routes` to `router`; several routes on one path merge.
+/// Adds `routes` to `router`; several routes on one path merge. With `state`, each is
+/// behind the bearer token (for any method: a wrong one gets 401 before 405), and a route
+/// that takes signals refuses them once shutdown has begun: one [`guard::Guard`] per
+/// route, checked in line.
 fn register(
     router: axum::Router<AppState>,
     routes: Vec<Route>,
-    state: &AppState,
+    state: Option<&AppState>,
 ) -> axum::Router<AppState> {
     routes.into_iter().fold(router, |router, route| {
-        let handler = if route.takes_signals {
-            route.handler.route_layer(middleware::from_fn_with_state(
-                state.clone(),
-                lifecycle::refuse_while_shutting_down,
-            ))
-        } else {
-            route.handler
+        let handler = match state {
+            Some(state) => {
+                let check: guard::Check = if route.takes_signals {
+                    |state, request| {
+                        authorize(state, request)?;
+                        lifecycle::refuse_while_shutting_down(state)
+                    }
+                } else {
+                    authorize
+                };
+                route.handler.layer(guard::Guard::new(state.clone(), check))
+            }
+            None => route.handler,
         };
         router.route(route.path, handler)
     })
@@ -151,31 +160,31 @@ fn register(
 pub fn app(state: AppState) -> axum::Router {
     let config = state.registry.host().runtime().config();
     let message_limit = config.max_message_bytes + (64 << 10);
-    // Both layers wrap only the routes registered so far: the /v1 ones, not the probes.
-    let v1 = register(axum::Router::new(), v1_routes(), &state)
-        .layer(DefaultBodyLimit::max(message_limit))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
-    register(v1, open_routes(), &state).with_state(state.clone())
+    // The body limit wraps only the routes registered so far: the /v1 ones, not the probes.
+    let v1 = register(axum::Router::new(), v1_routes(), Some(&state))
+        .layer(DefaultBodyLimit::max(message_limit));
+    register(v1, open_routes(), None).with_state(state.clone())
 }
 
-async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Lets a request with the host's bearer token through; 401 for any other.
+fn authorize(state: &AppState, request: &Request) -> Result<(), Response> {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), state.token.as_bytes()) => {
-            next.run(request).await
-        }
-        Some(_) => ApiError::new(
+        Some(token) if constant_time_eq(token.as_bytes(), state.token.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized: the bearer token is wrong",
         )
-        .into_response(),
-        None => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized: no bearer token")
-            .help("send `Authorization: Bearer <token>`, the token the host was started with")
-            .into_response(),
+        .into_response()),
+        None => Err(
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized: no bearer token")
+                .help("send `Authorization: Bearer <token>`, the token the host was started with")
+                .into_response(),
+        ),
     }
 }
 
