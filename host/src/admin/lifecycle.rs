@@ -89,6 +89,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// Refuses new signals once shutdown has begun; the ones in flight still finish.
+#[expect(clippy::result_large_err, reason = "see guard::Check")]
 pub(super) fn refuse_while_shutting_down(state: &AppState) -> Result<(), Response> {
     if state.is_shutting_down() {
         return Err(

@@ -140,10 +140,7 @@ fn register(
         let handler = match state {
             Some(state) => {
                 let check: guard::Check = if route.takes_signals {
-                    |state, request| {
-                        authorize(state, request)?;
-                        lifecycle::refuse_while_shutting_down(state)
-                    }
+                    authorize_signals
                 } else {
                     authorize
                 };
@@ -166,7 +163,15 @@ pub fn app(state: AppState) -> axum::Router {
     register(v1, open_routes(), None).with_state(state.clone())
 }
 
+/// [`authorize`], then refuses new signals once shutdown has begun (503).
+#[expect(clippy::result_large_err, reason = "see guard::Check")]
+fn authorize_signals(state: &AppState, request: &Request) -> Result<(), Response> {
+    authorize(state, request)?;
+    lifecycle::refuse_while_shutting_down(state)
+}
+
 /// Lets a request with the host's bearer token through; 401 for any other.
+#[expect(clippy::result_large_err, reason = "see guard::Check")]
 fn authorize(state: &AppState, request: &Request) -> Result<(), Response> {
     let presented = request
         .headers()
