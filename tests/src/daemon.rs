@@ -49,10 +49,17 @@ pub fn data_dir(name: &str) -> PathBuf {
 async fn answer(request: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
     let response = request.send().await.expect("the daemon answers");
     let status = response.status().as_u16();
-    (
-        status,
-        response.json().await.unwrap_or(serde_json::Value::Null),
-    )
+    let json_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    let body = response.json().await.unwrap_or(serde_json::Value::Null);
+    // Every JSON answer says so, whichever way the API wrote it.
+    assert!(
+        json_type || body.is_null(),
+        "a JSON body without its content type: {body}"
+    );
+    (status, body)
 }
 
 /// A running daemon.

@@ -448,8 +448,31 @@ pub async fn send_message(
         Ok(reply) if matches!(reply.body, SignalBody::ErrorReply { .. }) => {
             Err(ApiError::from_error_reply(reply))
         }
-        Ok(reply) => Ok(Json(reply).into_response()),
+        Ok(reply) => Ok(signal_response(&reply)),
         Err(failure) => Err(ApiError::from_failure(failure)),
+    }
+}
+
+/// A signal as a 200 JSON response, written into one buffer sized for it (axum's `Json`
+/// starts at 128 bytes and grows by copying).
+fn signal_response(signal: &Signal) -> Response {
+    let mut body = Vec::with_capacity(256 + signal.size());
+    match serde_json::to_writer(&mut body, signal) {
+        Ok(()) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        // Serializing a signal does not fail (its payload is JSON text already); if it did,
+        // the caller learns it rather than getting half a body.
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the reply could not be written as JSON: {e}"),
+        )
+        .into_response(),
     }
 }
 
