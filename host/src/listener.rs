@@ -282,6 +282,17 @@ impl Server {
         tokio::time::sleep(ACCEPT_PAUSE).await;
     }
 
+    /// When a connection's timeouts are next checked: its current state's deadline, or sooner.
+    /// The state may change before then without telling the connection's task, but no state it
+    /// can enter has a deadline earlier than now plus the shorter timeout, so checking by then
+    /// never misses one: a check that finds nothing due re-arms for the state of that moment.
+    fn next_check(tracker: &Tracker, limits: &ConnectionLimits) -> Instant {
+        let soonest = Instant::now() + limits.idle_timeout.min(limits.header_read_timeout);
+        tracker
+            .deadline(limits)
+            .map_or(soonest, |deadline| deadline.min(soonest))
+    }
+
     /// Serves a new connection on its own task.
     fn spawn(&mut self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
@@ -318,22 +329,22 @@ impl Server {
                 }
             };
             let mut lifetime = std::pin::pin!(lifetime);
+            // One timer, re-armed only when it fires (see `next_check`): a request's state
+            // changes do not wake this task or touch the timer wheel.
+            let expiry = tokio::time::sleep_until(Self::next_check(&watched, &limits).into());
+            let mut expiry = std::pin::pin!(expiry);
             loop {
-                let deadline = watched.deadline(&limits);
-                let expiry = async {
-                    match deadline {
-                        Some(at) => tokio::time::sleep_until(at.into()).await,
-                        None => std::future::pending().await,
-                    }
-                };
                 tokio::select! {
                     _ = connection.as_mut() => break,
                     () = watched.changed() => if watched.is_shed() {
                         break;
                     },
-                    () = expiry => if let Some(state) = watched.expired(&limits) {
-                        Counters::count(&counters.timed_out, state);
-                        break;
+                    () = expiry.as_mut() => {
+                        if let Some(state) = watched.expired(&limits) {
+                            Counters::count(&counters.timed_out, state);
+                            break;
+                        }
+                        expiry.as_mut().reset(Self::next_check(&watched, &limits).into());
                     },
                     () = &mut lifetime => {
                         Counters::count(&counters.timed_out, watched.state());

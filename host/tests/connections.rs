@@ -170,3 +170,30 @@ async fn stalled_and_idle_connections_time_out_but_busy_ones_do_not() {
     let (status, _) = daemon.get("/v1/handlers").await;
     assert_eq!(status, 200, "the API still answers");
 }
+
+/// A connection that starts its headers only after idling a while gets the header-read
+/// timeout from when it started them: not the idle deadline it had before (the
+/// connection's task is not woken when its state changes, so this checks it still sees the
+/// change in time), and not later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_started_late_get_the_header_read_timeout_from_their_start() {
+    let flags = ["--header-read-timeout", "1s", "--idle-timeout", "20s"];
+    let daemon = Daemon::start_with(&data_dir("conn-late-headers"), &flags);
+    let mut late = TcpStream::connect(daemon.address()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = Instant::now();
+    late.write_all(b"GET /healthz HTTP/1.1\r\nHost: switchboard\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut late, Duration::from_secs(10)).await,
+        "closed by the header-read timeout, long before the 20 s idle timeout"
+    );
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_millis(500),
+        "not before the header-read timeout: {after:?}"
+    );
+    let timed_out = r#"switchboard_connections_timed_out_total{reason="reading_headers"}"#;
+    until_metric(&daemon, timed_out, |v| v >= 1.0).await;
+}

@@ -50,7 +50,7 @@ struct Phase {
 /// One connection's state, shared by its socket, its service and the accept loop.
 pub struct Tracker {
     phase: Mutex<Phase>,
-    /// Woken when the state changes or the connection is shed.
+    /// Woken when the connection is shed.
     changed: Notify,
     shed: AtomicBool,
 }
@@ -73,10 +73,11 @@ impl Tracker {
         self.phase.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Enters `state`. The connection's task is not woken: it checks its timeouts on a
+    /// schedule that no state's deadline can precede (`Server::next_check` in `listener`).
     fn enter(&self, phase: &mut Phase, state: State) {
         phase.state = state;
         phase.since = Instant::now();
-        self.changed.notify_one();
     }
 
     /// The state now.
@@ -136,7 +137,8 @@ impl Tracker {
         self.shed.load(Ordering::Acquire)
     }
 
-    /// Resolves at the next change of state or when the connection is shed.
+    /// Resolves when the connection is shed (and may resolve spuriously: check
+    /// [`Tracker::is_shed`]).
     pub async fn changed(&self) {
         self.changed.notified().await;
     }
