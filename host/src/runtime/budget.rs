@@ -139,12 +139,12 @@ pub struct Budget {
     answering: Option<u64>,
 }
 
-/// A cheap fingerprint of a message id (compared, never trusted for anything else).
+/// A cheap fingerprint of a message id (compared, never trusted for anything else):
+/// foldhash, seeded at random once per process.
 fn id_hash(id: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    id.hash(&mut hasher);
-    hasher.finish()
+    use std::hash::BuildHasher;
+    static SEED: std::sync::OnceLock<foldhash::fast::RandomState> = std::sync::OnceLock::new();
+    SEED.get_or_init(Default::default).hash_one(id)
 }
 
 impl Budget {
