@@ -128,15 +128,15 @@ pub(super) struct HandlerList {
 /// A sent message's answer: its id, to match a Reply later.
 #[derive(Serialize, ToSchema)]
 pub(super) struct Sent {
-    id: String,
+    pub(super) id: String,
 }
 
 /// An emission's answer: its id and how many subscribers took it.
 #[derive(Serialize, ToSchema)]
 pub(super) struct Emitted {
-    id: String,
+    pub(super) id: String,
     #[serde(flatten)]
-    accepted: Accepted,
+    pub(super) accepted: Accepted,
 }
 
 // The request bodies, each spelled out by hand so the document says exactly what the route

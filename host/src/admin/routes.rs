@@ -427,7 +427,7 @@ pub async fn send_message(
     let Some(wait) = params.wait else {
         let id = signal.envelope.id.clone();
         return match host.router().offer(signal).await {
-            Ok(_) => Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response()),
+            Ok(_) => Ok((StatusCode::ACCEPTED, Json(Sent { id })).into_response()),
             Err(undelivered) => {
                 let to = match &undelivered.signal.body {
                     SignalBody::Message(m) => m.to.clone(),
@@ -509,16 +509,7 @@ pub async fn emit(
     let signal = parse_signal(&state, &body, SignalType::Event)?;
     let id = signal.envelope.id.clone();
     match state.registry.host().router().offer(signal).await {
-        Ok(accepted) => Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({
-                "id": id,
-                "delivered": accepted.delivered,
-                "deadLettered": accepted.dead_lettered,
-                "refused": accepted.refused,
-            })),
-        )
-            .into_response()),
+        Ok(accepted) => Ok((StatusCode::ACCEPTED, Json(Emitted { id, accepted })).into_response()),
         Err(undelivered) => Err(refused(undelivered, "")),
     }
 }

@@ -14,12 +14,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::FastMap;
 use crate::clock::Clock;
 use crate::runtime::TIMER_HEADER;
 use crate::signal::{Body, Failure, Json, ReplyTarget, Signal, code};
-
-/// A map keyed by ids the host makes: foldhash, seeded at random per process.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// An open message: enough to answer it, and to check who may.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -7,9 +7,10 @@
 //! closed when its reply leaves the mailbox (or is dead-lettered or dropped); one whose
 //! reply never comes is forgotten after [`OPEN_FOR`].
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use super::FastMap;
 
 /// Callback sends one handler may have awaiting replies; also the room each mailbox keeps
 /// for replies.
@@ -21,9 +22,9 @@ pub const OPEN_FOR: Duration = Duration::from_secs(600);
 struct Inner {
     /// Open sends by message id: the handler, when the place is given up, and whether a
     /// reply has already taken the room kept for it.
-    open: HashMap<String, (Arc<str>, Instant, bool)>,
+    open: FastMap<String, (Arc<str>, Instant, bool)>,
     /// Open sends per handler.
-    per_handler: HashMap<Arc<str>, usize>,
+    per_handler: FastMap<Arc<str>, usize>,
 }
 
 /// The open callback sends of every handler.

@@ -64,30 +64,34 @@ pub enum InstallError {
     PoolFull(#[from] PoolFull),
 }
 
+/// A map on the signal path: foldhash, seeded at random per process (SipHash, std's default,
+/// cost more per lookup than the rest of a table access).
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 struct Table {
     /// Handlers by the address they serve.
-    handlers: HashMap<String, Entry, foldhash::fast::RandomState>,
+    handlers: FastMap<String, Entry>,
     /// The addresses of the agent handlers (`agent:<name>/*`), for the short `agent:<id>`.
     agents: Vec<String>,
     /// Subscribers by event type (shared, so a broadcast takes the list without copying).
-    events: HashMap<String, Arc<[String]>>,
+    events: FastMap<String, Arc<[String]>>,
     /// Subscribers by object type.
-    changes: HashMap<String, Arc<[String]>>,
+    changes: FastMap<String, Arc<[String]>>,
     /// Connected clients (`user:<id>`): every connection of each.
-    clients: HashMap<String, Vec<ClientConnection>>,
+    clients: FastMap<String, Vec<ClientConnection>>,
     /// The number of the last client connection.
     next_client: u64,
     /// The instance slot each deployed handler is guaranteed, by handler name: taken when
     /// it is first installed, kept across swaps and moves, given back when it is removed.
-    reservations: HashMap<String, Reservation>,
+    reservations: FastMap<String, Reservation>,
 }
 
 impl Table {
     /// Rebuilds the subscription indexes from the handlers' current descriptions.
     fn reindex(&mut self) {
-        let mut events: HashMap<String, Vec<String>> = HashMap::new();
-        let mut changes: HashMap<String, Vec<String>> = HashMap::new();
+        let mut events: FastMap<String, Vec<String>> = FastMap::default();
+        let mut changes: FastMap<String, Vec<String>> = FastMap::default();
         for (address, entry) in &self.handlers {
             let version = entry.slot.current();
             for event in &version.description.events {
@@ -103,7 +107,7 @@ impl Table {
                     .push(address.clone());
             }
         }
-        let shared = |index: HashMap<String, Vec<String>>| {
+        let shared = |index: FastMap<String, Vec<String>>| {
             index.into_iter().map(|(k, v)| (k, Arc::from(v))).collect()
         };
         self.events = shared(events);

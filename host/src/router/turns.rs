@@ -8,9 +8,10 @@
 //! stay counted in the mailbox's bounds. An agent with nothing in flight has no entry: idle
 //! agents cost nothing here.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use super::FastMap;
 use crate::signal::{AGENT_PREFIX, Body, Signal};
 
 /// The agent a signal is for, if it is a message or reply to an agent.
@@ -26,7 +27,7 @@ pub fn agent_of(signal: &Signal) -> Option<&str> {
 /// The agents of one mailbox with a signal in flight, and the signals waiting behind it.
 #[derive(Default)]
 pub struct Turns {
-    busy: Mutex<HashMap<String, VecDeque<Signal>>>,
+    busy: Mutex<FastMap<String, VecDeque<Signal>>>,
 }
 
 impl Turns {
@@ -66,7 +67,7 @@ impl Turns {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<Signal>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FastMap<String, VecDeque<Signal>>> {
         self.busy.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
