@@ -62,21 +62,23 @@ impl Open {
 
     /// The Reply or ErrorReply answering this message, from its addressee.
     pub fn answer(&self, outcome: Result<Json, Failure>, clock: &Clock) -> Signal {
-        self.answer_from(self.addressee.clone(), outcome, clock)
+        self.clone().into_answer(None, outcome, clock)
     }
 
-    /// The answer, from `from` (the host, for a 504).
-    pub fn answer_from(
-        &self,
-        from: String,
+    /// The answer, taking the record (its strings move into the answer), from `from` (the
+    /// host, for a 504) or else from its addressee.
+    pub fn into_answer(
+        self,
+        from: Option<String>,
         outcome: Result<Json, Failure>,
         clock: &Clock,
     ) -> Signal {
         let target = ReplyTarget {
             message_id: self.id.to_string(),
             return_address: None,
-            sender: self.answer_to.clone().unwrap_or_default(),
+            sender: self.answer_to.unwrap_or_default(),
         };
+        let from = from.unwrap_or(self.addressee);
         let mut answer = target.answer(from, outcome, None, clock);
         answer.envelope.depth = self.depth.saturating_add(1);
         answer.envelope.paced = self.paced;

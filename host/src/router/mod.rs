@@ -297,7 +297,7 @@ impl Router {
         outcome: Result<Json, Failure>,
     ) -> Result<String, Failure> {
         let open = self.claim_answer(id, answerer)?;
-        Ok(self.release_answer(&open, outcome))
+        Ok(self.release_answer(open, outcome))
     }
 
     /// Closes message `id` for `answerer`'s answer. The host (`host`) may answer any open
@@ -329,8 +329,8 @@ impl Router {
     }
 
     /// Sends the answer to a claimed message; returns the answer's id.
-    fn release_answer(&self, open: &Open, outcome: Result<Json, Failure>) -> String {
-        let answer = open.answer(outcome, self.clock());
+    fn release_answer(&self, open: Open, outcome: Result<Json, Failure>) -> String {
+        let answer = open.into_answer(None, outcome, self.clock());
         let id = answer.envelope.id.clone();
         self.route_answer(answer);
         id
@@ -773,7 +773,8 @@ impl Router {
             .with_help(
                 "the handler said it would answer later and did not; it may be slow or stuck",
             );
-            let answer = open.answer_from(HOST_ADDRESS.to_owned(), Err(failure), self.clock());
+            let from = Some(HOST_ADDRESS.to_owned());
+            let answer = open.into_answer(from, Err(failure), self.clock());
             self.route_answer(answer);
         }
     }
