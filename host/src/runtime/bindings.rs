@@ -14,24 +14,54 @@ wasmtime::component::bindgen!({
         default: trappable,
     },
     exports: { default: async },
+    ownership: Borrowing { duplicate_if_necessary: false },
 });
 
 pub use self::switchboard::signal::types as wit;
 
-impl From<&Envelope> for wit::Envelope {
-    fn from(e: &Envelope) -> Self {
+/// What a guest call needs owned that the signal does not hold in that form: the WIT
+/// types lend `&String` and `&Vec` for types the world also uses owned (the JSON payload,
+/// the header list, a failure), so the caller keeps these beside the [`Delivery`].
+pub struct Lent {
+    headers: Vec<(String, String)>,
+    payload: String,
+    /// An ErrorReply's failure; empty (no allocation) for other kinds.
+    failure: wit::Failure,
+}
+
+impl Lent {
+    /// The parts of `signal` a [`Delivery`] borrows from here.
+    pub fn of(signal: &Signal) -> Self {
+        let (payload, failure) = match &signal.body {
+            Body::Message(sig::Message { payload, .. })
+            | Body::Event { payload, .. }
+            | Body::Reply { payload, .. } => (payload.as_str().to_owned(), None),
+            Body::DataChange { object, .. } => (object.as_str().to_owned(), None),
+            Body::ErrorReply { error, .. } => (String::new(), Some(error.clone())),
+        };
+        let failure = failure.unwrap_or_else(|| sig::Failure::new(0, String::new()));
         Self {
-            id: e.id.clone(),
-            timestamp: e.timestamp,
-            from: e.from.clone(),
-            headers: e
+            headers: signal
+                .envelope
                 .headers
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            depth: e.depth,
-            deadline: e.deadline,
+            payload,
+            failure: failure.into(),
         }
+    }
+}
+
+/// An envelope lent to a guest call.
+fn envelope<'a>(e: &'a Envelope, lent: &'a Lent) -> wit::Envelope<'a> {
+    wit::Envelope {
+        id: &e.id,
+        timestamp: e.timestamp,
+        from: &e.from,
+        headers: &lent.headers,
+        depth: e.depth,
+        deadline: e.deadline,
     }
 }
 
@@ -80,63 +110,58 @@ pub fn headers(list: Vec<(String, String)>) -> Headers {
     list.into_iter().collect()
 }
 
-/// A signal in the shape the handler export for its kind takes.
-pub enum Delivery {
-    Message(wit::Message),
-    Event(wit::Event),
-    DataChange(wit::DataChangeEvent),
-    Reply(wit::IncomingReply),
+/// A signal in the shape the handler export for its kind takes, lending its strings: a
+/// guest call copies them straight from the signal into the guest's memory.
+pub enum Delivery<'a> {
+    Message(wit::Message<'a>),
+    Event(wit::Event<'a>),
+    DataChange(wit::DataChangeEvent<'a>),
+    Reply(wit::IncomingReply<'a>),
 }
 
-impl From<&Signal> for Delivery {
-    fn from(signal: &Signal) -> Self {
-        let envelope = wit::Envelope::from(&signal.envelope);
+impl<'a> Delivery<'a> {
+    /// `signal` as its export takes it, with what it lends from `lent` ([`Lent::of`] the
+    /// same signal).
+    pub fn of(signal: &'a Signal, lent: &'a Lent) -> Self {
+        let envelope = envelope(&signal.envelope, lent);
+        let payload = &lent.payload;
         match &signal.body {
             Body::Message(m) => Self::Message(wit::Message {
                 envelope,
-                message_type: m.message_type.clone(),
-                to: m.to.clone(),
-                return_address: m.return_address.clone(),
-                payload: m.payload.as_str().to_owned(),
+                message_type: &m.message_type,
+                to: &m.to,
+                return_address: m.return_address.as_deref(),
+                payload,
             }),
-            Body::Event {
+            Body::Event { event_type, .. } => Self::Event(wit::Event {
+                envelope,
                 event_type,
                 payload,
-            } => Self::Event(wit::Event {
-                envelope,
-                event_type: event_type.clone(),
-                payload: payload.as_str().to_owned(),
             }),
             Body::DataChange {
                 change_type,
                 object_type,
-                object,
+                ..
             } => Self::DataChange(wit::DataChangeEvent {
                 envelope,
                 change_type: (*change_type).into(),
-                object_type: object_type.clone(),
-                object: object.as_str().to_owned(),
+                object_type,
+                object: payload,
             }),
-            Body::Reply {
+            Body::Reply { reply_to, to, .. } => Self::Reply(wit::IncomingReply::Ok(wit::Reply {
+                envelope,
                 reply_to,
                 to,
                 payload,
-            } => Self::Reply(wit::IncomingReply::Ok(wit::Reply {
-                envelope,
-                reply_to: reply_to.clone(),
-                to: to.clone(),
-                payload: payload.as_str().to_owned(),
             })),
-            Body::ErrorReply {
-                reply_to,
-                to,
-                error,
-            } => Self::Reply(wit::IncomingReply::Err(wit::ErrorReply {
-                envelope,
-                reply_to: reply_to.clone(),
-                to: to.clone(),
-                error: error.clone().into(),
-            })),
+            Body::ErrorReply { reply_to, to, .. } => {
+                Self::Reply(wit::IncomingReply::Err(wit::ErrorReply {
+                    envelope,
+                    reply_to,
+                    to,
+                    error: &lent.failure,
+                }))
+            }
         }
     }
 }

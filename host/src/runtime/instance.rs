@@ -11,7 +11,7 @@ use std::sync::Weak;
 
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::bindings::{Delivery, Handler, wit};
+use super::bindings::{Delivery, Handler, Lent, wit};
 use super::cpu::metered;
 use super::outbound::Outbound;
 use super::pool::InstanceSlot;
@@ -149,14 +149,15 @@ impl Instance {
         self.store.data_mut().budget.pace(signal.envelope.paced);
         let max = self.store.data().max_message_bytes;
         let cpu = self.store.data().cpu.clone();
-        let delivery = Delivery::from(signal);
+        let lent = Lent::of(signal);
+        let delivery = Delivery::of(signal, &lent);
         let is_message = matches!(delivery, Delivery::Message(_));
         let store = &mut self.store;
         let call = async {
             match delivery {
                 Delivery::Message(msg) => self
                     .bindings
-                    .call_handle_message(&mut *store, &msg)
+                    .call_handle_message(&mut *store, msg)
                     .await
                     .map(|answer| match answer {
                         wit::Answer::Reply(payload) => Ok(Some(payload)),
@@ -165,17 +166,17 @@ impl Instance {
                     }),
                 Delivery::Event(evt) => self
                     .bindings
-                    .call_handle_event(&mut *store, &evt)
+                    .call_handle_event(&mut *store, evt)
                     .await
                     .map(|r| r.map(|()| None)),
                 Delivery::DataChange(change) => self
                     .bindings
-                    .call_handle_data_change(&mut *store, &change)
+                    .call_handle_data_change(&mut *store, change)
                     .await
                     .map(|r| r.map(|()| None)),
                 Delivery::Reply(reply) => self
                     .bindings
-                    .call_handle_reply(&mut *store, &reply)
+                    .call_handle_reply(&mut *store, reply)
                     .await
                     .map(|r| r.map(|()| None)),
             }
