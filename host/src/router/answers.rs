@@ -74,7 +74,7 @@ impl Open {
         clock: &Clock,
     ) -> Signal {
         let target = ReplyTarget {
-            message_id: self.id.to_string(),
+            message_id: String::from(&*self.id),
             return_address: None,
             sender: self.answer_to.unwrap_or_default(),
         };

@@ -89,7 +89,7 @@ impl Slot {
             }
             return AGENTS_ADDRESS.to_owned();
         }
-        self.name.to_string()
+        String::from(&*self.name)
     }
 }
 

@@ -481,9 +481,12 @@ impl Router {
         signal.envelope.deadline = Some(self.clock().after(timeout));
         let waiter = self.pending.register(id.clone(), to.clone());
         // If the caller stops waiting (a client hangs up), the entry goes too.
-        let _forget = pending::Forget(&self.pending, &id);
+        let mut forget = pending::Forget::new(&self.pending, &id);
         self.route(signal);
-        match tokio::time::timeout(timeout, waiter).await {
+        let waited = tokio::time::timeout(timeout, waiter).await;
+        // A reply means its claim removed the waiter; an expiry below removes it too.
+        forget.settled();
+        match waited {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(_)) => Err(Failure::new(code::OVERLOADED, "the host is shutting down")),
             Err(_) => {

@@ -31,12 +31,27 @@ struct Expired {
     order: VecDeque<(Instant, String)>,
 }
 
+/// Waiters are spread over this many tables by id, so that a caller registering one and a
+/// worker claiming another seldom wait for one lock.
+const SHARDS: usize = 16;
+
+type Waiters = Mutex<HashMap<String, Waiter, foldhash::fast::RandomState>>;
+
 /// The table of messages awaiting a reply.
-#[derive(Default)]
 pub struct Pending {
-    waiters: Mutex<HashMap<String, Waiter, foldhash::fast::RandomState>>,
+    waiters: Box<[Waiters]>,
     expired: Mutex<Expired>,
     late: AtomicU64,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Self {
+            waiters: (0..SHARDS).map(|_| Waiters::default()).collect(),
+            expired: Mutex::default(),
+            late: AtomicU64::default(),
+        }
+    }
 }
 
 /// What became of a reply offered to the table.
@@ -57,14 +72,14 @@ impl Pending {
     /// Registers a waiter for the reply to message `id`, sent to `addressee`.
     pub fn register(&self, id: String, addressee: String) -> oneshot::Receiver<Signal> {
         let (tx, rx) = oneshot::channel();
-        lock(&self.waiters).insert(id, Waiter { addressee, tx });
+        lock(self.shard(&id)).insert(id, Waiter { addressee, tx });
         rx
     }
 
     /// Offers a reply whose `reply-to` is `reply_to` to its waiter.
     pub fn claim(&self, reply_to: &str, reply: Signal) -> Claim {
         let waiter = {
-            let mut waiters = lock(&self.waiters);
+            let mut waiters = lock(self.shard(reply_to));
             let from = reply.envelope.from.as_str();
             match waiters.get(reply_to) {
                 Some(w) if answers_for(&w.addressee, from) || from == HOST_ADDRESS => {
@@ -99,7 +114,7 @@ impl Pending {
 
     /// Gives up waiting for message `id`'s reply.
     pub fn expire(&self, id: &str) {
-        lock(&self.waiters).remove(id);
+        lock(self.shard(id)).remove(id);
         let mut expired = lock(&self.expired);
         let now = Instant::now();
         while let Some((at, old)) = expired.order.front() {
@@ -116,7 +131,16 @@ impl Pending {
 
     /// Messages currently awaiting a reply.
     pub fn waiting(&self) -> usize {
-        lock(&self.waiters).len()
+        self.waiters.iter().map(|shard| lock(shard).len()).sum()
+    }
+
+    /// The table holding message `id`'s waiter (ids end in random digits: their last bytes
+    /// spread them).
+    fn shard(&self, id: &str) -> &Waiters {
+        let spread = id.bytes().rev().take(4).fold(0usize, |hash, byte| {
+            hash.wrapping_mul(31).wrapping_add(byte as usize)
+        });
+        &self.waiters[spread % self.waiters.len()]
     }
 
     /// Replies that arrived after their request had timed out.
@@ -127,12 +151,34 @@ impl Pending {
 
 /// Expires a request's waiter when dropped, unless its reply came: a request abandoned
 /// early (its caller hung up) leaves no entry behind, and its late reply is recognised.
-pub struct Forget<'a>(pub &'a Pending, pub &'a str);
+pub struct Forget<'a> {
+    pending: &'a Pending,
+    id: &'a str,
+    /// The reply came or the waiter was expired already: nothing to forget.
+    settled: bool,
+}
+
+impl<'a> Forget<'a> {
+    /// Watches message `id`'s waiter in `pending`.
+    pub fn new(pending: &'a Pending, id: &'a str) -> Self {
+        Self {
+            pending,
+            id,
+            settled: false,
+        }
+    }
+
+    /// The waiter is gone (its reply was claimed, or it was expired): dropping this guard
+    /// needs no lock.
+    pub fn settled(&mut self) {
+        self.settled = true;
+    }
+}
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
-        if lock(&self.0.waiters).contains_key(self.1) {
-            self.0.expire(self.1);
+        if !self.settled && lock(self.pending.shard(self.id)).contains_key(self.id) {
+            self.pending.expire(self.id);
         }
     }
 }
@@ -199,6 +245,35 @@ mod tests {
         assert!(!answers_for("agent:alice", "agent:counter/bob"));
         assert!(!answers_for("agent:counter/alice", "agent:other/alice"));
         assert!(!answers_for("echo", "agent:counter/echo"));
+    }
+
+    /// A caller that stops waiting (its guard dropped before the reply) leaves no waiter, and
+    /// the reply that comes later is counted late; a settled guard changes nothing. Waiters
+    /// spread over the tables all count.
+    #[test]
+    fn an_abandoned_request_forgets_its_waiter() {
+        let pending = Pending::default();
+        let ids: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
+        let _waiters: Vec<_> = ids
+            .iter()
+            .map(|id| pending.register(id.clone(), "b".into()))
+            .collect();
+        assert_eq!(pending.waiting(), 40);
+        drop(Forget::new(&pending, "m1"));
+        assert_eq!(pending.waiting(), 39);
+        assert!(matches!(pending.claim("m1", reply_to("m1")), Claim::Late));
+        let mut settled = Forget::new(&pending, "m2");
+        settled.settled();
+        drop(settled);
+        assert_eq!(
+            pending.waiting(),
+            39,
+            "a settled guard leaves the table alone"
+        );
+        assert!(matches!(
+            pending.claim("m2", reply_to("m2")),
+            Claim::Delivered
+        ));
     }
 
     #[test]
