@@ -1,14 +1,18 @@
 //! Warm signal round trips through a real host: a message from outside to a guest and its
-//! Reply back, and a guest awaiting another guest (two round trips per signal); and the same
-//! echo round trip pipelined, many requests in flight at once, at concurrency 1 and 8.
+//! Reply back, and a guest awaiting another guest (two round trips per signal), beside the
+//! floor: the same echo call on one warm instance with wasmtime alone
+//! (`switchboard_tests::raw`); and the same echo round trip pipelined, many requests in
+//! flight at once, at concurrency 1 and 8.
 //!
 //! Run with `cargo bench -p switchboard-tests`.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
 use switchboard::{Host, Limits};
+use switchboard_tests::raw::RawEcho;
 use switchboard_tests::{WAIT, guest, host_with};
 use tokio::task::JoinSet;
 
@@ -37,6 +41,21 @@ fn roundtrip(c: &mut Criterion) {
             host.call("orders", "Forward", forward.clone(), WAIT)
                 .await
                 .unwrap()
+        })
+    });
+    let raw = rt.block_on(RawEcho::new(&switchboard_tests::config(), &guest("echo")));
+    let raw = Arc::new(tokio::sync::Mutex::new(raw));
+    group.bench_function("floor: raw wasmtime call of echo", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let raw = raw.clone();
+            async move {
+                let mut raw = raw.lock().await;
+                let start = Instant::now();
+                for _ in 0..iters {
+                    raw.call().await;
+                }
+                start.elapsed()
+            }
         })
     });
     group.finish();
