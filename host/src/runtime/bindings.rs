@@ -120,7 +120,7 @@ pub enum Delivery<'a> {
 }
 
 impl<'a> Delivery<'a> {
-    /// `signal` as its export takes it, with what it lends from `lent` ([`Lent::of`] the
+    /// `signal` as its export takes it, with what it lends from `lent` (`Lent::of` the
     /// same signal).
     pub fn of(signal: &'a Signal, lent: &'a Lent) -> Self {
         let envelope = envelope(&signal.envelope, lent);
