@@ -35,7 +35,8 @@ pub const WALL_CAP: Duration = Duration::from_millis(2 * EPOCH_TICK.as_millis() 
 /// CPU limits under this are timed on the CPU clock from the first segment.
 pub const PRECISE_BELOW: Duration = Duration::from_millis(100);
 
-/// A clock that only moves while the calling thread runs. Tests inject a fake one.
+/// A clock the meter reads (the thread CPU clock, or the monotonic clock); tests inject
+/// fake ones.
 pub trait Clock: Send + Sync + 'static {
     /// The clock's reading now; only differences between readings matter.
     fn now(&self) -> Duration;
