@@ -50,6 +50,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default longest time a connection may stay open without a request on it.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The shortest time between two checks of a connection's timeouts.
+const RECHECK_FLOOR: Duration = Duration::from_millis(10);
 /// Pause after an accept error other than a connection's own, so a persistent one
 /// (out of file descriptors) does not spin the loop.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
@@ -286,8 +288,11 @@ impl Server {
     /// The state may change before then without telling the connection's task, but no state it
     /// can enter has a deadline earlier than now plus the shorter timeout, so checking by then
     /// never misses one: a check that finds nothing due re-arms for the state of that moment.
+    /// Checks are at least [`RECHECK_FLOOR`] apart, so timeouts shorter than that (even zero)
+    /// cannot make a busy connection's task spin; they are enforced up to that much late.
     fn next_check(tracker: &Tracker, limits: &ConnectionLimits) -> Instant {
-        let soonest = Instant::now() + limits.idle_timeout.min(limits.header_read_timeout);
+        let shorter = limits.idle_timeout.min(limits.header_read_timeout);
+        let soonest = Instant::now() + shorter.max(RECHECK_FLOOR);
         tracker
             .deadline(limits)
             .map_or(soonest, |deadline| deadline.min(soonest))
@@ -362,5 +367,36 @@ impl Server {
         });
         self.open.insert(task.id(), tracker);
         self.counters.open.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves a busy connection's timeouts are checked no sooner than `RECHECK_FLOOR`, even
+    /// with zero timeouts (which would otherwise re-arm the timer for now, spinning its task),
+    /// and an idle one's at its deadline when that is sooner than the shorter timeout.
+    #[test]
+    fn timeouts_are_checked_at_the_deadline_or_the_floor() {
+        let zero = ConnectionLimits {
+            header_read_timeout: Duration::ZERO,
+            idle_timeout: Duration::ZERO,
+            ..ConnectionLimits::default()
+        };
+        let tracker = Tracker::new();
+        let _busy = tracker.begin();
+        let before = Instant::now();
+        assert!(Server::next_check(&tracker, &zero) >= before + RECHECK_FLOOR);
+
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(1),
+            ..ConnectionLimits::default()
+        };
+        let idle = Tracker::new();
+        let check = Server::next_check(&idle, &limits);
+        assert!(check <= Instant::now() + Duration::from_secs(1));
+        assert!(check >= before + Duration::from_millis(900));
     }
 }
