@@ -110,23 +110,33 @@ async fn doubling_messages_stop_at_the_depth_limit() {
 /// A handler that `request`s itself waits for its own 504, then the queued request does the
 /// same one step deeper, until the depth limit refuses the next request (508): one handled
 /// message per depth, and the chain ends by itself.
+///
+/// Each queued request's deadline falls when its requester's wait ends, so the host's
+/// expiry sweep (every 100 ms) can answer it 504 in the moment before the worker takes it,
+/// and then it is rightly not handled and the chain ends early (seen once in a loaded full
+/// run). So the chain is run on a fresh host up to 3 times; it must reach the limit once,
+/// and no run may ever go past it.
 #[tokio::test]
 async fn self_request_chain_stops_at_the_depth_limit() {
-    let config = HostConfig {
-        max_causal_depth: 4,
-        ..switchboard_tests::config()
-    };
-    let host = storm_host(config, None).await;
-    let first = call(&host, "storm", "SelfRequest", json!({"timeout_ms": 200})).await;
-    assert_eq!(first.unwrap_err().code, code::TIMEOUT);
-    storm_stops(&host).await;
-    assert_eq!(
-        handled(&host, "storm"),
-        5,
-        "one SelfRequest per depth 0..=4"
-    );
-    assert_eq!(depth_refused(&host, "storm"), 1);
-    everyone_still_answers(&host).await;
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let config = HostConfig {
+            max_causal_depth: 4,
+            ..switchboard_tests::config()
+        };
+        let host = storm_host(config, None).await;
+        let first = call(&host, "storm", "SelfRequest", json!({"timeout_ms": 200})).await;
+        assert_eq!(first.unwrap_err().code, code::TIMEOUT);
+        storm_stops(&host).await;
+        let run = (handled(&host, "storm"), depth_refused(&host, "storm"));
+        assert!(run.0 <= 5, "never past depth 4: {run:?}");
+        everyone_still_answers(&host).await;
+        runs.push(run);
+        if run == (5, 1) {
+            return;
+        }
+    }
+    panic!("no run handled one SelfRequest per depth 0..=4 and refused the 5th: {runs:?}");
 }
 
 /// An event a handler emits carries its causal depth as a named field of the wire format:
