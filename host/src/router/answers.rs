@@ -14,7 +14,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::FastMap;
+use super::{FastMap, ID_SHARDS, shard_of};
 use crate::clock::Clock;
 use crate::runtime::TIMER_HEADER;
 use crate::signal::{Body, Failure, Json, ReplyTarget, Signal, code};
@@ -120,10 +120,6 @@ impl Refused {
     }
 }
 
-/// Open messages are spread over this many tables by id, so that workers answering
-/// different messages at once seldom wait for one lock.
-const SHARDS: usize = 16;
-
 #[derive(Default)]
 struct Table {
     open: FastMap<Arc<str>, Open>,
@@ -174,7 +170,7 @@ pub struct Answers {
 impl Default for Answers {
     fn default() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            shards: (0..ID_SHARDS).map(|_| Mutex::default()).collect(),
             deferred: Mutex::default(),
         }
     }
@@ -285,10 +281,7 @@ impl Answers {
     /// last bytes spread them evenly; an id from elsewhere can only crowd one table, never
     /// change an answer.
     fn lock(&self, id: &str) -> MutexGuard<'_, Table> {
-        let spread = id.bytes().rev().take(4).fold(0usize, |hash, byte| {
-            hash.wrapping_mul(31).wrapping_add(byte as usize)
-        });
-        lock(&self.shards[spread % self.shards.len()])
+        lock(shard_of(&self.shards, id))
     }
 }
 

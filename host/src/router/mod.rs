@@ -68,6 +68,19 @@ pub enum InstallError {
 /// cost more per lookup than the rest of a table access).
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// Tables keyed by message id (open answers, pending waiters) are spread over this many
+/// locks, so that a caller and a worker touching different messages seldom wait for one.
+pub(crate) const ID_SHARDS: usize = 16;
+
+/// The one of `shards` that holds message `id` (ids end in random digits: their last bytes
+/// spread them).
+pub(crate) fn shard_of<'a, T>(shards: &'a [T], id: &str) -> &'a T {
+    let spread = id.bytes().rev().take(4).fold(0usize, |hash, byte| {
+        hash.wrapping_mul(31).wrapping_add(byte as usize)
+    });
+    &shards[spread % shards.len()]
+}
+
 #[derive(Default)]
 struct Table {
     /// Handlers by the address they serve.

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::{ID_SHARDS, shard_of};
 use crate::signal::{HOST_ADDRESS, Signal};
 
 /// How long a timed-out request's id is remembered to recognise its late reply.
@@ -31,10 +32,6 @@ struct Expired {
     order: VecDeque<(Instant, String)>,
 }
 
-/// Waiters are spread over this many tables by id, so that a caller registering one and a
-/// worker claiming another seldom wait for one lock.
-const SHARDS: usize = 16;
-
 type Waiters = Mutex<HashMap<String, Waiter, foldhash::fast::RandomState>>;
 
 /// The table of messages awaiting a reply.
@@ -47,7 +44,7 @@ pub struct Pending {
 impl Default for Pending {
     fn default() -> Self {
         Self {
-            waiters: (0..SHARDS).map(|_| Waiters::default()).collect(),
+            waiters: (0..ID_SHARDS).map(|_| Waiters::default()).collect(),
             expired: Mutex::default(),
             late: AtomicU64::default(),
         }
@@ -134,13 +131,9 @@ impl Pending {
         self.waiters.iter().map(|shard| lock(shard).len()).sum()
     }
 
-    /// The table holding message `id`'s waiter (ids end in random digits: their last bytes
-    /// spread them).
+    /// The table holding message `id`'s waiter.
     fn shard(&self, id: &str) -> &Waiters {
-        let spread = id.bytes().rev().take(4).fold(0usize, |hash, byte| {
-            hash.wrapping_mul(31).wrapping_add(byte as usize)
-        });
-        &self.waiters[spread % self.waiters.len()]
+        shard_of(&self.waiters, id)
     }
 
     /// Replies that arrived after their request had timed out.
