@@ -6,10 +6,12 @@
 //! and a transport delivers into [`transport::Inbound`], never the router type; a test
 //! (`layering`) checks that no module imports one that imports it back.
 //!
+//! - [`address`]: what an address names (one parser, one `Display`), and the encoder of
+//!   names into NATS subject tokens.
 //! - [`signal`]: the envelope, the five signal kinds, the host's error codes.
 //! - [`wire`]: the JSON wire format every edge (HTTP, WebSocket, NATS, logs) shares.
 //! - [`runtime`]: the engine, compiled handler versions, warm instances and their limits.
-//! - [`router`]: addresses, mailboxes, subscriptions, pending replies.
+//! - [`router`]: routes, mailboxes, subscriptions, pending replies.
 //! - [`transport`]: how signals reach the host that serves them; in-process by default.
 //! - [`host`]: the embeddable [`Host`] handle tying them together.
 //! - [`store`]: the data directory: modules by hash, compiled artifacts, the registry file.
@@ -33,6 +35,7 @@
 //! - `fuzzing` (hidden): the checks the fuzz targets in `fuzz/` and the corpus replay test
 //!   share.
 
+pub mod address;
 pub mod admin;
 pub mod clock;
 pub mod compile_command;

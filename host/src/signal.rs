@@ -13,41 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 
-/// Address of signals the host raises itself (404s, 504s, trap reports).
-pub const HOST_ADDRESS: &str = "host";
 /// The one address every agent handler shares; `agent:<id>` messages are delivered here.
-pub const AGENTS_ADDRESS: &str = "agents";
-/// Prefix of agent addresses: `agent:<id>`.
-pub const AGENT_PREFIX: &str = "agent:";
-/// The address an agent handler is listed at: `agent:<name>/*`, standing for its agents.
-pub fn agent_home(handler: &str) -> String {
-    format!("{AGENT_PREFIX}{handler}/*")
-}
-
-/// Longest agent id, in bytes: an agent's id is part of every key it stores.
-pub const MAX_AGENT_ID_BYTES: usize = 256;
-
-/// The parts of an agent address: `agent:<handler>/<id>` gives the handler and id;
-/// `agent:<id>` (the short form, valid while one agent handler is deployed) the id alone.
-/// `None` for anything else: an empty id or handler, or an id over
-/// [`MAX_AGENT_ID_BYTES`] (nothing serves it: 404).
-pub fn agent_parts(to: &str) -> Option<(Option<&str>, &str)> {
-    let rest = to.strip_prefix(AGENT_PREFIX)?;
-    if rest.len() > MAX_AGENT_ID_BYTES + 65 {
-        return None;
-    }
-    match rest.split_once('/') {
-        Some((handler, id)) if !handler.is_empty() && !id.is_empty() => {
-            (id.len() <= MAX_AGENT_ID_BYTES).then_some((Some(handler), id))
-        }
-        Some(_) => None,
-        None if rest.is_empty() || rest.len() > MAX_AGENT_ID_BYTES => None,
-        None => Some((None, rest)),
-    }
-}
-
-/// Prefix of connected clients' addresses: `user:<id>`.
-pub const USER_PREFIX: &str = "user:";
+pub use crate::address::AGENTS as AGENTS_ADDRESS;
+/// Address of signals the host raises itself (404s, 504s, trap reports).
+pub use crate::address::HOST as HOST_ADDRESS;
 
 /// The event a user's first connection to the gateway opening is broadcast as, from the
 /// host: `{"user": "<id>"}`. Handlers subscribe to it like to any event; only the host emits
@@ -494,32 +463,6 @@ mod tests {
         msg.envelope.depth = u32::MAX;
         let reply = Signal::answer(&msg, "inventory", Ok(Json::null()), None, &Clock::system());
         assert_eq!(reply.envelope.depth, u32::MAX);
-    }
-
-    /// Agent addresses split into handler and id; the short form has no handler.
-    #[test]
-    fn agent_addresses_split() {
-        assert_eq!(
-            agent_parts("agent:counter/alice"),
-            Some((Some("counter"), "alice"))
-        );
-        assert_eq!(
-            agent_parts("agent:counter/a/b"),
-            Some((Some("counter"), "a/b"))
-        );
-        assert_eq!(agent_parts("agent:alice"), Some((None, "alice")));
-        for bad in ["agent:", "agent:/x", "agent:x/", "echo", "user:alice"] {
-            assert_eq!(agent_parts(bad), None, "{bad}");
-        }
-        let longest = "a".repeat(MAX_AGENT_ID_BYTES);
-        assert!(agent_parts(&format!("agent:c/{longest}")).is_some());
-        assert_eq!(
-            agent_parts(&format!("agent:c/{longest}b")),
-            None,
-            "an id too long"
-        );
-        assert_eq!(agent_parts(&format!("agent:{longest}b")), None);
-        assert_eq!(agent_home("counter"), "agent:counter/*");
     }
 
     #[test]

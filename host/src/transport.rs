@@ -15,7 +15,8 @@ use std::sync::{OnceLock, Weak};
 
 use tokio::sync::oneshot;
 
-use crate::signal::{AGENT_PREFIX, AGENTS_ADDRESS, Body, Failure, Signal, code};
+use crate::address::{Address, Kind};
+use crate::signal::{AGENTS_ADDRESS, Body, Failure, Signal, code};
 
 /// A signal the transport could not deliver, handed back with the reason.
 #[derive(Debug)]
@@ -254,7 +255,7 @@ impl<'a> Route<'a> {
 
 /// The address that serves `to`: `agent:<id>` is served by the agents handler.
 pub fn address_of(to: &str) -> &str {
-    if to.starts_with(AGENT_PREFIX) {
+    if Address::kind_of(to) == Kind::Agent {
         AGENTS_ADDRESS
     } else {
         to

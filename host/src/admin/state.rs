@@ -130,16 +130,22 @@ fn store(state: &AppState) -> Result<std::sync::Arc<StateStore>, ApiError> {
 /// The agent id in `agent`: a bare id, `agent:<id>`, or `agent:<handler>/<id>` of this
 /// handler.
 fn agent_id(handler: &str, agent: &str) -> Result<String, ApiError> {
-    match crate::signal::agent_parts(agent) {
-        Some((Some(h), id)) if h == handler => Ok(id.to_owned()),
-        Some((Some(h), _)) => Err(ApiError::bad_request(format!(
+    use crate::address::{Address, AddressError};
+    match Address::parse(agent) {
+        Ok(Address::Agent {
+            handler: Some(h),
+            id,
+        }) if h == handler => Ok(id.to_owned()),
+        Ok(Address::Agent {
+            handler: Some(h), ..
+        }) => Err(ApiError::bad_request(format!(
             "`{agent}` is an agent of `{h}`, not of `{handler}`"
         ))),
-        Some((None, id)) => Ok(id.to_owned()),
-        None if agent.is_empty() || agent.starts_with(crate::signal::AGENT_PREFIX) => Err(
-            ApiError::bad_request(format!("`{agent}` is not an agent id or address")),
-        ),
-        None => Ok(agent.to_owned()),
+        Ok(Address::Agent { handler: None, id }) => Ok(id.to_owned()),
+        Err(AddressError::Agent) | Ok(Address::Service("")) => Err(ApiError::bad_request(format!(
+            "`{agent}` is not an agent id or address"
+        ))),
+        _ => Ok(agent.to_owned()),
     }
 }
 

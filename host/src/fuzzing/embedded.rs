@@ -337,7 +337,7 @@ impl EmbeddedHost {
 
     /// Sends `message` from `client`, noting what answer the client is to get.
     fn send(&self, client: &str, message: Message, sent: &mut Sent) {
-        let push = message.to.starts_with("user:");
+        let push = crate::address::Address::kind_of(&message.to) == crate::address::Kind::User;
         let answered_here = message
             .return_address
             .as_deref()

@@ -2,8 +2,9 @@
 //! is something a client may send, stamped as from that client, and what it refuses is
 //! refused with one of the codes the README lists for frames.
 
+use crate::address::{Address, Kind};
 use crate::gateway::connection::frames::{Acks, Frame, FrameRules};
-use crate::signal::{AGENT_PREFIX, Body, USER_ONLINE, USER_PREFIX, code};
+use crate::signal::{Body, USER_ONLINE, code};
 
 /// The client every frame comes from.
 const ADDRESS: &str = "user:fuzz";
@@ -56,7 +57,10 @@ pub fn frame(data: &[u8]) {
                 Body::Message(m) => {
                     assert!(!m.to.trim().is_empty() && !m.message_type.trim().is_empty());
                     assert!(
-                        !m.to.starts_with(AGENT_PREFIX) && !m.to.starts_with(USER_PREFIX),
+                        !matches!(
+                            Address::kind_of(&m.to),
+                            Kind::Agent | Kind::User | Kind::Inbox
+                        ),
                         "a client messaged {} directly",
                         m.to
                     );

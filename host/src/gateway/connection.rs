@@ -14,11 +14,12 @@ use tokio::time::Instant;
 
 use super::limits::{Slot, close};
 use super::{Bearer, Gateway};
+use crate::address::Address;
 use crate::clock::Clock;
 use crate::listener::WriteProgress;
 use crate::metrics::GatewayMetrics;
 use crate::router::Router;
-use crate::signal::{Body, Envelope, Failure, HOST_ADDRESS, Headers, Signal, USER_PREFIX, code};
+use crate::signal::{Body, Envelope, Failure, HOST_ADDRESS, Headers, Signal, code};
 use crate::token_bucket::TokenBucket;
 
 pub(crate) mod frames;
@@ -82,7 +83,7 @@ pub async fn serve(
     let router = gateway.router.clone();
     let metrics = router.metrics().gateway.clone();
     let user = bearer.user;
-    let address = format!("{USER_PREFIX}{user}");
+    let address = Address::User(&user).to_string();
     let online = || gateway.presence(USER_ONLINE, &user);
     let limits = &gateway.limits;
     let mut link = router.connect_client(&address, limits.queue, limits.queue_bytes, online);

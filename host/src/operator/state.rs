@@ -26,7 +26,11 @@ struct Entry {
 pub(super) fn answer(body: &serde_json::Value, out: &mut impl Write) -> anyhow::Result<()> {
     let view = StateView::deserialize(body)?;
     let whose = match &view.agent {
-        Some(agent) => format!("agent:{}/{agent}", view.handler),
+        Some(agent) => crate::address::Address::Agent {
+            handler: Some(&view.handler),
+            id: agent,
+        }
+        .to_string(),
         None => view.handler.clone(),
     };
     writeln!(

@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::Registry;
+use crate::address::{Address, Kind};
 use crate::store::{RegistryFile, VersionRecord};
 
 /// Handlers restored at once: each restore deserializes (or compiles) a component and runs
@@ -29,7 +30,7 @@ impl Restoring {
             .filter_map(|(name, record)| {
                 let current = record.current()?;
                 let address = match current.kind.as_str() {
-                    "agent" => crate::signal::agent_home(name),
+                    "agent" => Address::agent_handler(name).to_string(),
                     _ => name.clone(),
                 };
                 Some((name.clone(), address))
@@ -51,11 +52,14 @@ impl Restoring {
 impl Registry {
     /// The handler that will serve `to` once restored, if it is still being restored.
     pub fn restoring(&self, to: &str) -> Option<String> {
-        let serves_to = |serves: &str| match crate::signal::agent_parts(to) {
-            Some((Some(handler), _)) => serves == crate::signal::agent_home(handler),
+        let serves_to = |serves: &str| match Address::parse(to) {
+            Ok(Address::Agent {
+                handler: Some(handler),
+                ..
+            }) => serves == Address::agent_handler(handler).to_string(),
             // The short form: any agent handler may turn out to serve it.
-            Some((None, _)) => serves.starts_with(crate::signal::AGENT_PREFIX),
-            None => serves == to,
+            Ok(Address::Agent { handler: None, .. }) => Address::kind_of(serves) == Kind::Agent,
+            _ => serves == to,
         };
         self.restoring
             .lock()

@@ -24,6 +24,7 @@ use super::callbacks::CALLBACK_CAP;
 use super::queue_bytes::{MailboxBytes, QueueBudget};
 use super::turns::{Turns, agent_of};
 use super::worker::{ExitNotice, Stop, Worker};
+use crate::address::{Address, Kind};
 use crate::metrics::Metrics;
 use crate::runtime::{HandlerKind, Runtime, Version};
 use crate::signal::{AGENTS_ADDRESS, Body, Signal};
@@ -84,7 +85,7 @@ impl Slot {
                 Body::Reply { to, .. } | Body::ErrorReply { to, .. } => Some(to),
                 _ => None,
             };
-            if let Some(to) = to.filter(|to| to.starts_with(crate::signal::AGENT_PREFIX)) {
+            if let Some(to) = to.filter(|to| Address::kind_of(to) == Kind::Agent) {
                 return to.clone();
             }
             return AGENTS_ADDRESS.to_owned();
@@ -170,10 +171,7 @@ impl Entry {
         let exit = Arc::new(ExitNotice(exited_tx));
         let workers = limits.concurrency.max(1);
         let stop = Stop::default();
-        let turns = slot
-            .address
-            .starts_with(crate::signal::AGENT_PREFIX)
-            .then(Arc::default);
+        let turns = (Address::kind_of(&slot.address) == Kind::Agent).then(Arc::default);
         for _ in 0..workers {
             Worker::spawn(Worker {
                 slot: slot.clone(),

@@ -37,13 +37,12 @@ pub use mailbox::{Counters, Entry, Refused, Slot};
 pub use pending::Pending;
 use queue_bytes::QueueBudget;
 
+use crate::address::{Address, Kind};
 use crate::clock::Clock;
 use crate::dead_letters::{DeadLetter, DeadLetters, DeadReason};
 use crate::metrics::{Metrics, RefusedLabels};
 use crate::runtime::{HandlerKind, PoolFull, Reservation, Runtime, Version};
-use crate::signal::{
-    AGENT_PREFIX, AGENTS_ADDRESS, Body, Failure, HOST_ADDRESS, Json, Signal, USER_PREFIX, code,
-};
+use crate::signal::{AGENTS_ADDRESS, Body, Failure, HOST_ADDRESS, Json, Signal, code};
 pub use crate::transport::{Accepted, Reason, Undelivered};
 use crate::transport::{Inbound, Publish, Route, Transport};
 
@@ -128,7 +127,7 @@ impl Table {
         self.agents = self
             .handlers
             .keys()
-            .filter(|address| address.starts_with(AGENT_PREFIX))
+            .filter(|address| Address::kind_of(address) == Kind::Agent)
             .cloned()
             .collect();
     }
@@ -137,18 +136,30 @@ impl Table {
     /// `agent:<handler>/<id>`. The short `agent:<id>` resolves only while exactly one agent
     /// handler is deployed.
     fn resolve_agent(&self, to: &str) -> Option<(String, String)> {
-        let (handler, id) = crate::signal::agent_parts(to)?;
+        let Ok(Address::Agent { handler, id }) = Address::parse(to) else {
+            return None;
+        };
         match handler {
             Some(handler) => {
-                let home = crate::signal::agent_home(handler);
+                let home = Address::agent_handler(handler).to_string();
                 self.handlers
                     .contains_key(&home)
                     .then(|| (home, to.to_owned()))
             }
             None => match self.agents.as_slice() {
                 [only] => {
-                    let handler = only.strip_prefix(AGENT_PREFIX)?.strip_suffix("/*")?;
-                    Some((only.clone(), format!("{AGENT_PREFIX}{handler}/{id}")))
+                    let Ok(Address::Agent {
+                        handler: Some(handler),
+                        ..
+                    }) = Address::parse(only)
+                    else {
+                        return None;
+                    };
+                    let full = Address::Agent {
+                        handler: Some(handler),
+                        id,
+                    };
+                    Some((only.clone(), full.to_string()))
                 }
                 _ => None,
             },
@@ -293,7 +304,7 @@ impl Router {
     fn stamp_deadline(&self, signal: &mut Signal) {
         if let Body::Message(m) = &signal.body
             && signal.envelope.deadline.is_none()
-            && !m.to.starts_with(USER_PREFIX)
+            && Address::kind_of(&m.to) != Kind::User
         {
             let after = self.runtime.config().message_deadline;
             signal.envelope.deadline = Some(self.clock().after(after));
@@ -323,10 +334,7 @@ impl Router {
         };
         claimed.map_err(|refused| {
             // Labelled by handler, never by agent: clients choose agent ids.
-            let handler = match crate::signal::agent_parts(answerer) {
-                Some((Some(handler), _)) => handler.to_owned(),
-                _ => answerer.to_owned(),
-            };
+            let handler = Address::handler_of(answerer).to_owned();
             self.metrics
                 .answers_refused
                 .get_or_create(&crate::metrics::DeadLetterLabels {
@@ -454,7 +462,7 @@ impl Router {
     /// if the reply will come back to it (429 when it has none left).
     pub(super) fn reserve_send(&self, signal: &Signal, owner: &Arc<str>) -> Result<(), Failure> {
         if let Body::Message(m) = &signal.body {
-            let comes_back = !m.to.starts_with(USER_PREFIX)
+            let comes_back = Address::kind_of(&m.to) != Kind::User
                 && m.return_address
                     .as_deref()
                     .is_none_or(|a| a == signal.envelope.from);
@@ -564,7 +572,7 @@ impl Router {
     pub fn redeliver(&self, letter: &DeadLetter) -> Result<(), Undelivered> {
         let signal = letter.signal.clone();
         let table = self.read();
-        if letter.handler.starts_with(USER_PREFIX) {
+        if Address::kind_of(&letter.handler) == Kind::User {
             return self.to_client(&table, &letter.handler, signal);
         }
         let Some(entry) = table
@@ -648,7 +656,7 @@ impl Router {
                 Some(subscribers) => self.broadcast(table, &subscribers, signal),
                 None => Ok(Accepted::default()),
             },
-            Route::Address(address) if address.starts_with(USER_PREFIX) => {
+            Route::Address(address) if Address::kind_of(address) == Kind::User => {
                 let address = address.to_owned();
                 self.to_client(&table, &address, signal)
                     .map(|()| Accepted::ONE)
@@ -747,10 +755,7 @@ impl Router {
             return;
         }
         let outcome = if later {
-            let handler = match crate::signal::agent_parts(from) {
-                Some((Some(handler), _)) => handler,
-                _ => from,
-            };
+            let handler = Address::handler_of(from);
             if self
                 .answers
                 .defer(signal.id(), handler, MAX_LATER_PER_HANDLER)
@@ -805,7 +810,7 @@ impl Router {
     pub fn install(&self, name: &str, version: Arc<Version>) -> Result<bool, InstallError> {
         let address = match version.description.kind {
             HandlerKind::Service => name.to_owned(),
-            HandlerKind::Agent => crate::signal::agent_home(name),
+            HandlerKind::Agent => Address::agent_handler(name).to_string(),
         };
         let mut table = self.write();
         if let Some(entry) = table.handlers.get(&address)

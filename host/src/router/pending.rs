@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::{ID_SHARDS, shard_of};
+use crate::address::Address;
 use crate::signal::{HOST_ADDRESS, Signal};
 
 /// How long a timed-out request's id is remembered to recognise its late reply.
@@ -180,11 +181,13 @@ impl Drop for Forget<'_> {
 /// address, or the full form (`agent:<handler>/<id>`) of a short agent address
 /// (`agent:<id>`) the host resolved when it delivered the message.
 fn answers_for(addressee: &str, from: &str) -> bool {
-    use crate::signal::agent_parts;
     addressee == from
         || matches!(
-            (agent_parts(addressee), agent_parts(from)),
-            (Some((None, short)), Some((Some(_), id))) if short == id
+            (Address::parse(addressee), Address::parse(from)),
+            (
+                Ok(Address::Agent { handler: None, id: short }),
+                Ok(Address::Agent { handler: Some(_), id }),
+            ) if short == id
         )
 }
 

@@ -12,7 +12,8 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use super::FastMap;
-use crate::signal::{AGENT_PREFIX, Body, Signal};
+use crate::address::{Address, Kind};
+use crate::signal::{Body, Signal};
 
 /// The agent a signal is for, if it is a message or reply to an agent.
 pub fn agent_of(signal: &Signal) -> Option<&str> {
@@ -21,7 +22,7 @@ pub fn agent_of(signal: &Signal) -> Option<&str> {
         Body::Reply { to, .. } | Body::ErrorReply { to, .. } => to,
         _ => return None,
     };
-    to.starts_with(AGENT_PREFIX).then_some(to.as_str())
+    (Address::kind_of(to) == Kind::Agent).then_some(to.as_str())
 }
 
 /// The agents of one mailbox with a signal in flight, and the signals waiting behind it.

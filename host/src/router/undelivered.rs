@@ -3,9 +3,10 @@
 //! nothing serves its address; a broadcast refused at its source is counted as refused.
 
 use super::Router;
+use crate::address::{Address, Kind};
 use crate::dead_letters::{DeadReason, Reservation};
 use crate::metrics::{DeadLetterKindLabels, ReasonLabels, RefusedLabels};
-use crate::signal::{Body, HOST_ADDRESS, Signal, USER_PREFIX};
+use crate::signal::{Body, HOST_ADDRESS, Signal};
 use crate::transport::{Reason, Undelivered};
 
 impl Router {
@@ -31,7 +32,9 @@ impl Router {
             Body::Reply { to, reply_to, .. } | Body::ErrorReply { to, reply_to, .. } => {
                 self.callbacks.close(reply_to);
                 let dead = match reason {
-                    Reason::Overloaded if to.starts_with(USER_PREFIX) => DeadReason::ClientSlow,
+                    Reason::Overloaded if Address::kind_of(to) == Kind::User => {
+                        DeadReason::ClientSlow
+                    }
                     Reason::Overloaded | Reason::OverBytes(_) => DeadReason::MailboxFull,
                     Reason::ClientGone => DeadReason::ClientGone,
                     Reason::ShuttingDown => DeadReason::HandlerStopped,

@@ -152,11 +152,15 @@ impl HostState {
 
 /// Whether `to` names the agent at `me` (full `agent:<handler>/<id>`, or short `agent:<id>`).
 fn same_agent(me: &str, to: &str) -> bool {
-    use crate::signal::agent_parts;
-    match (agent_parts(me), agent_parts(to)) {
-        (Some((Some(mine), id)), Some((handler, to_id))) => {
-            id == to_id && handler.is_none_or(|h| h == mine)
-        }
+    use crate::address::Address;
+    match (Address::parse(me), Address::parse(to)) {
+        (
+            Ok(Address::Agent {
+                handler: Some(mine),
+                id,
+            }),
+            Ok(Address::Agent { handler, id: to_id }),
+        ) => id == to_id && handler.is_none_or(|h| h == mine),
         _ => false,
     }
 }

@@ -125,9 +125,11 @@ impl HostState {
     /// handler's.
     pub fn scope_at(&self, address: &str) -> crate::keyed::Scope {
         let handler = self.identity.handler.to_string();
-        match crate::signal::agent_parts(address) {
-            Some((_, id)) => crate::keyed::Scope::agent(handler, id),
-            None => crate::keyed::Scope::handler(handler),
+        match crate::address::Address::parse(address) {
+            Ok(crate::address::Address::Agent { id, .. }) => {
+                crate::keyed::Scope::agent(handler, id)
+            }
+            _ => crate::keyed::Scope::handler(handler),
         }
     }
 }

@@ -3,15 +3,16 @@
 use super::bindings::{guest_json, switchboard::signal::users, wit};
 use super::budget::Spend;
 use super::state::HostState;
+use crate::address::Address;
 use crate::keyed::KeptPush;
-use crate::signal::{Body, Failure, Headers, Message, Signal, USER_PREFIX, code};
+use crate::signal::{Body, Failure, Headers, Message, Signal, code};
 
 impl users::Host for HostState {
     fn is_online(&mut self, id: String) -> wasmtime::Result<bool> {
         let Ok(outbound) = self.outbound() else {
             return Ok(false);
         };
-        Ok(!id.is_empty() && outbound.is_online(&format!("{USER_PREFIX}{id}")))
+        Ok(!id.is_empty() && outbound.is_online(&Address::User(&id).to_string()))
     }
 
     fn push(
@@ -89,7 +90,7 @@ impl HostState {
         }
         let body = Body::Message(Message {
             message_type: event_type,
-            to: format!("{USER_PREFIX}{id}"),
+            to: Address::User(&id).to_string(),
             return_address: None,
             payload: guest_json(payload, "pushed payload")?,
         });

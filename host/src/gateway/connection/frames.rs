@@ -11,11 +11,10 @@ use serde_json::json;
 use std::sync::Arc;
 
 use super::{Connection, refusal};
+use crate::address::{Address, Kind};
 use crate::clock::Clock;
 use crate::router::Router;
-use crate::signal::{
-    AGENT_PREFIX, Body, Envelope, Failure, Signal, USER_OFFLINE, USER_ONLINE, USER_PREFIX, code,
-};
+use crate::signal::{Body, Envelope, Failure, Signal, USER_OFFLINE, USER_ONLINE, code};
 use crate::wire::{SignalType, WireSignal};
 
 impl Connection {
@@ -163,7 +162,9 @@ impl FrameRules<'_> {
             _ => {}
         }
         if let Body::Message(m) = &body {
-            let direct = |a: &str| a.starts_with(AGENT_PREFIX) || a.starts_with(USER_PREFIX);
+            // Agents, users and hosts' inboxes are reached through a handler, never directly.
+            let direct =
+                |a: &str| matches!(Address::kind_of(a), Kind::Agent | Kind::User | Kind::Inbox);
             if direct(&m.to) {
                 return Err(Failure::new(
                     code::FORBIDDEN,

@@ -3,8 +3,9 @@
 //! takes the signal out of the mailbox may accept, serve or subscribe to less, and its word
 //! is the one that counts.
 
+use crate::address::{Address, Kind};
 use crate::runtime::{Description, HandlerKind};
-use crate::signal::{Body, Failure, Signal, USER_PREFIX, code};
+use crate::signal::{Body, Failure, Signal, code};
 
 /// What the version handling a signal does with it.
 pub(super) enum Admission {
@@ -32,7 +33,7 @@ impl Admission {
                         ),
                     ));
                 }
-                if signal.envelope.from.starts_with(USER_PREFIX)
+                if Address::kind_of(&signal.envelope.from) == Kind::User
                     && !opened
                     && !description.clients.takes(&m.message_type)
                 {
@@ -50,7 +51,7 @@ impl Admission {
                 let serves = match description.kind {
                     HandlerKind::Service => m.to == name,
                     HandlerKind::Agent => {
-                        crate::signal::agent_parts(&m.to).is_some_and(|(h, _)| h == Some(name))
+                        matches!(Address::parse(&m.to), Ok(Address::Agent { handler, .. }) if handler == Some(name))
                     }
                 };
                 if !serves {
