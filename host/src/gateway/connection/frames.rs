@@ -292,3 +292,36 @@ fn short(text: &str) -> String {
     }
     text[..end].to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves a client reaches agents, users and hosts' inboxes only through a handler (403,
+    /// malformed forms included), while a handler's name goes through.
+    #[test]
+    fn clients_message_handlers_only() {
+        let clock = Clock::system();
+        let rules = FrameRules {
+            address: "user:ann",
+            events_from_clients: &[],
+            max_message_bytes: 1 << 20,
+            clock: &clock,
+        };
+        let frame = |to: &str| {
+            format!(r#"{{"signalType":"MESSAGE","to":"{to}","messageType":"Ping","payload":{{}}}}"#)
+        };
+        for to in [
+            "agent:counter/c1",
+            "agent:c1",
+            "agent:",
+            "user:bob",
+            "user:",
+            "inbox:h1",
+        ] {
+            let refused = rules.read(&frame(to)).err();
+            assert_eq!(refused.map(|f| f.code), Some(code::FORBIDDEN), "{to}");
+        }
+        assert!(matches!(rules.read(&frame("echo")), Ok(Frame::Signal(_))));
+    }
+}
