@@ -36,6 +36,8 @@ pub enum DeadReason {
     ClientSlow,
     /// The client disconnected.
     ClientGone,
+    /// The transport lost track of it on its way.
+    Lost,
 }
 
 impl DeadReason {
@@ -46,6 +48,7 @@ impl DeadReason {
             Self::HandlerStopped => "handler_stopped",
             Self::ClientSlow => "client_slow",
             Self::ClientGone => "client_gone",
+            Self::Lost => "lost",
         }
     }
 }

@@ -84,10 +84,11 @@ const TIMER_PATIENCE_MS: u64 = 10 * 60 * 1000;
 /// Sends a due timer's message, from the address that scheduled it, as a fresh causal
 /// chain: depth 0, marked paced, so whatever descends from it and schedules a timer gets
 /// one no sooner than the host's `timer_min_interval` (a reminder that schedules itself
-/// again is paced by that, not the depth limit). Whether a mailbox took it: if nothing serves its address yet (a handler being
-/// restored or redeployed) or the mailbox is full, the timer stays stored and is offered
-/// again. A timer that cannot be read is logged and dropped.
-fn fire(router: &std::sync::Weak<Router>, timer: StoredTimer) -> bool {
+/// again is paced by that, not the depth limit). Resolves, once the transport knows, to
+/// whether a mailbox took it: if nothing serves its address yet (a handler being restored or
+/// redeployed), the mailbox is full, or the transport lost track of it, the timer stays
+/// stored and is offered again. A timer that cannot be read is logged and dropped.
+async fn fire(router: std::sync::Weak<Router>, timer: StoredTimer) -> bool {
     let Some(router) = router.upgrade() else {
         return false;
     };
@@ -96,7 +97,7 @@ fn fire(router: &std::sync::Weak<Router>, timer: StoredTimer) -> bool {
             signal.envelope.depth = 0;
             signal.envelope.deadline = None;
             signal.envelope.paced = true;
-            match router.offer_now(signal) {
+            match router.offer(signal).await {
                 Ok(_) => true,
                 // Nothing has served its address for a long while (the handler was deleted
                 // without purging, say): an operator can replay it from the dead letters.
@@ -176,7 +177,7 @@ impl Host {
             let weak = Arc::downgrade(&router);
             spawn_timer_loop(
                 Arc::downgrade(&state),
-                Arc::new(move |timer| fire(&weak, timer)),
+                Arc::new(move |timer| Box::pin(fire(weak.clone(), timer))),
             );
             crate::keyed::spawn_kept_sweeper(Arc::downgrade(&state));
         }

@@ -41,6 +41,10 @@ pub enum Reason {
     ClientGone,
     /// The host is shutting down.
     ShuttingDown,
+    /// The transport took the signal and lost track of it before it could say whether it
+    /// was delivered (its promise was dropped, say with its connection): it may or may not
+    /// have arrived.
+    Lost,
 }
 
 impl Reason {
@@ -56,6 +60,7 @@ impl Reason {
             },
             Self::ClientGone => "client_gone",
             Self::ShuttingDown => "shutting_down",
+            Self::Lost => "lost",
         }
     }
 }
@@ -186,6 +191,11 @@ impl Undelivered {
                 Failure::new(code::OVERLOADED, over.describe(to)).with_help(over.help())
             }
             Reason::ShuttingDown => Failure::new(code::OVERLOADED, "the host is shutting down"),
+            Reason::Lost => Failure::new(
+                code::OVERLOADED,
+                format!("the transport lost track of the message to `{to}`: it may or may not have been delivered"),
+            )
+            .with_help("check whether it took effect before sending it again"),
         }
     }
 
@@ -212,19 +222,59 @@ pub trait Inbound: Send + Sync + 'static {
 pub enum Publish {
     /// The transport knew the outcome when it took the signal.
     Now(Result<Accepted, Undelivered>),
-    /// The outcome arrives later. A transport must always send one.
-    Later(oneshot::Receiver<Result<Accepted, Undelivered>>),
+    /// The outcome arrives later, through the [`Promise`] the transport keeps.
+    Later(Later),
+}
+
+/// A publish whose outcome the transport learns later. It keeps its own copy of the signal,
+/// so that a refusal (or a promise the transport dropped) can still answer the sender or
+/// keep the signal as a dead letter.
+#[derive(Debug)]
+pub struct Later {
+    signal: Signal,
+    outcome: oneshot::Receiver<Result<Accepted, Reason>>,
+}
+
+/// A transport's promise to say what became of a signal it published later. Dropping it
+/// unkept reads as [`Reason::Lost`], never as delivered.
+#[derive(Debug)]
+pub struct Promise(oneshot::Sender<Result<Accepted, Reason>>);
+
+impl Promise {
+    /// Says what became of the signal.
+    pub fn keep(self, outcome: Result<Accepted, Reason>) {
+        // The publisher stopped waiting: nobody is left to tell.
+        let _ = self.0.send(outcome);
+    }
 }
 
 impl Publish {
-    /// Waits for the outcome; a transport that dropped its promise is a shutting-down one.
+    /// For a transport that learns the outcome of publishing `signal` after returning: the
+    /// promise to keep, and what to return.
+    pub fn later(signal: &Signal) -> (Promise, Self) {
+        let (tx, rx) = oneshot::channel();
+        let later = Later {
+            signal: signal.clone(),
+            outcome: rx,
+        };
+        (Promise(tx), Self::Later(later))
+    }
+
+    /// Waits for the outcome. A promise the transport dropped unkept is [`Reason::Lost`].
     pub async fn outcome(self) -> Result<Accepted, Undelivered> {
         match self {
             Self::Now(outcome) => outcome,
-            Self::Later(rx) => rx.await.unwrap_or_else(|_| {
-                tracing::error!("the transport dropped a publish without saying what became of it");
-                Ok(Accepted::default())
-            }),
+            Self::Later(Later { signal, outcome }) => match outcome.await {
+                Ok(Ok(accepted)) => Ok(accepted),
+                Ok(Err(reason)) => Err(Undelivered { signal, reason }),
+                Err(_) => {
+                    tracing::warn!(id = %signal.envelope.id, "the transport dropped a publish without saying what became of it");
+                    Err(Undelivered {
+                        signal,
+                        reason: Reason::Lost,
+                    })
+                }
+            },
         }
     }
 }
@@ -297,6 +347,45 @@ impl Transport for InProcess {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
+    use crate::signal::{Envelope, Headers, Json, Message};
+
+    fn message() -> Signal {
+        Signal {
+            envelope: Envelope::new("host", Headers::new(), &Clock::system()),
+            body: Body::Message(Message {
+                message_type: "Ping".into(),
+                to: "echo".into(),
+                return_address: None,
+                payload: Json::null(),
+            }),
+        }
+    }
+
+    /// Proves a later outcome is what the transport says, and a promise dropped unkept reads
+    /// as lost (with the signal, so its sender can be answered), never as delivered.
+    #[tokio::test]
+    async fn later_outcomes_are_kept_or_lost_never_assumed() {
+        let signal = message();
+        let (promise, later) = Publish::later(&signal);
+        promise.keep(Ok(Accepted::ONE));
+        assert_eq!(later.outcome().await.unwrap().total(), 1);
+
+        let (promise, later) = Publish::later(&signal);
+        promise.keep(Err(Reason::NoRoute));
+        let refused = later.outcome().await.unwrap_err();
+        assert!(matches!(refused.reason, Reason::NoRoute));
+        assert_eq!(refused.signal.id(), signal.id());
+
+        let (promise, later) = Publish::later(&signal);
+        drop(promise);
+        let lost = later.outcome().await.unwrap_err();
+        assert!(matches!(lost.reason, Reason::Lost));
+        assert_eq!(lost.signal.id(), signal.id());
+        let failure = lost.failure();
+        assert_eq!(failure.code, code::OVERLOADED);
+        assert!(failure.description.contains("may or may not"), "{failure}");
+    }
 
     /// Proves a byte refusal names its bound, the setting and the sizes.
     #[test]

@@ -1,14 +1,17 @@
 //! Durable timers, through the `reminders` agent: a reminder fires once, a cancelled one
-//! never does, and one scheduled before a restart fires after it (late, never lost).
+//! never does, one scheduled before a restart fires after it (late, never lost), and one
+//! whose delivery a transport loses fires again.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use serde_json::json;
 use switchboard::Host;
 use switchboard::db::Db;
-use switchboard::transport::InProcess;
+use switchboard::signal::{Body, Signal};
+use switchboard::transport::{InProcess, Inbound, Publish, Transport};
 use switchboard_tests::{WAIT, call, guest, next};
 
 /// A host keeping its store in `dir`, with `reminders` deployed.
@@ -303,4 +306,85 @@ async fn a_handlers_timer_firings_are_capped_per_second() {
         .await
         .unwrap();
     assert_eq!(echoed, json!({"after": "the attack"}));
+}
+
+/// A transport that learns every timer's outcome later (as a network transport does), and
+/// drops the promise of the first `lose` of them unkept with their signal: lost on the way.
+/// Everything else goes through the in-process transport.
+struct LosingTimers {
+    inner: InProcess,
+    lose: AtomicUsize,
+    lost: AtomicUsize,
+}
+
+impl Transport for LosingTimers {
+    fn attach(&self, local: Weak<dyn Inbound>) {
+        self.inner.attach(local);
+    }
+
+    fn publish(&self, signal: Signal) -> Publish {
+        let fired = matches!(&signal.body, Body::Message(m) if m.message_type == "Fire");
+        if !fired {
+            return self.inner.publish(signal);
+        }
+        let (promise, later) = Publish::later(&signal);
+        let losing = self
+            .lose
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if losing {
+            self.lost.fetch_add(1, Ordering::SeqCst);
+            drop((promise, signal));
+            return later;
+        }
+        let outcome = self.inner.publish(signal);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            promise.keep(outcome.outcome().await.map_err(|u| u.reason));
+        });
+        later
+    }
+}
+
+/// A due timer whose delivery the transport loses (its promise dropped unkept) is not taken
+/// for delivered: it stays stored and fires again, once. On the code before, the timer loop
+/// removed a timer as soon as the transport took it, and a dropped promise read as
+/// accepted, so the reminder never fired.
+#[tokio::test]
+async fn a_timer_lost_by_the_transport_fires_again() {
+    let dir = store_dir("lost");
+    let db = Db::open(&dir.join("switchboard.redb")).expect("opening the store");
+    let transport = Arc::new(LosingTimers {
+        inner: InProcess::default(),
+        lose: AtomicUsize::new(1),
+        lost: AtomicUsize::new(0),
+    });
+    let host =
+        Host::open(switchboard_tests::config(), transport.clone(), db).expect("starting a host");
+    host.deploy("reminders", guest("reminders"), None)
+        .await
+        .expect("deploying reminders");
+    let agent = "agent:reminders/bo";
+    let kept = call(
+        &host,
+        agent,
+        "Remind",
+        json!({"text": "tea", "after_ms": 100}),
+    )
+    .await
+    .unwrap();
+    let seen = until(&host, agent, |s| {
+        s["fired"].as_array().is_some_and(|f| !f.is_empty())
+    })
+    .await;
+    assert_eq!(
+        transport.lost.load(Ordering::SeqCst),
+        1,
+        "the first firing was lost"
+    );
+    let fired = seen["fired"].as_array().unwrap();
+    assert_eq!(fired.len(), 1, "{seen}");
+    assert_eq!(fired[0]["id"], kept["id"]);
+    assert_eq!(seen["pending"], json!({}));
+    let _ = std::fs::remove_dir_all(&dir);
 }

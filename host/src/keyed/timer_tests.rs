@@ -178,11 +178,11 @@ fn start_loop(store: &Arc<StateStore>, fired: &Arc<Fired>) -> tokio::task::JoinH
         Arc::new(move |timer: StoredTimer| {
             seen.ids.lock().unwrap().push(timer.id.clone());
             let mut refuse = seen.refuse_first.lock().unwrap();
-            if refuse.as_deref() == Some(&timer.id) {
+            let took = refuse.as_deref() != Some(&timer.id);
+            if !took {
                 *refuse = None;
-                return false;
             }
-            true
+            Box::pin(std::future::ready(took))
         }),
     )
 }

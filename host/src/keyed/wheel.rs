@@ -2,6 +2,8 @@
 //! an earlier one), hands each due timer to the host, and removes it once the host took it.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -17,15 +19,18 @@ const RESCAN_PAUSE: Duration = Duration::from_millis(100);
 /// Longest sleep without a look at the store: a safety net, not the way timers are found.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
-/// Starts the timer loop on the current tokio runtime. `fire` gets each due timer and returns
-/// whether it took it: `true` removes the timer, `false` offers it again after
-/// [`RETRY_AFTER`]. Timers already past due fire at once, at most the store's
+/// How the host fires a due timer: resolves, once the delivery's outcome is known, to whether
+/// the host took it.
+pub type Fire =
+    Arc<dyn Fn(StoredTimer) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+
+/// Starts the timer loop on the current tokio runtime. `fire` gets each due timer and says,
+/// once the outcome of its delivery is known, whether the host took it: `true` removes the
+/// timer, `false` offers it again after [`RETRY_AFTER`]. A timer is never removed before
+/// then, whenever a transport learns the outcome. Timers already past due fire at once, at most the store's
 /// `timer_fires_per_second` of one handler's a second. The loop ends when the store is
 /// dropped.
-pub fn spawn_timer_loop(
-    store: Weak<StateStore>,
-    fire: Arc<dyn Fn(StoredTimer) -> bool + Send + Sync>,
-) -> tokio::task::JoinHandle<()> {
+pub fn spawn_timer_loop(store: Weak<StateStore>, fire: Fire) -> tokio::task::JoinHandle<()> {
     tokio::spawn(run(store, fire))
 }
 
@@ -71,7 +76,7 @@ impl FireRate {
     }
 }
 
-async fn run(store: Weak<StateStore>, fire: Arc<dyn Fn(StoredTimer) -> bool + Send + Sync>) {
+async fn run(store: Weak<StateStore>, fire: Fire) {
     // Timers the host refused and when to offer them again; handlers at their rate.
     let mut skip = Skip::default();
     let mut rate = FireRate::default();
@@ -97,7 +102,9 @@ async fn run(store: Weak<StateStore>, fire: Arc<dyn Fn(StoredTimer) -> bool + Se
                         continue;
                     }
                     let id = timer.id.clone();
-                    if fire(timer) {
+                    // One at a time: an in-process delivery is known at once; a network
+                    // transport's batch could be awaited together once one exists.
+                    if fire(timer).await {
                         taken.push(id);
                     } else {
                         skip.ids.insert(id, now + RETRY_AFTER.as_millis() as u64);

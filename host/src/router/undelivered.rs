@@ -38,6 +38,7 @@ impl Router {
                     Reason::Overloaded | Reason::OverBytes(_) => DeadReason::MailboxFull,
                     Reason::ClientGone => DeadReason::ClientGone,
                     Reason::ShuttingDown => DeadReason::HandlerStopped,
+                    Reason::Lost => DeadReason::Lost,
                     Reason::NoRoute | Reason::NotAccepted => {
                         tracing::debug!(id = %signal.envelope.id, to, "dropped a reply nothing serves the address of");
                         return self.drop_reply(kind, "unexpected");
