@@ -27,9 +27,9 @@ pub type Fire =
 /// Starts the timer loop on the current tokio runtime. `fire` gets each due timer and says,
 /// once the outcome of its delivery is known, whether the host took it: `true` removes the
 /// timer, `false` offers it again after [`RETRY_AFTER`]. A timer is never removed before
-/// then, whenever a transport learns the outcome. Timers already past due fire at once, at most the store's
-/// `timer_fires_per_second` of one handler's a second. The loop ends when the store is
-/// dropped.
+/// then, however late a transport learns the outcome. Timers already past due fire at once,
+/// at most the store's `timer_fires_per_second` of one handler's a second. The loop ends
+/// when the store is dropped.
 pub fn spawn_timer_loop(store: Weak<StateStore>, fire: Fire) -> tokio::task::JoinHandle<()> {
     tokio::spawn(run(store, fire))
 }
