@@ -25,7 +25,7 @@ pub use crate::listener::ConnectionLimits;
 use crate::listener::{self, Counters};
 use crate::registry::Registry;
 use crate::store::DataDir;
-use crate::transport::InProcess;
+use crate::transport::{InProcess, Transport};
 use crate::{Compiler, Host, HostConfig};
 pub use settings::{ServeArgs, Settings};
 
@@ -58,6 +58,8 @@ pub struct RunOptions {
     pub connections: ConnectionLimits,
     /// The host's settings.
     pub host_config: HostConfig,
+    /// How signals reach the hosts that serve them: in process unless given another.
+    pub transport: Arc<dyn Transport>,
     /// Restoring handlers waits for this first; the API answers (not ready) meanwhile.
     /// For tests that look at a host caught in the middle of starting.
     pub restore_gate: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
@@ -76,6 +78,7 @@ impl RunOptions {
             drain_timeout: DRAIN_TIMEOUT,
             connections: ConnectionLimits::default(),
             host_config: HostConfig::default(),
+            transport: Arc::new(InProcess::default()),
             restore_gate: None,
         }
     }
@@ -139,12 +142,8 @@ pub async fn run(
         .with_context(|| format!("opening data directory {}", options.data_dir.display()))?;
     let db = Db::open(&data.path().join(crate::db::FILE_NAME))
         .with_context(|| format!("opening the store in {}", options.data_dir.display()))?;
-    let host = Host::open(
-        options.host_config.clone(),
-        Arc::new(InProcess::default()),
-        db,
-    )
-    .context("starting the host")?;
+    let host = Host::open(options.host_config.clone(), options.transport.clone(), db)
+        .context("starting the host")?;
     let registry = Arc::new(Registry::open(host.clone(), data).context("reading the registry")?);
     let state = AppState::new(registry.clone(), &options.admin_token);
     let address = listener.local_addr()?;

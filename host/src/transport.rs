@@ -323,6 +323,20 @@ pub trait Transport: Send + Sync + 'static {
     /// it (those copies are dead-lettered); it fails only if the dead-letter store could not
     /// have taken every refusal, and then no subscriber got it.
     fn publish(&self, signal: Signal) -> Publish;
+
+    /// This host now serves `route`: a handler's address, an event or object type one of its
+    /// handlers subscribes to, or a connected client's address. A network transport
+    /// subscribes to it here. Called under the router's table lock, in the order of the
+    /// changes, so it must not block: queue the work. In process every route is here
+    /// already, so the default does nothing.
+    fn serve(&self, route: Route<'_>) {
+        let _ = route;
+    }
+
+    /// This host no longer serves `route` (see [`Transport::serve`]).
+    fn unserve(&self, route: Route<'_>) {
+        let _ = route;
+    }
 }
 
 /// The embedded transport: every address is served in this process.

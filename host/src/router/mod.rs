@@ -23,7 +23,7 @@ mod turns;
 mod undelivered;
 mod worker;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
@@ -99,7 +99,35 @@ struct Table {
     reservations: FastMap<String, Reservation>,
 }
 
+/// A route the handlers of a table serve, owned and ordered, to tell the transport what
+/// changed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Served {
+    Address(String),
+    Event(String),
+    DataChange(String),
+}
+
+impl Served {
+    fn route(&self) -> Route<'_> {
+        match self {
+            Self::Address(address) => Route::Address(address),
+            Self::Event(event_type) => Route::Event(event_type),
+            Self::DataChange(object_type) => Route::DataChange(object_type),
+        }
+    }
+}
+
 impl Table {
+    /// The routes its handlers serve: their addresses and subscriptions (clients are told
+    /// apart, as they connect).
+    fn served(&self) -> BTreeSet<Served> {
+        let addresses = self.handlers.keys().cloned().map(Served::Address);
+        let events = self.events.keys().cloned().map(Served::Event);
+        let changes = self.changes.keys().cloned().map(Served::DataChange);
+        addresses.chain(events).chain(changes).collect()
+    }
+
     /// Rebuilds the subscription indexes from the handlers' current descriptions.
     fn reindex(&mut self) {
         let mut events: FastMap<String, Vec<String>> = FastMap::default();
@@ -813,6 +841,7 @@ impl Router {
             HandlerKind::Agent => Address::agent_handler(name).to_string(),
         };
         let mut table = self.write();
+        let served = table.served();
         if let Some(entry) = table.handlers.get(&address)
             && &*entry.slot.name != name
         {
@@ -864,19 +893,33 @@ impl Router {
                 .inc();
         }
         table.handlers.insert(address, entry);
-        table.reindex();
+        self.reindex(&mut table, &served);
         Ok(swapped)
+    }
+
+    /// Rebuilds the table's indexes after its handlers changed, and tells the transport which
+    /// routes this host started and stopped serving since it served `before`.
+    fn reindex(&self, table: &mut Table, before: &BTreeSet<Served>) {
+        table.reindex();
+        let after = table.served();
+        for gone in before.difference(&after) {
+            self.transport.unserve(gone.route());
+        }
+        for new in after.difference(before) {
+            self.transport.serve(new.route());
+        }
     }
 
     /// Stops a handler: calls in progress are abandoned (their senders get 503) and their
     /// instances dropped; the mailbox closes, and signals already queued are still handled.
     pub fn remove(&self, address: &str) -> bool {
         let mut table = self.write();
+        let served = table.served();
         let removed = table.handlers.remove(address);
         if let Some(entry) = &removed {
             table.reservations.remove(&*entry.slot.name);
         }
-        table.reindex();
+        self.reindex(&mut table, &served);
         drop(table);
         removed.inspect(Entry::stop).is_some()
     }
@@ -944,6 +987,9 @@ impl Router {
         let mut table = self.write();
         table.next_client += 1;
         let id = table.next_client;
+        if !table.clients.contains_key(address) {
+            self.transport.serve(Route::Address(address));
+        }
         let connections = table.clients.entry(address.to_owned()).or_default();
         connections.retain(|c| !c.queue.is_closed());
         connections.push(ClientConnection {
@@ -985,7 +1031,10 @@ impl Router {
     /// Disconnects every connection of the client at `address` (an embedded client, such as
     /// the fuzzing harness's, ends this way).
     pub fn disconnect(&self, address: &str) {
-        self.write().clients.remove(address);
+        let mut table = self.write();
+        if table.clients.remove(address).is_some() {
+            self.transport.unserve(Route::Address(address));
+        }
     }
 
     /// Disconnects connection `id` of the client at `address`; the others stay. How many
@@ -1002,6 +1051,7 @@ impl Router {
         let left = connections.len();
         if left == 0 {
             table.clients.remove(address);
+            self.transport.unserve(Route::Address(address));
             if removed {
                 last();
             }
