@@ -22,6 +22,7 @@ pub(crate) mod keys;
 mod limits;
 pub mod listener;
 mod page;
+mod routing;
 mod tokens;
 mod user_id;
 
@@ -45,9 +46,9 @@ pub use user_id::BadUserId;
 
 use crate::listener::WriteProgress;
 use crate::metrics::GatewayMetrics;
-use crate::router::Router;
 use crate::signal::{Body, Envelope, HOST_ADDRESS, Headers, Json, Signal};
 use limits::{Full, Slots};
+pub use routing::{CLIENT_QUEUE, ClientLink, Routing};
 
 /// Bytes a connection reads at a time.
 const READ_BUFFER: usize = 4096;
@@ -58,7 +59,7 @@ pub const PROTOCOL: &str = "switchboard.v1";
 /// What the gateway's routes share.
 #[derive(Clone)]
 pub struct Gateway {
-    router: Arc<Router>,
+    router: Arc<dyn Routing>,
     tokens: Arc<Tokens>,
     jwt: Option<Arc<Jwt>>,
     limits: Arc<GatewayLimits>,
@@ -93,13 +94,13 @@ impl Gateway {
     /// A gateway letting in the holders of `tokens` or of JWTs `jwt` accepts, to `router`,
     /// within `limits`; and what stops it.
     pub fn new(
-        router: Arc<Router>,
+        router: Arc<dyn Routing>,
         tokens: Tokens,
         jwt: Option<Jwt>,
         limits: GatewayLimits,
     ) -> (Self, GatewayStop) {
         let (stop, stopping) = watch::channel(false);
-        let metrics = router.metrics().gateway.clone();
+        let metrics = router.gateway_metrics().clone();
         let (presence, mut events) = mpsc::unbounded_channel();
         let publisher = router.clone();
         tokio::spawn(async move {
@@ -160,7 +161,7 @@ impl Gateway {
     }
 
     fn metrics(&self) -> &GatewayMetrics {
-        &self.router.metrics().gateway
+        self.router.gateway_metrics()
     }
 
     fn refuse(&self, status: StatusCode, reason: &str, text: String) -> Response {

@@ -3,7 +3,8 @@
 //!
 //! Data flows one way: [`transport`] → [`router`] → [`runtime`] → [`router`] → [`transport`].
 //! The runtime reaches the router only through its narrow [`runtime::Outbound`] interface,
-//! and a transport delivers into [`transport::Inbound`], never the router type; a test
+//! the client gateway through [`gateway::Routing`], and a transport delivers into
+//! [`transport::Inbound`], never the router type; a test
 //! (`layering`) checks that no module imports one that imports it back.
 //!
 //! - [`address`]: what an address names (one parser, one `Display`), and the encoder of

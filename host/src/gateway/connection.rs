@@ -13,12 +13,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::limits::{Slot, close};
-use super::{Bearer, Gateway};
+use super::{Bearer, Gateway, Routing};
 use crate::address::Address;
 use crate::clock::Clock;
 use crate::listener::WriteProgress;
 use crate::metrics::GatewayMetrics;
-use crate::router::Router;
 use crate::signal::{Body, Envelope, Failure, HOST_ADDRESS, Headers, Signal, code};
 use crate::token_bucket::TokenBucket;
 
@@ -81,12 +80,12 @@ pub async fn serve(
     gateway: Gateway,
 ) {
     let router = gateway.router.clone();
-    let metrics = router.metrics().gateway.clone();
+    let metrics = router.gateway_metrics().clone();
     let user = bearer.user;
     let address = Address::User(&user).to_string();
-    let online = || gateway.presence(USER_ONLINE, &user);
+    let mut online = || gateway.presence(USER_ONLINE, &user);
     let limits = &gateway.limits;
-    let mut link = router.connect_client(&address, limits.queue, limits.queue_bytes, online);
+    let mut link = router.connect_client(&address, limits.queue, limits.queue_bytes, &mut online);
     metrics.opened.inc();
     metrics.connected.inc();
     tracing::debug!(%address, connection = link.id, "client connected");
@@ -122,8 +121,8 @@ pub async fn serve(
         };
         let _ = tokio::time::timeout_at(close_by, socket.send(Message::Close(Some(frame)))).await;
     }
-    let offline = || gateway.presence(USER_OFFLINE, &user);
-    router.disconnect_client(&address, link.id, offline);
+    let mut offline = || gateway.presence(USER_OFFLINE, &user);
+    router.disconnect_client(&address, link.id, &mut offline);
     // What was still queued for this connection is not sent (the user's other connections
     // got their own copies; kept pushes come again at the next connection): counted.
     link.inbox.close();
@@ -181,7 +180,7 @@ async fn expired(expires_ms: Option<u64>, clock: Clock) {
 
 impl Connection {
     fn metrics(&self) -> &GatewayMetrics {
-        &self.gateway.router.metrics().gateway
+        self.gateway.router.gateway_metrics()
     }
 
     /// Serves the connection; the close to end it with, if the host ends it.
@@ -326,7 +325,7 @@ const KEPT_PAGE: usize = 32;
 
 /// The next page of unexpired pushes kept for `user` after place `after`, as frames with
 /// their places, in the order they were kept.
-async fn kept_page(router: Arc<Router>, user: String, after: u64) -> Vec<(u64, String)> {
+async fn kept_page(router: Arc<dyn Routing>, user: String, after: u64) -> Vec<(u64, String)> {
     let Some(store) = router.state_store() else {
         return Vec::new();
     };

@@ -48,7 +48,7 @@ impl Default for GatewayLimits {
         Self {
             heartbeat: Duration::from_secs(20),
             heartbeat_timeout: Duration::from_secs(60),
-            queue: crate::router::CLIENT_QUEUE,
+            queue: super::CLIENT_QUEUE,
             queue_bytes: crate::config::DEFAULT_CLIENT_QUEUE_BYTES,
             write_stall: DEFAULT_WRITE_STALL,
             frames_per_second: 50,

@@ -15,6 +15,7 @@
 
 mod answers;
 mod callbacks;
+mod gateway;
 mod mailbox;
 mod outbound;
 mod pending;
@@ -40,6 +41,7 @@ use queue_bytes::QueueBudget;
 use crate::address::{Address, Kind};
 use crate::clock::Clock;
 use crate::dead_letters::{DeadLetter, DeadLetters, DeadReason};
+pub use crate::gateway::{CLIENT_QUEUE, ClientLink};
 use crate::metrics::{Metrics, RefusedLabels};
 use crate::runtime::{HandlerKind, PoolFull, Reservation, Runtime, Version};
 use crate::signal::{AGENTS_ADDRESS, Body, Failure, HOST_ADDRESS, Json, Signal, code};
@@ -49,9 +51,6 @@ use crate::transport::{Inbound, Publish, Route, Transport};
 /// Messages one handler may leave open for a later answer; past it, the next one it
 /// answers `later` is answered 503 by the host.
 pub const MAX_LATER_PER_HANDLER: usize = 10_000;
-
-/// Signals a connected client may have waiting to be sent; more are not queued for it.
-pub const CLIENT_QUEUE: usize = 256;
 
 /// Why a handler could not be installed.
 #[derive(Debug, Error)]
@@ -210,19 +209,6 @@ struct ClientConnection {
     /// Bytes of signals in the queue, and the most it may hold.
     queued: Arc<AtomicUsize>,
     max_bytes: usize,
-}
-
-/// A client's connection, as the connection's task holds it.
-pub struct ClientLink {
-    /// Its number, to [`Router::disconnect_client`] it alone.
-    pub id: u64,
-    /// How many connections the client has now, this one included.
-    pub open: usize,
-    /// What is addressed to the client.
-    pub inbox: mpsc::Receiver<Signal>,
-    /// Bytes of the signals in the inbox: the taker subtracts each one's
-    /// [`Signal::size`] when it takes it.
-    pub queued: Arc<AtomicUsize>,
 }
 
 /// Routes signals between handlers, clients and the transport.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::{Connection, refusal};
 use crate::address::{Address, Kind};
 use crate::clock::Clock;
-use crate::router::Router;
+use crate::gateway::Routing;
 use crate::signal::{Body, Envelope, Failure, Signal, USER_OFFLINE, USER_ONLINE, code};
 use crate::wire::{SignalType, WireSignal};
 
@@ -223,7 +223,12 @@ pub(crate) enum Acks {
 /// Removes the kept pushes that `user` (at `address`) acknowledged: answers
 /// `{"acknowledged": "<id>"}` (404 if it was not kept) for one, or
 /// `{"acknowledged": [the ids that were kept]}` for several.
-async fn acknowledge(router: Arc<Router>, user: String, address: String, acks: Acks) -> Message {
+async fn acknowledge(
+    router: Arc<dyn Routing>,
+    user: String,
+    address: String,
+    acks: Acks,
+) -> Message {
     let refuse = |code, text: String| refusal(&address, Failure::new(code, text), router.clock());
     let Some(store) = router.state_store() else {
         return refuse(code::NOT_FOUND, "this host keeps no pushes".into());
@@ -264,8 +269,7 @@ async fn acknowledge(router: Arc<Router>, user: String, address: String, acks: A
         }
     };
     router
-        .metrics()
-        .gateway
+        .gateway_metrics()
         .pushes_acknowledged
         .inc_by(removed.len() as u64);
     match acks {
