@@ -71,15 +71,86 @@ pub struct DeadLetter {
 }
 
 /// The bounded dead-letter store.
+///
+/// Letters are written by a thread of its own ([`Writer`]), never on the caller's: a storm of
+/// refused copies on the signal path must not wait for the store's write lock, which a
+/// durable commit (an fsync) may hold. Room is taken at once, so the bounds hold however far
+/// the writer lags; every read first waits for the letters kept before it.
 pub struct DeadLetters {
     db: Arc<Db>,
     capacity: usize,
     handler_capacity: usize,
     /// Stored plus reserved, in all and by handler.
-    used: Mutex<Used>,
+    used: Arc<Mutex<Used>>,
     next_id: std::sync::atomic::AtomicU64,
     /// Stamps each letter's `at`.
     clock: Clock,
+    /// Where letters go to be written.
+    writer: std::sync::mpsc::Sender<Job>,
+}
+
+/// Work for the writer thread.
+enum Job {
+    /// Write this letter.
+    Keep(Box<DeadLetter>),
+    /// Say when every letter sent before is written (or failed).
+    Flush(std::sync::mpsc::SyncSender<()>),
+}
+
+/// Most letters written in one transaction.
+const WRITE_BATCH: usize = 256;
+
+/// The thread that writes dead letters, in the order they were kept, a batch per
+/// transaction. A batch that fails to write is lost: logged, and its room given back.
+struct Writer {
+    db: Arc<Db>,
+    used: Arc<Mutex<Used>>,
+    jobs: std::sync::mpsc::Receiver<Job>,
+}
+
+impl Writer {
+    fn run(self) {
+        while let Ok(first) = self.jobs.recv() {
+            let mut letters = Vec::new();
+            let mut flushes = Vec::new();
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Keep(letter) => letters.push(*letter),
+                    Job::Flush(done) => flushes.push(done),
+                }
+                if letters.len() < WRITE_BATCH {
+                    next = self.jobs.try_recv().ok();
+                }
+            }
+            if !letters.is_empty()
+                && let Err(error) = self.write(&letters)
+            {
+                tracing::error!(%error, letters = letters.len(), "could not write dead letters; those signals are lost");
+                let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+                for letter in &letters {
+                    used.sub(&letter.handler, 1);
+                }
+            }
+            for done in flushes {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn write(&self, letters: &[DeadLetter]) -> Result<(), DbError> {
+        let tx = self.db.begin_fast()?;
+        {
+            let mut table = tx.open_table(TABLE).map_err(DbError::from_redb)?;
+            for letter in letters {
+                let bytes = serde_json::to_vec(letter).expect("a dead letter always serializes");
+                table
+                    .insert(letter.id, bytes.as_slice())
+                    .map_err(DbError::from_redb)?;
+            }
+        }
+        tx.commit().map_err(DbError::from_redb)
+    }
 }
 
 /// Dead letters stored plus reserved.
@@ -184,18 +255,39 @@ impl DeadLetters {
                 .map_or(0, |(k, _)| k.value())
         };
         tx.commit().map_err(DbError::from_redb)?;
+        let used = Arc::new(Mutex::new(used));
+        let (writer, jobs) = std::sync::mpsc::channel();
+        let thread = Writer {
+            db: db.clone(),
+            used: used.clone(),
+            jobs,
+        };
+        std::thread::Builder::new()
+            .name("switchboard-dead-letters".into())
+            .spawn(move || thread.run())
+            .map_err(|e| DbError::from_redb(redb::Error::Io(e)))?;
         Ok(Self {
             db,
             capacity,
             handler_capacity,
-            used: Mutex::new(used),
+            used,
             next_id: std::sync::atomic::AtomicU64::new(last + 1),
             clock,
+            writer,
         })
     }
 
     fn used(&self) -> MutexGuard<'_, Used> {
         self.used.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until every letter kept so far is written (or lost). Blocks: call it off the
+    /// async workers.
+    pub fn flush(&self) {
+        let (done, written) = std::sync::mpsc::sync_channel(1);
+        if self.writer.send(Job::Flush(done)).is_ok() {
+            let _ = written.recv();
+        }
     }
 
     /// Room for one dead letter of `handler`, if both the store and the handler's share
@@ -219,8 +311,17 @@ impl DeadLetters {
         self.used().by_handler.get(handler).copied().unwrap_or(0)
     }
 
+    /// Dead letters stored, once those kept so far are written (blocks: call it off the
+    /// async workers).
     pub fn len(&self) -> usize {
+        self.flush();
         self.count().unwrap_or(0)
+    }
+
+    /// Dead letters stored, being written, or with room reserved: what the store holds or is
+    /// about to, read without waiting for the writer.
+    pub fn held(&self) -> usize {
+        self.used().total
     }
 
     /// Whether none are kept.
@@ -252,6 +353,7 @@ impl DeadLetters {
         tx.open_table(TABLE).map_err(DbError::from_redb)
     }
 
+    /// Hands a letter to the writer thread; its id.
     fn write(&self, handler: &str, reason: DeadReason, signal: Signal) -> Result<u64, DbError> {
         let letter = DeadLetter {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
@@ -260,8 +362,12 @@ impl DeadLetters {
             at: self.clock.now_millis(),
             signal,
         };
-        self.insert(&letter, self.db.begin_fast()?)?;
-        Ok(letter.id)
+        let id = letter.id;
+        self.writer.send(Job::Keep(Box::new(letter))).map_err(|_| {
+            let stopped = std::io::Error::other("the dead-letter writer has stopped");
+            DbError::from_redb(redb::Error::Io(stopped))
+        })?;
+        Ok(id)
     }
 
     fn insert(&self, letter: &DeadLetter, tx: redb::WriteTransaction) -> Result<(), DbError> {
@@ -278,6 +384,7 @@ impl DeadLetters {
     /// refused; dropping the reservation frees the room. Only one taker gets a given letter,
     /// so a replay can never deliver it twice.
     pub fn take(&self, id: u64) -> Result<Option<(DeadLetter, Reservation<'_>)>, DbError> {
+        self.flush();
         let tx = self.db.begin_durable()?;
         let letter = {
             let mut table = tx.open_table(TABLE).map_err(DbError::from_redb)?;
@@ -307,6 +414,7 @@ impl DeadLetters {
         after: u64,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, DbError> {
+        self.flush();
         let table = self.table()?;
         let mut out = Vec::new();
         let start = after.saturating_add(1);
@@ -327,6 +435,7 @@ impl DeadLetters {
 
     /// One dead letter.
     pub fn get(&self, id: u64) -> Result<Option<DeadLetter>, DbError> {
+        self.flush();
         let table = self.table()?;
         let value = table.get(id).map_err(DbError::from_redb)?;
         Ok(value.and_then(|v| decode(v.value())))
@@ -335,6 +444,7 @@ impl DeadLetters {
     /// Removes one dead letter (after a successful replay, or by an operator); durable when
     /// it returns. Returns whether it was there.
     pub fn remove(&self, id: u64) -> Result<bool, DbError> {
+        self.flush();
         let tx = self.db.begin_durable()?;
         let removed = tx
             .open_table(TABLE)
@@ -352,6 +462,7 @@ impl DeadLetters {
     /// Removes every dead letter, or those meant for `handler`; durable when it returns.
     /// Returns how many went.
     pub fn purge(&self, handler: Option<&str>) -> Result<usize, DbError> {
+        self.flush();
         let tx = self.db.begin_durable()?;
         let mut purged: HashMap<String, usize> = HashMap::new();
         {
@@ -404,6 +515,37 @@ mod tests {
                 payload: Json::from_value(&serde_json::json!({ "n": n })),
             },
         }
+    }
+
+    /// Proves keeping a dead letter never waits for the store's write lock: while another
+    /// writer holds it (as a durable commit's fsync does), a letter is kept at once, and it
+    /// is listed once that writer is done. On the code before, keeping waited for the lock.
+    #[test]
+    fn keeping_never_waits_for_the_write_lock() {
+        let db = Db::in_memory().unwrap();
+        let store = Arc::new(DeadLetters::open(db.clone(), 5, 5, Clock::system()).unwrap());
+        let holding = db.begin_durable().unwrap();
+        let (kept, keeping) = std::sync::mpsc::channel();
+        let keeper = std::thread::spawn({
+            let store = store.clone();
+            move || {
+                let mut room = store.reserve("stuck").unwrap();
+                kept.send(room.keep(DeadReason::MailboxFull, event(1)).is_ok())
+                    .unwrap();
+            }
+        });
+        let waited = keeping.recv_timeout(std::time::Duration::from_secs(10));
+        drop(holding);
+        assert_eq!(
+            waited,
+            Ok(true),
+            "keeping a letter waited for the write lock"
+        );
+        keeper.join().unwrap();
+        let listed = store.list(None, 0, 10).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].handler, "stuck");
+        assert_eq!(store.len(), 1);
     }
 
     /// Proves the store is bounded: reservations past the capacity are refused, and unused

@@ -319,7 +319,7 @@ impl Default for Metrics {
         );
         registry.register(
             "dead_letters_stored",
-            "Dead letters in the store now",
+            "Dead letters in the store now, with those being written and those set aside for a replay",
             metrics.dead_letters_stored.clone(),
         );
         registry.register(

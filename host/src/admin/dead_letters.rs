@@ -13,6 +13,7 @@ use super::error::ErrorBody;
 use super::routes::{path, query, refused};
 use super::{ApiError, AppState};
 use crate::dead_letters::{DeadLetter, DeadLetters, MAX_PAGE};
+use crate::router::Router;
 
 /// Query of the listing: only those for `handler`, ids above `after`, at most `limit`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -81,8 +82,21 @@ fn letter_id(id: Result<Path<u64>, PathRejection>) -> Result<u64, ApiError> {
     Ok(id)
 }
 
-fn store(state: &AppState) -> &DeadLetters {
-    state.registry.host().router().dead_letters()
+/// Runs `work` on the dead-letter store off the async workers: every call may wait for the
+/// store's writer or a durable commit.
+async fn on_store<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce(&DeadLetters, &Router) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let router = state.registry.host().router().clone();
+    tokio::task::spawn_blocking(move || work(router.dead_letters(), &router))
+        .await
+        .map_err(|error| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the store's work stopped: {error}"),
+            )
+        })?
 }
 
 fn not_found(id: u64) -> ApiError {
@@ -123,14 +137,14 @@ pub async fn list(
             "`limit` must be between 1 and {MAX_PAGE}, not {limit}"
         )));
     }
-    let store = store(&state);
-    let letters = store.list(params.handler.as_deref(), after, limit)?;
-    Ok(Json(Page {
-        dead_letters: letters,
-        stored: store.len(),
-        capacity: store.capacity(),
-    })
-    .into_response())
+    let page = on_store(&state, move |store, _| {
+        Ok(Page {
+            dead_letters: store.list(params.handler.as_deref(), after, limit)?,
+            stored: store.len(),
+            capacity: store.capacity(),
+        })
+    });
+    Ok(Json(page.await?).into_response())
 }
 
 /// `GET /v1/dead-letters/{id}`.
@@ -155,8 +169,10 @@ pub async fn show(
     id: Result<Path<u64>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = letter_id(id)?;
-    let letter = store(&state).get(id)?.ok_or_else(|| not_found(id))?;
-    Ok(Json(letter).into_response())
+    let letter = on_store(&state, move |store, _| {
+        store.get(id)?.ok_or_else(|| not_found(id))
+    });
+    Ok(Json(letter.await?).into_response())
 }
 
 /// `POST /v1/dead-letters/{id}/replay`: offers it again to the handler it was meant for;
@@ -183,19 +199,19 @@ pub async fn replay(
     id: Result<Path<u64>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = letter_id(id)?;
-    let store = store(&state);
-    // Taken out first, so a concurrent replay or delete cannot get it too.
-    let (letter, mut room) = store.take(id)?.ok_or_else(|| not_found(id))?;
-    let router = state.registry.host().router();
-    if let Err(undelivered) = router.redeliver(&letter) {
-        room.put_back(&letter)?;
-        return Err(refused(undelivered, &letter.handler));
-    }
-    Ok(Json(Replayed {
-        replayed: id,
-        handler: letter.handler,
-    })
-    .into_response())
+    let replayed = on_store(&state, move |store, router| {
+        // Taken out first, so a concurrent replay or delete cannot get it too.
+        let (letter, mut room) = store.take(id)?.ok_or_else(|| not_found(id))?;
+        if let Err(undelivered) = router.redeliver(&letter) {
+            room.put_back(&letter)?;
+            return Err(refused(undelivered, &letter.handler));
+        }
+        Ok(Replayed {
+            replayed: id,
+            handler: letter.handler,
+        })
+    });
+    Ok(Json(replayed.await?).into_response())
 }
 
 /// `DELETE /v1/dead-letters/{id}`.
@@ -220,10 +236,9 @@ pub async fn delete(
     id: Result<Path<u64>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let id = letter_id(id)?;
-    if store(&state).remove(id)? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(not_found(id))
+    match on_store(&state, move |store, _| Ok(store.remove(id)?)).await? {
+        true => Ok(StatusCode::NO_CONTENT),
+        false => Err(not_found(id)),
     }
 }
 
@@ -248,6 +263,11 @@ pub async fn purge(
     params: Result<Query<PurgeParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
-    let purged = store(&state).purge(params.handler.as_deref())?;
-    Ok(Json(Purged { purged }).into_response())
+    let purged = on_store(&state, move |store, _| {
+        Ok(store.purge(params.handler.as_deref())?)
+    });
+    Ok(Json(Purged {
+        purged: purged.await?,
+    })
+    .into_response())
 }

@@ -940,7 +940,7 @@ impl Router {
         self.metrics.queued_bytes.set(self.budget.queued() as i64);
         self.metrics
             .dead_letters_stored
-            .set(self.dead_letters.len() as i64);
+            .set(self.dead_letters.held() as i64);
         self.metrics.encode()
     }
 
