@@ -72,7 +72,7 @@ pub struct DeadLetter {
 
 /// The bounded dead-letter store.
 ///
-/// Letters are written by a thread of its own ([`Writer`]), never on the caller's: a storm of
+/// Letters are written by a thread of its own (`Writer`), never on the caller's: a storm of
 /// refused copies on the signal path must not wait for the store's write lock, which a
 /// durable commit (an fsync) may hold. Room is taken at once, so the bounds hold however far
 /// the writer lags; every read first waits for the letters kept before it.

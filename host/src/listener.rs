@@ -234,8 +234,8 @@ impl Server {
         true
     }
 
-    /// Sheds the connection that has been idle or reading headers the longest; false if
-    /// every connection is busy.
+    /// Sheds the connection that has gone longest without being busy (idle or reading
+    /// headers since it was accepted or last answered); false if every connection is busy.
     fn shed_one(&mut self) -> bool {
         let victim = self
             .open

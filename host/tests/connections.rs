@@ -67,10 +67,10 @@ async fn at_the_cap_stalled_connections_are_shed_and_clients_get_through() {
     assert_eq!(reply["payload"], json!({"n": 7}), "{reply}");
 
     // 60 stalled over a cap of 50: ten went first, then one more for `/healthz` (and one
-    // for each later client that came before the previous one's connection was gone). A
-    // connection counts as reading its headers once the daemon has read its first byte, so
-    // on a busy machine some stalled ones still count as idle when shed, and which of the
-    // older ones went first can vary; the newest are kept either way.
+    // for each later client that came before the previous one's connection was gone). The
+    // oldest go first by when they were accepted: a stalled connection's first byte does not
+    // move its place (before it did, and on a busy machine a newer one the daemon had not
+    // read yet was sometimes shed before older ones).
     let deadline = Instant::now() + BOUND;
     let shed = loop {
         let mut shed = 0.0;

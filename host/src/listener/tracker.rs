@@ -43,6 +43,10 @@ struct Phase {
     state: State,
     /// When it entered the state.
     since: Instant,
+    /// Since when it has not been busy: since it was accepted or last answered. A byte
+    /// that starts a request does not move it, so a client trickling bytes keeps its place
+    /// in the order of shedding.
+    quiet_since: Instant,
     /// Requests taken and not answered yet (one at a time on HTTP/1).
     requests: u32,
 }
@@ -59,10 +63,14 @@ impl Tracker {
     /// A connection just accepted: idle.
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
-            phase: Mutex::new(Phase {
-                state: State::Idle,
-                since: Instant::now(),
-                requests: 0,
+            phase: Mutex::new({
+                let now = Instant::now();
+                Phase {
+                    state: State::Idle,
+                    since: now,
+                    quiet_since: now,
+                    requests: 0,
+                }
             }),
             changed: Notify::new(),
             shed: AtomicBool::new(false),
@@ -78,6 +86,9 @@ impl Tracker {
     fn enter(&self, phase: &mut Phase, state: State) {
         phase.state = state;
         phase.since = Instant::now();
+        if state == State::Idle {
+            phase.quiet_since = phase.since;
+        }
     }
 
     /// The state now.
@@ -120,10 +131,11 @@ impl Tracker {
             .map(|_| self.state())
     }
 
-    /// Its state and since when, if it may be shed: not busy and not shed already.
+    /// Its state, and since when it has not been busy, if it may be shed: not busy and not
+    /// shed already.
     pub fn sheddable(&self) -> Option<(State, Instant)> {
         let phase = self.phase();
-        (phase.state != State::Busy && !self.is_shed()).then_some((phase.state, phase.since))
+        (phase.state != State::Busy && !self.is_shed()).then_some((phase.state, phase.quiet_since))
     }
 
     /// Tells the connection to close.
@@ -313,5 +325,25 @@ mod tests {
         tracker.shed();
         assert!(tracker.is_shed());
         assert!(tracker.sheddable().is_none(), "shed once");
+    }
+
+    /// Proves a connection's place in the order of shedding is where it stopped being busy:
+    /// a byte starting its headers does not move it behind a connection accepted later,
+    /// while an answered request does.
+    #[test]
+    fn starting_headers_keeps_a_connections_place() {
+        let first = Tracker::new();
+        std::thread::sleep(Duration::from_millis(2));
+        let second = Tracker::new();
+        std::thread::sleep(Duration::from_millis(2));
+        first.received();
+        let quiet = |t: &Tracker| t.sheddable().unwrap().1;
+        assert_eq!(first.state(), State::ReadingHeaders);
+        assert!(quiet(&first) < quiet(&second), "the first stays first");
+        drop(first.begin());
+        assert!(
+            quiet(&first) > quiet(&second),
+            "answered, it goes to the back"
+        );
     }
 }
