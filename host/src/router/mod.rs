@@ -194,9 +194,23 @@ impl Table {
     }
 }
 
+/// What became of a reply a caller on this host awaited.
+enum Claimed {
+    /// Its caller has it.
+    Delivered,
+    /// Forged or late: dropped and counted.
+    Dropped,
+}
+
 impl Inbound for Router {
+    /// A reply from another host goes to the caller here awaiting it first (a guest's
+    /// `request` or an HTTP `?wait`), as one produced here would.
     fn deliver(&self, signal: Signal) -> Result<Accepted, Undelivered> {
-        self.deliver_local(signal)
+        match self.claim_reply(signal) {
+            Ok(signal) => self.deliver_local(signal),
+            Err(Claimed::Delivered) => Ok(Accepted::ONE),
+            Err(Claimed::Dropped) => Ok(Accepted::default()),
+        }
     }
 }
 
@@ -289,28 +303,39 @@ impl Router {
     pub fn route(&self, mut signal: Signal) {
         let kind = signal.kind();
         self.stamp_deadline(&mut signal);
-        let signal = match &signal.body {
-            Body::Reply { reply_to, .. } | Body::ErrorReply { reply_to, .. } => {
-                let reply_to = reply_to.clone();
-                match self.pending.claim(&reply_to, signal) {
-                    pending::Claim::Unclaimed(signal) => signal,
-                    pending::Claim::Delivered => return self.count_accepted(kind, 1),
-                    pending::Claim::Forged { from, addressee } => {
-                        if self.runtime.log_limit().admit(&from) {
-                            tracing::warn!(%reply_to, from, addressee, "refused a reply from someone the message was not sent to");
-                        }
-                        return self.drop_reply(kind, "forged");
-                    }
-                    pending::Claim::Late => {
-                        self.metrics.late_replies.inc();
-                        tracing::debug!(%reply_to, "dropped a reply that came after its deadline");
-                        return self.drop_reply(kind, "late");
-                    }
-                }
-            }
-            _ => signal,
+        match self.claim_reply(signal) {
+            Ok(signal) => self.publish(signal, kind, Self::settle),
+            Err(Claimed::Delivered) => self.count_accepted(kind, 1),
+            Err(Claimed::Dropped) => {}
+        }
+    }
+
+    /// Hands a reply to the caller on this host awaiting it, if one does; gives back
+    /// anything else. A reply that is forged (not from the message's addressee) or late is
+    /// dropped and counted here.
+    fn claim_reply(&self, signal: Signal) -> Result<Signal, Claimed> {
+        let kind = signal.kind();
+        let reply_to = match &signal.body {
+            Body::Reply { reply_to, .. } | Body::ErrorReply { reply_to, .. } => reply_to.clone(),
+            _ => return Ok(signal),
         };
-        self.publish(signal, kind, Self::settle);
+        match self.pending.claim(&reply_to, signal) {
+            pending::Claim::Unclaimed(signal) => Ok(signal),
+            pending::Claim::Delivered => Err(Claimed::Delivered),
+            pending::Claim::Forged { from, addressee } => {
+                if self.runtime.log_limit().admit(&from) {
+                    tracing::warn!(%reply_to, from, addressee, "refused a reply from someone the message was not sent to");
+                }
+                self.drop_reply(kind, "forged");
+                Err(Claimed::Dropped)
+            }
+            pending::Claim::Late => {
+                self.metrics.late_replies.inc();
+                tracing::debug!(%reply_to, "dropped a reply that came after its deadline");
+                self.drop_reply(kind, "late");
+                Err(Claimed::Dropped)
+            }
+        }
     }
 
     /// Gives a message its deadline, if it has none: the host's default for a message sent
