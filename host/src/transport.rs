@@ -337,6 +337,14 @@ pub trait Transport: Send + Sync + 'static {
     fn unserve(&self, route: Route<'_>) {
         let _ = route;
     }
+
+    /// This host's inbox (`inbox:<host>`), when an answer may be produced on another host:
+    /// a message someone here awaits carries it as its return address, and the transport
+    /// brings what is sent to it back here, where the waiter takes it. In process every
+    /// answer is produced here, so there is none.
+    fn inbox(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// The embedded transport: every address is served in this process.

@@ -46,6 +46,8 @@ struct Link {
 pub struct End {
     link: Arc<Link>,
     me: usize,
+    /// Its host's inbox: `inbox:0` or `inbox:1`.
+    inbox: String,
 }
 
 /// A transport for each of two hosts, delivering between them after `delay`.
@@ -58,6 +60,7 @@ pub fn pair(delay: Duration) -> (Arc<End>, Arc<End>) {
         Arc::new(End {
             link: link.clone(),
             me,
+            inbox: Address::Inbox(&me.to_string()).to_string(),
         })
     };
     (end(0), end(1))
@@ -134,6 +137,13 @@ impl Transport for End {
 
     fn publish(&self, signal: Signal) -> Publish {
         let wanted = wanted(&signal);
+        let other_inbox = format!("address inbox:{}", 1 - self.me);
+        if wanted == format!("address {}", self.inbox) {
+            return Publish::Now(self.mine().deliver(signal));
+        }
+        if wanted == other_inbox {
+            return self.across(signal);
+        }
         let broadcast = matches!(signal.body, Body::Event { .. } | Body::DataChange { .. });
         let here = Self::serves(self.mine(), &wanted);
         let there = Self::serves(self.other(), &wanted);
@@ -174,5 +184,9 @@ impl Transport for End {
 
     fn unserve(&self, route: Route<'_>) {
         self.mine().served.lock().unwrap().remove(&key(&route));
+    }
+
+    fn inbox(&self) -> Option<&str> {
+        Some(&self.inbox)
     }
 }

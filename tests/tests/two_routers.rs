@@ -49,9 +49,22 @@ async fn a_guests_request_is_answered_across_hosts() {
     );
 }
 
+/// Proves a caller outside any guest (HTTP `?wait`, `Host::request`) gets the answer a
+/// handler on the other host gives: the message carries the caller's host's inbox, and the
+/// answer comes back there to its waiter. Before, the answer went to `host`, which names no
+/// host, and the caller got 504.
+#[tokio::test]
+async fn a_hosts_request_is_answered_across_hosts() {
+    let (a, _b) = hosts(&[], &["echo"]).await;
+    let reply = a
+        .request("echo", "Ping", json(json!({"n": 3})), WAIT)
+        .await
+        .expect("echo on B answers a caller on A");
+    assert_eq!(reply.into_outcome().unwrap().to_value(), json!({"n": 3}));
+}
+
 /// Proves a message nothing serves on either host is answered 404 at once, and one to a
-/// handler only the other host serves is delivered there (its answer, to the host address
-/// of a caller on the other host, is what the correlation work of issue 17 is for).
+/// handler only the other host serves is delivered there.
 #[tokio::test]
 async fn routes_are_found_on_either_host_or_refused() {
     let (a, b) = hosts(&[], &["echo"]).await;

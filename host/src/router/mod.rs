@@ -539,6 +539,12 @@ impl Router {
         let id = signal.envelope.id.clone();
         let mut signal = signal;
         signal.envelope.deadline = Some(self.clock().after(timeout));
+        // Where the answer finds this waiter when another host produces it.
+        if let (Some(inbox), Body::Message(m)) = (self.transport.inbox(), &mut signal.body)
+            && m.return_address.is_none()
+        {
+            m.return_address = Some(inbox.to_owned());
+        }
         let waiter = self.pending.register(id.clone(), to.clone());
         // If the caller stops waiting (a client hangs up), the entry goes too.
         let mut forget = pending::Forget::new(&self.pending, &id);
