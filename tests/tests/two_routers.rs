@@ -119,3 +119,75 @@ async fn an_event_reaches_a_subscriber_on_the_other_host() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Proves a handler's `send` to a handler on the other host gets every reply back to its
+/// `handle_reply`, and the room kept for those replies is all given back: `fanout` on A
+/// sends as many as it may to `echo` on B, twice.
+#[tokio::test]
+async fn callback_replies_come_back_across_hosts_and_free_their_room() {
+    let (a, _b) = hosts(&["fanout"], &["echo"]).await;
+    let cap = switchboard::router::CALLBACK_CAP;
+    for round in 1..=2 {
+        let fanned = switchboard_tests::call(
+            &a,
+            "fanout",
+            "Fan",
+            json!({ "to": "echo", "message_type": "Ping", "count": cap }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(fanned["sent"], cap, "round {round}: {fanned}");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let tally = switchboard_tests::call(&a, "fanout", "Tally", json!({}))
+                .await
+                .unwrap();
+            if tally["replies"] == json!(cap * round) {
+                assert_eq!(tally["errors"], 0, "{tally}");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: {tally}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            a.router().callbacks().open_for("fanout"),
+            0,
+            "round {round}"
+        );
+    }
+}
+
+/// Proves a handler on one host cannot answer a message open on the other (409, and it
+/// reaches nobody), and the message still gets its one real answer.
+#[tokio::test]
+async fn an_answer_forged_on_the_other_host_never_reaches_the_sender() {
+    let (a, b) = hosts(&["deferred"], &[]).await;
+    b.deploy("forger", guest("deferred"), None).await.unwrap();
+    let mut ann = a.connect("user:ann");
+    let held = a.send(a.message("user:ann", "deferred", "Hold", json(json!({}))));
+    let forged = switchboard_tests::call(&b, "forger", "Forge", json!({ "message_id": held }))
+        .await
+        .unwrap();
+    assert_eq!(forged, json!({"answered": 0, "code": 409}));
+    let released = switchboard_tests::call(&a, "deferred", "Release", json!({"payload": "real"}))
+        .await
+        .unwrap();
+    assert_eq!(released, json!({"answered": 1, "code": 0}));
+    let answer = switchboard_tests::next(&mut ann).await;
+    match &answer.body {
+        switchboard::signal::Body::Reply {
+            reply_to, payload, ..
+        } => {
+            assert_eq!(reply_to, &held);
+            assert_eq!(payload.to_value(), json!("real"));
+        }
+        other => panic!("expected the real answer, got {other:?}"),
+    }
+    assert!(
+        ann.try_recv().is_err(),
+        "a second answer reached the sender"
+    );
+}
