@@ -5,18 +5,33 @@
 use std::time::Duration;
 
 use serde_json::json;
-use switchboard::Host;
+use switchboard::clock::Clock;
 use switchboard::db::Db;
+use switchboard::{Host, HostConfig};
 use switchboard_tests::{WAIT, guest, json};
 
-/// Two hosts on one pair, each with `handlers` deployed.
+/// Two hosts on one pair, each with its own clock and `handlers` deployed.
 async fn hosts(a: &[&str], b: &[&str]) -> (Host, Host) {
+    hosts_with(
+        switchboard_tests::config(),
+        switchboard_tests::config(),
+        a,
+        b,
+    )
+    .await
+}
+
+/// [`hosts`] with each host's settings (and so its clock) given.
+async fn hosts_with(
+    config_a: HostConfig,
+    config_b: HostConfig,
+    a: &[&str],
+    b: &[&str],
+) -> (Host, Host) {
     let (end_a, end_b) = switchboard_tests::pair::pair(Duration::from_millis(5));
-    let open = |end| {
-        Host::open(switchboard_tests::config(), end, Db::in_memory().unwrap())
-            .expect("starting a host")
-    };
-    let (host_a, host_b) = (open(end_a), open(end_b));
+    let open =
+        |config, end| Host::open(config, end, Db::in_memory().unwrap()).expect("starting a host");
+    let (host_a, host_b) = (open(config_a, end_a), open(config_b, end_b));
     for (host, names) in [(&host_a, a), (&host_b, b)] {
         for name in names {
             host.deploy(name, guest(name), None)
@@ -190,4 +205,39 @@ async fn an_answer_forged_on_the_other_host_never_reaches_the_sender() {
         ann.try_recv().is_err(),
         "a second answer reached the sender"
     );
+}
+
+/// Proves a host whose clock runs 1.2 s ahead of the caller's keeps a message the caller
+/// awaits for 1 s until it is answered 300 ms later: the remote side keeps it until its
+/// deadline plus 1 s by its own clock, while the caller answers 504 at the deadline by its
+/// own. Before, the remote host found the message past its deadline as it arrived and its
+/// expiry sweep answered 504 within 100 ms: early, by the caller's clock.
+#[tokio::test]
+async fn a_remote_clock_ahead_does_not_cut_a_request_early() {
+    let ahead = HostConfig {
+        clock: Clock::skewed(1_200),
+        ..switchboard_tests::config()
+    };
+    let (a, b) = hosts_with(switchboard_tests::config(), ahead, &[], &["deferred"]).await;
+    let asked = tokio::spawn(async move {
+        a.request("deferred", "Hold", json(json!({})), Duration::from_secs(1))
+            .await
+    });
+    let held = r#"switchboard_signals_total{handler="deferred",kind="MESSAGE",outcome="ok"}"#;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while switchboard_tests::metric(&b, held) < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "B never held it");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The handler takes its time: the answer comes 300 ms later, within the caller's 1 s.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let released = switchboard_tests::call(&b, "deferred", "Release", json!({"payload": "late"}))
+        .await
+        .unwrap();
+    assert_eq!(released, json!({"answered": 1, "code": 0}));
+    let reply = asked
+        .await
+        .unwrap()
+        .expect("the caller gets the answer, not an early 504");
+    assert_eq!(reply.into_outcome().unwrap().to_value(), json!("late"));
 }

@@ -48,6 +48,11 @@ use crate::signal::{AGENTS_ADDRESS, Body, Failure, HOST_ADDRESS, Json, Signal, c
 pub use crate::transport::{Accepted, Reason, Undelivered};
 use crate::transport::{Inbound, Publish, Route, Transport};
 
+/// How long after its deadline this host keeps a message whose caller waits on another host
+/// (by that host's clock): the caller answers 504 at the deadline by its own clock, so
+/// clocks up to this far apart never cut a message early.
+pub const REMOTE_GRACE_MS: u64 = 1_000;
+
 /// Messages one handler may leave open for a later answer; past it, the next one it
 /// answers `later` is answered 503 by the host.
 pub const MAX_LATER_PER_HANDLER: usize = 10_000;
@@ -768,7 +773,12 @@ impl Router {
     /// (the answer may come as soon as it is queued), and closed again if the mailbox
     /// refuses it.
     fn offer_to(&self, entry: &Entry, signal: Signal, promised: bool) -> Result<(), Refused> {
-        let open = Open::of(&signal, &entry.addressee(&signal), self.default_deadline());
+        let mut open = Open::of(&signal, &entry.addressee(&signal), self.default_deadline());
+        if let Some(open) = &mut open
+            && self.awaited_elsewhere(open)
+        {
+            open.deadline = open.deadline.saturating_add(REMOTE_GRACE_MS);
+        }
         let id = open.map(|open| {
             let id = open.id.clone();
             self.answers.open(open);
@@ -779,6 +789,15 @@ impl Router {
             let _ = self.answers.claim_any(id);
         }
         offered
+    }
+
+    /// Whether the caller awaiting `open`'s answer is on another host: it goes to an inbox
+    /// not this host's. Its deadline was set by that host's clock.
+    fn awaited_elsewhere(&self, open: &Open) -> bool {
+        let Some(answer_to) = open.answer_to.as_deref() else {
+            return false;
+        };
+        Address::kind_of(answer_to) == Kind::Inbox && self.transport.inbox() != Some(answer_to)
     }
 
     /// Whether message `id` still waits for its answer: not answered, not past its deadline.
