@@ -8,29 +8,39 @@
 //! ErrorReply (a message that cannot be delivered gets 404 or 503 at once); kept in the
 //! [`DeadLetters`] store (an event, data change or reply a mailbox or client refused); or,
 //! for replies only, dropped as late, unexpected or forged. Each outcome has its counter.
+//!
+//! By role: this file routes and delivers; `table` holds the deployed handlers and their
+//! subscriptions (install, remove, what the transport is told this host serves); `answering`
+//! gives each message its one answer and its 504 at the deadline; `clients` keeps connected
+//! clients' connections; `mailbox` and `worker` run handlers; `pending`, `answers` and
+//! `callbacks` are the tables replies and answers are matched in.
 
 // An undelivered signal is handed back by value on the rare failure path, so that its
 // sender can be answered; boxing it would only add an allocation there.
 #![allow(clippy::result_large_err)]
 
+mod answering;
 mod answers;
 mod callbacks;
+mod clients;
 mod gateway;
 mod mailbox;
 mod outbound;
 mod pending;
 mod queue_bytes;
+mod table;
 mod turns;
 mod undelivered;
 mod worker;
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use answering::expire_open_messages;
+use table::Table;
+
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::sync::mpsc;
 
 pub use answers::{Answers, Open};
 pub use callbacks::{CALLBACK_CAP, Callbacks};
@@ -43,8 +53,8 @@ use crate::clock::Clock;
 use crate::dead_letters::{DeadLetter, DeadLetters, DeadReason};
 pub use crate::gateway::{CLIENT_QUEUE, ClientLink};
 use crate::metrics::{Metrics, RefusedLabels};
-use crate::runtime::{HandlerKind, PoolFull, Reservation, Runtime, Version};
-use crate::signal::{AGENTS_ADDRESS, Body, Failure, HOST_ADDRESS, Json, Signal, code};
+use crate::runtime::{PoolFull, Runtime};
+use crate::signal::{AGENTS_ADDRESS, Body, Failure, Signal, code};
 pub use crate::transport::{Accepted, Reason, Undelivered};
 use crate::transport::{Inbound, Publish, Route, Transport};
 
@@ -84,121 +94,6 @@ pub(crate) fn shard_of<'a, T>(shards: &'a [T], id: &str) -> &'a T {
     &shards[spread % shards.len()]
 }
 
-#[derive(Default)]
-struct Table {
-    /// Handlers by the address they serve.
-    handlers: FastMap<String, Entry>,
-    /// The addresses of the agent handlers (`agent:<name>/*`), for the short `agent:<id>`.
-    agents: Vec<String>,
-    /// Subscribers by event type (shared, so a broadcast takes the list without copying).
-    events: FastMap<String, Arc<[String]>>,
-    /// Subscribers by object type.
-    changes: FastMap<String, Arc<[String]>>,
-    /// Connected clients (`user:<id>`): every connection of each.
-    clients: FastMap<String, Vec<ClientConnection>>,
-    /// The number of the last client connection.
-    next_client: u64,
-    /// The instance slot each deployed handler is guaranteed, by handler name: taken when
-    /// it is first installed, kept across swaps and moves, given back when it is removed.
-    reservations: FastMap<String, Reservation>,
-}
-
-/// A route the handlers of a table serve, owned and ordered, to tell the transport what
-/// changed.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Served {
-    Address(String),
-    Event(String),
-    DataChange(String),
-}
-
-impl Served {
-    fn route(&self) -> Route<'_> {
-        match self {
-            Self::Address(address) => Route::Address(address),
-            Self::Event(event_type) => Route::Event(event_type),
-            Self::DataChange(object_type) => Route::DataChange(object_type),
-        }
-    }
-}
-
-impl Table {
-    /// The routes its handlers serve: their addresses and subscriptions (clients are told
-    /// apart, as they connect).
-    fn served(&self) -> BTreeSet<Served> {
-        let addresses = self.handlers.keys().cloned().map(Served::Address);
-        let events = self.events.keys().cloned().map(Served::Event);
-        let changes = self.changes.keys().cloned().map(Served::DataChange);
-        addresses.chain(events).chain(changes).collect()
-    }
-
-    /// Rebuilds the subscription indexes from the handlers' current descriptions.
-    fn reindex(&mut self) {
-        let mut events: FastMap<String, Vec<String>> = FastMap::default();
-        let mut changes: FastMap<String, Vec<String>> = FastMap::default();
-        for (address, entry) in &self.handlers {
-            let version = entry.slot.current();
-            for event in &version.description.events {
-                events
-                    .entry(event.clone())
-                    .or_default()
-                    .push(address.clone());
-            }
-            for object in &version.description.data_changes {
-                changes
-                    .entry(object.clone())
-                    .or_default()
-                    .push(address.clone());
-            }
-        }
-        let shared = |index: FastMap<String, Vec<String>>| {
-            index.into_iter().map(|(k, v)| (k, Arc::from(v))).collect()
-        };
-        self.events = shared(events);
-        self.changes = shared(changes);
-        self.agents = self
-            .handlers
-            .keys()
-            .filter(|address| Address::kind_of(address) == Kind::Agent)
-            .cloned()
-            .collect();
-    }
-
-    /// The address of the agent handler serving agent address `to`, and `to` in full,
-    /// `agent:<handler>/<id>`. The short `agent:<id>` resolves only while exactly one agent
-    /// handler is deployed.
-    fn resolve_agent(&self, to: &str) -> Option<(String, String)> {
-        let Ok(Address::Agent { handler, id }) = Address::parse(to) else {
-            return None;
-        };
-        match handler {
-            Some(handler) => {
-                let home = Address::agent_handler(handler).to_string();
-                self.handlers
-                    .contains_key(&home)
-                    .then(|| (home, to.to_owned()))
-            }
-            None => match self.agents.as_slice() {
-                [only] => {
-                    let Ok(Address::Agent {
-                        handler: Some(handler),
-                        ..
-                    }) = Address::parse(only)
-                    else {
-                        return None;
-                    };
-                    let full = Address::Agent {
-                        handler: Some(handler),
-                        id,
-                    };
-                    Some((only.clone(), full.to_string()))
-                }
-                _ => None,
-            },
-        }
-    }
-}
-
 /// What became of a reply a caller on this host awaited.
 enum Claimed {
     /// Its caller has it.
@@ -217,17 +112,6 @@ impl Inbound for Router {
             Err(Claimed::Dropped) => Ok(Accepted::default()),
         }
     }
-}
-
-/// One connection of a client, as the router holds it.
-struct ClientConnection {
-    /// Its number.
-    id: u64,
-    /// Its bounded queue of signals to send.
-    queue: mpsc::Sender<Signal>,
-    /// Bytes of signals in the queue, and the most it may hold.
-    queued: Arc<AtomicUsize>,
-    max_bytes: usize,
 }
 
 /// Routes signals between handlers, clients and the transport.
@@ -352,60 +236,6 @@ impl Router {
         {
             let after = self.runtime.config().message_deadline;
             signal.envelope.deadline = Some(self.clock().after(after));
-        }
-    }
-
-    /// Answers message `id`, delivered to and still open at `answerer`, with `outcome`: the
-    /// one answer it takes. The host (`host`) may answer any open message. A refused answer
-    /// reaches nobody and is counted.
-    pub fn answer(
-        &self,
-        id: &str,
-        answerer: &str,
-        outcome: Result<Json, Failure>,
-    ) -> Result<String, Failure> {
-        let open = self.claim_answer(id, answerer)?;
-        Ok(self.release_answer(open, outcome))
-    }
-
-    /// Closes message `id` for `answerer`'s answer. The host (`host`) may answer any open
-    /// message. A refusal is counted and logged (rate-limited).
-    fn claim_answer(&self, id: &str, answerer: &str) -> Result<Open, Failure> {
-        let claimed = if answerer == HOST_ADDRESS {
-            self.answers.claim_any(id)
-        } else {
-            self.answers.claim(id, answerer)
-        };
-        claimed.map_err(|refused| {
-            // Labelled by handler, never by agent: clients choose agent ids.
-            let handler = Address::handler_of(answerer).to_owned();
-            self.metrics
-                .answers_refused
-                .get_or_create(&crate::metrics::DeadLetterLabels {
-                    handler: handler.clone(),
-                    reason: refused.as_str().to_owned(),
-                })
-                .inc();
-            if self.runtime.log_limit().admit(&handler) {
-                tracing::debug!(id, answerer, reason = refused.as_str(), "refused an answer");
-            }
-            refused.failure(id)
-        })
-    }
-
-    /// Sends the answer to a claimed message; returns the answer's id.
-    fn release_answer(&self, open: Open, outcome: Result<Json, Failure>) -> String {
-        let answer = open.into_answer(None, outcome, self.clock());
-        let id = answer.envelope.id.clone();
-        self.route_answer(answer);
-        id
-    }
-
-    /// Routes an answer, unless it answers a timer's message: that goes nowhere.
-    pub(crate) fn route_answer(&self, answer: Signal) {
-        let nowhere = matches!(&answer.body, Body::Reply { to, .. } | Body::ErrorReply { to, .. } if to.is_empty());
-        if !nowhere {
-            self.route(answer);
         }
     }
 
@@ -652,47 +482,6 @@ impl Router {
             })
     }
 
-    /// Hands a signal to every connection of the client at `address`: taken if at least one
-    /// took it; refused as overloaded if every open one is full, as gone if none is open. A
-    /// full queue is the client's to drain (it is closed only if it stops reading): the
-    /// signal is not sent to that connection, and counted as undelivered.
-    fn to_client(&self, table: &Table, address: &str, signal: Signal) -> Result<(), Undelivered> {
-        let fail = |signal, reason| Err(Undelivered { signal, reason });
-        let Some(connections) = table.clients.get(address) else {
-            return fail(signal, Reason::NoRoute);
-        };
-        let (mut taken, mut full) = (false, false);
-        let size = signal.size();
-        let undelivered = &self.metrics.gateway.undelivered;
-        for connection in connections {
-            // Counted before it is queued, so the taker never subtracts what is not added.
-            let queued = connection.queued.fetch_add(size, Ordering::Relaxed);
-            // An empty queue takes any signal, however large.
-            if queued > 0 && queued.saturating_add(size) > connection.max_bytes {
-                connection.queued.fetch_sub(size, Ordering::Relaxed);
-                full = true;
-                undelivered.inc();
-                continue;
-            }
-            match connection.queue.try_send(signal.clone()) {
-                Ok(()) => taken = true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    connection.queued.fetch_sub(size, Ordering::Relaxed);
-                    full = true;
-                    undelivered.inc();
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    connection.queued.fetch_sub(size, Ordering::Relaxed);
-                }
-            }
-        }
-        match (taken, full) {
-            (true, _) => Ok(()),
-            (false, true) => fail(signal, Reason::Overloaded),
-            (false, false) => fail(signal, Reason::ClientGone),
-        }
-    }
-
     /// Delivers a signal to the handlers or clients of this host that serve its route.
     fn deliver_local(&self, signal: Signal) -> Result<Accepted, Undelivered> {
         let table = self.read();
@@ -791,183 +580,9 @@ impl Router {
         offered
     }
 
-    /// Whether the caller awaiting `open`'s answer is on another host: it goes to an inbox
-    /// not this host's. Its deadline was set by that host's clock.
-    fn awaited_elsewhere(&self, open: &Open) -> bool {
-        let Some(answer_to) = open.answer_to.as_deref() else {
-            return false;
-        };
-        Address::kind_of(answer_to) == Kind::Inbox && self.transport.inbox() != Some(answer_to)
-    }
-
-    /// Whether message `id` still waits for its answer: not answered, not past its deadline.
-    pub(crate) fn is_open(&self, id: &str) -> bool {
-        self.answers.is_open(id)
-    }
-
-    /// Called by a worker when its handler is done with a signal: a message's outcome is its
-    /// answer (from `from`), unless the handler answers `later`; a message answered already
-    /// (with `reply`) refuses it and counts it. The worker logs other kinds' failures.
-    pub(crate) fn finish(
-        &self,
-        signal: &Signal,
-        result: Result<Option<Json>, Failure>,
-        from: &str,
-        later: bool,
-    ) {
-        if !matches!(signal.body, Body::Message(_)) {
-            return;
-        }
-        let outcome = if later {
-            let handler = Address::handler_of(from);
-            if self
-                .answers
-                .defer(signal.id(), handler, MAX_LATER_PER_HANDLER)
-            {
-                return;
-            }
-            Err(Failure::new(
-                code::OVERLOADED,
-                format!("handler `{handler}` already has {MAX_LATER_PER_HANDLER} messages waiting for a later answer, the most it may have"),
-            )
-            .with_help("retry later, once it has answered some"))
-        } else {
-            result.map(|payload| payload.unwrap_or_else(Json::null))
-        };
-        // Refused and counted if it was answered already: one answer per message.
-        let _ = self.answer(signal.id(), from, outcome);
-    }
-
-    /// The deadline of a message that reached a handler without one (only a message from
-    /// another host could): the default from now.
-    fn default_deadline(&self) -> u64 {
-        self.clock().after(self.runtime.config().message_deadline)
-    }
-
-    /// Answers 504 every open message past its deadline.
-    fn expire(&self) {
-        for open in self.answers.expire(self.clock().now_millis()) {
-            self.metrics.answers_expired.inc();
-            let failure = Failure::new(
-                code::TIMEOUT,
-                format!(
-                    "`{}` did not answer message {} before its deadline",
-                    open.addressee, open.id
-                ),
-            )
-            .with_help(
-                "the handler said it would answer later and did not; it may be slow or stuck",
-            );
-            let from = Some(HOST_ADDRESS.to_owned());
-            let answer = open.into_answer(from, Err(failure), self.clock());
-            self.route_answer(answer);
-        }
-    }
-
     /// Whether a warning about `handler` may be logged now (a per-handler rate limit).
     pub(crate) fn may_warn(&self, handler: &str) -> bool {
         self.runtime.log_limit().admit(handler)
-    }
-
-    /// Makes `version` the current version of handler `name`, starting it if it is new.
-    /// Returns whether it replaced a running version.
-    pub fn install(&self, name: &str, version: Arc<Version>) -> Result<bool, InstallError> {
-        let address = match version.description.kind {
-            HandlerKind::Service => name.to_owned(),
-            HandlerKind::Agent => Address::agent_handler(name).to_string(),
-        };
-        let mut table = self.write();
-        let served = table.served();
-        if let Some(entry) = table.handlers.get(&address)
-            && &*entry.slot.name != name
-        {
-            return Err(InstallError::AddressTaken {
-                address,
-                holder: entry.slot.name.to_string(),
-            });
-        }
-        if !table.reservations.contains_key(name) {
-            let reservation = self.runtime.pool().reserve(name)?;
-            table.reservations.insert(name.to_owned(), reservation);
-        }
-        // The handler's running entry, wherever it is (a new kind moves it to a new address).
-        let running = table
-            .handlers
-            .iter()
-            .find(|(_, entry)| &*entry.slot.name == name)
-            .map(|(address, _)| address.clone());
-        let old = running.and_then(|at| table.handlers.remove(&at));
-        let swapped = old.is_some();
-        let entry = match old {
-            // Same address and mailbox shape: swap in place; queued signals go to the new version.
-            Some(entry) if entry.slot.address == address && entry.fits(&version.limits) => {
-                entry.swap(version);
-                entry
-            }
-            // Otherwise a fresh mailbox behind the old one: the old queue goes to the new
-            // version, and the new workers start only once the old ones have all exited.
-            old => {
-                if let Some(old) = &old {
-                    old.swap(version.clone());
-                }
-                Entry::open(
-                    name,
-                    address.clone(),
-                    version,
-                    old,
-                    &self.budget,
-                    self.runtime.clone(),
-                    self.me.clone(),
-                    self.metrics.clone(),
-                )
-            }
-        };
-        if swapped {
-            self.metrics
-                .swaps
-                .get_or_create(&Metrics::handler(name))
-                .inc();
-        }
-        table.handlers.insert(address, entry);
-        self.reindex(&mut table, &served);
-        Ok(swapped)
-    }
-
-    /// Rebuilds the table's indexes after its handlers changed, and tells the transport which
-    /// routes this host started and stopped serving since it served `before`.
-    fn reindex(&self, table: &mut Table, before: &BTreeSet<Served>) {
-        table.reindex();
-        let after = table.served();
-        for gone in before.difference(&after) {
-            self.transport.unserve(gone.route());
-        }
-        for new in after.difference(before) {
-            self.transport.serve(new.route());
-        }
-    }
-
-    /// Stops a handler: calls in progress are abandoned (their senders get 503) and their
-    /// instances dropped; the mailbox closes, and signals already queued are still handled.
-    pub fn remove(&self, address: &str) -> bool {
-        let mut table = self.write();
-        let served = table.served();
-        let removed = table.handlers.remove(address);
-        if let Some(entry) = &removed {
-            table.reservations.remove(&*entry.slot.name);
-        }
-        self.reindex(&mut table, &served);
-        drop(table);
-        removed.inspect(Entry::stop).is_some()
-    }
-
-    /// The deployed handlers' slots, by address, with the signals queued for each (counting
-    /// a mailbox it moved from that is still draining).
-    pub fn slots(&self) -> Vec<(Arc<Slot>, usize)> {
-        self.read()
-            .handlers
-            .values()
-            .map(|entry| (entry.slot.clone(), entry.queued()))
-            .collect()
     }
 
     /// The metrics in the Prometheus text format, with gauges read at this moment.
@@ -999,53 +614,6 @@ impl Router {
         &self.metrics
     }
 
-    /// Connects a client at `address` (e.g. `user:alice`); signals addressed to it arrive on
-    /// the returned receiver, and on every other connection it has open.
-    pub fn connect(&self, address: &str) -> mpsc::Receiver<Signal> {
-        self.connect_client(address, CLIENT_QUEUE, usize::MAX, || {})
-            .inbox
-    }
-
-    /// Like [`Router::connect`], with a queue of `queue` signals and at most `max_bytes`
-    /// (an empty queue takes any signal): a signal that finds it full is not queued, and
-    /// counted as undelivered. `first` runs if this is the client's only connection now, while the router
-    /// still holds the change, so that what it records (presence) is in the order
-    /// connections really opened and closed.
-    pub fn connect_client(
-        &self,
-        address: &str,
-        queue: usize,
-        max_bytes: usize,
-        first: impl FnOnce(),
-    ) -> ClientLink {
-        let queued = Arc::new(AtomicUsize::new(0));
-        let (tx, inbox) = mpsc::channel(queue.max(1));
-        let mut table = self.write();
-        table.next_client += 1;
-        let id = table.next_client;
-        if !table.clients.contains_key(address) {
-            self.transport.serve(Route::Address(address));
-        }
-        let connections = table.clients.entry(address.to_owned()).or_default();
-        connections.retain(|c| !c.queue.is_closed());
-        connections.push(ClientConnection {
-            id,
-            queue: tx,
-            queued: queued.clone(),
-            max_bytes,
-        });
-        let open = connections.len();
-        if open == 1 {
-            first();
-        }
-        ClientLink {
-            id,
-            open,
-            inbox,
-            queued,
-        }
-    }
-
     /// The largest signal the host takes, in bytes.
     pub fn max_message_bytes(&self) -> usize {
         self.runtime.config().max_message_bytes
@@ -1054,62 +622,6 @@ impl Router {
     /// The host's keyed-state store (which also keeps pushes for users), if it has one.
     pub fn state_store(&self) -> Option<Arc<crate::keyed::StateStore>> {
         self.runtime.state_store()
-    }
-
-    /// Whether a client is connected at `address` (on any connection).
-    pub fn is_online(&self, address: &str) -> bool {
-        self.read()
-            .clients
-            .get(address)
-            .is_some_and(|connections| connections.iter().any(|c| !c.queue.is_closed()))
-    }
-
-    /// Disconnects every connection of the client at `address` (an embedded client, such as
-    /// the fuzzing harness's, ends this way).
-    pub fn disconnect(&self, address: &str) {
-        let mut table = self.write();
-        if table.clients.remove(address).is_some() {
-            self.transport.unserve(Route::Address(address));
-        }
-    }
-
-    /// Disconnects connection `id` of the client at `address`; the others stay. How many
-    /// it has left. `last` runs if this was its last connection, while the router still
-    /// holds the change (see [`Router::connect_client`]).
-    pub fn disconnect_client(&self, address: &str, id: u64, last: impl FnOnce()) -> usize {
-        let mut table = self.write();
-        let Some(connections) = table.clients.get_mut(address) else {
-            return 0;
-        };
-        let before = connections.len();
-        connections.retain(|c| c.id != id);
-        let removed = connections.len() < before;
-        let left = connections.len();
-        if left == 0 {
-            table.clients.remove(address);
-            self.transport.unserve(Route::Address(address));
-            if removed {
-                last();
-            }
-        }
-        left
-    }
-}
-
-/// How often open messages are checked against their deadlines.
-const EXPIRY_TICK: Duration = Duration::from_millis(100);
-
-/// Answers 504 the open messages past their deadline, every [`EXPIRY_TICK`], while the
-/// router lives.
-async fn expire_open_messages(router: Weak<Router>) {
-    let mut tick = tokio::time::interval(EXPIRY_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(router) = router.upgrade() else {
-            break;
-        };
-        router.expire();
     }
 }
 
