@@ -85,8 +85,20 @@ pub struct DeadLetters {
     next_id: std::sync::atomic::AtomicU64,
     /// Stamps each letter's `at`.
     clock: Clock,
-    /// Where letters go to be written.
-    writer: std::sync::mpsc::Sender<Job>,
+    /// Where letters go to be written; taken on drop, which closes the writer's queue.
+    writer: Option<std::sync::mpsc::Sender<Job>>,
+    /// The writer thread, joined on drop so that every letter kept is written before the
+    /// store can close.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for DeadLetters {
+    fn drop(&mut self) {
+        self.writer.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Work for the writer thread.
@@ -262,7 +274,7 @@ impl DeadLetters {
             used: used.clone(),
             jobs,
         };
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("switchboard-dead-letters".into())
             .spawn(move || thread.run())
             .map_err(|e| DbError::from_redb(redb::Error::Io(e)))?;
@@ -273,7 +285,8 @@ impl DeadLetters {
             used,
             next_id: std::sync::atomic::AtomicU64::new(last + 1),
             clock,
-            writer,
+            writer: Some(writer),
+            thread: Some(thread),
         })
     }
 
@@ -285,7 +298,8 @@ impl DeadLetters {
     /// async workers.
     pub fn flush(&self) {
         let (done, written) = std::sync::mpsc::sync_channel(1);
-        if self.writer.send(Job::Flush(done)).is_ok() {
+        let sent = self.writer.as_ref().map(|w| w.send(Job::Flush(done)));
+        if matches!(sent, Some(Ok(()))) {
             let _ = written.recv();
         }
     }
@@ -363,10 +377,14 @@ impl DeadLetters {
             signal,
         };
         let id = letter.id;
-        self.writer.send(Job::Keep(Box::new(letter))).map_err(|_| {
+        let sent = self
+            .writer
+            .as_ref()
+            .is_some_and(|writer| writer.send(Job::Keep(Box::new(letter))).is_ok());
+        if !sent {
             let stopped = std::io::Error::other("the dead-letter writer has stopped");
-            DbError::from_redb(redb::Error::Io(stopped))
-        })?;
+            return Err(DbError::from_redb(redb::Error::Io(stopped)));
+        }
         Ok(id)
     }
 
@@ -546,6 +564,29 @@ mod tests {
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].handler, "stuck");
         assert_eq!(store.len(), 1);
+    }
+
+    /// Proves every letter kept is written before the store lets go of its file: letters
+    /// kept just before it is dropped are all there when the file is opened again.
+    #[test]
+    fn letters_kept_before_a_drop_are_written() {
+        let dir = std::env::temp_dir().join(format!("sb-dead-letters-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("store.redb");
+        {
+            let store =
+                DeadLetters::open(Db::open(&path).unwrap(), 500, 500, Clock::system()).unwrap();
+            for n in 0..300 {
+                let mut room = store.reserve("stuck").unwrap();
+                room.keep(DeadReason::MailboxFull, event(n)).unwrap();
+            }
+        }
+        let reopened = Db::open(&path).expect("the file is free once the store is dropped");
+        let store = DeadLetters::open(reopened, 500, 500, Clock::system()).unwrap();
+        assert_eq!(store.len(), 300);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Proves the store is bounded: reservations past the capacity are refused, and unused
