@@ -212,6 +212,9 @@ impl Undelivered {
 pub trait Inbound: Send + Sync + 'static {
     /// Delivers a signal to the handlers or clients of this host that serve its route.
     fn deliver(&self, signal: Signal) -> Result<Accepted, Undelivered>;
+
+    /// How many handlers of this host subscribe to a broadcast route (0 for an address).
+    fn subscribers(&self, route: Route<'_>) -> u32;
 }
 
 /// The outcome of a publish: known at once, or later.
@@ -343,6 +346,14 @@ pub trait Transport: Send + Sync + 'static {
     /// brings what is sent to it back here, where the waiter takes it. In process every
     /// answer is produced here, so there is none.
     fn inbox(&self) -> Option<&str> {
+        None
+    }
+
+    /// How many handlers subscribe to a broadcast route on every host the transport joins,
+    /// if it knows; `None` leaves the count to this host's own table (in process, the whole
+    /// story).
+    fn subscribers(&self, route: Route<'_>) -> Option<u32> {
+        let _ = route;
         None
     }
 }

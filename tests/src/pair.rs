@@ -189,4 +189,14 @@ impl Transport for End {
     fn inbox(&self) -> Option<&str> {
         Some(&self.inbox)
     }
+
+    fn subscribers(&self, route: Route<'_>) -> Option<u32> {
+        let count = |side: &Side| {
+            side.local
+                .get()
+                .and_then(Weak::upgrade)
+                .map_or(0, |local| local.subscribers(route.clone()))
+        };
+        Some(self.link.sides.iter().map(count).sum())
+    }
 }

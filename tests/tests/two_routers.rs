@@ -241,3 +241,31 @@ async fn a_remote_clock_ahead_does_not_cut_a_request_early() {
         .expect("the caller gets the answer, not an early 504");
     assert_eq!(reply.into_outcome().unwrap().to_value(), json!("late"));
 }
+
+/// Proves a guest's `emit` says how many handlers subscribe across the hosts, not on its
+/// own alone: `deferred` on A announces `UserRegistered`, which `audit` on B subscribes to.
+/// Before, the count came from A's table: 0.
+#[tokio::test]
+async fn an_emit_counts_subscribers_on_every_host() {
+    let (a, b) = hosts(&["deferred"], &["audit"]).await;
+    let announced = switchboard_tests::call(
+        &a,
+        "deferred",
+        "Announce",
+        json!({"event_type": "UserRegistered", "payload": {"user_id": "u2"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(announced["subscribers"], 1, "{announced}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let log = switchboard_tests::call(&b, "audit", "GetAudit", json!({}))
+            .await
+            .unwrap();
+        if log["entries"].as_array().is_some_and(|e| !e.is_empty()) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

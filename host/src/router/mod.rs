@@ -112,6 +112,10 @@ impl Inbound for Router {
             Err(Claimed::Dropped) => Ok(Accepted::default()),
         }
     }
+
+    fn subscribers(&self, route: Route<'_>) -> u32 {
+        self.local_subscribers(&route)
+    }
 }
 
 /// Routes signals between handlers, clients and the transport.
@@ -306,12 +310,21 @@ impl Router {
         }
     }
 
-    /// How many handlers of this host subscribe to a broadcast.
+    /// How many handlers subscribe to a broadcast: on every host, when the transport knows,
+    /// else on this one.
     fn subscribers(&self, signal: &Signal) -> u32 {
+        let route = Route::of(signal);
+        self.transport
+            .subscribers(route.clone())
+            .unwrap_or_else(|| self.local_subscribers(&route))
+    }
+
+    /// How many handlers of this host subscribe to a broadcast route.
+    fn local_subscribers(&self, route: &Route<'_>) -> u32 {
         let table = self.read();
-        let list = match Route::of(signal) {
-            Route::Event(event_type) => table.events.get(event_type),
-            Route::DataChange(object_type) => table.changes.get(object_type),
+        let list = match route {
+            Route::Event(event_type) => table.events.get(*event_type),
+            Route::DataChange(object_type) => table.changes.get(*object_type),
             Route::Address(_) => None,
         };
         list.map_or(0, |l| l.len() as u32)
