@@ -1,6 +1,8 @@
-//! Two hosts joined by the two-router test transport (`switchboard_tests::pair`), each with
-//! its own store: the core's single-process assumptions, tried where a network transport
-//! will meet them. Deliveries between the hosts take 5 ms and report their outcome later.
+//! The start of the conformance suite: signal semantics that must hold the same on one
+//! in-process host and on two hosts joined by the two-router test transport
+//! (`switchboard_tests::pair`, each host with its own store; deliveries between them take
+//! 5 ms and report their outcome later), where the core's single-process assumptions meet
+//! what a network transport will.
 
 use std::time::Duration;
 
@@ -9,6 +11,38 @@ use switchboard::clock::Clock;
 use switchboard::db::Db;
 use switchboard::{Host, HostConfig};
 use switchboard_tests::{WAIT, guest, json};
+
+/// Each case runs twice ([`on_both!`]): on one in-process host serving both sides' handlers
+/// (`a` and `b` are the same host), and on two hosts joined by the pair. The semantics must
+/// not tell them apart.
+macro_rules! on_both {
+    ($case:ident, $a:expr, $b:expr) => {
+        mod $case {
+            #[tokio::test]
+            async fn in_process() {
+                let (a, b) = super::one_host($a, $b).await;
+                super::$case(a, b).await;
+            }
+
+            #[tokio::test]
+            async fn two_hosts() {
+                let (a, b) = super::hosts($a, $b).await;
+                super::$case(a, b).await;
+            }
+        }
+    };
+}
+
+/// One in-process host with the handlers of both sides, as both sides.
+async fn one_host(a: &[&str], b: &[&str]) -> (Host, Host) {
+    let host = Host::new(switchboard_tests::config()).expect("starting a host");
+    for name in a.iter().chain(b) {
+        host.deploy(name, guest(name), None)
+            .await
+            .unwrap_or_else(|e| panic!("deploying {name}: {e}"));
+    }
+    (host.clone(), host)
+}
 
 /// Two hosts on one pair, each with its own clock and `handlers` deployed.
 async fn hosts(a: &[&str], b: &[&str]) -> (Host, Host) {
@@ -46,9 +80,7 @@ async fn hosts_with(
 /// back to the guest waiting for it: `orders` on A forwards to `echo` on B. Before a reply
 /// arriving from the transport went to the waiter, it was offered to `orders`' mailbox as a
 /// callback reply, and the request timed out.
-#[tokio::test]
-async fn a_guests_request_is_answered_across_hosts() {
-    let (a, _b) = hosts(&["orders"], &["echo"]).await;
+async fn a_guests_request_is_answered_across_hosts(a: Host, _b: Host) {
     let forward = json(json!({
         "to": "echo", "message_type": "Ping", "payload": {"n": 7}, "timeout_ms": 5000
     }));
@@ -68,9 +100,7 @@ async fn a_guests_request_is_answered_across_hosts() {
 /// handler on the other host gives: the message carries the caller's host's inbox, and the
 /// answer comes back there to its waiter. Before, the answer went to `host`, which names no
 /// host, and the caller got 504.
-#[tokio::test]
-async fn a_hosts_request_is_answered_across_hosts() {
-    let (a, _b) = hosts(&[], &["echo"]).await;
+async fn a_hosts_request_is_answered_across_hosts(a: Host, _b: Host) {
     let reply = a
         .request("echo", "Ping", json(json!({"n": 3})), WAIT)
         .await
@@ -80,9 +110,7 @@ async fn a_hosts_request_is_answered_across_hosts() {
 
 /// Proves a message nothing serves on either host is answered 404 at once, and one to a
 /// handler only the other host serves is delivered there.
-#[tokio::test]
-async fn routes_are_found_on_either_host_or_refused() {
-    let (a, b) = hosts(&[], &["echo"]).await;
+async fn routes_are_found_on_either_host_or_refused(a: Host, b: Host) {
     let missing = a
         .call("nobody", "Ping", json(json!({})), WAIT)
         .await
@@ -106,9 +134,7 @@ async fn routes_are_found_on_either_host_or_refused() {
 
 /// Proves an event emitted on one host reaches a subscriber on the other, and the emitter
 /// learns (later) that it was taken.
-#[tokio::test]
-async fn an_event_reaches_a_subscriber_on_the_other_host() {
-    let (a, b) = hosts(&[], &["audit"]).await;
+async fn an_event_reaches_a_subscriber_on_the_other_host(a: Host, b: Host) {
     let accepted = a
         .emit("UserRegistered", json(json!({"user_id": "u1"})))
         .await
@@ -138,9 +164,7 @@ async fn an_event_reaches_a_subscriber_on_the_other_host() {
 /// Proves a handler's `send` to a handler on the other host gets every reply back to its
 /// `handle_reply`, and the room kept for those replies is all given back: `fanout` on A
 /// sends as many as it may to `echo` on B, twice.
-#[tokio::test]
-async fn callback_replies_come_back_across_hosts_and_free_their_room() {
-    let (a, _b) = hosts(&["fanout"], &["echo"]).await;
+async fn callback_replies_come_back_across_hosts_and_free_their_room(a: Host, _b: Host) {
     let cap = switchboard::router::CALLBACK_CAP;
     for round in 1..=2 {
         let fanned = switchboard_tests::call(
@@ -177,9 +201,7 @@ async fn callback_replies_come_back_across_hosts_and_free_their_room() {
 
 /// Proves a handler on one host cannot answer a message open on the other (409, and it
 /// reaches nobody), and the message still gets its one real answer.
-#[tokio::test]
-async fn an_answer_forged_on_the_other_host_never_reaches_the_sender() {
-    let (a, b) = hosts(&["deferred"], &[]).await;
+async fn an_answer_forged_on_the_other_host_never_reaches_the_sender(a: Host, b: Host) {
     b.deploy("forger", guest("deferred"), None).await.unwrap();
     let mut ann = a.connect("user:ann");
     let held = a.send(a.message("user:ann", "deferred", "Hold", json(json!({}))));
@@ -245,9 +267,7 @@ async fn a_remote_clock_ahead_does_not_cut_a_request_early() {
 /// Proves a guest's `emit` says how many handlers subscribe across the hosts, not on its
 /// own alone: `deferred` on A announces `UserRegistered`, which `audit` on B subscribes to.
 /// Before, the count came from A's table: 0.
-#[tokio::test]
-async fn an_emit_counts_subscribers_on_every_host() {
-    let (a, b) = hosts(&["deferred"], &["audit"]).await;
+async fn an_emit_counts_subscribers_on_every_host(a: Host, b: Host) {
     let announced = switchboard_tests::call(
         &a,
         "deferred",
@@ -269,3 +289,31 @@ async fn an_emit_counts_subscribers_on_every_host() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+on_both!(
+    a_guests_request_is_answered_across_hosts,
+    &["orders"],
+    &["echo"]
+);
+on_both!(a_hosts_request_is_answered_across_hosts, &[], &["echo"]);
+on_both!(routes_are_found_on_either_host_or_refused, &[], &["echo"]);
+on_both!(
+    an_event_reaches_a_subscriber_on_the_other_host,
+    &[],
+    &["audit"]
+);
+on_both!(
+    callback_replies_come_back_across_hosts_and_free_their_room,
+    &["fanout"],
+    &["echo"]
+);
+on_both!(
+    an_answer_forged_on_the_other_host_never_reaches_the_sender,
+    &["deferred"],
+    &[]
+);
+on_both!(
+    an_emit_counts_subscribers_on_every_host,
+    &["deferred"],
+    &["audit"]
+);
