@@ -290,6 +290,40 @@ async fn an_emit_counts_subscribers_on_every_host(a: Host, b: Host) {
     }
 }
 
+/// Proves agents on the other host take their turns one at a time and keep their state:
+/// ten increments from A, five at a time, to one `counter` agent on B (its full address
+/// and its short form), then its count. Increments that overlapped would lose some.
+async fn an_agent_counts_every_increment(a: Host, _b: Host) {
+    let increments = (0..10).map(|n| {
+        let a = a.clone();
+        let to = if n % 2 == 0 {
+            "agent:counter/c1"
+        } else {
+            "agent:c1"
+        };
+        async move {
+            switchboard_tests::call(&a, to, "Increment", json!({"by": 1}))
+                .await
+                .unwrap()
+        }
+    });
+    let mut increments = increments.collect::<Vec<_>>();
+    while !increments.is_empty() {
+        let batch: Vec<_> = increments.drain(..increments.len().min(5)).collect();
+        let mut tasks = Vec::new();
+        for increment in batch {
+            tasks.push(tokio::spawn(increment));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
+    let got = switchboard_tests::call(&a, "agent:counter/c1", "Get", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(got["count"], 10, "{got}");
+}
+
 on_both!(
     a_guests_request_is_answered_across_hosts,
     &["orders"],
@@ -317,3 +351,4 @@ on_both!(
     &["deferred"],
     &["audit"]
 );
+on_both!(an_agent_counts_every_increment, &[], &["counter"]);
