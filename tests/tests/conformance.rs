@@ -4,6 +4,8 @@
 //! 5 ms and report their outcome later), where the core's single-process assumptions meet
 //! what a network transport will.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
@@ -324,6 +326,56 @@ async fn an_agent_counts_every_increment(a: Host, _b: Host) {
     assert_eq!(got["count"], 10, "{got}");
 }
 
+/// Proves a hot swap on the host serving an agent loses no signal sent from the other: A
+/// keeps sending increments to one `counter` agent on B, four at a time, from before B
+/// swaps in `counter_next` (which says it is version 2) until after; every one is answered,
+/// the count equals the increments sent, and the swapped version answers.
+async fn a_hot_swap_loses_nothing_sent_from_the_other_host(a: Host, b: Host) {
+    let swapped = Arc::new(AtomicBool::new(false));
+    let sender = tokio::spawn({
+        let (a, swapped) = (a.clone(), swapped.clone());
+        async move {
+            let mut sent = 0;
+            let mut after = 0;
+            while after < 5 {
+                if swapped.load(Ordering::SeqCst) {
+                    after += 1;
+                }
+                let batch: Vec<_> = (0..4)
+                    .map(|_| {
+                        let a = a.clone();
+                        tokio::spawn(async move {
+                            let to = "agent:counter/s1";
+                            switchboard_tests::call(&a, to, "Increment", json!({"by": 1})).await
+                        })
+                    })
+                    .collect();
+                for increment in batch {
+                    increment
+                        .await
+                        .unwrap()
+                        .expect("every increment is answered");
+                    sent += 1;
+                }
+            }
+            sent
+        }
+    });
+    b.deploy("counter", guest("counter_next"), None)
+        .await
+        .expect("swapping in counter_next");
+    swapped.store(true, Ordering::SeqCst);
+    let sent = sender.await.unwrap();
+    let got = switchboard_tests::call(&a, "agent:counter/s1", "Get", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(got["count"], sent, "{got}");
+    let version = switchboard_tests::call(&a, "agent:counter/s1", "Version", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(version, 2, "{version}");
+}
+
 on_both!(
     a_guests_request_is_answered_across_hosts,
     &["orders"],
@@ -352,3 +404,8 @@ on_both!(
     &["audit"]
 );
 on_both!(an_agent_counts_every_increment, &[], &["counter"]);
+on_both!(
+    a_hot_swap_loses_nothing_sent_from_the_other_host,
+    &[],
+    &["counter"]
+);
