@@ -151,18 +151,22 @@ impl Writer {
     }
 
     fn write(&self, letters: &[DeadLetter]) -> Result<(), DbError> {
-        let tx = self.db.begin_fast()?;
-        {
-            let mut table = tx.open_table(TABLE).map_err(DbError::from_redb)?;
-            for letter in letters {
-                let bytes = serde_json::to_vec(letter).expect("a dead letter always serializes");
-                table
-                    .insert(letter.id, bytes.as_slice())
-                    .map_err(DbError::from_redb)?;
-            }
-        }
-        tx.commit().map_err(DbError::from_redb)
+        insert(self.db.begin_fast()?, letters)
     }
+}
+
+/// Writes `letters` under their ids in `tx`, and commits it.
+fn insert(tx: redb::WriteTransaction, letters: &[DeadLetter]) -> Result<(), DbError> {
+    {
+        let mut table = tx.open_table(TABLE).map_err(DbError::from_redb)?;
+        for letter in letters {
+            let bytes = serde_json::to_vec(letter).expect("a dead letter always serializes");
+            table
+                .insert(letter.id, bytes.as_slice())
+                .map_err(DbError::from_redb)?;
+        }
+    }
+    tx.commit().map_err(DbError::from_redb)
 }
 
 /// Dead letters stored plus reserved.
@@ -221,7 +225,7 @@ impl Reservation<'_> {
             .store
             .db
             .begin_durable()
-            .and_then(|tx| self.store.insert(letter, tx));
+            .and_then(|tx| insert(tx, std::slice::from_ref(letter)));
         if result.is_err() {
             self.store.used().sub(&self.handler, 1);
         }
@@ -386,15 +390,6 @@ impl DeadLetters {
             return Err(DbError::from_redb(redb::Error::Io(stopped)));
         }
         Ok(id)
-    }
-
-    fn insert(&self, letter: &DeadLetter, tx: redb::WriteTransaction) -> Result<(), DbError> {
-        let bytes = serde_json::to_vec(letter).expect("a dead letter always serializes");
-        tx.open_table(TABLE)
-            .map_err(DbError::from_redb)?
-            .insert(letter.id, bytes.as_slice())
-            .map_err(DbError::from_redb)?;
-        tx.commit().map_err(DbError::from_redb)
     }
 
     /// Takes one dead letter out of the store (durably) to offer it again, keeping its room

@@ -4,6 +4,7 @@
 //! 5 ms and report their outcome later), where the core's single-process assumptions meet
 //! what a network transport will.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -44,6 +45,36 @@ async fn one_host(a: &[&str], b: &[&str]) -> (Host, Host) {
             .unwrap_or_else(|e| panic!("deploying {name}: {e}"));
     }
     (host.clone(), host)
+}
+
+/// Polls `holds` every 10 ms until it is true; fails the test naming `what` after [`WAIT`].
+async fn until<F: Future<Output = bool>>(what: &str, mut holds: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !holds().await {
+        assert!(tokio::time::Instant::now() < deadline, "never true: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until `handler` on `host` has handled a message without error.
+async fn handled_one(host: &Host, handler: &str) {
+    let line =
+        format!(r#"switchboard_signals_total{{handler="{handler}",kind="MESSAGE",outcome="ok"}}"#);
+    until(&format!("{handler} handled a message"), || async {
+        switchboard_tests::metric(host, &line) >= 1.0
+    })
+    .await;
+}
+
+/// Waits until `audit` on `host` has recorded an event.
+async fn audit_saw_an_event(host: &Host) {
+    until("audit recorded an event", || async {
+        let log = switchboard_tests::call(host, "audit", "GetAudit", json!({})).await;
+        log.unwrap()["entries"]
+            .as_array()
+            .is_some_and(|entries| !entries.is_empty())
+    })
+    .await;
 }
 
 /// Two hosts on one pair, each with its own clock and `handlers` deployed.
@@ -120,18 +151,7 @@ async fn routes_are_found_on_either_host_or_refused(a: Host, b: Host) {
     assert_eq!(missing.code, 404, "{missing}");
     let id = a.send(a.message("host", "echo", "Ping", json(json!({"n": 1}))));
     assert!(!id.is_empty());
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while switchboard_tests::metric(
-        &b,
-        r#"switchboard_signals_total{handler="echo",kind="MESSAGE",outcome="ok"}"#,
-    ) < 1.0
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "echo on B never handled it"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    handled_one(&b, "echo").await;
 }
 
 /// Proves an event emitted on one host reaches a subscriber on the other, and the emitter
@@ -142,25 +162,7 @@ async fn an_event_reaches_a_subscriber_on_the_other_host(a: Host, b: Host) {
         .await
         .expect("the event is taken");
     assert_eq!(accepted.total(), 1, "{accepted:?}");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let log = b
-            .call("audit", "GetAudit", json(json!({})), WAIT)
-            .await
-            .expect("audit answers");
-        if log.to_value()["entries"]
-            .as_array()
-            .is_some_and(|e| !e.is_empty())
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "audit on B never saw it: {}",
-            log.as_str()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    audit_saw_an_event(&b).await;
 }
 
 /// Proves a handler's `send` to a handler on the other host gets every reply back to its
@@ -178,21 +180,15 @@ async fn callback_replies_come_back_across_hosts_and_free_their_room(a: Host, _b
         .await
         .unwrap();
         assert_eq!(fanned["sent"], cap, "round {round}: {fanned}");
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let tally = switchboard_tests::call(&a, "fanout", "Tally", json!({}))
-                .await
-                .unwrap();
-            if tally["replies"] == json!(cap * round) {
-                assert_eq!(tally["errors"], 0, "{tally}");
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "round {round}: {tally}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let tally = || async {
+            let tally = switchboard_tests::call(&a, "fanout", "Tally", json!({})).await;
+            tally.unwrap()
+        };
+        until("every reply came back", || async {
+            tally().await["replies"] == json!(cap * round)
+        })
+        .await;
+        assert_eq!(tally().await["errors"], 0, "round {round}");
         assert_eq!(
             a.router().callbacks().open_for("fanout"),
             0,
@@ -247,12 +243,7 @@ async fn a_remote_clock_ahead_does_not_cut_a_request_early() {
         a.request("deferred", "Hold", json(json!({})), Duration::from_secs(1))
             .await
     });
-    let held = r#"switchboard_signals_total{handler="deferred",kind="MESSAGE",outcome="ok"}"#;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while switchboard_tests::metric(&b, held) < 1.0 {
-        assert!(tokio::time::Instant::now() < deadline, "B never held it");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    handled_one(&b, "deferred").await;
     // The handler takes its time: the answer comes 300 ms later, within the caller's 1 s.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let released = switchboard_tests::call(&b, "deferred", "Release", json!({"payload": "late"}))
@@ -279,17 +270,7 @@ async fn an_emit_counts_subscribers_on_every_host(a: Host, b: Host) {
     .await
     .unwrap();
     assert_eq!(announced["subscribers"], 1, "{announced}");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let log = switchboard_tests::call(&b, "audit", "GetAudit", json!({}))
-            .await
-            .unwrap();
-        if log["entries"].as_array().is_some_and(|e| !e.is_empty()) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{log}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    audit_saw_an_event(&b).await;
 }
 
 /// Proves agents on the other host take their turns one at a time and keep their state:

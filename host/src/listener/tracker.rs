@@ -332,6 +332,7 @@ mod tests {
     /// while an answered request does.
     #[test]
     fn starting_headers_keeps_a_connections_place() {
+        // Apart by a couple of milliseconds, so their instants surely differ.
         let first = Tracker::new();
         std::thread::sleep(Duration::from_millis(2));
         let second = Tracker::new();

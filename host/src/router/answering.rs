@@ -83,10 +83,12 @@ impl Router {
     /// Whether the caller awaiting `open`'s answer is on another host: it goes to an inbox
     /// not this host's. Its deadline was set by that host's clock.
     pub(super) fn awaited_elsewhere(&self, open: &Open) -> bool {
-        let Some(answer_to) = open.answer_to.as_deref() else {
+        // In process there are no inboxes: nothing to read.
+        let (Some(answer_to), Some(mine)) = (open.answer_to.as_deref(), self.transport.inbox())
+        else {
             return false;
         };
-        Address::kind_of(answer_to) == Kind::Inbox && self.transport.inbox() != Some(answer_to)
+        answer_to != mine && Address::kind_of(answer_to) == Kind::Inbox
     }
 
     /// Whether message `id` still waits for its answer: not answered, not past its deadline.
