@@ -23,20 +23,22 @@ use crate::signal::{AGENTS_ADDRESS, Body, Failure, Signal, code};
 pub struct Undelivered {
     pub signal: Signal,
     pub reason: Reason,
+    /// For a refusal by this host's byte bounds ([`Reason::Overloaded`]): which bound, its
+    /// setting and the sizes. It stays on the host that refused: a sender on another host
+    /// gets the reason alone, since it cannot act on this host's settings.
+    pub over: Option<Box<OverBytes>>,
 }
 
-/// Why a signal could not be delivered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a signal could not be delivered: all that crosses between hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     /// Nothing serves the address.
     NoRoute,
     /// The handler there does not accept this message type.
     NotAccepted,
-    /// The handler's mailbox or the client's queue is full.
+    /// The handler's mailbox or the client's queue is full, or the signal's bytes would take
+    /// its mailbox past its byte bound, or the host past its budget of queued bytes.
     Overloaded,
-    /// The signal's bytes would take its mailbox past its byte bound, or the host past its
-    /// budget of queued bytes. Boxed: it is rare, and keeps every other reason small.
-    OverBytes(Box<OverBytes>),
     /// The client at the address disconnected.
     ClientGone,
     /// The host is shutting down.
@@ -54,10 +56,6 @@ impl Reason {
             Self::NoRoute => "no_route",
             Self::NotAccepted => "not_accepted",
             Self::Overloaded => "overloaded",
-            Self::OverBytes(over) => match over.bound {
-                ByteBound::Mailbox => "mailbox_bytes",
-                ByteBound::Host => "queue_budget",
-            },
             Self::ClientGone => "client_gone",
             Self::ShuttingDown => "shutting_down",
             Self::Lost => "lost",
@@ -88,6 +86,14 @@ pub struct OverBytes {
 }
 
 impl OverBytes {
+    /// The bound as a metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self.bound {
+            ByteBound::Mailbox => "mailbox_bytes",
+            ByteBound::Host => "queue_budget",
+        }
+    }
+
     /// What happened, for the sender of a signal to `to`.
     pub fn describe(&self, to: &str) -> String {
         let (size, queued, limit) = (self.size, self.queued, show_bytes(self.limit));
@@ -155,6 +161,31 @@ impl Accepted {
 }
 
 impl Undelivered {
+    /// `signal`, not delivered for `reason`.
+    pub fn new(signal: Signal, reason: Reason) -> Self {
+        Self {
+            signal,
+            reason,
+            over: None,
+        }
+    }
+
+    /// `signal`, refused by one of this host's bounds on queued bytes.
+    pub fn over_bytes(signal: Signal, over: OverBytes) -> Self {
+        Self {
+            signal,
+            reason: Reason::Overloaded,
+            over: Some(Box::new(over)),
+        }
+    }
+
+    /// Why, as a metric label: the byte bound when one refused it.
+    pub fn label(&self) -> &'static str {
+        self.over
+            .as_deref()
+            .map_or_else(|| self.reason.as_str(), OverBytes::as_str)
+    }
+
     /// The failure the sender of the undelivered message gets: one mapping from a delivery
     /// failure to an error, for a handler's ErrorReply and an HTTP client alike.
     pub fn failure(&self) -> Failure {
@@ -173,7 +204,10 @@ impl Undelivered {
             Body::Message(m) => m.message_type.as_str(),
             _ => "",
         };
-        match &self.reason {
+        if let Some(over) = &self.over {
+            return Failure::new(code::OVERLOADED, over.describe(to)).with_help(over.help());
+        }
+        match self.reason {
             Reason::NoRoute | Reason::ClientGone => Failure::new(
                 code::NOT_FOUND,
                 format!("nothing serves the address `{to}`"),
@@ -187,9 +221,6 @@ impl Undelivered {
                 Failure::new(code::OVERLOADED, format!("the mailbox of `{to}` is full"))
                     .with_help("retry later")
             }
-            Reason::OverBytes(over) => {
-                Failure::new(code::OVERLOADED, over.describe(to)).with_help(over.help())
-            }
             Reason::ShuttingDown => Failure::new(code::OVERLOADED, "the host is shutting down"),
             Reason::Lost => Failure::new(
                 code::OVERLOADED,
@@ -201,17 +232,22 @@ impl Undelivered {
 
     /// The signal could not be delivered because the host is stopping.
     pub fn shutting_down(signal: Signal) -> Self {
-        Self {
-            signal,
-            reason: Reason::ShuttingDown,
-        }
+        Self::new(signal, Reason::ShuttingDown)
     }
 }
 
 /// What a host offers its transport: the handlers and clients it serves.
 pub trait Inbound: Send + Sync + 'static {
-    /// Delivers a signal to the handlers or clients of this host that serve its route.
-    fn deliver(&self, signal: Signal) -> Result<Accepted, Undelivered>;
+    /// Delivers a signal from another host to the handlers or clients here that serve its
+    /// route (a reply, first to the caller here awaiting it). A refusal is its [`Reason`]
+    /// alone: the sender's transport kept its own copy to answer or keep, and this host's
+    /// mailbox details (its byte bounds and their settings) stay here.
+    fn deliver(&self, signal: Signal) -> Result<Accepted, Reason>;
+
+    /// Delivers a signal sent on this host, handing it back when refused with all this host
+    /// knows of why: for a transport that loops back in process. A reply has already been
+    /// offered to the caller here awaiting it, on its way out.
+    fn deliver_here(&self, signal: Signal) -> Result<Accepted, Undelivered>;
 
     /// How many handlers of this host subscribe to a broadcast route (0 for an address).
     fn subscribers(&self, route: Route<'_>) -> u32;
@@ -269,13 +305,10 @@ impl Publish {
             Self::Now(outcome) => outcome,
             Self::Later(Later { signal, outcome }) => match outcome.await {
                 Ok(Ok(accepted)) => Ok(accepted),
-                Ok(Err(reason)) => Err(Undelivered { signal, reason }),
+                Ok(Err(reason)) => Err(Undelivered::new(signal, reason)),
                 Err(_) => {
                     tracing::warn!(id = %signal.envelope.id, "the transport dropped a publish without saying what became of it");
-                    Err(Undelivered {
-                        signal,
-                        reason: Reason::Lost,
-                    })
+                    Err(Undelivered::new(signal, Reason::Lost))
                 }
             },
         }
@@ -371,7 +404,7 @@ impl Transport for InProcess {
 
     fn publish(&self, signal: Signal) -> Publish {
         Publish::Now(match self.local.get().and_then(Weak::upgrade) {
-            Some(local) => local.deliver(signal),
+            Some(local) => local.deliver_here(signal),
             None => Err(Undelivered::shutting_down(signal)),
         })
     }
@@ -439,7 +472,7 @@ mod tests {
         ] {
             assert!(text.contains(part), "{part} in {text}");
         }
-        assert_eq!(Reason::OverBytes(Box::new(over)).as_str(), "mailbox_bytes");
+        assert_eq!(over.as_str(), "mailbox_bytes");
         let host = OverBytes {
             bound: ByteBound::Host,
             limit: 1 << 30,
@@ -448,7 +481,7 @@ mod tests {
         };
         assert!(host.describe("x").contains("1 GiB"));
         assert!(host.describe("x").contains("`queue_budget_bytes`"));
-        assert_eq!(Reason::OverBytes(Box::new(host)).as_str(), "queue_budget");
+        assert_eq!(host.as_str(), "queue_budget");
     }
 
     #[test]

@@ -28,9 +28,18 @@ impl Side {
         self.served.lock().unwrap().contains(key)
     }
 
-    fn deliver(&self, signal: Signal) -> Result<Accepted, Undelivered> {
+    /// Delivers a signal from the other host.
+    fn deliver(&self, signal: Signal) -> Result<Accepted, Reason> {
         match self.local.get().and_then(Weak::upgrade) {
             Some(local) => local.deliver(signal),
+            None => Err(Reason::ShuttingDown),
+        }
+    }
+
+    /// Delivers a signal sent on this host.
+    fn deliver_here(&self, signal: Signal) -> Result<Accepted, Undelivered> {
+        match self.local.get().and_then(Weak::upgrade) {
+            Some(local) => local.deliver_here(signal),
             None => Err(Undelivered::shutting_down(signal)),
         }
     }
@@ -123,8 +132,7 @@ impl End {
         let other = 1 - self.me;
         tokio::spawn(async move {
             tokio::time::sleep(link.delay).await;
-            let outcome = link.sides[other].deliver(signal);
-            promise.keep(outcome.map_err(|undelivered| undelivered.reason));
+            promise.keep(link.sides[other].deliver(signal));
         });
         later
     }
@@ -139,7 +147,7 @@ impl Transport for End {
         let wanted = wanted(&signal);
         let other_inbox = format!("address inbox:{}", 1 - self.me);
         if wanted == format!("address {}", self.inbox) {
-            return Publish::Now(self.mine().deliver(signal));
+            return Publish::Now(self.mine().deliver_here(signal));
         }
         if wanted == other_inbox {
             return self.across(signal);
@@ -151,7 +159,7 @@ impl Transport for End {
             // Each host delivers a broadcast to its own subscribers.
             (true, true, true) => {
                 let copy = signal.clone();
-                let local = self.mine().deliver(signal);
+                let local = self.mine().deliver_here(signal);
                 let (promise, later) = Publish::later(&copy);
                 let remote = self.across(copy);
                 tokio::spawn(async move {
@@ -168,13 +176,10 @@ impl Transport for End {
                 });
                 later
             }
-            (_, true, _) => Publish::Now(self.mine().deliver(signal)),
+            (_, true, _) => Publish::Now(self.mine().deliver_here(signal)),
             (_, false, true) => self.across(signal),
             (true, false, false) => Publish::Now(Ok(Accepted::default())),
-            (false, false, false) => Publish::Now(Err(Undelivered {
-                signal,
-                reason: Reason::NoRoute,
-            })),
+            (false, false, false) => Publish::Now(Err(Undelivered::new(signal, Reason::NoRoute))),
         }
     }
 

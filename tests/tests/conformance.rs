@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde_json::json;
 use switchboard::clock::Clock;
 use switchboard::db::Db;
-use switchboard::{Host, HostConfig};
+use switchboard::signal::code;
+use switchboard::transport::Reason;
+use switchboard::{Host, HostConfig, Limits};
 use switchboard_tests::{WAIT, guest, json};
 
 /// Each case runs twice ([`on_both!`]): on one in-process host serving both sides' handlers
@@ -255,6 +257,45 @@ async fn a_remote_clock_ahead_does_not_cut_a_request_early() {
         .unwrap()
         .expect("the caller gets the answer, not an early 504");
     assert_eq!(reply.into_outcome().unwrap().to_value(), json!("late"));
+}
+
+/// Proves a mailbox's byte bound stays on the host that enforces it: `chaos` on B, stalled,
+/// with B's mailboxes bounded at 1 MiB, takes one 600 kB message from A and refuses the
+/// next. A's sender learns the mailbox is full and to retry later, not B's settings and
+/// sizes, which it cannot act on (on one host, `mailbox_bytes.rs` shows the sender gets
+/// them). Before, B's bound, sizes and setting crossed in the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_bound_on_the_other_host_stays_there() {
+    let bounded = HostConfig {
+        mailbox_bytes: 1 << 20,
+        ..switchboard_tests::config()
+    };
+    let (a, b) = hosts_with(switchboard_tests::config(), bounded, &[], &[]).await;
+    let stalls = Limits {
+        cpu_time: Duration::from_secs(1),
+        concurrency: 1,
+        ..Limits::default()
+    };
+    b.deploy("chaos", guest("chaos"), Some(stalls))
+        .await
+        .unwrap();
+    b.emit("Stall", json(json!({}))).await.unwrap();
+
+    let large = || {
+        let pad = "x".repeat(600_000);
+        a.message("user:tester", "chaos", "Ping", json(json!({ "pad": pad })))
+    };
+    a.router().offer(large()).await.expect("the first fits");
+    let refused = a.router().offer(large()).await.unwrap_err();
+    assert_eq!(refused.reason, Reason::Overloaded);
+    assert!(refused.over.is_none(), "{:?}", refused.over);
+    let failure = refused.failure();
+    assert_eq!(failure.code, code::OVERLOADED);
+    assert!(failure.description.contains("`chaos` is full"), "{failure}");
+    assert!(!failure.description.contains("mailbox_bytes"), "{failure}");
+    assert_eq!(failure.help.as_deref(), Some("retry later"));
+    let refused_metric = r#"switchboard_refused_total{kind="MESSAGE",reason="overloaded"}"#;
+    assert_eq!(switchboard_tests::metric(&a, refused_metric), 1.0);
 }
 
 /// Proves a guest's `emit` says how many handlers subscribe across the hosts, not on its

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use switchboard::signal::code;
-use switchboard::transport::{ByteBound, Reason};
+use switchboard::transport::{ByteBound, OverBytes, Reason};
 use switchboard::{Body, Host, HostConfig, Limits, Signal};
 use switchboard_tests::{WAIT, call, guest, json, next};
 
@@ -39,15 +39,19 @@ fn large(host: &Host, to: &str) -> Signal {
     host.message("user:tester", to, "Ping", json(json!({ "pad": pad })))
 }
 
-/// Offers `count` large messages to `to`; returns how many were taken and the reasons of
-/// those refused.
-async fn fill(host: &Host, to: &str, count: usize) -> (usize, Vec<Reason>) {
+/// Offers `count` large messages to `to`; returns how many were taken and the byte bound
+/// each refused one passed (every refusal must be for its bytes).
+async fn fill(host: &Host, to: &str, count: usize) -> (usize, Vec<OverBytes>) {
     let mut taken = 0;
     let mut refused = Vec::new();
     for _ in 0..count {
         match host.router().offer(large(host, to)).await {
             Ok(_) => taken += 1,
-            Err(undelivered) => refused.push(undelivered.reason),
+            Err(undelivered) => {
+                assert_eq!(undelivered.reason, Reason::Overloaded);
+                let over = undelivered.over.expect("refused for its bytes");
+                refused.push(*over);
+            }
         }
     }
     (taken, refused)
@@ -95,10 +99,7 @@ async fn a_stalled_mailbox_is_bounded_by_bytes_before_its_count() {
     let (taken, refused) = fill(&host, "chaos", sent).await;
     assert_eq!(taken, 8, "8 MiB holds eight 1 MB messages, far below 1024");
     assert_eq!(refused.len(), sent - taken);
-    for reason in &refused {
-        let Reason::OverBytes(over) = reason else {
-            panic!("refused for its bytes, not {reason:?}")
-        };
+    for over in &refused {
         assert_eq!(over.bound, ByteBound::Mailbox);
         assert_eq!(over.limit, 8 << 20);
     }
@@ -152,7 +153,7 @@ async fn the_host_budget_is_shared_by_every_mailbox() {
     assert!(
         refused_a
             .iter()
-            .all(|r| matches!(r, Reason::OverBytes(o) if o.bound == ByteBound::Mailbox)),
+            .all(|over| over.bound == ByteBound::Mailbox),
         "{refused_a:?}"
     );
     let (taken_b, refused_b) = fill(&host, "stall-b", 10).await;
@@ -160,7 +161,7 @@ async fn the_host_budget_is_shared_by_every_mailbox() {
         taken_b, 4,
         "12 MiB less the first mailbox's 8 MB leaves room for four"
     );
-    let Some(Reason::OverBytes(over)) = refused_b.first() else {
+    let Some(over) = refused_b.first() else {
         panic!("refused for bytes: {refused_b:?}")
     };
     assert_eq!((over.bound, over.limit), (ByteBound::Host, 12 << 20));

@@ -33,7 +33,7 @@ impl Router {
         address: &str,
         signal: Signal,
     ) -> Result<(), Undelivered> {
-        let fail = |signal, reason| Err(Undelivered { signal, reason });
+        let fail = |signal, reason| Err(Undelivered::new(signal, reason));
         let Some(connections) = table.clients.get(address) else {
             return fail(signal, Reason::NoRoute);
         };

@@ -28,7 +28,7 @@ use crate::address::{Address, Kind};
 use crate::metrics::Metrics;
 use crate::runtime::{HandlerKind, Runtime, Version};
 use crate::signal::{AGENTS_ADDRESS, Body, Signal};
-use crate::transport::OverBytes;
+use crate::transport::{OverBytes, Reason, Undelivered};
 
 /// Counters of one handler, for listings and metrics. A handler keeps them across a move to
 /// a new mailbox.
@@ -128,6 +128,17 @@ pub enum Refused {
     Closed(Signal),
     /// Its bytes would pass the mailbox's byte bound or the host's queue budget.
     OverBytes(Signal, OverBytes),
+}
+
+impl Refused {
+    /// The refusal as the signal's sender gets it.
+    pub fn undelivered(self) -> Undelivered {
+        match self {
+            Self::Full(signal) => Undelivered::new(signal, Reason::Overloaded),
+            Self::OverBytes(signal, over) => Undelivered::over_bytes(signal, over),
+            Self::Closed(signal) => Undelivered::new(signal, Reason::ShuttingDown),
+        }
+    }
 }
 
 impl Entry {

@@ -105,12 +105,16 @@ enum Claimed {
 impl Inbound for Router {
     /// A reply from another host goes to the caller here awaiting it first (a guest's
     /// `request` or an HTTP `?wait`), as one produced here would.
-    fn deliver(&self, signal: Signal) -> Result<Accepted, Undelivered> {
+    fn deliver(&self, signal: Signal) -> Result<Accepted, Reason> {
         match self.claim_reply(signal) {
-            Ok(signal) => self.deliver_local(signal),
+            Ok(signal) => self.deliver_local(signal).map_err(|refused| refused.reason),
             Err(Claimed::Delivered) => Ok(Accepted::ONE),
             Err(Claimed::Dropped) => Ok(Accepted::default()),
         }
+    }
+
+    fn deliver_here(&self, signal: Signal) -> Result<Accepted, Undelivered> {
+        self.deliver_local(signal)
     }
 
     fn subscribers(&self, route: Route<'_>) -> u32 {
@@ -338,7 +342,7 @@ impl Router {
                     .refused
                     .get_or_create(&RefusedLabels {
                         kind: kind.to_owned(),
-                        reason: undelivered.reason.as_str().to_owned(),
+                        reason: undelivered.label().to_owned(),
                     })
                     .inc();
             }
@@ -473,32 +477,16 @@ impl Router {
             .values()
             .find(|entry| *entry.slot.name == *letter.handler)
         else {
-            return Err(Undelivered {
-                signal,
-                reason: Reason::NoRoute,
-            });
+            return Err(Undelivered::new(signal, Reason::NoRoute));
         };
         self.offer_to(entry, signal, false)
-            .map_err(|refused| match refused {
-                Refused::Full(signal) => Undelivered {
-                    signal,
-                    reason: Reason::Overloaded,
-                },
-                Refused::OverBytes(signal, over) => Undelivered {
-                    signal,
-                    reason: Reason::OverBytes(Box::new(over)),
-                },
-                Refused::Closed(signal) => Undelivered {
-                    signal,
-                    reason: Reason::ShuttingDown,
-                },
-            })
+            .map_err(Refused::undelivered)
     }
 
     /// Delivers a signal to the handlers or clients of this host that serve its route.
     fn deliver_local(&self, signal: Signal) -> Result<Accepted, Undelivered> {
         let table = self.read();
-        let fail = |signal, reason| Err(Undelivered { signal, reason });
+        let fail = |signal, reason| Err(Undelivered::new(signal, reason));
         match Route::of(&signal) {
             Route::Event(event_type) => match table.events.get(event_type).cloned() {
                 Some(subscribers) => self.broadcast(table, &subscribers, signal),
@@ -542,7 +530,7 @@ impl Router {
         address: &str,
         signal: Signal,
     ) -> Result<Accepted, Undelivered> {
-        let fail = |signal, reason| Err(Undelivered { signal, reason });
+        let fail = |signal, reason| Err(Undelivered::new(signal, reason));
         let Some(entry) = table.handlers.get(address) else {
             return fail(signal, Reason::NoRoute);
         };
@@ -563,12 +551,9 @@ impl Router {
             }
             _ => false,
         };
-        match self.offer_to(entry, signal, promised) {
-            Ok(()) => Ok(Accepted::ONE),
-            Err(Refused::Full(s)) => fail(s, Reason::Overloaded),
-            Err(Refused::OverBytes(s, over)) => fail(s, Reason::OverBytes(Box::new(over))),
-            Err(Refused::Closed(s)) => fail(s, Reason::ShuttingDown),
-        }
+        self.offer_to(entry, signal, promised)
+            .map(|()| Accepted::ONE)
+            .map_err(Refused::undelivered)
     }
 
     /// Offers a signal to a handler's mailbox. A message is opened for its one answer first

@@ -27,7 +27,8 @@ impl Router {
             );
             return self.route(answer);
         }
-        let Undelivered { signal, reason } = undelivered;
+        let label = undelivered.label();
+        let Undelivered { signal, reason, .. } = undelivered;
         match &signal.body {
             Body::Reply { to, reply_to, .. } | Body::ErrorReply { to, reply_to, .. } => {
                 self.callbacks.close(reply_to);
@@ -35,7 +36,7 @@ impl Router {
                     Reason::Overloaded if Address::kind_of(to) == Kind::User => {
                         DeadReason::ClientSlow
                     }
-                    Reason::Overloaded | Reason::OverBytes(_) => DeadReason::MailboxFull,
+                    Reason::Overloaded => DeadReason::MailboxFull,
                     Reason::ClientGone => DeadReason::ClientGone,
                     Reason::ShuttingDown => DeadReason::HandlerStopped,
                     Reason::Lost => DeadReason::Lost,
@@ -53,7 +54,7 @@ impl Router {
                     .refused
                     .get_or_create(&RefusedLabels {
                         kind: kind.to_owned(),
-                        reason: reason.as_str().to_owned(),
+                        reason: label.to_owned(),
                     })
                     .inc();
             }

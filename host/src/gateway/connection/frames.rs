@@ -43,7 +43,7 @@ impl Connection {
             if let Err(undelivered) = self.gateway.router.offer(signal).await {
                 let failure = Failure::new(
                     code::OVERLOADED,
-                    format!("the event was not taken: {}", undelivered.reason.as_str()),
+                    format!("the event was not taken: {}", undelivered.label()),
                 );
                 return self.refused(failure);
             }
