@@ -15,7 +15,7 @@ use crate::config::{HostConfig, Limits};
 use crate::db::{Db, DbError};
 use crate::dead_letters::DeadLetters;
 use crate::keyed::{StateLimits, StateStore, StoredTimer, spawn_timer_loop};
-use crate::router::{Accepted, InstallError, Reason, Router, Undelivered};
+use crate::router::{Accepted, Answers, InstallError, OpenMessages, Reason, Router, Undelivered};
 use crate::runtime::{Description, LoadError, PoolFull, Runtime, Version, VersionSpec};
 use crate::signal::{
     AGENTS_ADDRESS, Body, ChangeType, Envelope, Failure, HOST_ADDRESS, Headers, Json, Message,
@@ -139,6 +139,29 @@ pub struct HandlerInfo {
     pub traps: u64,
 }
 
+/// What a host sends signals through and keeps its records in. On its own, a host has
+/// the in-process transport and keeps every record itself; in a cluster, the hosts share a
+/// transport and some of these.
+pub struct Backends {
+    /// Carries signals to whichever host serves them.
+    pub transport: Arc<dyn Transport>,
+    /// Dead letters, keyed state and timers.
+    pub db: Arc<Db>,
+    /// Messages delivered to this host's handlers and not yet answered.
+    pub open_messages: Arc<dyn OpenMessages>,
+}
+
+impl Backends {
+    /// `transport` and `db`, with open messages kept in this process.
+    pub fn new(transport: Arc<dyn Transport>, db: Arc<Db>) -> Self {
+        Self {
+            transport,
+            db,
+            open_messages: Arc::new(Answers::default()),
+        }
+    }
+}
+
 /// A Switchboard host: deploy handlers, route signals between them and to clients.
 #[derive(Clone)]
 pub struct Host {
@@ -149,17 +172,18 @@ pub struct Host {
 impl Host {
     /// A host on the embedded in-process transport, its store in memory.
     pub fn new(config: HostConfig) -> Result<Self, StartError> {
-        Self::open(config, Arc::new(InProcess::default()), Db::in_memory()?)
+        let backends = Backends::new(Arc::new(InProcess::default()), Db::in_memory()?);
+        Self::open(config, backends)
     }
 
-    /// A host on the given transport, keeping dead letters, keyed state and timers in `db`.
-    /// Timers start firing at once (those due while the host was down fire late, never
-    /// lost), so call it inside a tokio runtime.
-    pub fn open(
-        config: HostConfig,
-        transport: Arc<dyn Transport>,
-        db: Arc<Db>,
-    ) -> Result<Self, StartError> {
+    /// A host on the given backends. Timers start firing at once (those due while the host
+    /// was down fire late, never lost), so call it inside a tokio runtime.
+    pub fn open(config: HostConfig, backends: Backends) -> Result<Self, StartError> {
+        let Backends {
+            transport,
+            db,
+            open_messages,
+        } = backends;
         let dead_letters = DeadLetters::open(
             db.clone(),
             config.dead_letter_capacity,
@@ -172,7 +196,7 @@ impl Host {
         let max_group = runtime.config().state_max_group;
         let state = StateStore::open_grouping(db, limits, runtime.metrics().clone(), max_group)?;
         runtime.attach_state(state.clone());
-        let router = Router::new(runtime.clone(), transport, dead_letters);
+        let router = Router::new(runtime.clone(), transport, dead_letters, open_messages);
         if tokio::runtime::Handle::try_current().is_ok() {
             let weak = Arc::downgrade(&router);
             spawn_timer_loop(

@@ -64,7 +64,7 @@ pub mod transport;
 pub mod wire;
 
 pub use config::{Compiler, HostConfig, Limits};
-pub use host::{DeployError, Deployed, HandlerInfo, Host, StartError};
+pub use host::{Backends, DeployError, Deployed, HandlerInfo, Host, StartError};
 pub use signal::{Body, ChangeType, Failure, Json, Signal};
 pub use wire::WireSignal;
 

@@ -26,7 +26,7 @@ use crate::listener::{self, Counters};
 use crate::registry::Registry;
 use crate::store::DataDir;
 use crate::transport::{InProcess, Transport};
-use crate::{Compiler, Host, HostConfig};
+use crate::{Backends, Compiler, Host, HostConfig};
 pub use settings::{ServeArgs, Settings};
 
 /// Default address of the admin API.
@@ -142,8 +142,8 @@ pub async fn run(
         .with_context(|| format!("opening data directory {}", options.data_dir.display()))?;
     let db = Db::open(&data.path().join(crate::db::FILE_NAME))
         .with_context(|| format!("opening the store in {}", options.data_dir.display()))?;
-    let host = Host::open(options.host_config.clone(), options.transport.clone(), db)
-        .context("starting the host")?;
+    let backends = Backends::new(options.transport.clone(), db);
+    let host = Host::open(options.host_config.clone(), backends).context("starting the host")?;
     let registry = Arc::new(Registry::open(host.clone(), data).context("reading the registry")?);
     let state = AppState::new(registry.clone(), &options.admin_token);
     let address = listener.local_addr()?;

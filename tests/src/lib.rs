@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use switchboard::db::Db;
-use switchboard::{Failure, Host, HostConfig, Json, Limits, Signal};
+use switchboard::{Backends, Failure, Host, HostConfig, Json, Limits, Signal};
 
 /// How long tests wait for a reply before calling it lost.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -183,10 +183,6 @@ pub async fn reopen_store(path: &Path, store: Weak<Db>) -> Arc<Db> {
 
 /// A host on the in-process transport keeping its state in `db`.
 pub fn host_on(config: HostConfig, db: Arc<Db>) -> Host {
-    Host::open(
-        config,
-        Arc::new(switchboard::transport::InProcess::default()),
-        db,
-    )
-    .expect("starting a host")
+    let transport = Arc::new(switchboard::transport::InProcess::default());
+    Host::open(config, Backends::new(transport, db)).expect("starting a host")
 }

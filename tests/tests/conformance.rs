@@ -6,32 +6,39 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
 use switchboard::clock::Clock;
 use switchboard::db::Db;
+use switchboard::router::{AnswerRefused, Answers, Open, OpenMessages};
+use switchboard::signal::Body;
 use switchboard::signal::code;
+use switchboard::transport::Accepted;
 use switchboard::transport::Reason;
-use switchboard::{Host, HostConfig, Limits};
+use switchboard::{Backends, Host, HostConfig, Limits};
 use switchboard_tests::{WAIT, guest, json};
 
 /// Each case runs twice ([`on_both!`]): on one in-process host serving both sides' handlers
 /// (`a` and `b` are the same host), and on two hosts joined by the pair. The semantics must
 /// not tell them apart.
+/// An optional fourth argument gives both hosts' settings.
 macro_rules! on_both {
     ($case:ident, $a:expr, $b:expr) => {
+        on_both!($case, $a, $b, switchboard_tests::config());
+    };
+    ($case:ident, $a:expr, $b:expr, $config:expr) => {
         mod $case {
             #[tokio::test]
             async fn in_process() {
-                let (a, b) = super::one_host($a, $b).await;
+                let (a, b) = super::one_host($config, $a, $b).await;
                 super::$case(a, b).await;
             }
 
             #[tokio::test]
             async fn two_hosts() {
-                let (a, b) = super::hosts($a, $b).await;
+                let (a, b) = super::hosts_with($config, $config, $a, $b).await;
                 super::$case(a, b).await;
             }
         }
@@ -39,8 +46,8 @@ macro_rules! on_both {
 }
 
 /// One in-process host with the handlers of both sides, as both sides.
-async fn one_host(a: &[&str], b: &[&str]) -> (Host, Host) {
-    let host = Host::new(switchboard_tests::config()).expect("starting a host");
+async fn one_host(config: HostConfig, a: &[&str], b: &[&str]) -> (Host, Host) {
+    let host = Host::new(config).expect("starting a host");
     for name in a.iter().chain(b) {
         host.deploy(name, guest(name), None)
             .await
@@ -79,18 +86,8 @@ async fn audit_saw_an_event(host: &Host) {
     .await;
 }
 
-/// Two hosts on one pair, each with its own clock and `handlers` deployed.
-async fn hosts(a: &[&str], b: &[&str]) -> (Host, Host) {
-    hosts_with(
-        switchboard_tests::config(),
-        switchboard_tests::config(),
-        a,
-        b,
-    )
-    .await
-}
-
-/// [`hosts`] with each host's settings (and so its clock) given.
+/// Two hosts on one pair, each with its own settings (and so its clock) and `a` or `b`
+/// deployed.
 async fn hosts_with(
     config_a: HostConfig,
     config_b: HostConfig,
@@ -98,8 +95,10 @@ async fn hosts_with(
     b: &[&str],
 ) -> (Host, Host) {
     let (end_a, end_b) = switchboard_tests::pair::pair(Duration::from_millis(5));
-    let open =
-        |config, end| Host::open(config, end, Db::in_memory().unwrap()).expect("starting a host");
+    let open = |config, end| {
+        let backends = Backends::new(end, Db::in_memory().unwrap());
+        Host::open(config, backends).expect("starting a host")
+    };
     let (host_a, host_b) = (open(config_a, end_a), open(config_b, end_b));
     for (host, names) in [(&host_a, a), (&host_b, b)] {
         for name in names {
@@ -298,6 +297,78 @@ async fn a_byte_bound_on_the_other_host_stays_there() {
     assert_eq!(switchboard_tests::metric(&a, refused_metric), 1.0);
 }
 
+/// Open messages in memory, counting what the router asks of them.
+#[derive(Default)]
+struct Counted {
+    inner: Answers,
+    opened: AtomicUsize,
+    claimed: AtomicUsize,
+}
+
+impl OpenMessages for Counted {
+    fn open(&self, open: Open) {
+        self.opened.fetch_add(1, Ordering::SeqCst);
+        self.inner.open(open);
+    }
+    fn defer(&self, id: &str, handler: &str, cap: usize) -> bool {
+        self.inner.defer(id, handler, cap)
+    }
+    fn claim(&self, id: &str, answerer: &str) -> Result<Open, AnswerRefused> {
+        self.claimed.fetch_add(1, Ordering::SeqCst);
+        self.inner.claim(id, answerer)
+    }
+    fn claim_any(&self, id: &str) -> Result<Open, AnswerRefused> {
+        self.claimed.fetch_add(1, Ordering::SeqCst);
+        self.inner.claim_any(id)
+    }
+    fn hold(&self, open: Open) {
+        self.inner.hold(open);
+    }
+    fn settle(&self, id: &str) {
+        self.inner.settle(id);
+    }
+    fn reopen(&self, id: &str) {
+        self.inner.reopen(id);
+    }
+    fn expire(&self, now: u64) -> Vec<Open> {
+        self.inner.expire(now)
+    }
+    fn is_open(&self, id: &str) -> bool {
+        self.inner.is_open(id)
+    }
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+}
+
+/// Proves a host keeps its open messages where its backends say: B's are a table of the
+/// test's own, which sees `echo`'s message opened as it is delivered and claimed by its
+/// answer, and holds nothing after; A's (in memory) never saw it. A table the router did
+/// not go through would count nothing.
+#[tokio::test]
+async fn open_messages_are_kept_where_the_backends_say() {
+    let (end_a, end_b) = switchboard_tests::pair::pair(Duration::from_millis(5));
+    let counted = Arc::new(Counted::default());
+    let a = Host::open(
+        switchboard_tests::config(),
+        Backends::new(end_a, Db::in_memory().unwrap()),
+    )
+    .unwrap();
+    let backends_b = Backends {
+        open_messages: counted.clone(),
+        ..Backends::new(end_b, Db::in_memory().unwrap())
+    };
+    let b = Host::open(switchboard_tests::config(), backends_b).unwrap();
+    b.deploy("echo", guest("echo"), None).await.unwrap();
+    let answer = switchboard_tests::call(&a, "echo", "Ping", json!({"n": 3})).await;
+    assert_eq!(answer.unwrap(), json!({"n": 3}));
+    assert_eq!(counted.opened.load(Ordering::SeqCst), 1);
+    assert_eq!(counted.claimed.load(Ordering::SeqCst), 1);
+    assert!(counted.is_empty());
+    let open_on_a = switchboard_tests::metric(&a, "switchboard_open_messages");
+    assert_eq!(open_on_a, 0.0);
+}
+
 /// Proves a guest's `emit` says how many handlers subscribe across the hosts, not on its
 /// own alone: `deferred` on A announces `UserRegistered`, which `audit` on B subscribes to.
 /// Before, the count came from A's table: 0.
@@ -398,6 +469,154 @@ async fn a_hot_swap_loses_nothing_sent_from_the_other_host(a: Host, b: Host) {
     assert_eq!(version, 2, "{version}");
 }
 
+/// Proves an answer goes to the message's return address when it has one, and to its sender
+/// only when it has none: `user:ann` on A sends `echo` on B a message whose return address
+/// is `user:bob`, also on A; bob gets echo's answer and ann nothing, then ann's own message
+/// without one is answered to her.
+async fn an_answer_goes_to_the_return_address(a: Host, _b: Host) {
+    let mut ann = a.connect("user:ann");
+    let mut bob = a.connect("user:bob");
+    let mut message = a.message("user:ann", "echo", "Ping", json(json!({"for": "bob"})));
+    if let Body::Message(m) = &mut message.body {
+        m.return_address = Some("user:bob".to_owned());
+    }
+    let id = a.send(message);
+    let answer = switchboard_tests::next(&mut bob).await;
+    let Body::Reply {
+        reply_to, payload, ..
+    } = &answer.body
+    else {
+        panic!("bob expected echo's answer, got {answer:?}")
+    };
+    assert_eq!((reply_to, payload.to_value()), (&id, json!({"for": "bob"})));
+    assert_eq!(answer.envelope.from, "echo");
+
+    let own = a.send(a.message("user:ann", "echo", "Ping", json(json!({"for": "ann"}))));
+    let answer = switchboard_tests::next(&mut ann).await;
+    assert!(
+        matches!(&answer.body, Body::Reply { reply_to, .. } if *reply_to == own),
+        "ann gets her own answer and only it: {answer:?}"
+    );
+    assert!(bob.try_recv().is_err(), "bob got ann's answer too");
+}
+
+/// Proves a message whose handler never answers gets exactly one answer, the host's 504 at
+/// its deadline, and an answer tried after that is refused at its source (409) and reaches
+/// nobody: `user:ann` on A sends `deferred` on B a `Hold` with a 300 ms deadline.
+async fn a_message_past_its_deadline_takes_no_later_answer(a: Host, b: Host) {
+    let mut ann = a.connect("user:ann");
+    let mut message = a.message("user:ann", "deferred", "Hold", json(json!({})));
+    message.envelope.deadline = Some(a.router().clock().after(Duration::from_millis(300)));
+    let id = a.send(message);
+    let answer = switchboard_tests::next(&mut ann).await;
+    let Body::ErrorReply {
+        reply_to,
+        error: failure,
+        ..
+    } = &answer.body
+    else {
+        panic!("expected the host's 504, got {answer:?}")
+    };
+    assert_eq!((reply_to, failure.code), (&id, code::TIMEOUT), "{failure}");
+    let released = switchboard_tests::call(&b, "deferred", "Release", json!({"payload": "late"}))
+        .await
+        .expect_err("the held message is no longer open");
+    assert_eq!(released.code, code::CONFLICT, "{released}");
+    let refused = r#"switchboard_answers_refused_total{handler="deferred",reason="not_open"}"#;
+    assert_eq!(switchboard_tests::metric(&b, refused), 1.0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(ann.try_recv().is_err(), "a second answer reached ann");
+}
+
+/// Proves a broadcast's copy that a full mailbox refuses is kept as a dead letter, on the
+/// host of the handler that refused it: `chaos` on B (one signal at a time, a mailbox of
+/// one) stalls on its first `Stall`; of three more emitted on A, every one is taken or kept
+/// (delivered + dead-lettered = 3, at least one kept), and B's store holds each kept copy,
+/// for `chaos`.
+async fn a_refused_copy_is_a_dead_letter_where_it_was_refused(a: Host, b: Host) {
+    let small = Limits {
+        cpu_time: Duration::from_secs(1),
+        concurrency: 1,
+        mailbox: 1,
+        ..Limits::default()
+    };
+    b.deploy("chaos", guest("chaos"), Some(small))
+        .await
+        .unwrap();
+    let first = a.emit("Stall", json(json!({}))).await.unwrap();
+    assert_eq!(first.delivered, 1, "{first:?}");
+    let mut taken = Accepted::default();
+    for _ in 0..3 {
+        let accepted = a.emit("Stall", json(json!({}))).await.unwrap();
+        taken.delivered += accepted.delivered;
+        taken.dead_lettered += accepted.dead_lettered;
+    }
+    assert_eq!(taken.total(), 3, "{taken:?}");
+    assert!(taken.dead_lettered >= 1, "{taken:?}");
+    let kept = b.router().dead_letters().list(None, 0, 100).unwrap();
+    assert_eq!(kept.len(), taken.dead_lettered, "{kept:?}");
+    assert!(
+        kept.iter().all(|letter| letter.handler == "chaos"),
+        "{kept:?}"
+    );
+}
+
+/// Proves the causal depth limit holds across hosts: `storm-a` on A and `storm-b` on B each
+/// re-emit every `Storm` they get, so each emit reaches both. With the limit at 4, each
+/// handles one `Storm` from the host at depth 0 and 2^d at depth d (31 in all), and each of
+/// its 16 emits at depth 4 is refused (508). A host that lost an event's depth on the way
+/// would let the storm run on.
+async fn the_depth_limit_holds_across_hosts(a: Host, b: Host) {
+    a.deploy("storm-a", guest("storm"), None).await.unwrap();
+    b.deploy("storm-b", guest("storm"), None).await.unwrap();
+    let accepted = a.emit("Storm", json(json!({}))).await.unwrap();
+    assert_eq!(accepted.delivered, 2, "{accepted:?}");
+    let handled = |host: &Host, name: &str| {
+        host.handlers()
+            .into_iter()
+            .find(|h| h.name == name)
+            .map_or(0, |h| h.handled)
+    };
+    let refused = |host: &Host, name: &str| {
+        let labels = switchboard::metrics::Metrics::handler(name);
+        host.router()
+            .metrics()
+            .depth_refused
+            .get_or_create(&labels)
+            .get()
+    };
+    until("both storms reached the limit", || async {
+        refused(&a, "storm-a") + refused(&b, "storm-b") == 32
+    })
+    .await;
+    assert!(
+        a.drain(WAIT).await && b.drain(WAIT).await,
+        "the storm ended"
+    );
+    assert_eq!((handled(&a, "storm-a"), handled(&b, "storm-b")), (31, 31));
+    assert_eq!((refused(&a, "storm-a"), refused(&b, "storm-b")), (16, 16));
+}
+
+on_both!(an_answer_goes_to_the_return_address, &[], &["echo"]);
+on_both!(
+    a_message_past_its_deadline_takes_no_later_answer,
+    &[],
+    &["deferred"]
+);
+on_both!(
+    a_refused_copy_is_a_dead_letter_where_it_was_refused,
+    &[],
+    &[]
+);
+on_both!(
+    the_depth_limit_holds_across_hosts,
+    &[],
+    &[],
+    switchboard::HostConfig {
+        max_causal_depth: 4,
+        ..switchboard_tests::config()
+    }
+);
 on_both!(
     a_guests_request_is_answered_across_hosts,
     &["orders"],

@@ -5,10 +5,10 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, Weak};
 
-use switchboard::Host;
 use switchboard::db::Db;
 use switchboard::signal::Signal;
 use switchboard::transport::{InProcess, Inbound, Publish, Route, Transport};
+use switchboard::{Backends, Host};
 use switchboard_tests::guest;
 
 /// The in-process transport, keeping the set of routes it was told are served here.
@@ -80,12 +80,8 @@ fn expected(host: &Host, clients: &[&str]) -> BTreeSet<String> {
 #[tokio::test]
 async fn the_transport_is_told_each_route_served_once() {
     let transport = Arc::new(Recording::default());
-    let host = Host::open(
-        switchboard_tests::config(),
-        transport.clone(),
-        Db::in_memory().unwrap(),
-    )
-    .expect("starting a host");
+    let backends = Backends::new(transport.clone(), Db::in_memory().unwrap());
+    let host = Host::open(switchboard_tests::config(), backends).expect("starting a host");
     assert!(transport.served().is_empty());
 
     for name in ["echo", "audit", "welcome", "counter"] {

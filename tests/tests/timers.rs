@@ -8,10 +8,10 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use serde_json::json;
-use switchboard::Host;
 use switchboard::db::Db;
 use switchboard::signal::{Body, Signal};
 use switchboard::transport::{InProcess, Inbound, Publish, Transport};
+use switchboard::{Backends, Host};
 use switchboard_tests::{WAIT, call, guest, next};
 
 /// A host keeping its store in `dir`, with `reminders` deployed.
@@ -22,12 +22,8 @@ async fn host_in(dir: &Path) -> Host {
 /// A host keeping its store in `dir`, with `reminders` deployed `delay` after it starts.
 async fn host_deploying_after(dir: &Path, delay: Duration) -> Host {
     let db = Db::open(&dir.join("switchboard.redb")).expect("opening the store");
-    let host = Host::open(
-        switchboard_tests::config(),
-        Arc::new(InProcess::default()),
-        db,
-    )
-    .expect("starting a host");
+    let backends = Backends::new(Arc::new(InProcess::default()), db);
+    let host = Host::open(switchboard_tests::config(), backends).expect("starting a host");
     tokio::time::sleep(delay).await;
     host.deploy("reminders", guest("reminders"), None)
         .await
@@ -359,8 +355,11 @@ async fn a_timer_lost_by_the_transport_fires_again() {
         lose: AtomicUsize::new(1),
         lost: AtomicUsize::new(0),
     });
-    let host =
-        Host::open(switchboard_tests::config(), transport.clone(), db).expect("starting a host");
+    let host = Host::open(
+        switchboard_tests::config(),
+        Backends::new(transport.clone(), db),
+    )
+    .expect("starting a host");
     host.deploy("reminders", guest("reminders"), None)
         .await
         .expect("deploying reminders");

@@ -88,14 +88,14 @@ impl Open {
 
 /// Why an answer was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Refused {
+pub enum AnswerRefused {
     /// The message is not open: answered already, past its deadline, or never delivered.
     NotOpen,
     /// The message is open, but was delivered to another address.
     NotAddressee,
 }
 
-impl Refused {
+impl AnswerRefused {
     /// The metric label.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -161,7 +161,55 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The open messages of this host.
+/// Where the messages delivered to a host's handlers stay open until their one answer: in
+/// this process ([`Answers`]), or in a store the hosts of a cluster share. A message is
+/// opened as it is delivered, claimed by its one answer (or the host's), held while the turn
+/// that answered it commits, then settled or opened again, and expired at its deadline; an
+/// implementation makes each step atomic for its message, so that two answers can never both
+/// claim one.
+pub trait OpenMessages: Send + Sync + 'static {
+    /// Opens a message delivered to a handler.
+    fn open(&self, open: Open);
+
+    /// Notes that `handler` answers open message `id` later. False, changing nothing, when
+    /// the handler already has `cap` such messages open. A message answered meanwhile (by
+    /// `reply` in the same turn) needs nothing.
+    fn defer(&self, id: &str, handler: &str, cap: usize) -> bool;
+
+    /// Closes message `id` for an answer from `answerer`: the one answer it takes.
+    fn claim(&self, id: &str, answerer: &str) -> Result<Open, AnswerRefused>;
+
+    /// Closes message `id` for the host's own answer (a refusal, a trap, a deadline): the
+    /// host may answer any open message.
+    fn claim_any(&self, id: &str) -> Result<Open, AnswerRefused>;
+
+    /// Holds a claimed message until its turn commits ([`OpenMessages::settle`]) or fails
+    /// ([`OpenMessages::reopen`]).
+    fn hold(&self, open: Open);
+
+    /// Forgets a held message: its answer went out.
+    fn settle(&self, id: &str);
+
+    /// Opens again a held message whose answer was discarded with its turn.
+    fn reopen(&self, id: &str);
+
+    /// Closes every message past its deadline at `now` (milliseconds), for the host to
+    /// answer 504, earliest first.
+    fn expire(&self, now: u64) -> Vec<Open>;
+
+    /// Whether message `id` is open.
+    fn is_open(&self, id: &str) -> bool;
+
+    /// Messages open now.
+    fn len(&self) -> usize;
+
+    /// Whether no message is open.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The open messages of this host, in memory.
 pub struct Answers {
     shards: Box<[Mutex<Table>]>,
     deferred: Deferred,
@@ -176,16 +224,12 @@ impl Default for Answers {
     }
 }
 
-impl Answers {
-    /// Opens a message delivered to a handler.
-    pub fn open(&self, open: Open) {
+impl OpenMessages for Answers {
+    fn open(&self, open: Open) {
         self.lock(&open.id).insert(open, &self.deferred);
     }
 
-    /// Notes that `handler` answers open message `id` later. False, changing nothing, when
-    /// the handler already has `cap` such messages open. A message answered meanwhile (by
-    /// `reply` in the same turn) needs nothing.
-    pub fn defer(&self, id: &str, handler: &str, cap: usize) -> bool {
+    fn defer(&self, id: &str, handler: &str, cap: usize) -> bool {
         let mut table = self.lock(id);
         let Some(open) = table.open.get_mut(id) else {
             return true;
@@ -205,46 +249,39 @@ impl Answers {
         true
     }
 
-    /// Closes message `id` for an answer from `answerer`: the one answer it takes.
-    pub fn claim(&self, id: &str, answerer: &str) -> Result<Open, Refused> {
+    fn claim(&self, id: &str, answerer: &str) -> Result<Open, AnswerRefused> {
         let mut table = self.lock(id);
         match table.open.get(id) {
-            None => Err(Refused::NotOpen),
-            Some(open) if open.addressee != answerer => Err(Refused::NotAddressee),
-            Some(_) => table.remove(id, &self.deferred).ok_or(Refused::NotOpen),
+            None => Err(AnswerRefused::NotOpen),
+            Some(open) if open.addressee != answerer => Err(AnswerRefused::NotAddressee),
+            Some(_) => table
+                .remove(id, &self.deferred)
+                .ok_or(AnswerRefused::NotOpen),
         }
     }
 
-    /// Closes message `id` for the host's own answer (a refusal, a trap, a deadline): the
-    /// host may answer any open message.
-    pub fn claim_any(&self, id: &str) -> Result<Open, Refused> {
+    fn claim_any(&self, id: &str) -> Result<Open, AnswerRefused> {
         self.lock(id)
             .remove(id, &self.deferred)
-            .ok_or(Refused::NotOpen)
+            .ok_or(AnswerRefused::NotOpen)
     }
 
-    /// Holds a claimed message until its turn commits ([`Answers::settle`]) or fails
-    /// ([`Answers::reopen`]).
-    pub fn hold(&self, open: Open) {
+    fn hold(&self, open: Open) {
         self.lock(&open.id).claimed.insert(open.id.clone(), open);
     }
 
-    /// Forgets a held message: its answer went out.
-    pub fn settle(&self, id: &str) {
+    fn settle(&self, id: &str) {
         self.lock(id).claimed.remove(id);
     }
 
-    /// Opens again a held message whose answer was discarded with its turn.
-    pub fn reopen(&self, id: &str) {
+    fn reopen(&self, id: &str) {
         let mut table = self.lock(id);
         if let Some(open) = table.claimed.remove(id) {
             table.insert(open, &self.deferred);
         }
     }
 
-    /// Closes every message past its deadline at `now` (milliseconds), for the host to
-    /// answer 504.
-    pub fn expire(&self, now: u64) -> Vec<Open> {
+    fn expire(&self, now: u64) -> Vec<Open> {
         let mut expired = Vec::new();
         for shard in &self.shards {
             let mut table = lock(shard);
@@ -262,21 +299,16 @@ impl Answers {
         expired
     }
 
-    /// Whether message `id` is open.
-    pub fn is_open(&self, id: &str) -> bool {
+    fn is_open(&self, id: &str) -> bool {
         self.lock(id).open.contains_key(id)
     }
 
-    /// Messages open now.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.shards.iter().map(|shard| lock(shard).open.len()).sum()
     }
+}
 
-    /// Whether no message is open.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
+impl Answers {
     /// The table message `id` is kept in. Ids are the host's own random UUIDs, so their
     /// last bytes spread them evenly; an id from elsewhere can only crowd one table, never
     /// change an answer.
@@ -341,10 +373,13 @@ mod tests {
         answers.open(Open::of(&msg, "inventory", 0).unwrap());
         assert_eq!(
             answers.claim(msg.id(), "mallory"),
-            Err(Refused::NotAddressee)
+            Err(AnswerRefused::NotAddressee)
         );
         let open = answers.claim(msg.id(), "inventory").unwrap();
-        assert_eq!(answers.claim(msg.id(), "inventory"), Err(Refused::NotOpen));
+        assert_eq!(
+            answers.claim(msg.id(), "inventory"),
+            Err(AnswerRefused::NotOpen)
+        );
         answers.hold(open);
         answers.reopen(msg.id());
         let open = answers.claim(msg.id(), "inventory").unwrap();
@@ -354,7 +389,7 @@ mod tests {
         assert!(answers.is_empty(), "a settled answer stays closed");
         assert_eq!(
             answers.claim("never-sent", "inventory"),
-            Err(Refused::NotOpen)
+            Err(AnswerRefused::NotOpen)
         );
     }
 

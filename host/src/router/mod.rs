@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-pub use answers::{Answers, Open};
+pub use answers::{AnswerRefused, Answers, Open, OpenMessages};
 pub use callbacks::{CALLBACK_CAP, Callbacks};
 pub use mailbox::{Counters, Entry, Refused, Slot};
 pub use pending::Pending;
@@ -127,7 +127,7 @@ pub struct Router {
     table: RwLock<Table>,
     pending: Pending,
     /// Messages delivered to handlers and not yet answered.
-    answers: Answers,
+    answers: Arc<dyn OpenMessages>,
     callbacks: Callbacks,
     /// The host's budget of queued bytes, shared by every mailbox.
     budget: Arc<QueueBudget>,
@@ -140,16 +140,18 @@ pub struct Router {
 
 impl Router {
     /// A router sending through `transport`, which it attaches itself to, keeping what
-    /// cannot be delivered in `dead_letters`.
+    /// cannot be delivered in `dead_letters` and the messages it delivers in `open` until
+    /// they are answered.
     pub fn new(
         runtime: Arc<Runtime>,
         transport: Arc<dyn Transport>,
         dead_letters: DeadLetters,
+        open: Arc<dyn OpenMessages>,
     ) -> Arc<Self> {
         let router = Arc::new_cyclic(|me| Self {
             table: RwLock::default(),
             pending: Pending::default(),
-            answers: Answers::default(),
+            answers: open,
             callbacks: Callbacks::default(),
             budget: QueueBudget::new(runtime.config().queue_budget_bytes),
             dead_letters,
