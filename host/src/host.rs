@@ -227,7 +227,9 @@ impl Host {
             ..VersionSpec::default()
         };
         let version = self.runtime.load(component, spec).await?;
-        self.install(name, version)
+        let deployed = self.install(name, version)?;
+        self.router.transport_ready().await;
+        Ok(deployed)
     }
 
     /// Checks, before anything is compiled, that handler `name` could be deployed: its name

@@ -51,6 +51,7 @@ pub mod keyed;
 pub mod listener;
 pub mod log_limit;
 pub mod metrics;
+pub mod nats;
 pub mod operator;
 pub mod registry;
 pub mod router;

@@ -11,6 +11,8 @@
 // sender can be answered; boxing it would only add an allocation there.
 #![allow(clippy::result_large_err)]
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{OnceLock, Weak};
 
 use tokio::sync::oneshot;
@@ -50,6 +52,20 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The reason a label names ([`Reason::as_str`]).
+    pub fn parse(label: &str) -> Option<Self> {
+        [
+            Self::NoRoute,
+            Self::NotAccepted,
+            Self::Overloaded,
+            Self::ClientGone,
+            Self::ShuttingDown,
+            Self::Lost,
+        ]
+        .into_iter()
+        .find(|reason| reason.as_str() == label)
+    }
+
     /// The reason as a metric label.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -380,6 +396,13 @@ pub trait Transport: Send + Sync + 'static {
     /// answer is produced here, so there is none.
     fn inbox(&self) -> Option<&str> {
         None
+    }
+
+    /// Resolves once every route this host serves ([`Transport::serve`]) can be reached from
+    /// the other hosts: a network transport subscribes in the background, and a deploy waits
+    /// for it before saying the handler is served. In process, at once.
+    fn ready(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
     }
 
     /// How many handlers subscribe to a broadcast route on every host the transport joins,

@@ -2,6 +2,7 @@
 //! process with `cargo build --target wasm32-wasip2`, and starts real hosts with them.
 
 pub mod daemon;
+pub mod nats;
 pub mod pair;
 pub mod raw;
 

@@ -192,6 +192,11 @@ impl Router {
         &self.dead_letters
     }
 
+    /// Waits until the other hosts can reach every route this host serves.
+    pub async fn transport_ready(&self) {
+        self.transport.ready().await;
+    }
+
     /// The host's clock.
     pub fn clock(&self) -> &Clock {
         &self.runtime.config().clock

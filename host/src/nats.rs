@@ -1,0 +1,428 @@
+//! The NATS transport: hosts that join one NATS server (or cluster) serve each other's
+//! handlers (`../shared/CLUSTER.md`).
+//!
+//! What this transport carries so far, under the subject prefix `sb.<cluster>.`:
+//! - a message or reply to a service, as a core request to `svc.<name>`, taken by one of the
+//!   hosts serving it (a queue group per service); the host that takes it answers the
+//!   request with the delivery's outcome, so the sender learns at once that nothing serves
+//!   the address (no responders: 404), that a mailbox refused it, or that it was taken;
+//! - an answer to a caller on another host, as a core request to that host's `inbox.<host>`.
+//!
+//! Events, data changes, agents and clients stay on the host they start on until the parts
+//! of the cluster that carry them land (JetStream streams and consumers, partitioned agents,
+//! presence). Every name in a subject is encoded ([`subject_token`]), so no name can add or
+//! widen a token.
+
+// An undelivered signal is handed back by value on the rare failure path, as the
+// `Transport` interface does.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use async_nats::{Client, ConnectOptions, RequestErrorKind};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+
+use crate::address::{Address, Kind, subject_token};
+use crate::signal::Signal;
+use crate::transport::{Accepted, Inbound, Publish, Reason, Route, Transport, Undelivered};
+
+/// How long a sender waits for the host that took a signal to say what became of it (it
+/// only offers the signal to a mailbox); past it the signal is [`Reason::Lost`].
+pub const OUTCOME_WAIT: Duration = Duration::from_secs(5);
+
+/// How a host reaches NATS.
+#[derive(Clone, Debug, Default)]
+pub struct NatsOptions {
+    /// The servers' URLs (`nats://host:4222`); any one is enough to join.
+    pub servers: Vec<String>,
+    /// The cluster's name, the subjects' prefix (`sb.<cluster>.`): clusters with different
+    /// names can share one NATS account without hearing each other.
+    pub cluster: String,
+    /// This host's id, unique in the cluster: its inbox is `inbox:<id>`.
+    pub host_id: String,
+    /// A credentials file (a user JWT and its NKey seed).
+    pub creds: Option<PathBuf>,
+    /// An NKey seed.
+    pub nkey: Option<String>,
+    /// A user and password.
+    pub user: Option<(String, String)>,
+    /// A token.
+    pub token: Option<String>,
+    /// CA certificates (PEM) to verify the servers with; setting it requires TLS.
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for servers that verify clients.
+    pub tls_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// Why this host could not join NATS.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("no NATS server URL given")]
+    NoServers,
+    #[error("the cluster name `{0}` is not a NATS subject token: use letters, digits, `-` and `_`")]
+    ClusterName(String),
+    #[error("reading the NATS credentials file {path}: {source}")]
+    Creds {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("connecting to NATS at {servers}: {source}")]
+    Connect {
+        servers: String,
+        source: async_nats::ConnectError,
+    },
+    #[error("subscribing to {subject}: {source}")]
+    Subscribe {
+        subject: String,
+        source: async_nats::SubscribeError,
+    },
+}
+
+/// The NATS transport of one host.
+pub struct Nats {
+    client: Client,
+    /// `sb.<cluster>.`
+    prefix: String,
+    /// `inbox:<host id>`.
+    inbox: String,
+    local: OnceLock<Weak<dyn Inbound>>,
+    /// The subscription serving each route this host serves, by subject.
+    serving: Mutex<HashMap<String, AbortHandle>>,
+    /// Subscriptions not yet on the server.
+    subscribing: Arc<Pending>,
+    runtime: tokio::runtime::Handle,
+    me: Weak<Nats>,
+}
+
+impl Nats {
+    /// Joins NATS as host `options.host_id` and starts taking what is sent to its inbox.
+    pub async fn connect(options: &NatsOptions) -> Result<Arc<Self>, NatsError> {
+        if options.servers.is_empty() {
+            return Err(NatsError::NoServers);
+        }
+        let cluster = &options.cluster;
+        if cluster.is_empty()
+            || !cluster
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(NatsError::ClusterName(cluster.clone()));
+        }
+        let mut connect = ConnectOptions::new()
+            .name(format!("switchboard {}", options.host_id))
+            .max_reconnects(None);
+        if let Some(path) = &options.creds {
+            connect = connect
+                .credentials_file(path)
+                .await
+                .map_err(|source| NatsError::Creds {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+        if let Some(seed) = &options.nkey {
+            connect = connect.nkey(seed.clone());
+        }
+        if let Some((user, password)) = &options.user {
+            connect = connect.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &options.token {
+            connect = connect.token(token.clone());
+        }
+        if let Some(ca) = &options.tls_ca {
+            connect = connect.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some((cert, key)) = &options.tls_cert {
+            connect = connect.add_client_certificate(cert.clone(), key.clone());
+        }
+        let servers = options.servers.join(",");
+        let addresses: Vec<async_nats::ServerAddr> = options
+            .servers
+            .iter()
+            .map(|url| url.parse())
+            .collect::<Result<_, _>>()
+            .map_err(|source: std::io::Error| NatsError::Connect {
+                servers: servers.clone(),
+                source: async_nats::ConnectError::with_source(
+                    async_nats::ConnectErrorKind::ServerParse,
+                    source,
+                ),
+            })?;
+        let client = tokio::time::timeout(Duration::from_secs(10), connect.connect(addresses))
+            .await
+            .unwrap_or_else(|_| {
+                Err(async_nats::ConnectError::new(
+                    async_nats::ConnectErrorKind::TimedOut,
+                ))
+            })
+            .map_err(|source| NatsError::Connect {
+                servers: servers.clone(),
+                source,
+            })?;
+        let nats = Arc::new_cyclic(|me| Self {
+            client,
+            prefix: format!("sb.{cluster}."),
+            inbox: Address::Inbox(&options.host_id).to_string(),
+            local: OnceLock::new(),
+            serving: Mutex::default(),
+            subscribing: Arc::default(),
+            runtime: tokio::runtime::Handle::current(),
+            me: me.clone(),
+        });
+        let inbox = nats.subject(&Route::Address(&nats.inbox));
+        let subscriber = nats
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|source| NatsError::Subscribe {
+                subject: inbox.clone(),
+                source,
+            })?;
+        let handle = tokio::spawn(take(Arc::downgrade(&nats), subscriber));
+        nats.lock().insert(inbox, handle.abort_handle());
+        // The subscription is on the server before a caller can await an answer there.
+        on_the_server(&nats.client).await;
+        Ok(nats)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, AbortHandle>> {
+        self.serving.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The subject of a route this transport carries; `None` for what stays on its host.
+    fn carried(&self, route: &Route<'_>) -> Option<String> {
+        match route {
+            Route::Address(address) => match Address::kind_of(address) {
+                Kind::Service | Kind::Inbox => Some(self.subject(route)),
+                _ => None,
+            },
+            Route::Event(_) | Route::DataChange(_) => None,
+        }
+    }
+
+    /// `sb.<cluster>.svc.<name>` for a service, `sb.<cluster>.inbox.<host>` for an inbox.
+    fn subject(&self, route: &Route<'_>) -> String {
+        let prefix = &self.prefix;
+        match route {
+            Route::Address(address) => match Address::parse(address) {
+                Ok(Address::Inbox(host)) => format!("{prefix}inbox.{}", subject_token(host)),
+                _ => format!("{prefix}svc.{}", subject_token(address)),
+            },
+            Route::Event(event_type) => format!("{prefix}evt.{}", subject_token(event_type)),
+            Route::DataChange(object_type) => {
+                format!("{prefix}data.{}", subject_token(object_type))
+            }
+        }
+    }
+
+    fn deliver_here(&self, signal: Signal) -> Result<Accepted, Undelivered> {
+        match self.local.get().and_then(Weak::upgrade) {
+            Some(local) => local.deliver_here(signal),
+            None => Err(Undelivered::shutting_down(signal)),
+        }
+    }
+}
+
+/// Waits until the server has taken what the client sent before (its subscriptions
+/// included): the server handles one connection's commands in order, so a message the client
+/// sends itself through the server comes back after them. A flush alone only writes them
+/// out. Gives up after [`OUTCOME_WAIT`], with a warning.
+async fn on_the_server(client: &Client) {
+    let probe = client.new_inbox();
+    let round_trip = async {
+        let mut echo = client.subscribe(probe.clone()).await.ok()?;
+        client.publish(probe, Bytes::new()).await.ok()?;
+        echo.next().await
+    };
+    if tokio::time::timeout(OUTCOME_WAIT, round_trip)
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        tracing::warn!("NATS did not confirm this host's subscriptions in time");
+    }
+}
+
+/// Takes what arrives on one subscription: each signal is delivered here and its outcome
+/// sent back to the requester.
+async fn take(nats: Weak<Nats>, mut subscriber: async_nats::Subscriber) {
+    while let Some(message) = subscriber.next().await {
+        let Some(nats) = nats.upgrade() else { return };
+        let outcome = match serde_json::from_slice::<Signal>(&message.payload) {
+            Ok(signal) => match nats.local.get().and_then(Weak::upgrade) {
+                Some(local) => local.deliver(signal),
+                None => Err(Reason::ShuttingDown),
+            },
+            Err(error) => {
+                tracing::warn!(subject = %message.subject, %error, "refused a signal from NATS that does not decode");
+                Err(Reason::NotAccepted)
+            }
+        };
+        if let Some(reply) = message.reply {
+            let _ = nats.client.publish(reply, encode(&outcome)).await;
+        }
+    }
+}
+
+/// A delivery's outcome as it goes back to the sender: `{"delivered":1,..}` or
+/// `{"reason":"no_route"}`.
+fn encode(outcome: &Result<Accepted, Reason>) -> Bytes {
+    let value = match outcome {
+        Ok(accepted) => serde_json::to_value(accepted).unwrap_or_default(),
+        Err(reason) => serde_json::json!({ "reason": reason.as_str() }),
+    };
+    Bytes::from(value.to_string())
+}
+
+/// The outcome another host sent back; one that does not decode is [`Reason::Lost`].
+fn decode(payload: &[u8]) -> Result<Accepted, Reason> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Wire {
+        reason: Option<String>,
+        #[serde(default)]
+        delivered: usize,
+        #[serde(default)]
+        dead_lettered: usize,
+        #[serde(default)]
+        refused: usize,
+    }
+    let Ok(wire) = serde_json::from_slice::<Wire>(payload) else {
+        return Err(Reason::Lost);
+    };
+    match wire.reason {
+        Some(reason) => Err(Reason::parse(&reason).unwrap_or(Reason::Lost)),
+        None => Ok(Accepted {
+            delivered: wire.delivered,
+            dead_lettered: wire.dead_lettered,
+            refused: wire.refused,
+        }),
+    }
+}
+
+impl Transport for Nats {
+    fn attach(&self, local: Weak<dyn Inbound>) {
+        let _ = self.local.set(local);
+    }
+
+    fn publish(&self, signal: Signal) -> Publish {
+        let Some(subject) = self.carried(&Route::of(&signal)) else {
+            return Publish::Now(self.deliver_here(signal));
+        };
+        let payload = match serde_json::to_vec(&signal) {
+            Ok(payload) => Bytes::from(payload),
+            Err(error) => {
+                tracing::error!(%error, "a signal did not encode");
+                return Publish::Now(Err(Undelivered::new(signal, Reason::NotAccepted)));
+            }
+        };
+        let (promise, later) = Publish::later(&signal);
+        let client = self.client.clone();
+        self.runtime.spawn(async move {
+            let asked = tokio::time::timeout(OUTCOME_WAIT, client.request(subject, payload));
+            let outcome = match asked.await {
+                Ok(Ok(answer)) => decode(&answer.payload),
+                Ok(Err(error)) if error.kind() == RequestErrorKind::NoResponders => {
+                    Err(Reason::NoRoute)
+                }
+                Ok(Err(error)) if error.kind() == RequestErrorKind::MaxPayloadExceeded => {
+                    Err(Reason::NotAccepted)
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "a signal's delivery over NATS is unknown");
+                    Err(Reason::Lost)
+                }
+                Err(_) => Err(Reason::Lost),
+            };
+            promise.keep(outcome);
+        });
+        later
+    }
+
+    fn serve(&self, route: Route<'_>) {
+        let Some(subject) = self.carried(&route) else {
+            return;
+        };
+        // One queue group per service: each message goes to one of the hosts serving it.
+        let group = subject.clone();
+        let client = self.client.clone();
+        let me = self.me.clone();
+        let subscribing = Subscribing::start(&self.subscribing);
+        let task = self.runtime.spawn({
+            let subject = subject.clone();
+            async move {
+                match client.queue_subscribe(subject.clone(), group).await {
+                    Ok(subscriber) => {
+                        on_the_server(&client).await;
+                        drop(subscribing);
+                        take(me, subscriber).await;
+                    }
+                    Err(error) => {
+                        tracing::error!(%subject, %error, "could not serve a route over NATS")
+                    }
+                }
+            }
+        });
+        if let Some(old) = self.lock().insert(subject, task.abort_handle()) {
+            old.abort();
+        }
+    }
+
+    fn unserve(&self, route: Route<'_>) {
+        if let Some(subject) = self.carried(&route)
+            && let Some(task) = self.lock().remove(&subject)
+        {
+            task.abort();
+        }
+    }
+
+    fn inbox(&self) -> Option<&str> {
+        Some(&self.inbox)
+    }
+
+    fn ready(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async {
+            loop {
+                let subscribed = self.subscribing.done.notified();
+                if self.subscribing.count.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                subscribed.await;
+            }
+        })
+    }
+}
+
+/// Subscriptions on their way to the server.
+#[derive(Default)]
+struct Pending {
+    count: AtomicUsize,
+    done: Notify,
+}
+
+/// One subscription on its way: counted until it is on the server, or abandoned.
+struct Subscribing(Arc<Pending>);
+
+impl Subscribing {
+    fn start(pending: &Arc<Pending>) -> Self {
+        pending.count.fetch_add(1, Ordering::SeqCst);
+        Self(pending.clone())
+    }
+}
+
+impl Drop for Subscribing {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::SeqCst);
+        self.0.done.notify_waiters();
+    }
+}
