@@ -234,6 +234,10 @@ pub struct HostConfig {
     /// The clock the host reads for every time it stamps or compares (the system clock;
     /// tests skew it).
     pub clock: Clock,
+    /// Whether this host joined a cluster (`--nats`). Until agents, keyed state, timers and
+    /// kept pushes are kept cluster-wide, such a host refuses them with 409, so that no agent
+    /// runs on two stores that drift apart.
+    pub clustered: bool,
 }
 
 /// Where uploads are compiled. Compiling is CPU- and memory-heavy and outside wasmtime's
@@ -287,6 +291,7 @@ impl Default for HostConfig {
             kept_ttl: DEFAULT_KEPT_TTL,
             client_queue_bytes: DEFAULT_CLIENT_QUEUE_BYTES,
             clock: Clock::system(),
+            clustered: false,
         }
     }
 }

@@ -40,7 +40,7 @@ use crate::transport::{Accepted, Inbound, Publish, Reason, Route, Transport, Und
 pub const OUTCOME_WAIT: Duration = Duration::from_secs(5);
 
 /// How a host reaches NATS.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NatsOptions {
     /// The servers' URLs (`nats://host:4222`); any one is enough to join.
     pub servers: Vec<String>,

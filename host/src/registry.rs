@@ -209,6 +209,7 @@ impl Registry {
         self.files.committed(&file);
         self.restoring.done(name);
         drop(file);
+        self.host.router().transport_ready().await;
         self.view(name).await
     }
 

@@ -4,6 +4,7 @@
 //! ([`crate::listener`]) bounds the connections clients may hold open, on the admin API and
 //! the client gateway alike.
 
+pub mod cluster_args;
 pub mod gateway_args;
 pub mod host_limits;
 pub mod memory;
@@ -23,6 +24,7 @@ use crate::admin::{AppState, app};
 use crate::db::Db;
 pub use crate::listener::ConnectionLimits;
 use crate::listener::{self, Counters};
+use crate::nats::{Nats, NatsOptions};
 use crate::registry::Registry;
 use crate::store::DataDir;
 use crate::transport::{InProcess, Transport};
@@ -58,8 +60,11 @@ pub struct RunOptions {
     pub connections: ConnectionLimits,
     /// The host's settings.
     pub host_config: HostConfig,
-    /// How signals reach the hosts that serve them: in process unless given another.
+    /// How signals reach the hosts that serve them: in process unless given another, or
+    /// unless `cluster` is given.
     pub transport: Arc<dyn Transport>,
+    /// The NATS cluster to join at start; its transport replaces `transport`.
+    pub cluster: Option<NatsOptions>,
     /// Restoring handlers waits for this first; the API answers (not ready) meanwhile.
     /// For tests that look at a host caught in the middle of starting.
     pub restore_gate: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
@@ -79,6 +84,7 @@ impl RunOptions {
             connections: ConnectionLimits::default(),
             host_config: HostConfig::default(),
             transport: Arc::new(InProcess::default()),
+            cluster: None,
             restore_gate: None,
         }
     }
@@ -104,6 +110,7 @@ impl From<Settings> for RunOptions {
         Self {
             deploy_dir: settings.deploy_dir,
             gateway: settings.gateway,
+            cluster: settings.cluster,
             drain_timeout: settings.drain_timeout,
             connections: settings.connections,
             host_config: HostConfig {
@@ -142,8 +149,24 @@ pub async fn run(
         .with_context(|| format!("opening data directory {}", options.data_dir.display()))?;
     let db = Db::open(&data.path().join(crate::db::FILE_NAME))
         .with_context(|| format!("opening the store in {}", options.data_dir.display()))?;
-    let backends = Backends::new(options.transport.clone(), db);
-    let host = Host::open(options.host_config.clone(), backends).context("starting the host")?;
+    let transport: Arc<dyn Transport> = match &options.cluster {
+        Some(cluster) => {
+            let nats = Nats::connect(cluster)
+                .await
+                .context("joining the cluster")?;
+            tracing::info!(
+                servers = %cluster.servers.join(","),
+                cluster = %cluster.cluster,
+                host_id = %cluster.host_id,
+                "joined the cluster over NATS"
+            );
+            nats
+        }
+        None => options.transport.clone(),
+    };
+    let mut config = options.host_config.clone();
+    config.clustered |= options.cluster.is_some();
+    let host = Host::open(config, Backends::new(transport, db)).context("starting the host")?;
     let registry = Arc::new(Registry::open(host.clone(), data).context("reading the registry")?);
     let state = AppState::new(registry.clone(), &options.admin_token);
     let address = listener.local_addr()?;

@@ -146,6 +146,8 @@ impl Registry {
                 self.files.committed(&file);
                 self.restoring.done(name);
                 drop(file);
+                // Served once the other hosts can reach it.
+                self.host.router().transport_ready().await;
                 let handler = self.view(name).await?;
                 Ok(DeployView {
                     handler,

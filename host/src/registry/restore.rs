@@ -127,6 +127,8 @@ impl Registry {
         } else {
             tracing::info!(handler = %name, "changed while restoring; keeping the change");
         }
+        drop(file);
+        self.host.router().transport_ready().await;
         Ok(())
     }
 }

@@ -72,6 +72,10 @@ pub const MAX_LATER_PER_HANDLER: usize = 10_000;
 pub enum InstallError {
     #[error("the address `{address}` is already served by handler `{holder}`")]
     AddressTaken { address: String, holder: String },
+    #[error(
+        "`{handler}` is an agent handler, and agents do not run on a host that joined a cluster (--nats) until the cluster places them: deploy it on a host without --nats"
+    )]
+    AgentInCluster { handler: String },
     /// A new handler could not be guaranteed an instance slot.
     #[error(transparent)]
     PoolFull(#[from] PoolFull),

@@ -130,6 +130,11 @@ impl Router {
     /// Makes `version` the current version of handler `name`, starting it if it is new.
     /// Returns whether it replaced a running version.
     pub fn install(&self, name: &str, version: Arc<Version>) -> Result<bool, InstallError> {
+        if version.description.kind == HandlerKind::Agent && self.runtime.config().clustered {
+            return Err(InstallError::AgentInCluster {
+                handler: name.to_owned(),
+            });
+        }
         let address = match version.description.kind {
             HandlerKind::Service => name.to_owned(),
             HandlerKind::Agent => Address::agent_handler(name).to_string(),

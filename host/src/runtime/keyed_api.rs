@@ -17,6 +17,9 @@ pub const TIMER_HEADER: &str = "switchboard-timer";
 
 impl HostState {
     fn keyed(&self) -> Result<Arc<StateStore>, Failure> {
+        if self.clustered {
+            return Err(super::state::not_in_cluster("keyed state and timers are"));
+        }
         self.store
             .clone()
             .ok_or_else(|| Failure::new(code::OVERLOADED, "this host keeps no keyed state"))

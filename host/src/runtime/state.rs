@@ -15,6 +15,7 @@ use super::guest_output::{GuestOutput, Stream};
 use super::outbound::Outbound;
 use crate::log_limit::LogLimiter;
 use crate::metrics::Metrics;
+use crate::signal::{Failure, code};
 
 /// Raised from inside wasm when a handler breaks one of its limits; found again by downcast
 /// when the call returns, to answer 507 instead of 500.
@@ -67,12 +68,24 @@ pub struct HostState {
     pub max_push_bytes: usize,
     /// The host's clock, for envelopes and timers.
     pub clock: crate::clock::Clock,
+    /// Whether the host joined a cluster, where keyed state, timers and kept pushes are
+    /// refused until the cluster keeps them.
+    pub clustered: bool,
     memory_limit: u64,
     /// Bytes of linear memory across all of this instance's memories.
     memory_used: u64,
     table_limit: usize,
     wasi: WasiCtx,
     table: ResourceTable,
+}
+
+/// What a host that joined a cluster refuses until the cluster keeps it (409).
+pub(super) fn not_in_cluster(what: &str) -> Failure {
+    Failure::new(
+        code::CONFLICT,
+        format!("{what} not kept cluster-wide yet, and this host joined a cluster (--nats)"),
+    )
+    .with_help("run this handler on a host without --nats until the cluster keeps them")
 }
 
 impl HostState {
@@ -111,6 +124,7 @@ impl HostState {
             held: runtime.held().clone(),
             max_push_bytes: runtime.config().client_queue_bytes,
             clock: runtime.config().clock.clone(),
+            clustered: runtime.config().clustered,
             memory_limit: limits.memory_bytes,
             memory_used: 0,
             table_limit: crate::config::DEFAULT_TABLE_ELEMENTS,

@@ -35,6 +35,9 @@ impl users::Host for HostState {
         ttl_ms: u64,
     ) -> wasmtime::Result<Result<(), wit::Failure>> {
         let kept = (|| {
+            if self.clustered {
+                return Err(super::state::not_in_cluster("kept pushes are"));
+            }
             let store = self.store.clone().ok_or_else(|| {
                 Failure::new(
                     code::OVERLOADED,

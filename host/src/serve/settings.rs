@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use super::cluster_args::ClusterArgs;
 use super::gateway_args::GatewayArgs;
 use super::host_limits::HostLimitArgs;
 use super::signal_limits::SignalLimitArgs;
@@ -15,6 +16,7 @@ use super::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, DRAIN_TIMEOUT};
 use crate::HostConfig;
 use crate::config::{MAX_INSTANCES_LIMIT, bytes_arg, duration_arg, parse_bytes, parse_duration};
 use crate::listener::{self as connections, ConnectionLimits};
+use crate::nats::NatsOptions;
 
 /// Flags of `switchboard serve`; each is also read from the environment, then from the
 /// config file.
@@ -85,6 +87,8 @@ pub struct ServeArgs {
     pub limits: HostLimitArgs,
     #[command(flatten)]
     pub gateway: GatewayArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// Parses `--max-instances`: 1 to [`MAX_INSTANCES_LIMIT`].
@@ -133,6 +137,9 @@ struct FileConfig {
     /// The other host-wide limits.
     #[serde(default)]
     limits: HostLimitArgs,
+    /// How the host joins a cluster.
+    #[serde(default)]
+    cluster: ClusterArgs,
 }
 
 /// A size in the config file: a number of bytes, or text like `64MiB`.
@@ -199,6 +206,8 @@ pub struct Settings {
     pub connections: ConnectionLimits,
     /// The host's settings.
     pub host_config: HostConfig,
+    /// How the host joins a cluster over NATS; `None` runs it alone.
+    pub cluster: Option<NatsOptions>,
 }
 
 impl ServeArgs {
@@ -298,6 +307,14 @@ impl ServeArgs {
         self.signals.or(file.signals).apply(&mut host);
         self.limits.or(file.limits).apply(&mut host);
         self.gateway.apply(&mut host);
+        let cluster = self.cluster.or(file.cluster).options()?;
+        let gateway = self.gateway.options()?;
+        if cluster.is_some() && gateway.is_some() {
+            bail!(
+                "the client gateway does not run on a host that joined a cluster (--nats) until users are known cluster-wide: leave out --gateway-listen, or --nats"
+            );
+        }
+        host.clustered = cluster.is_some();
         let host_config = host;
         Ok(Settings {
             drain_timeout,
@@ -313,7 +330,8 @@ impl ServeArgs {
                 .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             admin_token,
             deploy_dir: self.deploy_dir,
-            gateway: self.gateway.options()?,
+            gateway,
+            cluster,
         })
     }
 }

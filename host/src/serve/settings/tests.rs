@@ -23,7 +23,34 @@ fn args(config: Option<PathBuf>, token: Option<&str>) -> ServeArgs {
         signals: SignalLimitArgs::default(),
         limits: HostLimitArgs::default(),
         gateway: GatewayArgs::default(),
+        cluster: ClusterArgs::default(),
     }
+}
+
+/// Proves the config file's `[cluster]` table joins a cluster (whose host refuses what it
+/// does not keep cluster-wide yet), and that the client gateway is refused beside it.
+#[test]
+fn a_cluster_from_the_file_and_no_gateway_beside_it() {
+    let settings = ServeArgs::from_file_text(
+        "admin_token = \"t\"\n[cluster]\nnats = [\"nats://127.0.0.1:4222\"]\ncluster_name = \"blue\"\n",
+    )
+    .unwrap();
+    let cluster = settings.cluster.expect("a cluster");
+    assert_eq!(cluster.servers, ["nats://127.0.0.1:4222"]);
+    assert_eq!(cluster.cluster, "blue");
+    assert!(settings.host_config.clustered);
+    let alone = ServeArgs::from_file_text("admin_token = \"t\"\n").unwrap();
+    assert!(alone.cluster.is_none() && !alone.host_config.clustered);
+
+    let mut both = args(None, Some("t"));
+    both.cluster.nats = vec!["nats://127.0.0.1:4222".into()];
+    both.gateway.gateway_listen = Some("127.0.0.1:7071".parse().unwrap());
+    both.gateway.gateway_tokens = Some("tokens.toml".into());
+    let refused = both.settings().unwrap_err().to_string();
+    assert!(
+        refused.contains("--gateway-listen") && refused.contains("--nats"),
+        "{refused}"
+    );
 }
 
 #[test]

@@ -1,0 +1,214 @@
+//! `switchboard serve`'s cluster settings: the NATS servers a host joins, as whom, and the
+//! cluster's name. Flags and environment win over the config file's `[cluster]` table.
+//! Without a server URL the host runs alone, on the in-process transport.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use serde::Deserialize;
+
+use crate::nats::NatsOptions;
+
+/// The cluster's name when none is given.
+pub const DEFAULT_CLUSTER_NAME: &str = "switchboard";
+
+/// How a host joins a cluster over NATS; also the config file's `[cluster]` table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterArgs {
+    /// Join a cluster through the NATS servers at these URLs (comma-separated, like
+    /// nats://10.0.0.1:4222). Until agents, keyed state, timers and users are cluster-wide,
+    /// such a host refuses agent handlers, state, timers and kept pushes with 409, and the
+    /// client gateway.
+    #[arg(
+        long = "nats",
+        env = "SWITCHBOARD_NATS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub nats: Vec<String>,
+    /// The cluster's name: the prefix of its NATS subjects, so that clusters can share a
+    /// NATS account (letters, digits, `-`, `_`) [default: switchboard].
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// This host's id in the cluster, unique among its hosts [default: a random one at each
+    /// start].
+    #[arg(long, env = "SWITCHBOARD_HOST_ID")]
+    pub host_id: Option<String>,
+    /// A NATS credentials file (a user JWT and its NKey seed).
+    #[arg(long, env = "SWITCHBOARD_NATS_CREDS", value_name = "FILE")]
+    pub nats_creds: Option<PathBuf>,
+    /// An NKey seed to authenticate to NATS with.
+    #[arg(long, env = "SWITCHBOARD_NATS_NKEY", hide_env_values = true)]
+    pub nats_nkey: Option<String>,
+    /// A NATS user (with --nats-password).
+    #[arg(long, env = "SWITCHBOARD_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// The NATS user's password.
+    #[arg(long, env = "SWITCHBOARD_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+    /// A NATS token.
+    #[arg(long, env = "SWITCHBOARD_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+    /// CA certificates (PEM) to verify the NATS servers with; TLS is then required.
+    #[arg(long, env = "SWITCHBOARD_NATS_TLS_CA", value_name = "FILE")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for NATS servers that verify clients (with
+    /// --nats-tls-key).
+    #[arg(long, env = "SWITCHBOARD_NATS_TLS_CERT", value_name = "FILE")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, env = "SWITCHBOARD_NATS_TLS_KEY", value_name = "FILE")]
+    pub nats_tls_key: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    /// These settings where given, else `file`'s (the config file's `[cluster]` table).
+    pub fn or(self, file: Self) -> Self {
+        Self {
+            nats: if self.nats.is_empty() {
+                file.nats
+            } else {
+                self.nats
+            },
+            cluster_name: self.cluster_name.or(file.cluster_name),
+            host_id: self.host_id.or(file.host_id),
+            nats_creds: self.nats_creds.or(file.nats_creds),
+            nats_nkey: self.nats_nkey.or(file.nats_nkey),
+            nats_user: self.nats_user.or(file.nats_user),
+            nats_password: self.nats_password.or(file.nats_password),
+            nats_token: self.nats_token.or(file.nats_token),
+            nats_tls_ca: self.nats_tls_ca.or(file.nats_tls_ca),
+            nats_tls_cert: self.nats_tls_cert.or(file.nats_tls_cert),
+            nats_tls_key: self.nats_tls_key.or(file.nats_tls_key),
+        }
+    }
+
+    /// How to join NATS, or `None` to run alone; an error for settings that cannot go
+    /// together.
+    pub fn options(self) -> anyhow::Result<Option<NatsOptions>> {
+        let servers: Vec<String> = self
+            .nats
+            .into_iter()
+            .map(|url| url.trim().to_owned())
+            .filter(|url| !url.is_empty())
+            .collect();
+        if servers.is_empty() {
+            let cluster_only = [
+                (self.cluster_name.is_some(), "--cluster-name"),
+                (self.host_id.is_some(), "--host-id"),
+                (self.nats_creds.is_some(), "--nats-creds"),
+                (self.nats_nkey.is_some(), "--nats-nkey"),
+                (self.nats_user.is_some(), "--nats-user"),
+                (self.nats_token.is_some(), "--nats-token"),
+                (self.nats_tls_ca.is_some(), "--nats-tls-ca"),
+                (self.nats_tls_cert.is_some(), "--nats-tls-cert"),
+            ];
+            if let Some((_, flag)) = cluster_only.iter().find(|(given, _)| *given) {
+                bail!("{flag} is a cluster setting: give --nats URL too, or leave it out");
+            }
+            return Ok(None);
+        }
+        let user = match (self.nats_user, self.nats_password) {
+            (Some(user), Some(password)) => Some((user, password)),
+            (None, None) => None,
+            _ => bail!("--nats-user and --nats-password go together"),
+        };
+        let tls_cert = match (self.nats_tls_cert, self.nats_tls_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => bail!("--nats-tls-cert and --nats-tls-key go together"),
+        };
+        // The last 12 hex digits of a v7 UUID are random (its first ones are the time).
+        let host_id = self
+            .host_id
+            .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string()[20..].to_owned());
+        if host_id.is_empty() || host_id.len() > 64 {
+            bail!("--host-id must have 1 to 64 characters");
+        }
+        Ok(Some(NatsOptions {
+            servers,
+            cluster: self
+                .cluster_name
+                .unwrap_or_else(|| DEFAULT_CLUSTER_NAME.to_owned()),
+            host_id,
+            creds: self.nats_creds,
+            nkey: self.nats_nkey,
+            user,
+            token: self.nats_token,
+            tls_ca: self.nats_tls_ca,
+            tls_cert,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(nats: &[&str]) -> ClusterArgs {
+        ClusterArgs {
+            nats: nats.iter().map(|s| s.to_string()).collect(),
+            ..ClusterArgs::default()
+        }
+    }
+
+    /// Proves no URL means no cluster, a URL gives the defaults, and flags win over the file.
+    #[test]
+    fn urls_make_a_cluster_and_flags_win_over_the_file() {
+        assert_eq!(args(&[]).options().unwrap(), None);
+        let options = args(&["nats://127.0.0.1:4222"]).options().unwrap().unwrap();
+        assert_eq!(options.cluster, DEFAULT_CLUSTER_NAME);
+        assert_eq!(options.host_id.len(), 12);
+        let file = ClusterArgs {
+            cluster_name: Some("blue".into()),
+            host_id: Some("h1".into()),
+            ..args(&["nats://file:4222"])
+        };
+        let merged = args(&["nats://flag:4222"])
+            .or(file)
+            .options()
+            .unwrap()
+            .unwrap();
+        assert_eq!(merged.servers, ["nats://flag:4222"]);
+        assert_eq!(
+            (merged.cluster.as_str(), merged.host_id.as_str()),
+            ("blue", "h1")
+        );
+    }
+
+    /// Proves settings that cannot go together are refused with the flag to fix.
+    #[test]
+    fn half_settings_are_refused() {
+        let lone = ClusterArgs {
+            cluster_name: Some("blue".into()),
+            ..ClusterArgs::default()
+        };
+        let error = lone.options().unwrap_err().to_string();
+        assert!(
+            error.contains("--cluster-name") && error.contains("--nats"),
+            "{error}"
+        );
+        let half = ClusterArgs {
+            nats_user: Some("u".into()),
+            ..args(&["nats://x:4222"])
+        };
+        assert!(
+            half.options()
+                .unwrap_err()
+                .to_string()
+                .contains("--nats-password")
+        );
+        let long = ClusterArgs {
+            host_id: Some("x".repeat(65)),
+            ..args(&["nats://x:4222"])
+        };
+        assert!(
+            long.options()
+                .unwrap_err()
+                .to_string()
+                .contains("--host-id")
+        );
+    }
+}
