@@ -32,7 +32,7 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use crate::address::{Address, Kind, subject_token};
-use crate::signal::Signal;
+use crate::signal::{Body, REPLY_VIA_HEADER, Signal};
 use crate::transport::{Accepted, Inbound, Publish, Reason, Route, Transport, Undelivered};
 
 /// How long a sender waits for the host that took a signal to say what became of it (it
@@ -274,6 +274,15 @@ async fn take(nats: Weak<Nats>, mut subscriber: async_nats::Subscriber) {
     }
 }
 
+/// The inbox an answer must go back to ([`REPLY_VIA_HEADER`]), if it names one.
+fn reply_via(signal: &Signal) -> Option<&str> {
+    if !matches!(signal.body, Body::Reply { .. } | Body::ErrorReply { .. }) {
+        return None;
+    }
+    let via = signal.envelope.headers.get(REPLY_VIA_HEADER)?;
+    matches!(Address::parse(via), Ok(Address::Inbox(_))).then_some(via.as_str())
+}
+
 /// A delivery's outcome as it goes back to the sender: `{"delivered":1,..}` or
 /// `{"reason":"no_route"}`.
 fn encode(outcome: &Result<Accepted, Reason>) -> Bytes {
@@ -316,7 +325,11 @@ impl Transport for Nats {
     }
 
     fn publish(&self, signal: Signal) -> Publish {
-        let Some(subject) = self.carried(&Route::of(&signal)) else {
+        let subject = match reply_via(&signal) {
+            Some(inbox) => Some(self.subject(&Route::Address(inbox))),
+            None => self.carried(&Route::of(&signal)),
+        };
+        let Some(subject) = subject else {
             return Publish::Now(self.deliver_here(signal));
         };
         let payload = match serde_json::to_vec(&signal) {

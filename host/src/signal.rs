@@ -18,6 +18,13 @@ pub use crate::address::AGENTS as AGENTS_ADDRESS;
 /// Address of signals the host raises itself (404s, 504s, trap reports).
 pub use crate::address::HOST as HOST_ADDRESS;
 
+/// The header of a message sent without waiting whose answer must come back to the host that
+/// sent it, where the room for that answer is kept: the host's inbox (`inbox:<host>`). The
+/// answer carries it too, and a transport takes the answer to that inbox rather than to any
+/// host serving its address (`to` is unchanged). Set by the router on a handler's callback
+/// send when the transport has an inbox; removed from every other send.
+pub const REPLY_VIA_HEADER: &str = "switchboard-reply-via";
+
 /// The event a user's first connection to the gateway opening is broadcast as, from the
 /// host: `{"user": "<id>"}`. Handlers subscribe to it like to any event; only the host emits
 /// it.
@@ -352,6 +359,9 @@ impl Signal {
         let mut answer = target.answer(from, outcome, address, clock);
         answer.envelope.depth = message.envelope.depth.saturating_add(1);
         answer.envelope.paced = message.envelope.paced;
+        if let Some(via) = message.envelope.headers.get(REPLY_VIA_HEADER) {
+            (answer.envelope.headers).insert(REPLY_VIA_HEADER.to_owned(), via.clone());
+        }
         answer
     }
 }

@@ -210,21 +210,26 @@ async fn an_event_reaches_a_subscriber_on_the_other_host(a: Host, b: Host) {
     audit_saw_an_event(&b).await;
 }
 
+/// Has `fanout` (reached through `host`) send `count` pings to `echo`, all taken.
+async fn fan_out_to_echo(host: &Host, count: usize) {
+    let fanned = switchboard_tests::call(
+        host,
+        "fanout",
+        "Fan",
+        json!({ "to": "echo", "message_type": "Ping", "count": count }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(fanned["sent"], count, "{fanned}");
+}
+
 /// Proves a handler's `send` to a handler on the other host gets every reply back to its
 /// `handle_reply`, and the room kept for those replies is all given back: `fanout` on A
 /// sends as many as it may to `echo` on B, twice.
 async fn callback_replies_come_back_across_hosts_and_free_their_room(a: Host, _b: Host) {
     let cap = switchboard::router::CALLBACK_CAP;
     for round in 1..=2 {
-        let fanned = switchboard_tests::call(
-            &a,
-            "fanout",
-            "Fan",
-            json!({ "to": "echo", "message_type": "Ping", "count": cap }),
-        )
-        .await
-        .unwrap();
-        assert_eq!(fanned["sent"], cap, "round {round}: {fanned}");
+        fan_out_to_echo(&a, cap).await;
         let tally = || async {
             let tally = switchboard_tests::call(&a, "fanout", "Tally", json!({})).await;
             tally.unwrap()
@@ -411,6 +416,33 @@ async fn open_messages_are_kept_where_the_backends_say() {
     assert!(counted.is_empty());
     let open_on_a = switchboard_tests::metric(&a, "switchboard_open_messages");
     assert_eq!(open_on_a, 0.0);
+}
+
+/// Proves the reply to a handler's send comes back to the host that sent it, where the room
+/// for it is kept, though another host runs the same handler: `fanout` on A and on B, `echo`
+/// on B; one `Fan` of as many sends as a handler may have open. Every reply is handled (the
+/// two hosts' `fanout` handle the cap between them) and neither host keeps room open. Before,
+/// NATS gave each reply to either host, and the sender's room stayed taken for each reply the
+/// other host handled (for 10 minutes, past which its `send` is 429).
+#[tokio::test]
+async fn callback_replies_return_to_the_sending_host_over_nats() {
+    let (a, b, _server) = over_nats(&["fanout"], &["fanout", "echo"]).await;
+    let cap = switchboard::router::CALLBACK_CAP;
+    fan_out_to_echo(&a, cap).await;
+    let replies = |host: &Host| {
+        let line = r#"switchboard_signals_total{handler="fanout",kind="REPLY",outcome="ok"}"#;
+        switchboard_tests::metric(host, line)
+    };
+    until("every reply was handled", || async {
+        replies(&a) + replies(&b) == cap as f64
+    })
+    .await;
+    let open = |host: &Host| host.router().callbacks().open_for("fanout");
+    assert_eq!(
+        (open(&a), open(&b)),
+        (0, 0),
+        "room kept for replies handled elsewhere"
+    );
 }
 
 /// Proves a guest's `emit` says how many handlers subscribe across the hosts, not on its

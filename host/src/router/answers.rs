@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::{FastMap, ID_SHARDS, shard_of};
 use crate::clock::Clock;
 use crate::runtime::TIMER_HEADER;
-use crate::signal::{Body, Failure, Json, ReplyTarget, Signal, code};
+use crate::signal::{Body, Failure, Json, REPLY_VIA_HEADER, ReplyTarget, Signal, code};
 
 /// An open message: enough to answer it, and to check who may.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +37,8 @@ pub struct Open {
     pub deadline: u64,
     /// The handler that said it answers later, counted against its cap while open.
     pub deferred_by: Option<String>,
+    /// The inbox of the host the answer must go back to ([`REPLY_VIA_HEADER`]), if any.
+    pub reply_via: Option<String>,
 }
 
 impl Open {
@@ -57,6 +59,7 @@ impl Open {
             paced: message.envelope.paced,
             deadline: message.envelope.deadline.unwrap_or(default_deadline),
             deferred_by: None,
+            reply_via: message.envelope.headers.get(REPLY_VIA_HEADER).cloned(),
         })
     }
 
@@ -82,6 +85,12 @@ impl Open {
         let mut answer = target.answer(from, outcome, None, clock);
         answer.envelope.depth = self.depth.saturating_add(1);
         answer.envelope.paced = self.paced;
+        if let Some(via) = self.reply_via {
+            answer
+                .envelope
+                .headers
+                .insert(REPLY_VIA_HEADER.to_owned(), via);
+        }
         answer
     }
 }

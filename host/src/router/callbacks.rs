@@ -53,6 +53,11 @@ impl Callbacks {
         Ok(())
     }
 
+    /// Whether `id` is a callback send still awaiting its reply.
+    pub fn is_open(&self, id: &str) -> bool {
+        self.lock().open.contains_key(id)
+    }
+
     /// Closes the callback send `id`, if it is open.
     pub fn close(&self, id: &str) {
         let mut inner = self.lock();

@@ -54,7 +54,7 @@ use crate::dead_letters::{DeadLetter, DeadLetters, DeadReason};
 pub use crate::gateway::{CLIENT_QUEUE, ClientLink};
 use crate::metrics::{Metrics, RefusedLabels};
 use crate::runtime::{PoolFull, Runtime};
-use crate::signal::{AGENTS_ADDRESS, Body, Failure, Signal, code};
+use crate::signal::{AGENTS_ADDRESS, Body, Failure, REPLY_VIA_HEADER, Signal, code};
 pub use crate::transport::{Accepted, Reason, Undelivered};
 use crate::transport::{Inbound, Publish, Route, Transport};
 
@@ -381,6 +381,22 @@ impl Router {
             }
         }
         Ok(())
+    }
+
+    /// Marks a handler's send whose reply comes back to it with this host's inbox, so that
+    /// the reply returns here, where the room for it is kept, and not to another host running
+    /// the same handler; clears the mark a guest set on any other send. In process there is
+    /// no inbox and nothing to do.
+    fn stamp_reply_via(&self, signal: &mut Signal) {
+        let Some(inbox) = self.transport.inbox() else {
+            return;
+        };
+        let headers = &mut signal.envelope.headers;
+        if self.callbacks.is_open(&signal.envelope.id) {
+            headers.insert(REPLY_VIA_HEADER.to_owned(), inbox.to_owned());
+        } else {
+            headers.remove(REPLY_VIA_HEADER);
+        }
     }
 
     fn count_accepted(&self, kind: &str, copies: usize) {

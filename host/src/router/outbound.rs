@@ -46,7 +46,10 @@ impl Outbound for Router {
     fn release(&self, outputs: Vec<Output>) {
         for output in outputs {
             match output {
-                Output::Send(signal) => self.route(signal),
+                Output::Send(mut signal) => {
+                    self.stamp_reply_via(&mut signal);
+                    self.route(signal)
+                }
                 Output::Broadcast(signal) | Output::Push(signal) => {
                     // A refusal at the source is counted (`switchboard_refused_total`).
                     let _ = self.offer_now(signal);
