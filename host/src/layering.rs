@@ -87,6 +87,7 @@ fn data_flows_one_way() {
     for (lower, upper) in [
         ("runtime", "router"),
         ("transport", "router"),
+        ("nats", "router"),
         ("signal", "router"),
         // The gateway talks to the router through its `Routing` interface only.
         ("gateway", "router"),

@@ -122,6 +122,8 @@ pub struct Metrics {
     pub dead_letters_refused: Family<HandlerLabels, Counter>,
     pub dead_letters_stored: Gauge,
     pub replies_dropped: Family<ReasonLabels, Counter>,
+    /// Signals from other hosts refused before delivery, by reason.
+    pub foreign_refused: Family<ReasonLabels, Counter>,
     pub callbacks_refused: Family<HandlerLabels, Counter>,
     pub compilations: Gauge,
     /// Bytes of signals waiting in every mailbox.
@@ -195,6 +197,7 @@ impl Default for Metrics {
             peak_active: Family::default(),
             pending_requests: Gauge::default(),
             late_replies: Counter::default(),
+            foreign_refused: Family::default(),
             accepted: accepted.clone(),
             accepted_by_kind: KINDS.map(|kind| {
                 accepted
@@ -326,6 +329,11 @@ impl Default for Metrics {
             "replies_dropped",
             "Replies dropped: late (after the deadline), unexpected (nothing serves their address), forged (not from the addressee)",
             metrics.replies_dropped.clone(),
+        );
+        registry.register(
+            "foreign_refused",
+            "Signals from other hosts refused before delivery: too_large (over this host's largest signal), undecodable (not a signal)",
+            metrics.foreign_refused.clone(),
         );
         registry.register(
             "callbacks_refused",

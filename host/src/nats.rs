@@ -258,15 +258,9 @@ async fn on_the_server(client: &Client) {
 async fn take(nats: Weak<Nats>, mut subscriber: async_nats::Subscriber) {
     while let Some(message) = subscriber.next().await {
         let Some(nats) = nats.upgrade() else { return };
-        let outcome = match serde_json::from_slice::<Signal>(&message.payload) {
-            Ok(signal) => match nats.local.get().and_then(Weak::upgrade) {
-                Some(local) => local.deliver(signal),
-                None => Err(Reason::ShuttingDown),
-            },
-            Err(error) => {
-                tracing::warn!(subject = %message.subject, %error, "refused a signal from NATS that does not decode");
-                Err(Reason::NotAccepted)
-            }
+        let outcome = match nats.local.get().and_then(Weak::upgrade) {
+            Some(local) => local.deliver_encoded(&message.payload),
+            None => Err(Reason::ShuttingDown),
         };
         if let Some(reply) = message.reply {
             let _ = nats.client.publish(reply, encode(&outcome)).await;

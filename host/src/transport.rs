@@ -260,6 +260,12 @@ pub trait Inbound: Send + Sync + 'static {
     /// mailbox details (its byte bounds and their settings) stay here.
     fn deliver(&self, signal: Signal) -> Result<Accepted, Reason>;
 
+    /// Delivers a signal from another host as it came over the network: checked and decoded
+    /// like any input from outside (at most this host's largest signal, a well-formed
+    /// signal), then [`Inbound::deliver`]ed. What fails the checks is refused as
+    /// [`Reason::NotAccepted`] and counted, never a panic.
+    fn deliver_encoded(&self, bytes: &[u8]) -> Result<Accepted, Reason>;
+
     /// Delivers a signal sent on this host, handing it back when refused with all this host
     /// knows of why: for a transport that loops back in process. A reply has already been
     /// offered to the caller here awaiting it, on its way out.

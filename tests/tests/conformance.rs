@@ -77,9 +77,14 @@ macro_rules! on_all {
 /// Two hosts joined through a `nats-server` of their own, with `a` or `b` deployed; the
 /// server stops when the last value is dropped.
 async fn over_nats(a: &[&str], b: &[&str]) -> (Host, Host, NatsServer) {
+    over_nats_with(switchboard_tests::config(), a, b).await
+}
+
+/// [`over_nats`] with both hosts' settings.
+async fn over_nats_with(config: HostConfig, a: &[&str], b: &[&str]) -> (Host, Host, NatsServer) {
     let server = NatsServer::start();
-    let host_a = server.host(switchboard_tests::config(), "a").await;
-    let host_b = server.host(switchboard_tests::config(), "b").await;
+    let host_a = server.host(config.clone(), "a").await;
+    let host_b = server.host(config, "b").await;
     deploy_each(&host_a, a, &host_b, b).await;
     (host_a, host_b, server)
 }
@@ -443,6 +448,49 @@ async fn callback_replies_return_to_the_sending_host_over_nats() {
         (0, 0),
         "room kept for replies handled elsewhere"
     );
+}
+
+/// Proves what arrives over NATS is checked like any input from outside: from a plain NATS
+/// client, text that is no signal and a signal over the host's largest are each refused
+/// with `not_accepted`, counted by reason, and never delivered; a well-formed signal is
+/// delivered, and the host goes on answering.
+#[tokio::test]
+async fn what_arrives_over_nats_is_checked_like_any_input() {
+    let small = HostConfig {
+        max_message_bytes: 16 << 10,
+        ..switchboard_tests::config()
+    };
+    let (a, b, server) = over_nats_with(small, &[], &["echo"]).await;
+    let outsider = async_nats::connect(server.url.as_str()).await.unwrap();
+    let ask = |payload: Vec<u8>| {
+        let outsider = outsider.clone();
+        async move {
+            let answer = outsider
+                .request("sb.test.svc.echo", payload.into())
+                .await
+                .expect("the host answers");
+            serde_json::from_slice::<serde_json::Value>(&answer.payload).unwrap()
+        }
+    };
+    assert_eq!(
+        ask(b"not a signal".to_vec()).await,
+        json!({"reason": "not_accepted"})
+    );
+    let pad = "x".repeat(32 << 10);
+    let large = a.message("user:ann", "echo", "Ping", json(json!({ "pad": pad })));
+    let large = serde_json::to_vec(&large).unwrap();
+    assert_eq!(ask(large).await, json!({"reason": "not_accepted"}));
+    let refused = |reason: &str| {
+        let line = format!(r#"switchboard_foreign_refused_total{{reason="{reason}"}}"#);
+        switchboard_tests::metric(&b, &line)
+    };
+    assert_eq!((refused("undecodable"), refused("too_large")), (1.0, 1.0));
+    let fine = a.message("user:ann", "echo", "Ping", json(json!({"n": 1})));
+    let taken = ask(serde_json::to_vec(&fine).unwrap()).await;
+    assert_eq!(taken["delivered"], 1, "{taken}");
+    handled_one(&b, "echo").await;
+    let answer = switchboard_tests::call(&a, "echo", "Ping", json!({"n": 2})).await;
+    assert_eq!(answer.unwrap(), json!({"n": 2}));
 }
 
 /// Proves a guest's `emit` says how many handlers subscribe across the hosts, not on its

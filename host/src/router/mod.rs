@@ -52,7 +52,7 @@ use crate::address::{Address, Kind};
 use crate::clock::Clock;
 use crate::dead_letters::{DeadLetter, DeadLetters, DeadReason};
 pub use crate::gateway::{CLIENT_QUEUE, ClientLink};
-use crate::metrics::{Metrics, RefusedLabels};
+use crate::metrics::{Metrics, ReasonLabels, RefusedLabels};
 use crate::runtime::{PoolFull, Runtime};
 use crate::signal::{AGENTS_ADDRESS, Body, Failure, REPLY_VIA_HEADER, Signal, code};
 pub use crate::transport::{Accepted, Reason, Undelivered};
@@ -114,6 +114,30 @@ impl Inbound for Router {
             Ok(signal) => self.deliver_local(signal).map_err(|refused| refused.reason),
             Err(Claimed::Delivered) => Ok(Accepted::ONE),
             Err(Claimed::Dropped) => Ok(Accepted::default()),
+        }
+    }
+
+    fn deliver_encoded(&self, bytes: &[u8]) -> Result<Accepted, Reason> {
+        let refuse = |reason: &str, error: &dyn std::fmt::Display| {
+            (self.metrics.foreign_refused)
+                .get_or_create(&ReasonLabels {
+                    reason: reason.to_owned(),
+                })
+                .inc();
+            if self.may_warn("transport") {
+                tracing::warn!(%error, reason, "refused a signal from another host");
+            }
+            Err(Reason::NotAccepted)
+        };
+        // The envelope adds a little to a signal's own size.
+        let largest = self.max_message_bytes().saturating_add(4096);
+        if bytes.len() > largest {
+            let why = format!("{} bytes, over {largest}", bytes.len());
+            return refuse("too_large", &why);
+        }
+        match serde_json::from_slice::<Signal>(bytes) {
+            Ok(signal) => self.deliver(signal),
+            Err(error) => refuse("undecodable", &error),
         }
     }
 
