@@ -38,6 +38,8 @@ pub enum DeadReason {
     ClientGone,
     /// The transport lost track of it on its way.
     Lost,
+    /// The other hosts of the cluster could not be reached.
+    Unreachable,
 }
 
 impl DeadReason {
@@ -49,6 +51,7 @@ impl DeadReason {
             Self::ClientSlow => "client_slow",
             Self::ClientGone => "client_gone",
             Self::Lost => "lost",
+            Self::Unreachable => "unreachable",
         }
     }
 }

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
+use async_nats::connection::State;
 use async_nats::{Client, ConnectOptions, RequestErrorKind};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -326,6 +327,9 @@ impl Transport for Nats {
         let Some(subject) = subject else {
             return Publish::Now(self.deliver_here(signal));
         };
+        if self.client.connection_state() != State::Connected {
+            return Publish::Now(Err(Undelivered::new(signal, Reason::Unreachable)));
+        }
         let payload = match serde_json::to_vec(&signal) {
             Ok(payload) => Bytes::from(payload),
             Err(error) => {
@@ -395,6 +399,13 @@ impl Transport for Nats {
 
     fn inbox(&self) -> Option<&str> {
         Some(&self.inbox)
+    }
+
+    fn unreachable(&self) -> Option<String> {
+        match self.client.connection_state() {
+            State::Connected => None,
+            state => Some(format!("not connected to NATS ({state:?}); reconnecting")),
+        }
     }
 
     fn ready(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {

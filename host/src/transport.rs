@@ -49,6 +49,9 @@ pub enum Reason {
     /// was delivered (its promise was dropped, say with its connection): it may or may not
     /// have arrived.
     Lost,
+    /// The other hosts cannot be reached now (the connection to the cluster is down): the
+    /// signal was not sent.
+    Unreachable,
 }
 
 impl Reason {
@@ -61,6 +64,7 @@ impl Reason {
             Self::ClientGone,
             Self::ShuttingDown,
             Self::Lost,
+            Self::Unreachable,
         ]
         .into_iter()
         .find(|reason| reason.as_str() == label)
@@ -75,6 +79,7 @@ impl Reason {
             Self::ClientGone => "client_gone",
             Self::ShuttingDown => "shutting_down",
             Self::Lost => "lost",
+            Self::Unreachable => "unreachable",
         }
     }
 }
@@ -243,6 +248,11 @@ impl Undelivered {
                 format!("the transport lost track of the message to `{to}`: it may or may not have been delivered"),
             )
             .with_help("check whether it took effect before sending it again"),
+            Reason::Unreachable => Failure::new(
+                code::OVERLOADED,
+                format!("the message to `{to}` was not sent: this host cannot reach the other hosts of its cluster now"),
+            )
+            .with_help("retry later, once the host has reconnected (its /readyz says so)"),
         }
     }
 
@@ -409,6 +419,12 @@ pub trait Transport: Send + Sync + 'static {
     /// for it before saying the handler is served. In process, at once.
     fn ready(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(std::future::ready(()))
+    }
+
+    /// Why the other hosts cannot be reached now, if they cannot (a lost connection to the
+    /// cluster); the host is not ready meanwhile. In process, never.
+    fn unreachable(&self) -> Option<String> {
+        None
     }
 
     /// How many handlers subscribe to a broadcast route on every host the transport joins,

@@ -1,6 +1,8 @@
 //! Hosts joined over NATS, end to end: `switchboard serve --nats` daemons and a
 //! `nats-server` of the test's own, all on loopback.
 
+use std::time::{Duration, Instant};
+
 use serde_json::json;
 use switchboard_tests::daemon::{Daemon, data_dir};
 use switchboard_tests::guest;
@@ -50,6 +52,61 @@ async fn a_request_on_one_host_is_answered_by_a_handler_another_runs() {
     let (status, refused) = a.call("chaos", "BigState", json!({ "bytes": 10 })).await;
     assert_eq!(status, 409, "{refused}");
     assert!(refused.to_string().contains("cluster"), "{refused}");
+}
+
+/// Polls `GET /readyz` on `daemon` until its status is `want`, for at most 30 s; its body.
+async fn readyz_until(daemon: &Daemon, want: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = daemon
+            .anonymous(reqwest::Method::GET, "/readyz")
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap();
+        if status == want {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "/readyz stayed {status}: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Proves a host that loses NATS says so and refuses rather than drops: with the server
+/// killed, A's `/readyz` turns 503 naming the cluster, and a request for `echo`, which only
+/// B runs, is answered 503 saying it was not sent; with the server back on its port, both
+/// hosts reconnect by themselves, `/readyz` is 200 again, and B answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_loses_nats_refuses_and_reconnects_by_itself() {
+    let mut server = NatsServer::start();
+    let (a, b) = (join(&server, "a2"), join(&server, "b2"));
+    assert_eq!(b.deploy("echo", guest("echo")).await.0, 201);
+    assert_eq!(a.call("echo", "Ping", json!({"n": 1})).await.0, 200);
+
+    server.kill();
+    let why = readyz_until(&a, 503).await;
+    assert!(why.contains("cluster"), "{why}");
+    let (status, refused) = a.call("echo", "Ping", json!({"n": 2})).await;
+    assert_eq!(status, 503, "{refused}");
+    assert!(refused.to_string().contains("not sent"), "{refused}");
+
+    server.start_again();
+    readyz_until(&a, 200).await;
+    readyz_until(&b, 200).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, reply) = a.call("echo", "Ping", json!({"n": 3})).await;
+        if status == 200 {
+            assert_eq!(reply["payload"], json!({"n": 3}));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B never answered again: {status} {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Proves `serve` refuses the client gateway beside `--nats`, at start, saying why.

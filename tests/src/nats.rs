@@ -18,7 +18,24 @@ pub struct NatsServer {
     child: Child,
     /// Its client URL, `nats://127.0.0.1:<port>`.
     pub url: String,
-    _store: TempDir,
+    store: TempDir,
+}
+
+/// Starts `nats-server` on `port` with JetStream in `store`, and waits until it listens.
+fn spawn(port: u16, store: &TempDir) -> Child {
+    let child = Command::new(binary())
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(store.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting nats-server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
 }
 
 /// The `nats-server` binary the test set-up installs.
@@ -40,23 +57,23 @@ impl NatsServer {
             .expect("a free port")
             .port();
         let store = TempDir::new("nats");
-        let child = Command::new(binary())
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting nats-server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server never listened");
-            std::thread::sleep(Duration::from_millis(20));
-        }
         Self {
-            child,
+            child: spawn(port, &store),
             url: format!("nats://127.0.0.1:{port}"),
-            _store: store,
+            store,
         }
+    }
+
+    /// Kills the server (SIGKILL).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on its port and store, once killed.
+    pub fn start_again(&mut self) {
+        let port = self.url.rsplit(':').next().unwrap().parse().unwrap();
+        self.child = spawn(port, &self.store);
     }
 
     /// How host `host_id` of cluster `test` joins this server.

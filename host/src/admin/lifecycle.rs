@@ -62,8 +62,8 @@ impl AppState {
     }
 }
 
-/// `GET /readyz`: 200 once every registered handler is restored, 503 while starting and
-/// from the moment shutdown begins.
+/// `GET /readyz`: 200 once every registered handler is restored, 503 while starting, while
+/// a host in a cluster cannot reach the other hosts, and from the moment shutdown begins.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -71,11 +71,16 @@ impl AppState {
     tag = "probes",
     responses(
         (status = 200, description = "Ready: every registered handler is serving", body = String, content_type = "text/plain", example = "ready"),
-        (status = 503, description = "Not ready: handlers still restoring, or shutting down", body = String, content_type = "text/plain", example = "starting: 2 handlers still restoring"),
+        (status = 503, description = "Not ready: handlers still restoring, the cluster out of reach, or shutting down", body = String, content_type = "text/plain", example = "starting: 2 handlers still restoring"),
     )
 )]
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
-    if state.is_ready() {
+    let unreachable = || state.registry.host().router().unreachable();
+    if state.is_ready()
+        && let Some(why) = unreachable()
+    {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("cluster: {why}")).into_response()
+    } else if state.is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else if state.is_shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()

@@ -220,6 +220,11 @@ impl Router {
         &self.dead_letters
     }
 
+    /// Why the other hosts cannot be reached now, if they cannot.
+    pub fn unreachable(&self) -> Option<String> {
+        self.transport.unreachable()
+    }
+
     /// Waits until the other hosts can reach every route this host serves.
     pub async fn transport_ready(&self) {
         self.transport.ready().await;

@@ -40,6 +40,7 @@ impl Router {
                     Reason::ClientGone => DeadReason::ClientGone,
                     Reason::ShuttingDown => DeadReason::HandlerStopped,
                     Reason::Lost => DeadReason::Lost,
+                    Reason::Unreachable => DeadReason::Unreachable,
                     Reason::NoRoute | Reason::NotAccepted => {
                         tracing::debug!(id = %signal.envelope.id, to, "dropped a reply nothing serves the address of");
                         return self.drop_reply(kind, "unexpected");
