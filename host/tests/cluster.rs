@@ -54,6 +54,40 @@ async fn a_request_on_one_host_is_answered_by_a_handler_another_runs() {
     assert!(refused.to_string().contains("cluster"), "{refused}");
 }
 
+/// Proves a service on three hosts shares their load and answers every request exactly
+/// once: `echo` deployed on A, B and C; 60 requests on A, 8 at a time, each answered with its
+/// own payload; the three hosts handled 60 between them, each some.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_on_three_hosts_shares_the_load() {
+    let server = NatsServer::start();
+    let hosts = [
+        join(&server, "a3"),
+        join(&server, "b3"),
+        join(&server, "c3"),
+    ];
+    for host in &hosts {
+        assert_eq!(host.deploy("echo", guest("echo")).await.0, 201);
+    }
+    let a = &hosts[0];
+    let numbers: Vec<u32> = (0..60).collect();
+    for batch in numbers.chunks(8) {
+        let calls = batch
+            .iter()
+            .map(|&n| async move { (n, a.call("echo", "Ping", json!({ "n": n })).await) });
+        for (n, (status, reply)) in futures_util::future::join_all(calls).await {
+            assert_eq!(status, 200, "{reply}");
+            assert_eq!(reply["payload"], json!({ "n": n }));
+        }
+    }
+    let line = r#"switchboard_signals_total{handler="echo",kind="MESSAGE",outcome="ok"}"#;
+    let mut handled = Vec::new();
+    for host in &hosts {
+        handled.push(host.metric(line).await.unwrap_or(0.0));
+    }
+    assert_eq!(handled.iter().sum::<f64>(), 60.0, "{handled:?}");
+    assert!(handled.iter().all(|&n| n > 0.0), "{handled:?}");
+}
+
 /// Polls `GET /readyz` on `daemon` until its status is `want`, for at most 30 s; its body.
 async fn readyz_until(daemon: &Daemon, want: u16) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
