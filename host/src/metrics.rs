@@ -327,7 +327,7 @@ impl Default for Metrics {
         );
         registry.register(
             "replies_dropped",
-            "Replies dropped: late (after the deadline), unexpected (nothing serves their address), forged (not from the addressee)",
+            "Replies dropped: late (after the deadline), unexpected (nothing serves their address), forged (not from the addressee), too_large (too large to reach the host awaiting it)",
             metrics.replies_dropped.clone(),
         );
         registry.register(

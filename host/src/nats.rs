@@ -347,7 +347,7 @@ impl Transport for Nats {
                     Err(Reason::NoRoute)
                 }
                 Ok(Err(error)) if error.kind() == RequestErrorKind::MaxPayloadExceeded => {
-                    Err(Reason::NotAccepted)
+                    Err(Reason::TooLarge)
                 }
                 Ok(Err(error)) => {
                     tracing::warn!(%error, "a signal's delivery over NATS is unknown");

@@ -52,6 +52,9 @@ pub enum Reason {
     /// The other hosts cannot be reached now (the connection to the cluster is down): the
     /// signal was not sent.
     Unreachable,
+    /// The signal is larger than the cluster carries (NATS's `max_payload`) or than the
+    /// host serving its route takes.
+    TooLarge,
 }
 
 impl Reason {
@@ -65,6 +68,7 @@ impl Reason {
             Self::ShuttingDown,
             Self::Lost,
             Self::Unreachable,
+            Self::TooLarge,
         ]
         .into_iter()
         .find(|reason| reason.as_str() == label)
@@ -80,6 +84,7 @@ impl Reason {
             Self::ShuttingDown => "shutting_down",
             Self::Lost => "lost",
             Self::Unreachable => "unreachable",
+            Self::TooLarge => "too_large",
         }
     }
 }
@@ -253,6 +258,11 @@ impl Undelivered {
                 format!("the message to `{to}` was not sent: this host cannot reach the other hosts of its cluster now"),
             )
             .with_help("retry later, once the host has reconnected (its /readyz says so)"),
+            Reason::TooLarge => Failure::new(
+                code::TOO_LARGE,
+                format!("the message to `{to}` is larger than the host serving it takes, or than its cluster carries (NATS max_payload)"),
+            )
+            .with_help("send less, or ask the operator to raise max_payload on the NATS servers and the hosts' largest signal alike"),
         }
     }
 
@@ -272,8 +282,8 @@ pub trait Inbound: Send + Sync + 'static {
 
     /// Delivers a signal from another host as it came over the network: checked and decoded
     /// like any input from outside (at most this host's largest signal, a well-formed
-    /// signal), then [`Inbound::deliver`]ed. What fails the checks is refused as
-    /// [`Reason::NotAccepted`] and counted, never a panic.
+    /// signal), then [`Inbound::deliver`]ed. What fails the checks is refused
+    /// ([`Reason::TooLarge`], [`Reason::NotAccepted`]) and counted, never a panic.
     fn deliver_encoded(&self, bytes: &[u8]) -> Result<Accepted, Reason>;
 
     /// Delivers a signal sent on this host, handing it back when refused with all this host

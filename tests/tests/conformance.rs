@@ -451,8 +451,8 @@ async fn callback_replies_return_to_the_sending_host_over_nats() {
 }
 
 /// Proves what arrives over NATS is checked like any input from outside: from a plain NATS
-/// client, text that is no signal and a signal over the host's largest are each refused
-/// with `not_accepted`, counted by reason, and never delivered; a well-formed signal is
+/// client, text that is no signal is refused with `not_accepted` and a signal over the
+/// host's largest with `too_large`, each counted by reason and never delivered; a well-formed signal is
 /// delivered, and the host goes on answering.
 #[tokio::test]
 async fn what_arrives_over_nats_is_checked_like_any_input() {
@@ -479,7 +479,7 @@ async fn what_arrives_over_nats_is_checked_like_any_input() {
     let pad = "x".repeat(32 << 10);
     let large = a.message("user:ann", "echo", "Ping", json(json!({ "pad": pad })));
     let large = serde_json::to_vec(&large).unwrap();
-    assert_eq!(ask(large).await, json!({"reason": "not_accepted"}));
+    assert_eq!(ask(large).await, json!({"reason": "too_large"}));
     let refused = |reason: &str| {
         let line = format!(r#"switchboard_foreign_refused_total{{reason="{reason}"}}"#);
         switchboard_tests::metric(&b, &line)

@@ -118,26 +118,26 @@ impl Inbound for Router {
     }
 
     fn deliver_encoded(&self, bytes: &[u8]) -> Result<Accepted, Reason> {
-        let refuse = |reason: &str, error: &dyn std::fmt::Display| {
+        let refuse = |reason: Reason, label: &str, error: &dyn std::fmt::Display| {
             (self.metrics.foreign_refused)
                 .get_or_create(&ReasonLabels {
-                    reason: reason.to_owned(),
+                    reason: label.to_owned(),
                 })
                 .inc();
             if self.may_warn("transport") {
-                tracing::warn!(%error, reason, "refused a signal from another host");
+                tracing::warn!(%error, reason = label, "refused a signal from another host");
             }
-            Err(Reason::NotAccepted)
+            Err(reason)
         };
         // The envelope adds a little to a signal's own size.
         let largest = self.max_message_bytes().saturating_add(4096);
         if bytes.len() > largest {
             let why = format!("{} bytes, over {largest}", bytes.len());
-            return refuse("too_large", &why);
+            return refuse(Reason::TooLarge, "too_large", &why);
         }
         match serde_json::from_slice::<Signal>(bytes) {
             Ok(signal) => self.deliver(signal),
-            Err(error) => refuse("undecodable", &error),
+            Err(error) => refuse(Reason::NotAccepted, "undecodable", &error),
         }
     }
 

@@ -41,6 +41,10 @@ impl Router {
                     Reason::ShuttingDown => DeadReason::HandlerStopped,
                     Reason::Lost => DeadReason::Lost,
                     Reason::Unreachable => DeadReason::Unreachable,
+                    Reason::TooLarge => {
+                        tracing::warn!(id = %signal.envelope.id, to, "dropped a reply too large to reach the host awaiting it");
+                        return self.drop_reply(kind, "too_large");
+                    }
                     Reason::NoRoute | Reason::NotAccepted => {
                         tracing::debug!(id = %signal.envelope.id, to, "dropped a reply nothing serves the address of");
                         return self.drop_reply(kind, "unexpected");
