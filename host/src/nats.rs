@@ -6,11 +6,14 @@
 //!   hosts serving it (a queue group per service); the host that takes it answers the
 //!   request with the delivery's outcome, so the sender learns at once that nothing serves
 //!   the address (no responders: 404), that a mailbox refused it, or that it was taken;
-//! - an answer to a caller on another host, as a core request to that host's `inbox.<host>`.
+//! - an answer to a caller on another host, as a core request to that host's `inbox.<host>`;
+//! - a signal to a user's connections, as a core request to `user.<id>`, which every host
+//!   holding one of its connections subscribes to (no queue group); the first host to answer
+//!   gives the outcome.
 //!
-//! Events, data changes, agents and clients stay on the host they start on until the parts
-//! of the cluster that carry them land (JetStream streams and consumers, partitioned agents,
-//! presence). Every name in a subject is encoded ([`subject_token`]), so no name can add or
+//! Events, data changes and agents stay on the host they start on until the parts of the
+//! cluster that carry them land (JetStream streams and consumers, partitioned agents);
+//! presence is still each host's own. Every name in a subject is encoded ([`subject_token`]), so no name can add or
 //! widen a token.
 
 // An undelivered signal is handed back by value on the rare failure path, as the
@@ -203,19 +206,21 @@ impl Nats {
     fn carried(&self, route: &Route<'_>) -> Option<String> {
         match route {
             Route::Address(address) => match Address::kind_of(address) {
-                Kind::Service | Kind::Inbox => Some(self.subject(route)),
+                Kind::Service | Kind::Inbox | Kind::User => Some(self.subject(route)),
                 _ => None,
             },
             Route::Event(_) | Route::DataChange(_) => None,
         }
     }
 
-    /// `sb.<cluster>.svc.<name>` for a service, `sb.<cluster>.inbox.<host>` for an inbox.
+    /// `sb.<cluster>.svc.<name>` for a service, `sb.<cluster>.inbox.<host>` for an inbox,
+    /// `sb.<cluster>.user.<id>` for a user's connections.
     fn subject(&self, route: &Route<'_>) -> String {
         let prefix = &self.prefix;
         match route {
             Route::Address(address) => match Address::parse(address) {
                 Ok(Address::Inbox(host)) => format!("{prefix}inbox.{}", subject_token(host)),
+                Ok(Address::User(id)) => format!("{prefix}user.{}", subject_token(id)),
                 _ => format!("{prefix}svc.{}", subject_token(address)),
             },
             Route::Event(event_type) => format!("{prefix}evt.{}", subject_token(event_type)),
@@ -364,15 +369,23 @@ impl Transport for Nats {
         let Some(subject) = self.carried(&route) else {
             return;
         };
-        // One queue group per service: each message goes to one of the hosts serving it.
-        let group = subject.clone();
+        // One queue group per service: each message goes to one of the hosts serving it. A
+        // user's pushes go to every host holding one of its connections.
+        let group = match route {
+            Route::Address(address) if Address::kind_of(address) == Kind::User => None,
+            _ => Some(subject.clone()),
+        };
         let client = self.client.clone();
         let me = self.me.clone();
         let subscribing = Subscribing::start(&self.subscribing);
         let task = self.runtime.spawn({
             let subject = subject.clone();
             async move {
-                match client.queue_subscribe(subject.clone(), group).await {
+                let subscribed = match group {
+                    Some(group) => client.queue_subscribe(subject.clone(), group).await,
+                    None => client.subscribe(subject.clone()).await,
+                };
+                match subscribed {
                     Ok(subscriber) => {
                         on_the_server(&client).await;
                         drop(subscribing);
