@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
 use async_nats::{Client, ConnectOptions, RequestErrorKind};
@@ -42,6 +42,24 @@ use crate::transport::{Accepted, Inbound, Publish, Reason, Route, Transport, Und
 /// How long a sender waits for the host that took a signal to say what became of it (it
 /// only offers the signal to a mailbox); past it the signal is [`Reason::Lost`].
 pub const OUTCOME_WAIT: Duration = Duration::from_secs(5);
+
+/// The NATS header of a message whose caller waits on the sending host: its id. The host
+/// that takes it responds with the message's answer (a core request/reply, one round trip)
+/// rather than with the delivery's outcome, which a refusal still is.
+const AWAITED: &str = "Sb-Awaited";
+/// The NATS header of an awaited message: its deadline, milliseconds since the Unix epoch.
+const AWAITED_UNTIL: &str = "Sb-Awaited-Until";
+/// The NATS header of a response that is a message's answer, not a delivery's outcome.
+const ANSWER: &str = "Sb-Answer";
+/// Awaited messages noted before the table of them is swept of expired ones.
+const SWEEP_AT: usize = 4096;
+
+/// Awaited messages taken here: by id, the subject their caller's request waits on, and
+/// until when.
+struct Awaited {
+    callers: HashMap<String, (async_nats::Subject, Instant)>,
+    swept: Instant,
+}
 
 /// How a host reaches NATS.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -103,6 +121,8 @@ pub struct Nats {
     serving: Mutex<HashMap<String, AbortHandle>>,
     /// Subscriptions not yet on the server.
     subscribing: Arc<Pending>,
+    /// Awaited messages taken here, whose answers are the responses their callers wait on.
+    awaited: Mutex<Awaited>,
     runtime: tokio::runtime::Handle,
     me: Weak<Nats>,
 }
@@ -179,6 +199,10 @@ impl Nats {
             local: OnceLock::new(),
             serving: Mutex::default(),
             subscribing: Arc::default(),
+            awaited: Mutex::new(Awaited {
+                callers: HashMap::new(),
+                swept: Instant::now(),
+            }),
             runtime: tokio::runtime::Handle::current(),
             me: me.clone(),
         });
@@ -200,6 +224,60 @@ impl Nats {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, AbortHandle>> {
         self.serving.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_awaited(&self) -> std::sync::MutexGuard<'_, Awaited> {
+        self.awaited.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes where the caller of an awaited message waits (the request's reply subject), by
+    /// the message's id, until its deadline by this host's clock plus [`OUTCOME_WAIT`]; the
+    /// id, if it is one.
+    fn note_awaited(&self, message: &async_nats::Message) -> Option<String> {
+        let reply = message.reply.clone()?;
+        let headers = message.headers.as_ref()?;
+        let id = headers.get(AWAITED)?.as_str().to_owned();
+        let deadline = headers
+            .get(AWAITED_UNTIL)
+            .and_then(|ms| ms.as_str().parse::<u64>().ok())
+            .unwrap_or(0);
+        let until = Instant::now() + remaining(deadline) + OUTCOME_WAIT;
+        let mut awaited = self.lock_awaited();
+        // An id a hostile publisher sent whose answer never comes here is forgotten at its
+        // deadline: swept once the table has grown, at most once a second.
+        if awaited.callers.len() >= SWEEP_AT && awaited.swept.elapsed() >= Duration::from_secs(1) {
+            let now = Instant::now();
+            awaited.callers.retain(|_, (_, until)| *until > now);
+            awaited.swept = now;
+        }
+        awaited.callers.insert(id.clone(), (reply, until));
+        Some(id)
+    }
+
+    /// Sends an answer as the response its caller's request waits on, if it is the answer
+    /// to an awaited message taken here; gives the answer back otherwise.
+    fn answer_awaited(&self, signal: Signal) -> Result<(), Signal> {
+        let (Body::Reply { reply_to, to, .. } | Body::ErrorReply { reply_to, to, .. }) =
+            &signal.body
+        else {
+            return Err(signal);
+        };
+        if Address::kind_of(to) != Kind::Inbox {
+            return Err(signal);
+        }
+        let Some((reply, _)) = self.lock_awaited().callers.remove(reply_to) else {
+            return Err(signal);
+        };
+        let Ok(payload) = serde_json::to_vec(&signal) else {
+            return Err(signal);
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(ANSWER, "1");
+        let client = self.client.clone();
+        self.runtime.spawn(async move {
+            let _ = (client.publish_with_headers(reply, headers, payload.into())).await;
+        });
+        Ok(())
     }
 
     /// The subject of a route this transport carries; `None` for what stays on its host.
@@ -264,14 +342,36 @@ async fn on_the_server(client: &Client) {
 async fn take(nats: Weak<Nats>, mut subscriber: async_nats::Subscriber) {
     while let Some(message) = subscriber.next().await {
         let Some(nats) = nats.upgrade() else { return };
+        // A message whose caller waits: its answer will be the response. Noted before it is
+        // delivered, since the answer may come before `deliver` returns.
+        let awaited = nats.note_awaited(&message);
         let outcome = match nats.local.get().and_then(Weak::upgrade) {
             Some(local) => local.deliver_encoded(&message.payload),
             None => Err(Reason::ShuttingDown),
         };
+        if let (Ok(_), Some(_)) = (&outcome, &awaited) {
+            continue;
+        }
+        if let Some(id) = awaited {
+            nats.lock_awaited().callers.remove(&id);
+        }
         if let Some(reply) = message.reply {
             let _ = nats.client.publish(reply, encode(&outcome)).await;
         }
     }
+}
+
+/// Whether a response is a message's answer rather than a delivery's outcome.
+fn is_answer(response: &async_nats::Message) -> bool {
+    (response.headers.as_ref()).is_some_and(|headers| headers.get(ANSWER).is_some())
+}
+
+/// Time left until `deadline` (milliseconds since the Unix epoch), by this machine's clock.
+fn remaining(deadline: u64) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64);
+    Duration::from_millis(deadline.saturating_sub(now))
 }
 
 /// The inbox an answer must go back to ([`REPLY_VIA_HEADER`]), if it names one.
@@ -325,6 +425,10 @@ impl Transport for Nats {
     }
 
     fn publish(&self, signal: Signal) -> Publish {
+        let signal = match self.answer_awaited(signal) {
+            Ok(()) => return Publish::Now(Ok(Accepted::ONE)),
+            Err(signal) => signal,
+        };
         let subject = match reply_via(&signal) {
             Some(inbox) => Some(self.subject(&Route::Address(inbox))),
             None => self.carried(&Route::of(&signal)),
@@ -344,10 +448,34 @@ impl Transport for Nats {
         };
         let (promise, later) = Publish::later(&signal);
         let client = self.client.clone();
+        let mut request = async_nats::Request::new().payload(payload);
+        // A message whose caller waits here is answered in the response (one round trip),
+        // so it waits until the message's deadline (and a little more), not for an outcome.
+        let mut wait = OUTCOME_WAIT;
+        if let Body::Message(m) = &signal.body
+            && m.return_address.as_deref() == Some(self.inbox.as_str())
+        {
+            let deadline = signal.envelope.deadline.unwrap_or(0);
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(AWAITED, signal.envelope.id.as_str());
+            headers.insert(AWAITED_UNTIL, deadline.to_string().as_str());
+            request = request.headers(headers);
+            wait += remaining(deadline);
+        }
+        let request = request.timeout(Some(wait));
+        let me = self.me.clone();
         self.runtime.spawn(async move {
-            let asked = tokio::time::timeout(OUTCOME_WAIT, client.request(subject, payload));
+            let asked = tokio::time::timeout(wait, client.send_request(subject, request));
             let outcome = match asked.await {
-                Ok(Ok(answer)) => decode(&answer.payload),
+                Ok(Ok(response)) if is_answer(&response) => {
+                    // The answer itself, for the caller waiting here.
+                    let local = me.upgrade().and_then(|nats| nats.local.get()?.upgrade());
+                    if let Some(local) = local {
+                        let _ = local.deliver_encoded(&response.payload);
+                    }
+                    Ok(Accepted::ONE)
+                }
+                Ok(Ok(response)) => decode(&response.payload),
                 Ok(Err(error)) if error.kind() == RequestErrorKind::NoResponders => {
                     Err(Reason::NoRoute)
                 }

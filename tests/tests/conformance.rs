@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::json;
 use switchboard::clock::Clock;
 use switchboard::db::Db;
@@ -491,6 +492,29 @@ async fn what_arrives_over_nats_is_checked_like_any_input() {
     handled_one(&b, "echo").await;
     let answer = switchboard_tests::call(&a, "echo", "Ping", json!({"n": 2})).await;
     assert_eq!(answer.unwrap(), json!({"n": 2}));
+}
+
+/// Proves a message someone awaits crosses in one NATS round trip: the host that takes it
+/// responds with the answer itself, and nothing is sent to the waiting host's inbox. A
+/// plain NATS client listening on A's inbox hears nothing while A's request to `echo` on B
+/// is answered, and a refused message (`deferred` does not accept `Nope`) is still
+/// answered 404 at once.
+/// Before, the answer went to the inbox as a request of its own.
+#[tokio::test]
+async fn an_awaited_answer_is_the_response_over_nats() {
+    let (a, _b, server) = over_nats(&[], &["echo", "deferred"]).await;
+    let listener = async_nats::connect(server.url.as_str()).await.unwrap();
+    let mut inbox = listener.subscribe("sb.test.inbox.a").await.unwrap();
+    listener.flush().await.unwrap();
+    for n in 0..3 {
+        let answer = switchboard_tests::call(&a, "echo", "Ping", json!({ "n": n })).await;
+        assert_eq!(answer.unwrap(), json!({ "n": n }));
+    }
+    let refused = a.call("deferred", "Nope", json(json!({})), WAIT).await;
+    let refused = refused.unwrap_err();
+    assert_eq!(refused.code, 404, "{refused}");
+    let heard = tokio::time::timeout(Duration::from_millis(200), inbox.next()).await;
+    assert!(heard.is_err(), "A's inbox heard {heard:?}");
 }
 
 /// Proves a guest's `emit` says how many handlers subscribe across the hosts, not on its
