@@ -53,6 +53,10 @@ const AWAITED_UNTIL: &str = "Sb-Awaited-Until";
 const ANSWER: &str = "Sb-Answer";
 /// Awaited messages noted before the table of them is swept of expired ones.
 const SWEEP_AT: usize = 4096;
+/// The most awaited messages noted at once.
+const MAX_AWAITED: usize = 100_000;
+/// The longest a caller's request is waited on, or noted: a day.
+const LONGEST_AWAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// Awaited messages taken here: by id, the subject their caller's request waits on, and
 /// until when.
@@ -244,11 +248,15 @@ impl Nats {
         let until = Instant::now() + remaining(deadline) + OUTCOME_WAIT;
         let mut awaited = self.lock_awaited();
         // An id a hostile publisher sent whose answer never comes here is forgotten at its
-        // deadline: swept once the table has grown, at most once a second.
+        // deadline: swept once the table has grown, at most once a second. A full table
+        // notes nothing more: those answers go to the inbox, the longer way.
         if awaited.callers.len() >= SWEEP_AT && awaited.swept.elapsed() >= Duration::from_secs(1) {
             let now = Instant::now();
             awaited.callers.retain(|_, (_, until)| *until > now);
             awaited.swept = now;
+        }
+        if awaited.callers.len() >= MAX_AWAITED {
+            return None;
         }
         awaited.callers.insert(id.clone(), (reply, until));
         Some(id)
@@ -366,12 +374,13 @@ fn is_answer(response: &async_nats::Message) -> bool {
     (response.headers.as_ref()).is_some_and(|headers| headers.get(ANSWER).is_some())
 }
 
-/// Time left until `deadline` (milliseconds since the Unix epoch), by this machine's clock.
+/// Time left until `deadline` (milliseconds since the Unix epoch), by this machine's clock,
+/// at most [`LONGEST_AWAIT`] (a deadline from another host may be anything).
 fn remaining(deadline: u64) -> Duration {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as u64);
-    Duration::from_millis(deadline.saturating_sub(now))
+    Duration::from_millis(deadline.saturating_sub(now)).min(LONGEST_AWAIT)
 }
 
 /// The inbox an answer must go back to ([`REPLY_VIA_HEADER`]), if it names one.
@@ -583,5 +592,18 @@ impl Drop for Subscribing {
     fn drop(&mut self) {
         self.0.count.fetch_sub(1, Ordering::SeqCst);
         self.0.done.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves a deadline from another host waits at most a day, however far it is, and
+    /// nothing for one past.
+    #[test]
+    fn waits_are_bounded() {
+        assert_eq!(remaining(u64::MAX), LONGEST_AWAIT);
+        assert_eq!(remaining(0), Duration::ZERO);
     }
 }

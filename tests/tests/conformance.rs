@@ -453,7 +453,8 @@ async fn callback_replies_return_to_the_sending_host_over_nats() {
 
 /// Proves what arrives over NATS is checked like any input from outside: from a plain NATS
 /// client, text that is no signal is refused with `not_accepted` and a signal over the
-/// host's largest with `too_large`, each counted by reason and never delivered; a well-formed signal is
+/// host's largest with `too_large`, each counted by reason and never delivered; a message
+/// whose caller would wait past the end of time is taken like any other; a well-formed signal is
 /// delivered, and the host goes on answering.
 #[tokio::test]
 async fn what_arrives_over_nats_is_checked_like_any_input() {
@@ -486,6 +487,17 @@ async fn what_arrives_over_nats_is_checked_like_any_input() {
         switchboard_tests::metric(&b, &line)
     };
     assert_eq!((refused("undecodable"), refused("too_large")), (1.0, 1.0));
+    // A caller said to wait past the end of time changes nothing either.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Sb-Awaited", "forever");
+    headers.insert("Sb-Awaited-Until", u64::MAX.to_string().as_str());
+    let forever = a.message("user:ann", "echo", "Ping", json(json!({"n": 0})));
+    let forever = serde_json::to_vec(&forever).unwrap();
+    let reply = outsider.new_inbox();
+    (outsider.publish_with_reply_and_headers("sb.test.svc.echo", reply, headers, forever.into()))
+        .await
+        .unwrap();
+    outsider.flush().await.unwrap();
     let fine = a.message("user:ann", "echo", "Ping", json(json!({"n": 1})));
     let taken = ask(serde_json::to_vec(&fine).unwrap()).await;
     assert_eq!(taken["delivered"], 1, "{taken}");
