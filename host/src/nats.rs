@@ -47,8 +47,6 @@ pub const OUTCOME_WAIT: Duration = Duration::from_secs(5);
 /// that takes it responds with the message's answer (a core request/reply, one round trip)
 /// rather than with the delivery's outcome, which a refusal still is.
 const AWAITED: &str = "Sb-Awaited";
-/// The NATS header of an awaited message: its deadline, milliseconds since the Unix epoch.
-const AWAITED_UNTIL: &str = "Sb-Awaited-Until";
 /// The NATS header of a response that is a message's answer, not a delivery's outcome.
 const ANSWER: &str = "Sb-Answer";
 /// Awaited messages noted before the table of them is swept of expired ones.
@@ -58,12 +56,15 @@ const MAX_AWAITED: usize = 100_000;
 /// The longest a caller's request is waited on, or noted: a day.
 const LONGEST_AWAIT: Duration = Duration::from_secs(24 * 3600);
 
-/// Awaited messages taken here: by id, the subject their caller's request waits on, and
-/// until when.
+/// Awaited messages taken here: by id, the subject their caller's request waits on, the
+/// caller's inbox, and until when.
 struct Awaited {
-    callers: HashMap<String, (async_nats::Subject, Instant)>,
+    callers: HashMap<String, (async_nats::Subject, String, Instant)>,
     swept: Instant,
 }
+
+/// The longest message id noted (the host's own are 36 bytes).
+const MAX_ID_BYTES: usize = 128;
 
 /// How a host reaches NATS.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -219,7 +220,7 @@ impl Nats {
                 subject: inbox.clone(),
                 source,
             })?;
-        let handle = tokio::spawn(take(Arc::downgrade(&nats), subscriber));
+        let handle = tokio::spawn(take(Arc::downgrade(&nats), subscriber, false));
         nats.lock().insert(inbox, handle.abort_handle());
         // The subscription is on the server before a caller can await an answer there.
         on_the_server(&nats.client).await;
@@ -228,6 +229,11 @@ impl Nats {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, AbortHandle>> {
         self.serving.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Awaited messages taken here whose answers have not gone back yet.
+    pub fn awaited(&self) -> usize {
+        self.lock_awaited().callers.len()
     }
 
     fn lock_awaited(&self) -> std::sync::MutexGuard<'_, Awaited> {
@@ -239,26 +245,44 @@ impl Nats {
     /// id, if it is one.
     fn note_awaited(&self, message: &async_nats::Message) -> Option<String> {
         let reply = message.reply.clone()?;
-        let headers = message.headers.as_ref()?;
-        let id = headers.get(AWAITED)?.as_str().to_owned();
-        let deadline = headers
-            .get(AWAITED_UNTIL)
-            .and_then(|ms| ms.as_str().parse::<u64>().ok())
-            .unwrap_or(0);
-        let until = Instant::now() + remaining(deadline) + OUTCOME_WAIT;
+        let marked = message.headers.as_ref()?.get(AWAITED)?.as_str();
+        // The header is only a hint: the signal itself must be a message with that id whose
+        // caller waits on another host (one from this host is answered to its waiter here,
+        // never through the transport, so it is not noted).
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Head {
+            id: String,
+            signal_type: String,
+            return_address: Option<String>,
+            deadline: Option<u64>,
+        }
+        let head: Head = serde_json::from_slice(&message.payload).ok()?;
+        let caller = head.return_address?;
+        let waits_elsewhere =
+            matches!(Address::parse(&caller), Ok(Address::Inbox(_))) && caller != self.inbox;
+        if head.id != marked
+            || head.id.len() > MAX_ID_BYTES
+            || head.signal_type != "MESSAGE"
+            || !waits_elsewhere
+        {
+            return None;
+        }
+        let until = Instant::now() + remaining(head.deadline.unwrap_or(0)) + OUTCOME_WAIT;
+        let id = head.id;
         let mut awaited = self.lock_awaited();
         // An id a hostile publisher sent whose answer never comes here is forgotten at its
         // deadline: swept once the table has grown, at most once a second. A full table
         // notes nothing more: those answers go to the inbox, the longer way.
         if awaited.callers.len() >= SWEEP_AT && awaited.swept.elapsed() >= Duration::from_secs(1) {
             let now = Instant::now();
-            awaited.callers.retain(|_, (_, until)| *until > now);
+            awaited.callers.retain(|_, (.., until)| *until > now);
             awaited.swept = now;
         }
-        if awaited.callers.len() >= MAX_AWAITED {
+        if awaited.callers.len() >= MAX_AWAITED || awaited.callers.contains_key(&id) {
             return None;
         }
-        awaited.callers.insert(id.clone(), (reply, until));
+        awaited.callers.insert(id.clone(), (reply, caller, until));
         Some(id)
     }
 
@@ -273,11 +297,25 @@ impl Nats {
         if Address::kind_of(to) != Kind::Inbox {
             return Err(signal);
         }
-        let Some((reply, _)) = self.lock_awaited().callers.remove(reply_to) else {
-            return Err(signal);
-        };
+        // What cannot go now goes the usual way, which says why (unreachable, too large).
         let Ok(payload) = serde_json::to_vec(&signal) else {
             return Err(signal);
+        };
+        if self.client.connection_state() != State::Connected
+            || payload.len() > self.client.max_payload()
+        {
+            return Err(signal);
+        }
+        let reply = {
+            let mut awaited = self.lock_awaited();
+            match awaited.callers.get(reply_to) {
+                Some((_, caller, _)) if caller == to => {}
+                _ => return Err(signal),
+            }
+            let Some((reply, ..)) = awaited.callers.remove(reply_to) else {
+                return Err(signal);
+            };
+            reply
         };
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(ANSWER, "1");
@@ -347,7 +385,10 @@ async fn on_the_server(client: &Client) {
 
 /// Takes what arrives on one subscription: each signal is delivered here and its outcome
 /// sent back to the requester.
-async fn take(nats: Weak<Nats>, mut subscriber: async_nats::Subscriber) {
+/// On a user's subject (`only_taken`), every host holding one of its connections takes the
+/// signal and the first to respond gives the outcome, so only a host that delivered it
+/// responds: silence from the others is no refusal.
+async fn take(nats: Weak<Nats>, mut subscriber: async_nats::Subscriber, only_taken: bool) {
     while let Some(message) = subscriber.next().await {
         let Some(nats) = nats.upgrade() else { return };
         // A message whose caller waits: its answer will be the response. Noted before it is
@@ -362,6 +403,9 @@ async fn take(nats: Weak<Nats>, mut subscriber: async_nats::Subscriber) {
         }
         if let Some(id) = awaited {
             nats.lock_awaited().callers.remove(&id);
+        }
+        if only_taken && !matches!(&outcome, Ok(taken) if taken.total() > 0) {
+            continue;
         }
         if let Some(reply) = message.reply {
             let _ = nats.client.publish(reply, encode(&outcome)).await;
@@ -463,13 +507,12 @@ impl Transport for Nats {
         let mut wait = OUTCOME_WAIT;
         if let Body::Message(m) = &signal.body
             && m.return_address.as_deref() == Some(self.inbox.as_str())
+            && Address::kind_of(&m.to) == Kind::Service
         {
-            let deadline = signal.envelope.deadline.unwrap_or(0);
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(AWAITED, signal.envelope.id.as_str());
-            headers.insert(AWAITED_UNTIL, deadline.to_string().as_str());
             request = request.headers(headers);
-            wait += remaining(deadline);
+            wait += remaining(signal.envelope.deadline.unwrap_or(0));
         }
         let request = request.timeout(Some(wait));
         let me = self.me.clone();
@@ -477,12 +520,16 @@ impl Transport for Nats {
             let asked = tokio::time::timeout(wait, client.send_request(subject, request));
             let outcome = match asked.await {
                 Ok(Ok(response)) if is_answer(&response) => {
-                    // The answer itself, for the caller waiting here.
+                    // The answer itself, for the caller waiting here; one this host refuses
+                    // (too large for it) makes the message's outcome, so the caller gets
+                    // the host's error answer instead.
                     let local = me.upgrade().and_then(|nats| nats.local.get()?.upgrade());
-                    if let Some(local) = local {
-                        let _ = local.deliver_encoded(&response.payload);
+                    match local {
+                        Some(local) => local
+                            .deliver_encoded(&response.payload)
+                            .map(|_| Accepted::ONE),
+                        None => Err(Reason::ShuttingDown),
                     }
-                    Ok(Accepted::ONE)
                 }
                 Ok(Ok(response)) => decode(&response.payload),
                 Ok(Err(error)) if error.kind() == RequestErrorKind::NoResponders => {
@@ -512,6 +559,7 @@ impl Transport for Nats {
             Route::Address(address) if Address::kind_of(address) == Kind::User => None,
             _ => Some(subject.clone()),
         };
+        let only_taken = group.is_none();
         let client = self.client.clone();
         let me = self.me.clone();
         let subscribing = Subscribing::start(&self.subscribing);
@@ -526,7 +574,7 @@ impl Transport for Nats {
                     Ok(subscriber) => {
                         on_the_server(&client).await;
                         drop(subscribing);
-                        take(me, subscriber).await;
+                        take(me, subscriber, only_taken).await;
                     }
                     Err(error) => {
                         tracing::error!(%subject, %error, "could not serve a route over NATS")

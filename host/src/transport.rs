@@ -182,7 +182,8 @@ impl Accepted {
 
     /// Copies accepted in all.
     pub fn total(&self) -> usize {
-        self.delivered + self.dead_lettered
+        // Saturating: counts decoded from another host may be anything.
+        self.delivered.saturating_add(self.dead_lettered)
     }
 }
 

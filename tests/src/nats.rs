@@ -5,6 +5,7 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchboard::db::Db;
@@ -88,11 +89,16 @@ impl NatsServer {
 
     /// A host joined to this server as `host_id`, its store in memory.
     pub async fn host(&self, config: HostConfig, host_id: &str) -> Host {
+        self.joined(config, host_id).await.0
+    }
+
+    /// [`NatsServer::host`], with its transport.
+    pub async fn joined(&self, config: HostConfig, host_id: &str) -> (Host, Arc<Nats>) {
         let nats = Nats::connect(&self.options(host_id))
             .await
             .expect("joining NATS");
-        let backends = Backends::new(nats, Db::in_memory().unwrap());
-        Host::open(config, backends).expect("starting a host")
+        let backends = Backends::new(nats.clone(), Db::in_memory().unwrap());
+        (Host::open(config, backends).expect("starting a host"), nats)
     }
 }
 

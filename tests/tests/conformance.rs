@@ -529,6 +529,56 @@ async fn an_awaited_answer_is_the_response_over_nats() {
     assert!(heard.is_err(), "A's inbox heard {heard:?}");
 }
 
+/// Proves a request NATS hands back to the host it came from is answered there like any
+/// other, and leaves nothing waiting: `echo` on A and on B, 20 requests on A, so some reach
+/// A's own `echo` through its queue group. Each is answered, and neither host holds a note
+/// of an awaited message after. Before, A noted its own requests as awaited elsewhere; their
+/// answers went straight to the waiter, so the notes (and the requests' waits on NATS) stayed
+/// until the deadline, which then answered them a second time.
+#[tokio::test]
+async fn requests_to_a_service_on_both_hosts_leave_nothing_waiting() {
+    let server = NatsServer::start();
+    let (a, nats_a) = server.joined(switchboard_tests::config(), "a").await;
+    let (b, nats_b) = server.joined(switchboard_tests::config(), "b").await;
+    deploy_each(&a, &["echo"], &b, &["echo"]).await;
+    for n in 0..20 {
+        let answer = switchboard_tests::call(&a, "echo", "Ping", json!({ "n": n })).await;
+        assert_eq!(answer.unwrap(), json!({ "n": n }));
+    }
+    let handled = |host: &Host| {
+        let line = r#"switchboard_signals_total{handler="echo",kind="MESSAGE",outcome="ok"}"#;
+        switchboard_tests::metric(host, line)
+    };
+    assert!(handled(&a) > 0.0 && handled(&b) > 0.0, "both took some");
+    assert_eq!((nats_a.awaited(), nats_b.awaited()), (0, 0));
+}
+
+/// Proves the mark of an awaited message is only a hint the signal must bear out: a plain
+/// NATS client's request for `echo` on B marked as awaited under another message's id is
+/// delivered and answered with its outcome at once, and B notes nothing to answer later.
+/// Before, B noted the marked id (any id), and the requester got no response.
+#[tokio::test]
+async fn a_forged_await_mark_notes_nothing() {
+    let server = NatsServer::start();
+    let (a, _nats_a) = server.joined(switchboard_tests::config(), "a").await;
+    let (b, nats_b) = server.joined(switchboard_tests::config(), "b").await;
+    deploy_each(&a, &[], &b, &["echo"]).await;
+    let mut message = a.message("user:ann", "echo", "Ping", json(json!({})));
+    if let Body::Message(m) = &mut message.body {
+        m.return_address = Some("inbox:a".to_owned());
+    }
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Sb-Awaited", "some-other-message");
+    let outsider = async_nats::connect(server.url.as_str()).await.unwrap();
+    let payload = serde_json::to_vec(&message).unwrap();
+    let asked = outsider.request_with_headers("sb.test.svc.echo", headers, payload.into());
+    let outcome = tokio::time::timeout(Duration::from_secs(2), asked).await;
+    let outcome = outcome.expect("an outcome at once").unwrap();
+    let outcome: serde_json::Value = serde_json::from_slice(&outcome.payload).unwrap();
+    assert_eq!(outcome["delivered"], 1, "{outcome}");
+    assert_eq!(nats_b.awaited(), 0);
+}
+
 /// Proves a guest's `emit` says how many handlers subscribe across the hosts, not on its
 /// own alone: `deferred` on A announces `UserRegistered`, which `audit` on B subscribes to.
 /// Before, the count came from A's table: 0.

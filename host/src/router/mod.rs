@@ -447,11 +447,13 @@ impl Router {
         let id = signal.envelope.id.clone();
         let mut signal = signal;
         signal.envelope.deadline = Some(self.clock().after(timeout));
-        // Where the answer finds this waiter when another host produces it.
-        if let (Some(inbox), Body::Message(m)) = (self.transport.inbox(), &mut signal.body)
-            && m.return_address.is_none()
-        {
-            m.return_address = Some(inbox.to_owned());
+        // Where the answer finds this waiter when another host produces it; an answer
+        // routed through another host's inbox would miss it.
+        if let (Some(inbox), Body::Message(m)) = (self.transport.inbox(), &mut signal.body) {
+            if m.return_address.is_none() {
+                m.return_address = Some(inbox.to_owned());
+            }
+            signal.envelope.headers.remove(REPLY_VIA_HEADER);
         }
         let waiter = self.pending.register(id.clone(), to.clone());
         // If the caller stops waiting (a client hangs up), the entry goes too.
