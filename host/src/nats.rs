@@ -32,8 +32,7 @@ use async_nats::connection::State;
 use async_nats::{Client, ConnectOptions, RequestErrorKind};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::Notify;
-use tokio::task::AbortHandle;
+use tokio::sync::{Notify, oneshot};
 
 use crate::address::{Address, Kind, subject_token};
 use crate::signal::{Body, REPLY_VIA_HEADER, Signal};
@@ -122,8 +121,12 @@ pub struct Nats {
     /// `inbox:<host id>`.
     inbox: String,
     local: OnceLock<Weak<dyn Inbound>>,
-    /// The subscription serving each route this host serves, by subject.
-    serving: Mutex<HashMap<String, AbortHandle>>,
+    /// The subscription serving each route this host serves, by subject: its task leaves
+    /// (unsubscribes, then takes what the server had already sent it) when told to, or when
+    /// this is dropped.
+    serving: Mutex<HashMap<String, oneshot::Sender<Subscribing>>>,
+    /// Subscriptions on their way out.
+    leaving: Arc<Pending>,
     /// Subscriptions not yet on the server.
     subscribing: Arc<Pending>,
     /// Awaited messages taken here, whose answers are the responses their callers wait on.
@@ -203,6 +206,7 @@ impl Nats {
             inbox: Address::Inbox(&options.host_id).to_string(),
             local: OnceLock::new(),
             serving: Mutex::default(),
+            leaving: Arc::default(),
             subscribing: Arc::default(),
             awaited: Mutex::new(Awaited {
                 callers: HashMap::new(),
@@ -220,14 +224,17 @@ impl Nats {
                 subject: inbox.clone(),
                 source,
             })?;
-        let handle = tokio::spawn(take(Arc::downgrade(&nats), subscriber, false));
-        nats.lock().insert(inbox, handle.abort_handle());
+        // The inbox stays as long as the host (`leave` keeps it): answers to its callers
+        // arrive there.
+        let (stay, leave) = oneshot::channel();
+        tokio::spawn(take(Arc::downgrade(&nats), subscriber, false, leave));
+        nats.lock().insert(inbox.clone(), stay);
         // The subscription is on the server before a caller can await an answer there.
         on_the_server(&nats.client).await;
         Ok(nats)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, AbortHandle>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Subscribing>>> {
         self.serving.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -388,8 +395,31 @@ async fn on_the_server(client: &Client) {
 /// On a user's subject (`only_taken`), every host holding one of its connections takes the
 /// signal and the first to respond gives the outcome, so only a host that delivered it
 /// responds: silence from the others is no refusal.
-async fn take(nats: Weak<Nats>, mut subscriber: async_nats::Subscriber, only_taken: bool) {
-    while let Some(message) = subscriber.next().await {
+///
+/// Told to `leave` (or its sender gone), it unsubscribes and goes on taking what the server
+/// had already sent it, so nothing given to this host is dropped unanswered.
+async fn take(
+    nats: Weak<Nats>,
+    mut subscriber: async_nats::Subscriber,
+    only_taken: bool,
+    leave: oneshot::Receiver<Subscribing>,
+) {
+    let mut leave = Some(leave);
+    loop {
+        let message = match leave.as_mut() {
+            Some(told) => tokio::select! {
+                message = subscriber.next() => message,
+                leaving = told => {
+                    leave = None;
+                    let _ = subscriber.drain().await;
+                    // Counted until the unsubscribe is queued before anything sent later.
+                    drop(leaving);
+                    continue;
+                }
+            },
+            None => subscriber.next().await,
+        };
+        let Some(message) = message else { return };
         let Some(nats) = nats.upgrade() else { return };
         // A message whose caller waits: its answer will be the response. Noted before it is
         // delivered, since the answer may come before `deliver` returns.
@@ -563,7 +593,8 @@ impl Transport for Nats {
         let client = self.client.clone();
         let me = self.me.clone();
         let subscribing = Subscribing::start(&self.subscribing);
-        let task = self.runtime.spawn({
+        let (stay, leave) = oneshot::channel();
+        self.runtime.spawn({
             let subject = subject.clone();
             async move {
                 let subscribed = match group {
@@ -574,7 +605,7 @@ impl Transport for Nats {
                     Ok(subscriber) => {
                         on_the_server(&client).await;
                         drop(subscribing);
-                        take(me, subscriber, only_taken).await;
+                        take(me, subscriber, only_taken, leave).await;
                     }
                     Err(error) => {
                         tracing::error!(%subject, %error, "could not serve a route over NATS")
@@ -582,17 +613,44 @@ impl Transport for Nats {
                 }
             }
         });
-        if let Some(old) = self.lock().insert(subject, task.abort_handle()) {
-            old.abort();
-        }
+        // A subscription it replaces leaves (its sender dropped).
+        self.lock().insert(subject, stay);
     }
 
     fn unserve(&self, route: Route<'_>) {
-        if let Some(subject) = self.carried(&route)
-            && let Some(task) = self.lock().remove(&subject)
-        {
-            task.abort();
+        if let Some(subject) = self.carried(&route) {
+            self.lock().remove(&subject);
         }
+    }
+
+    fn leave(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async {
+            let services = format!("{}svc.", self.prefix);
+            let leaving: Vec<_> = {
+                let mut serving = self.lock();
+                let subjects: Vec<String> = (serving.keys())
+                    .filter(|subject| subject.starts_with(&services))
+                    .cloned()
+                    .collect();
+                subjects
+                    .iter()
+                    .filter_map(|subject| serving.remove(subject))
+                    .collect()
+            };
+            for stay in leaving {
+                let _ = stay.send(Subscribing::start(&self.leaving));
+            }
+            self.leaving.settled().await;
+            on_the_server(&self.client).await;
+        })
+    }
+
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async {
+            if let Err(error) = self.client.flush().await {
+                tracing::warn!(%error, "signals for other hosts may not have left before the host stopped");
+            }
+        })
     }
 
     fn inbox(&self) -> Option<&str> {
@@ -607,26 +665,31 @@ impl Transport for Nats {
     }
 
     fn ready(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(async {
-            loop {
-                let subscribed = self.subscribing.done.notified();
-                if self.subscribing.count.load(Ordering::SeqCst) == 0 {
-                    return;
-                }
-                subscribed.await;
-            }
-        })
+        Box::pin(self.subscribing.settled())
     }
 }
 
-/// Subscriptions on their way to the server.
+/// Subscriptions on their way to (or out of) the server.
 #[derive(Default)]
 struct Pending {
     count: AtomicUsize,
     done: Notify,
 }
 
-/// One subscription on its way: counted until it is on the server, or abandoned.
+impl Pending {
+    /// Resolves once none is on its way.
+    async fn settled(&self) {
+        loop {
+            let done = self.done.notified();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            done.await;
+        }
+    }
+}
+
+/// One subscription on its way: counted until it is on (or off) the server, or abandoned.
 struct Subscribing(Arc<Pending>);
 
 impl Subscribing {

@@ -259,12 +259,15 @@ pub async fn run(
         task.abort();
     }
     tracing::info!("shutting down: refusing new signals; finishing signals in flight");
+    // Other hosts take what comes for this host's services from now on.
+    host.router().leave_cluster().await;
     if !host.drain(options.drain_timeout).await {
         tracing::warn!(
             "gave up waiting for signals in flight after {:?}",
             options.drain_timeout
         );
     }
+    host.router().close_transport().await;
     let _ = stop_http.send(());
     if !server.is_finished()
         && tokio::time::timeout(HTTP_CLOSE_GRACE, &mut server)

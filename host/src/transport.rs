@@ -432,6 +432,21 @@ pub trait Transport: Send + Sync + 'static {
         Box::pin(std::future::ready(()))
     }
 
+    /// This host stops taking new signals for its services from the other hosts (it is
+    /// shutting down): a network transport leaves their queue groups, so that other hosts
+    /// take what comes next, and delivers what it was already given. Answers to this host's
+    /// callers still arrive. Resolves once the other hosts no longer send it any. In
+    /// process, at once.
+    fn leave(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
+
+    /// Sends what this host has still to send to the others, before it stops. In process,
+    /// nothing.
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
+
     /// Why the other hosts cannot be reached now, if they cannot (a lost connection to the
     /// cluster); the host is not ready meanwhile. In process, never.
     fn unreachable(&self) -> Option<String> {

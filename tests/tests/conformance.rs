@@ -579,6 +579,23 @@ async fn a_forged_await_mark_notes_nothing() {
     assert_eq!(nats_b.awaited(), 0);
 }
 
+/// Proves a host that leaves the cluster (as it does first when it shuts down) takes no new
+/// signals for its services at once, while answers to its own callers still reach it: once
+/// B has left, A's request for `echo`, which only B runs, is 404 (no responders, so nothing
+/// is given to a host about to stop), and B's request for `mirror` on A is still answered.
+#[tokio::test]
+async fn a_host_that_leaves_takes_nothing_new_but_its_answers() {
+    let (a, b, _server) = over_nats(&[], &["echo"]).await;
+    a.deploy("mirror", guest("echo"), None).await.unwrap();
+    let answer = switchboard_tests::call(&a, "echo", "Ping", json!({"n": 1})).await;
+    assert_eq!(answer.unwrap(), json!({"n": 1}));
+    b.router().leave_cluster().await;
+    let gone = a.call("echo", "Ping", json(json!({})), WAIT).await;
+    assert_eq!(gone.unwrap_err().code, 404);
+    let answer = switchboard_tests::call(&b, "mirror", "Ping", json!({"n": 2})).await;
+    assert_eq!(answer.unwrap(), json!({"n": 2}));
+}
+
 /// Proves a guest's `emit` says how many handlers subscribe across the hosts, not on its
 /// own alone: `deferred` on A announces `UserRegistered`, which `audit` on B subscribes to.
 /// Before, the count came from A's table: 0.

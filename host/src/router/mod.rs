@@ -225,6 +225,18 @@ impl Router {
         self.transport.unreachable()
     }
 
+    /// Stops taking new signals for this host's services from the other hosts (see
+    /// [`Transport::leave`]).
+    pub async fn leave_cluster(&self) {
+        self.transport.leave().await;
+    }
+
+    /// Sends what this host has still to send to the other hosts (see
+    /// [`Transport::close`]).
+    pub async fn close_transport(&self) {
+        self.transport.close().await;
+    }
+
     /// Waits until the other hosts can reach every route this host serves.
     pub async fn transport_ready(&self) {
         self.transport.ready().await;
