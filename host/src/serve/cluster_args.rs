@@ -101,9 +101,11 @@ impl ClusterArgs {
                 (self.nats_creds.is_some(), "--nats-creds"),
                 (self.nats_nkey.is_some(), "--nats-nkey"),
                 (self.nats_user.is_some(), "--nats-user"),
+                (self.nats_password.is_some(), "--nats-password"),
                 (self.nats_token.is_some(), "--nats-token"),
                 (self.nats_tls_ca.is_some(), "--nats-tls-ca"),
                 (self.nats_tls_cert.is_some(), "--nats-tls-cert"),
+                (self.nats_tls_key.is_some(), "--nats-tls-key"),
             ];
             if let Some((_, flag)) = cluster_only.iter().find(|(given, _)| *given) {
                 bail!("{flag} is a cluster setting: give --nats URL too, or leave it out");
@@ -190,6 +192,12 @@ mod tests {
             error.contains("--cluster-name") && error.contains("--nats"),
             "{error}"
         );
+        let key_alone = ClusterArgs {
+            nats_tls_key: Some("key.pem".into()),
+            ..ClusterArgs::default()
+        };
+        let error = key_alone.options().unwrap_err().to_string();
+        assert!(error.contains("--nats-tls-key"), "{error}");
         let half = ClusterArgs {
             nats_user: Some("u".into()),
             ..args(&["nats://x:4222"])
