@@ -2,11 +2,12 @@
 //! loopback port with JetStream in a temporary directory, stopped when dropped; and hosts
 //! joined through it.
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use switchboard::db::Db;
 use switchboard::nats::{Nats, NatsOptions};
@@ -22,21 +23,34 @@ pub struct NatsServer {
     store: TempDir,
 }
 
-/// Starts `nats-server` on `port` with JetStream in `store`, and waits until it listens.
-fn spawn(port: u16, store: &TempDir) -> Child {
-    let child = Command::new(binary())
+/// Starts `nats-server` on `port` with JetStream in `store`, and waits until it says it is
+/// ready; `None` if it exits first (the port was taken: another server's readiness must
+/// never pass for its own).
+fn spawn(port: u16, store: &TempDir) -> Option<Child> {
+    let mut child = Command::new(binary())
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(store.path())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("starting nats-server");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server never listened");
-        std::thread::sleep(Duration::from_millis(20));
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (ready, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("Server is ready") {
+                let _ = ready.send(());
+            }
+        }
+    });
+    match said.recv_timeout(Duration::from_secs(10)) {
+        Ok(()) => Some(child),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        }
     }
-    child
 }
 
 /// The `nats-server` binary the test set-up installs.
@@ -50,19 +64,30 @@ pub fn binary() -> PathBuf {
     path
 }
 
+/// A port free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 impl NatsServer {
-    /// Starts a server and waits until it takes connections.
+    /// Starts a server and waits until it takes connections. A port another test took in
+    /// the meantime makes it try another.
     pub fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
         let store = TempDir::new("nats");
-        Self {
-            child: spawn(port, &store),
-            url: format!("nats://127.0.0.1:{port}"),
-            store,
+        for _ in 0..5 {
+            let port = free_port();
+            if let Some(child) = spawn(port, &store) {
+                return Self {
+                    child,
+                    url: format!("nats://127.0.0.1:{port}"),
+                    store,
+                };
+            }
         }
+        panic!("nats-server did not start on any of 5 free ports");
     }
 
     /// Kills the server (SIGKILL).
@@ -74,7 +99,7 @@ impl NatsServer {
     /// Starts the server again on its port and store, once killed.
     pub fn start_again(&mut self) {
         let port = self.url.rsplit(':').next().unwrap().parse().unwrap();
-        self.child = spawn(port, &self.store);
+        self.child = spawn(port, &self.store).expect("nats-server starting again on its port");
     }
 
     /// How host `host_id` of cluster `test` joins this server.
@@ -106,5 +131,22 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves a server that cannot take its port is not mistaken for the one that has it:
+    /// starting a second server on a running one's port gives nothing, and the first still
+    /// takes connections.
+    #[test]
+    fn a_taken_port_is_not_mistaken_for_a_started_server() {
+        let first = NatsServer::start();
+        let port: u16 = first.url.rsplit(':').next().unwrap().parse().unwrap();
+        let store = TempDir::new("nats-second");
+        assert!(spawn(port, &store).is_none());
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     }
 }
