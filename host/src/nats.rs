@@ -304,6 +304,10 @@ impl Nats {
         if Address::kind_of(to) != Kind::Inbox {
             return Err(signal);
         }
+        let noted = |awaited: &Awaited| matches!(awaited.callers.get(reply_to), Some((_, caller, _)) if caller == to);
+        if !noted(&self.lock_awaited()) {
+            return Err(signal);
+        }
         // What cannot go now goes the usual way, which says why (unreachable, too large).
         let Ok(payload) = serde_json::to_vec(&signal) else {
             return Err(signal);
@@ -315,9 +319,8 @@ impl Nats {
         }
         let reply = {
             let mut awaited = self.lock_awaited();
-            match awaited.callers.get(reply_to) {
-                Some((_, caller, _)) if caller == to => {}
-                _ => return Err(signal),
+            if !noted(&awaited) {
+                return Err(signal);
             }
             let Some((reply, ..)) = awaited.callers.remove(reply_to) else {
                 return Err(signal);
