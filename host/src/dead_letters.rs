@@ -40,6 +40,9 @@ pub enum DeadReason {
     Lost,
     /// The other hosts of the cluster could not be reached.
     Unreachable,
+    /// A broadcast's copy was offered as many times as the cluster offers one, never
+    /// handled to the end (its handling may be what stops the hosts that take it).
+    Undeliverable,
 }
 
 impl DeadReason {
@@ -52,6 +55,7 @@ impl DeadReason {
             Self::ClientGone => "client_gone",
             Self::Lost => "lost",
             Self::Unreachable => "unreachable",
+            Self::Undeliverable => "undeliverable",
         }
     }
 }

@@ -124,6 +124,8 @@ pub struct Metrics {
     pub replies_dropped: Family<ReasonLabels, Counter>,
     /// Signals from other hosts refused before delivery, by reason.
     pub foreign_refused: Family<ReasonLabels, Counter>,
+    /// What the cluster's transport did that an operator watches for, by what.
+    pub cluster: Family<ReasonLabels, Counter>,
     pub callbacks_refused: Family<HandlerLabels, Counter>,
     pub compilations: Gauge,
     /// Bytes of signals waiting in every mailbox.
@@ -198,6 +200,7 @@ impl Default for Metrics {
             pending_requests: Gauge::default(),
             late_replies: Counter::default(),
             foreign_refused: Family::default(),
+            cluster: Family::default(),
             accepted: accepted.clone(),
             accepted_by_kind: KINDS.map(|kind| {
                 accepted
@@ -334,6 +337,11 @@ impl Default for Metrics {
             "foreign_refused",
             "Signals from other hosts refused before delivery: too_large (over this host's largest signal), undecodable (not a signal)",
             metrics.foreign_refused.clone(),
+        );
+        registry.register(
+            "cluster_events",
+            "What the cluster's transport did, by reason: publish_retry (a stream publish retried with the same message id after a timeout), no_space (a publish the cluster's stream refused for space), max_deliver (a broadcast's copy offered too many times, kept as a dead letter)",
+            metrics.cluster.clone(),
         );
         registry.register(
             "callbacks_refused",

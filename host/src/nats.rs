@@ -9,18 +9,24 @@
 //! - an answer to a caller on another host, as a core request to that host's `inbox.<host>`;
 //! - a signal to a user's connections, as a core request to `user.<id>`, which every host
 //!   holding one of its connections subscribes to (no queue group); the first host to answer
-//!   gives the outcome.
+//!   gives the outcome;
+//! - events and data changes, through a JetStream stream with one durable consumer per
+//!   subscribed handler (`nats/broadcasts.rs`): each handled once per subscribed handler across
+//!   the cluster, acknowledged once its turn is over.
 //!
-//! Events, data changes and agents stay on the host they start on until the parts of the
-//! cluster that carry them land (JetStream streams and consumers, partitioned agents);
-//! presence is still each host's own. Every name in a subject is encoded ([`subject_token`]), so no name can add or
-//! widen a token.
+//! Agents stay on the host they start on until the part of the cluster that carries them
+//! lands (partitioned agents); presence is still each host's own. Every name in a subject is
+//! encoded ([`subject_token`]), so no name can add or widen a token.
 
 // An undelivered signal is handed back by value on the rare failure path, as the
 // `Transport` interface does.
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashMap;
+mod broadcasts;
+
+pub use broadcasts::{Backlog, StreamSettings};
+
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -36,7 +42,10 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::address::{Address, Kind, subject_token};
 use crate::signal::{Body, REPLY_VIA_HEADER, Signal};
-use crate::transport::{Accepted, Inbound, Publish, Reason, Route, Transport, Undelivered};
+use crate::transport::{
+    Accepted, Inbound, Publish, Reason, Route, Subscriptions, Transport, Undelivered,
+};
+use broadcasts::Broadcasts;
 
 /// How long a sender waits for the host that took a signal to say what became of it (it
 /// only offers the signal to a mailbox); past it the signal is [`Reason::Lost`].
@@ -87,6 +96,8 @@ pub struct NatsOptions {
     pub tls_ca: Option<PathBuf>,
     /// A client certificate and its key (PEM), for servers that verify clients.
     pub tls_cert: Option<(PathBuf, PathBuf)>,
+    /// How the cluster's streams are bounded and paced.
+    pub streams: StreamSettings,
 }
 
 /// Why this host could not join NATS.
@@ -106,6 +117,8 @@ pub enum NatsError {
         servers: String,
         source: async_nats::ConnectError,
     },
+    #[error("JetStream: {0}")]
+    JetStream(String),
     #[error("subscribing to {subject}: {source}")]
     Subscribe {
         subject: String,
@@ -131,6 +144,8 @@ pub struct Nats {
     subscribing: Arc<Pending>,
     /// Awaited messages taken here, whose answers are the responses their callers wait on.
     awaited: Mutex<Awaited>,
+    /// Events and data changes: the cluster's stream of them and this host's consumers.
+    broadcasts: Broadcasts,
     runtime: tokio::runtime::Handle,
     me: Weak<Nats>,
 }
@@ -200,6 +215,13 @@ impl Nats {
                 servers: servers.clone(),
                 source,
             })?;
+        let broadcasts = Broadcasts::open(
+            &client,
+            cluster,
+            &format!("sb.{cluster}."),
+            options.streams.clone(),
+        )
+        .await?;
         let nats = Arc::new_cyclic(|me| Self {
             client,
             prefix: format!("sb.{cluster}."),
@@ -212,6 +234,7 @@ impl Nats {
                 callers: HashMap::new(),
                 swept: Instant::now(),
             }),
+            broadcasts,
             runtime: tokio::runtime::Handle::current(),
             me: me.clone(),
         });
@@ -229,9 +252,25 @@ impl Nats {
         let (stay, leave) = oneshot::channel();
         tokio::spawn(take(Arc::downgrade(&nats), subscriber, false, leave));
         nats.lock().insert(inbox.clone(), stay);
+        let announcements = nats.broadcasts.announcements();
+        let heard = nats
+            .client
+            .subscribe(announcements.clone())
+            .await
+            .map_err(|source| NatsError::Subscribe {
+                subject: announcements,
+                source,
+            })?;
+        tokio::spawn(hear(Arc::downgrade(&nats), heard));
         // The subscription is on the server before a caller can await an answer there.
         on_the_server(&nats.client).await;
+        nats.broadcasts.relist().await;
         Ok(nats)
+    }
+
+    /// The subscribing handlers of the cluster this host knows of, and what each takes.
+    pub fn subscribers_known(&self) -> BTreeMap<String, Subscriptions> {
+        self.broadcasts.known()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Subscribing>>> {
@@ -364,10 +403,77 @@ impl Nats {
         }
     }
 
+    /// A signal to send to the cluster, encoded; refused at once while NATS is away, or if
+    /// it does not encode.
+    fn encode_to_send(&self, signal: Signal) -> Result<(Signal, Bytes), Publish> {
+        if self.client.connection_state() != State::Connected {
+            return Err(Publish::Now(Err(Undelivered::new(
+                signal,
+                Reason::Unreachable,
+            ))));
+        }
+        match serde_json::to_vec(&signal) {
+            Ok(payload) => Ok((signal, Bytes::from(payload))),
+            Err(error) => {
+                tracing::error!(%error, "a signal did not encode");
+                Err(Publish::Now(Err(Undelivered::new(
+                    signal,
+                    Reason::NotAccepted,
+                ))))
+            }
+        }
+    }
+
+    /// Publishes an event or data change to the cluster's stream.
+    fn publish_to_stream(&self, signal: Signal) -> Publish {
+        let (signal, payload) = match self.encode_to_send(signal) {
+            Ok(encoded) => encoded,
+            Err(refused) => return refused,
+        };
+        let route = Route::of(&signal);
+        let subject = self.subject(&route);
+        let subscribers = self.broadcasts.subscribers(&route);
+        let id = signal.envelope.id.clone();
+        let (promise, later) = Publish::later(&signal);
+        let me = self.me.clone();
+        self.runtime.spawn(async move {
+            let Some(nats) = me.upgrade() else {
+                return promise.keep(Err(Reason::ShuttingDown));
+            };
+            let outcome = nats
+                .publish_broadcast(subject, &id, payload, subscribers)
+                .await;
+            promise.keep(outcome);
+        });
+        later
+    }
+
     fn deliver_here(&self, signal: Signal) -> Result<Accepted, Undelivered> {
         match self.local.get().and_then(Weak::upgrade) {
             Some(local) => local.deliver_here(signal),
             None => Err(Undelivered::shutting_down(signal)),
+        }
+    }
+}
+
+/// Takes what hosts announce of their handlers' subscriptions, and lists them again from the
+/// stream every few seconds, until the transport is dropped.
+async fn hear(nats: Weak<Nats>, mut heard: async_nats::Subscriber) {
+    let mut relist = tokio::time::interval(broadcasts::RELIST);
+    relist.tick().await;
+    loop {
+        tokio::select! {
+            message = heard.next() => {
+                let Some(message) = message else { return };
+                let Some(nats) = nats.upgrade() else { return };
+                if let Some((handler, subscriptions)) = nats.broadcasts.heard(&message.payload) {
+                    nats.start_pulling(&handler, &subscriptions);
+                }
+            }
+            _ = relist.tick() => {
+                let Some(nats) = nats.upgrade() else { return };
+                nats.broadcasts.relist().await;
+            }
         }
     }
 }
@@ -515,6 +621,9 @@ impl Transport for Nats {
             Ok(()) => return Publish::Now(Ok(Accepted::ONE)),
             Err(signal) => signal,
         };
+        if matches!(signal.body, Body::Event { .. } | Body::DataChange { .. }) {
+            return self.publish_to_stream(signal);
+        }
         let subject = match reply_via(&signal) {
             Some(inbox) => Some(self.subject(&Route::Address(inbox))),
             None => self.carried(&Route::of(&signal)),
@@ -522,15 +631,9 @@ impl Transport for Nats {
         let Some(subject) = subject else {
             return Publish::Now(self.deliver_here(signal));
         };
-        if self.client.connection_state() != State::Connected {
-            return Publish::Now(Err(Undelivered::new(signal, Reason::Unreachable)));
-        }
-        let payload = match serde_json::to_vec(&signal) {
-            Ok(payload) => Bytes::from(payload),
-            Err(error) => {
-                tracing::error!(%error, "a signal did not encode");
-                return Publish::Now(Err(Undelivered::new(signal, Reason::NotAccepted)));
-            }
+        let (signal, payload) = match self.encode_to_send(signal) {
+            Ok(encoded) => encoded,
+            Err(refused) => return refused,
         };
         let (promise, later) = Publish::later(&signal);
         let client = self.client.clone();
@@ -580,6 +683,21 @@ impl Transport for Nats {
             promise.keep(outcome);
         });
         later
+    }
+
+    fn subscribe(&self, handler: &str, subscriptions: &Subscriptions) {
+        self.start_pulling(handler, subscriptions);
+    }
+
+    fn unsubscribe(&self, handler: &str) {
+        self.stop_pulling(handler);
+    }
+
+    fn subscribers(&self, route: Route<'_>) -> Option<u32> {
+        match route {
+            Route::Event(_) | Route::DataChange(_) => Some(self.broadcasts.subscribers(&route)),
+            Route::Address(_) => None,
+        }
     }
 
     fn serve(&self, route: Route<'_>) {
@@ -643,6 +761,7 @@ impl Transport for Nats {
             for stay in leaving {
                 let _ = stay.send(Subscribing::start(&self.leaving));
             }
+            self.stop_all_pulls();
             self.leaving.settled().await;
             on_the_server(&self.client).await;
         })
@@ -650,6 +769,9 @@ impl Transport for Nats {
 
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async {
+            // Copies handled in the drain are acknowledged before the host goes; the rest
+            // are offered to another host after their ack wait.
+            self.confirmed(OUTCOME_WAIT).await;
             if let Err(error) = self.client.flush().await {
                 tracing::warn!(%error, "signals for other hosts may not have left before the host stopped");
             }
@@ -668,7 +790,11 @@ impl Transport for Nats {
     }
 
     fn ready(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(self.subscribing.settled())
+        Box::pin(async {
+            self.subscribing.settled().await;
+            // What the other hosts subscribed before, as of now.
+            self.broadcasts.relist().await;
+        })
     }
 }
 

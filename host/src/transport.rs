@@ -11,6 +11,7 @@
 // sender can be answered; boxing it would only add an allocation there.
 #![allow(clippy::result_large_err)]
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{OnceLock, Weak};
@@ -55,6 +56,9 @@ pub enum Reason {
     /// The signal is larger than the cluster carries (NATS's `max_payload`) or than the
     /// host serving its route takes.
     TooLarge,
+    /// The cluster's stream has no room to keep the signal now (its byte or message bound):
+    /// it was not accepted.
+    NoSpace,
 }
 
 impl Reason {
@@ -69,6 +73,7 @@ impl Reason {
             Self::Lost,
             Self::Unreachable,
             Self::TooLarge,
+            Self::NoSpace,
         ]
         .into_iter()
         .find(|reason| reason.as_str() == label)
@@ -85,6 +90,7 @@ impl Reason {
             Self::Lost => "lost",
             Self::Unreachable => "unreachable",
             Self::TooLarge => "too_large",
+            Self::NoSpace => "no_space",
         }
     }
 }
@@ -264,6 +270,11 @@ impl Undelivered {
                 format!("the message to `{to}` is larger than the host serving it takes, or than its cluster carries (NATS max_payload)"),
             )
             .with_help("send less, or ask the operator to raise max_payload on the NATS servers and the hosts' largest signal alike"),
+            Reason::NoSpace => Failure::new(
+                code::OVERLOADED,
+                format!("the {} was not accepted: the cluster's stream has no room for it now", self.signal.kind()),
+            )
+            .with_help("retry later, once handlers have caught up; the operator can raise the stream's limits"),
         }
     }
 
@@ -294,6 +305,73 @@ pub trait Inbound: Send + Sync + 'static {
 
     /// How many handlers of this host subscribe to a broadcast route (0 for an address).
     fn subscribers(&self, route: Route<'_>) -> u32;
+
+    /// Delivers one copy of a broadcast from another host (or this one), as it came over the
+    /// network, to handler `handler` alone: for a transport that gives each subscribed
+    /// handler its copy from a stream. Checked like [`Inbound::deliver_encoded`]. A copy its
+    /// mailbox refuses is kept as a dead letter here (or, with no room for it, refused and
+    /// counted), as a broadcast's copy is. Once a delivered copy has been handled (its turn
+    /// over, its outputs handed on), `handled` is told; dropped untold, the copy was not
+    /// handled here (the host stopped first), and the stream may offer it again.
+    fn deliver_copy(
+        &self,
+        handler: &str,
+        bytes: &[u8],
+        handled: Handled,
+    ) -> Result<Accepted, Reason>;
+
+    /// Keeps a copy of a broadcast for `handler` as a dead letter without handling it: one
+    /// offered too many times (its turn may be what kills the hosts that take it).
+    /// `Ok(false)` when the dead-letter store has no room for it (counted).
+    fn keep_copy(&self, handler: &str, bytes: &[u8]) -> Result<bool, Reason>;
+
+    /// Counts something the transport did that an operator watches for (`publish_retry`,
+    /// `no_space`, `max_deliver`).
+    fn count(&self, what: &'static str);
+}
+
+/// A handler's subscriptions: what a transport that carries broadcasts between hosts needs
+/// to give the handler its copies.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Subscriptions {
+    /// Event types.
+    pub events: BTreeSet<String>,
+    /// Object types whose data changes it takes.
+    pub changes: BTreeSet<String>,
+}
+
+impl Subscriptions {
+    /// Whether it takes signals of `route`.
+    pub fn takes(&self, route: &Route<'_>) -> bool {
+        match route {
+            Route::Event(event_type) => self.events.contains(*event_type),
+            Route::DataChange(object_type) => self.changes.contains(*object_type),
+            Route::Address(_) => false,
+        }
+    }
+
+    /// Whether it takes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.changes.is_empty()
+    }
+}
+
+/// Told once a copy given with [`Inbound::deliver_copy`] has been handled; dropped untold
+/// when it was not.
+#[derive(Debug)]
+pub struct Handled(oneshot::Sender<()>);
+
+impl Handled {
+    /// A token, and what hears of it: `Ok(())` once handled, an error if dropped untold.
+    pub fn new() -> (Self, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (Self(tx), rx)
+    }
+
+    /// Says the copy has been handled.
+    pub fn done(self) {
+        let _ = self.0.send(());
+    }
 }
 
 /// The outcome of a publish: known at once, or later.
@@ -415,6 +493,21 @@ pub trait Transport: Send + Sync + 'static {
     /// This host no longer serves `route` (see [`Transport::serve`]).
     fn unserve(&self, route: Route<'_>) {
         let _ = route;
+    }
+
+    /// Handler `handler` of this host subscribes to `subscriptions` (it is new, or they
+    /// changed). A transport that carries each subscribed handler's copies of broadcasts
+    /// separately starts giving them to it here ([`Inbound::deliver_copy`]); one such copy
+    /// goes to one host among those running the handler. Called like [`Transport::serve`],
+    /// under the table lock: it must not block. In process, broadcasts are delivered to
+    /// every subscriber here, so the default does nothing.
+    fn subscribe(&self, handler: &str, subscriptions: &Subscriptions) {
+        let _ = (handler, subscriptions);
+    }
+
+    /// Handler `handler` was removed from this host, or subscribes to nothing now.
+    fn unsubscribe(&self, handler: &str) {
+        let _ = handler;
     }
 
     /// This host's inbox (`inbox:<host>`), when an answer may be produced on another host:

@@ -119,9 +119,16 @@ impl NatsServer {
 
     /// [`NatsServer::host`], with its transport.
     pub async fn joined(&self, config: HostConfig, host_id: &str) -> (Host, Arc<Nats>) {
-        let nats = Nats::connect(&self.options(host_id))
-            .await
-            .expect("joining NATS");
+        self.joined_with(config, &self.options(host_id)).await
+    }
+
+    /// [`NatsServer::joined`], joining with `options`.
+    pub async fn joined_with(
+        &self,
+        config: HostConfig,
+        options: &NatsOptions,
+    ) -> (Host, Arc<Nats>) {
+        let nats = Nats::connect(options).await.expect("joining NATS");
         let backends = Backends::new(nats.clone(), Db::in_memory().unwrap());
         (Host::open(config, backends).expect("starting a host"), nats)
     }

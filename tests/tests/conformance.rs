@@ -13,10 +13,10 @@ use futures_util::StreamExt;
 use serde_json::json;
 use switchboard::clock::Clock;
 use switchboard::db::Db;
+use switchboard::nats::Nats;
 use switchboard::router::{AnswerRefused, Answers, Open, OpenMessages};
 use switchboard::signal::Body;
 use switchboard::signal::code;
-use switchboard::transport::Accepted;
 use switchboard::transport::Reason;
 use switchboard::{Backends, Host, HostConfig, Limits};
 use switchboard_tests::nats::NatsServer;
@@ -48,27 +48,29 @@ macro_rules! on_both {
 }
 
 /// [`on_both!`], and on two hosts joined through a `nats-server` of the test's own: for the
-/// cases whose traffic the NATS transport carries so far (services, answers and pushes to
-/// users; events and agents stay on their host until later parts of the cluster).
+/// cases whose traffic the NATS transport carries so far (services, answers, pushes to
+/// users, events; agents stay on their host until a later part of the cluster).
 macro_rules! on_all {
     ($case:ident, $a:expr, $b:expr) => {
+        on_all!($case, $a, $b, switchboard_tests::config());
+    };
+    ($case:ident, $a:expr, $b:expr, $config:expr) => {
         mod $case {
             #[tokio::test]
             async fn in_process() {
-                let (a, b) = super::one_host(switchboard_tests::config(), $a, $b).await;
+                let (a, b) = super::one_host($config, $a, $b).await;
                 super::$case(a, b).await;
             }
 
             #[tokio::test]
             async fn two_hosts() {
-                let config = switchboard_tests::config;
-                let (a, b) = super::hosts_with(config(), config(), $a, $b).await;
+                let (a, b) = super::hosts_with($config, $config, $a, $b).await;
                 super::$case(a, b).await;
             }
 
             #[tokio::test]
             async fn over_nats() {
-                let (a, b, _server) = super::over_nats($a, $b).await;
+                let (a, b, _server) = super::over_nats_with($config, $a, $b).await;
                 super::$case(a, b).await;
             }
         }
@@ -84,9 +86,15 @@ async fn over_nats(a: &[&str], b: &[&str]) -> (Host, Host, NatsServer) {
 /// [`over_nats`] with both hosts' settings.
 async fn over_nats_with(config: HostConfig, a: &[&str], b: &[&str]) -> (Host, Host, NatsServer) {
     let server = NatsServer::start();
-    let host_a = server.host(config.clone(), "a").await;
-    let host_b = server.host(config, "b").await;
+    let (host_a, nats_a) = server.joined(config.clone(), "a").await;
+    let (host_b, nats_b) = server.joined(config, "b").await;
     deploy_each(&host_a, a, &host_b, b).await;
+    // Each host learns of the other's subscribers within milliseconds of their deploy; the
+    // cases start once both know the same.
+    until("both hosts know every subscriber", || async {
+        nats_a.subscribers_known() == nats_b.subscribers_known()
+    })
+    .await;
     (host_a, host_b, server)
 }
 
@@ -596,6 +604,103 @@ async fn a_host_that_leaves_takes_nothing_new_but_its_answers() {
     assert_eq!(answer.unwrap(), json!({"n": 2}));
 }
 
+/// Events `handler` on `host` has handled without error.
+fn events_handled(host: &Host, handler: &str) -> u64 {
+    let line =
+        format!(r#"switchboard_signals_total{{handler="{handler}",kind="EVENT",outcome="ok"}}"#);
+    switchboard_tests::metric(host, &line) as u64
+}
+
+/// Whether the stream holds nothing for `handler` that no host has taken or acknowledged.
+async fn settled(nats: &Nats, handler: &str) -> bool {
+    let backlog = nats.backlog(handler).await;
+    backlog.is_some_and(|b| b.pending == 0 && b.unacknowledged == 0)
+}
+
+/// Proves each event is handled once per subscribed handler across the cluster, not once
+/// per host: `audit` runs on A and B, `audit2` (the same module under another name) on A
+/// alone; of 20 `UserRegistered` emitted on A and B by turns, each counted for both
+/// handlers, `audit` handles 20 between its two hosts and `audit2` 20, read once the stream
+/// holds nothing pending or unacknowledged for either. Events kept on their host would give
+/// `audit2` 10; copies for every host running `audit`, 40 for it.
+#[tokio::test]
+async fn each_event_is_handled_once_per_subscribed_handler_over_nats() {
+    let server = NatsServer::start();
+    let (a, nats_a) = server.joined(switchboard_tests::config(), "a").await;
+    let (b, nats_b) = server.joined(switchboard_tests::config(), "b").await;
+    b.deploy("audit", guest("audit"), None).await.unwrap();
+    a.deploy("audit", guest("audit"), None).await.unwrap();
+    a.deploy("audit2", guest("audit"), None).await.unwrap();
+    until("both hosts know every subscriber", || async {
+        nats_a.subscribers_known() == nats_b.subscribers_known()
+    })
+    .await;
+    for n in 0..20 {
+        let host = if n % 2 == 0 { &a } else { &b };
+        let payload = json(json!({ "user_id": format!("u{n}") }));
+        let accepted = host.emit("UserRegistered", payload).await.unwrap();
+        assert_eq!(accepted.delivered, 2, "{accepted:?}");
+    }
+    let audit = || events_handled(&a, "audit") + events_handled(&b, "audit");
+    until("every copy handled and acknowledged", || async {
+        settled(&nats_a, "audit").await
+            && settled(&nats_a, "audit2").await
+            && audit() >= 20
+            && events_handled(&a, "audit2") >= 20
+    })
+    .await;
+    assert_eq!(audit(), 20);
+    assert_eq!(events_handled(&a, "audit2"), 20);
+}
+
+/// Proves a turn that runs longer than the stream's ack wait is not offered again while it
+/// runs: the host says it is still at work. `chaos` runs on A and B (3 s of CPU time, more
+/// than the 1 s ack wait); one `Stall` spins to its limit and is handled once in all. Without
+/// the in-progress acknowledgements the other host would start it again after 1 s.
+#[tokio::test]
+async fn a_long_turn_is_not_offered_again_while_it_runs() {
+    let server = NatsServer::start();
+    let join = |id: &str| {
+        let mut options = server.options(id);
+        options.streams.ack_wait = Duration::from_secs(1);
+        options
+    };
+    let (a, nats_a) = server
+        .joined_with(switchboard_tests::config(), &join("a"))
+        .await;
+    let (b, _nats_b) = server
+        .joined_with(switchboard_tests::config(), &join("b"))
+        .await;
+    let slow = Limits {
+        cpu_time: Duration::from_secs(3),
+        ..Limits::default()
+    };
+    for host in [&a, &b] {
+        host.deploy("chaos", guest("chaos"), Some(slow))
+            .await
+            .unwrap();
+    }
+    a.emit("Stall", json(json!({}))).await.unwrap();
+    let handled = |host: &Host| {
+        host.handlers()
+            .into_iter()
+            .find(|h| h.name == "chaos")
+            .map_or(0, |h| h.handled)
+    };
+    let limited = |host: &Host| {
+        let line = r#"switchboard_signals_total{handler="chaos",kind="EVENT",outcome="limit"}"#;
+        switchboard_tests::metric(host, line) as u64
+    };
+    until(
+        "the stall ran to its limit and was acknowledged",
+        || async { limited(&a) + limited(&b) >= 1 && settled(&nats_a, "chaos").await },
+    )
+    .await;
+    assert_eq!(handled(&a) + handled(&b), 1);
+    let backlog = nats_a.backlog("chaos").await.unwrap();
+    assert_eq!(backlog.redelivered, 0, "{backlog:?}");
+}
+
 /// Proves a guest's `emit` says how many handlers subscribe across the hosts, not on its
 /// own alone: `deferred` on A announces `UserRegistered`, which `audit` on B subscribes to.
 /// Before, the count came from A's table: 0.
@@ -765,9 +870,10 @@ async fn a_message_past_its_deadline_takes_no_later_answer(a: Host, b: Host) {
 
 /// Proves a broadcast's copy that a full mailbox refuses is kept as a dead letter, on the
 /// host of the handler that refused it: `chaos` on B (one signal at a time, a mailbox of
-/// one) stalls on its first `Stall`; of three more emitted on A, every one is taken or kept
-/// (delivered + dead-lettered = 3, at least one kept), and B's store holds each kept copy,
-/// for `chaos`.
+/// one) stalls on its first `Stall`; of three more emitted on A, every one is handled or
+/// kept on B (handled + kept = 4, at least one kept), and B's store holds each kept copy,
+/// for `chaos`. (The emitter is not told of the keeping: over NATS, a stream takes the
+/// event, and B refuses its copy later.)
 async fn a_refused_copy_is_a_dead_letter_where_it_was_refused(a: Host, b: Host) {
     let small = Limits {
         cpu_time: Duration::from_secs(1),
@@ -779,17 +885,25 @@ async fn a_refused_copy_is_a_dead_letter_where_it_was_refused(a: Host, b: Host) 
         .await
         .unwrap();
     let first = a.emit("Stall", json(json!({}))).await.unwrap();
-    assert_eq!(first.delivered, 1, "{first:?}");
-    let mut taken = Accepted::default();
+    assert_eq!(first.total(), 1, "{first:?}");
+    let handled = || {
+        b.handlers()
+            .into_iter()
+            .find(|h| h.name == "chaos")
+            .map_or(0, |h| h.handled as usize)
+    };
+    until("chaos stalls on the first", || async { handled() == 1 }).await;
     for _ in 0..3 {
         let accepted = a.emit("Stall", json(json!({}))).await.unwrap();
-        taken.delivered += accepted.delivered;
-        taken.dead_lettered += accepted.dead_lettered;
+        assert_eq!(accepted.total(), 1, "{accepted:?}");
     }
-    assert_eq!(taken.total(), 3, "{taken:?}");
-    assert!(taken.dead_lettered >= 1, "{taken:?}");
-    let kept = b.router().dead_letters().list(None, 0, 100).unwrap();
-    assert_eq!(kept.len(), taken.dead_lettered, "{kept:?}");
+    let kept = || b.router().dead_letters().list(None, 0, 100).unwrap();
+    until("every copy was handled or kept", || async {
+        handled() + kept().len() == 4
+    })
+    .await;
+    let kept = kept();
+    assert!(!kept.is_empty(), "the stalled mailbox kept none");
     assert!(
         kept.iter().all(|letter| letter.handler == "chaos"),
         "{kept:?}"
@@ -802,8 +916,9 @@ async fn a_refused_copy_is_a_dead_letter_where_it_was_refused(a: Host, b: Host) 
 /// its 16 emits at depth 4 is refused (508). A host that lost an event's depth on the way
 /// would let the storm run on.
 async fn the_depth_limit_holds_across_hosts(a: Host, b: Host) {
-    a.deploy("storm-a", guest("storm"), None).await.unwrap();
+    // B's first: a host's deploy is ready once it knows the subscribers deployed before.
     b.deploy("storm-b", guest("storm"), None).await.unwrap();
+    a.deploy("storm-a", guest("storm"), None).await.unwrap();
     let accepted = a.emit("Storm", json(json!({}))).await.unwrap();
     assert_eq!(accepted.delivered, 2, "{accepted:?}");
     let handled = |host: &Host, name: &str| {
@@ -838,12 +953,12 @@ on_all!(
     &[],
     &["deferred"]
 );
-on_both!(
+on_all!(
     a_refused_copy_is_a_dead_letter_where_it_was_refused,
     &[],
     &[]
 );
-on_both!(
+on_all!(
     the_depth_limit_holds_across_hosts,
     &[],
     &[],
@@ -859,7 +974,7 @@ on_all!(
 );
 on_all!(a_hosts_request_is_answered_across_hosts, &[], &["echo"]);
 on_all!(routes_are_found_on_either_host_or_refused, &[], &["echo"]);
-on_both!(
+on_all!(
     an_event_reaches_a_subscriber_on_the_other_host,
     &[],
     &["audit"]
@@ -874,7 +989,7 @@ on_all!(
     &["deferred"],
     &[]
 );
-on_both!(
+on_all!(
     an_emit_counts_subscribers_on_every_host,
     &["deferred"],
     &["audit"]

@@ -28,7 +28,7 @@ use crate::address::{Address, Kind};
 use crate::metrics::Metrics;
 use crate::runtime::{HandlerKind, Runtime, Version};
 use crate::signal::{AGENTS_ADDRESS, Body, Signal};
-use crate::transport::{OverBytes, Reason, Undelivered};
+use crate::transport::{Handled, OverBytes, Reason, Undelivered};
 
 /// Counters of one handler, for listings and metrics. A handler keeps them across a move to
 /// a new mailbox.
@@ -94,11 +94,18 @@ impl Slot {
     }
 }
 
+/// A signal in a mailbox, with whom to tell once it has been handled (a broadcast's copy
+/// from a stream, acknowledged then).
+pub(super) struct Queued {
+    pub signal: Signal,
+    pub handled: Option<Handled>,
+}
+
 /// The router's handle on a handler: the slot, and the sending side of its mailbox.
 /// Dropping it closes the mailbox; the workers finish what is queued and stop.
 pub struct Entry {
     pub slot: Arc<Slot>,
-    mailbox: async_channel::Sender<Signal>,
+    mailbox: async_channel::Sender<Queued>,
     workers: u32,
     /// Signals other than replies in the mailbox: at most the handler's mailbox limit. The
     /// channel holds [`CALLBACK_CAP`] more, kept for replies to the handler's own sends.
@@ -113,7 +120,7 @@ pub struct Entry {
     /// The mailbox this one replaced, closed, until its workers have exited.
     predecessor: Option<Box<Entry>>,
     /// For an agent handler: one turn at a time per agent.
-    turns: Option<Arc<Turns>>,
+    turns: Option<Arc<Turns<Queued>>>,
 }
 
 /// Whether a signal may use the room kept for replies.
@@ -253,8 +260,14 @@ impl Entry {
     /// Queues a signal without waiting; a full mailbox refuses it. Replies may use the room
     /// kept for them; everything else only the mailbox's own size. The signal's bytes are
     /// refused past the mailbox's byte bound or the host's budget, unless it is `promised`
-    /// room: a reply to an open callback send of this handler.
-    pub fn offer(&self, signal: Signal, promised: bool) -> Result<(), Refused> {
+    /// room: a reply to an open callback send of this handler. `handled` is told once it has
+    /// been handled (dropped untold if it is refused).
+    pub fn offer(
+        &self,
+        signal: Signal,
+        promised: bool,
+        handled: Option<Handled>,
+    ) -> Result<(), Refused> {
         let counted = !is_reply(&signal);
         if counted && self.others.fetch_add(1, Ordering::AcqRel) >= self.limit {
             self.others.fetch_sub(1, Ordering::AcqRel);
@@ -270,13 +283,16 @@ impl Entry {
         // Counted from here until a worker is done with it, so a drain never misses it.
         let in_flight = &self.slot.counters.in_flight;
         in_flight.fetch_add(1, Ordering::AcqRel);
-        let queue = |signal| self.mailbox.try_send(signal);
-        let queued = match (&self.turns, agent_of(&signal)) {
-            (Some(turns), Some(agent)) => {
-                let agent = agent.to_owned();
-                turns.enter(&agent, signal, queue)
-            }
-            _ => queue(signal),
+        let queue = |queued| self.mailbox.try_send(queued);
+        let agent = self
+            .turns
+            .as_ref()
+            .and(agent_of(&signal))
+            .map(str::to_owned);
+        let queued = Queued { signal, handled };
+        let queued = match (&self.turns, agent) {
+            (Some(turns), Some(agent)) => turns.enter(&agent, queued, queue),
+            _ => queue(queued),
         };
         queued.map_err(|e| {
             in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -285,8 +301,8 @@ impl Entry {
                 self.others.fetch_sub(1, Ordering::AcqRel);
             }
             match e {
-                async_channel::TrySendError::Full(s) => Refused::Full(s),
-                async_channel::TrySendError::Closed(s) => Refused::Closed(s),
+                async_channel::TrySendError::Full(q) => Refused::Full(q.signal),
+                async_channel::TrySendError::Closed(q) => Refused::Closed(q.signal),
             }
         })
     }

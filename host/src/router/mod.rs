@@ -50,13 +50,13 @@ use queue_bytes::QueueBudget;
 
 use crate::address::{Address, Kind};
 use crate::clock::Clock;
-use crate::dead_letters::{DeadLetter, DeadLetters, DeadReason};
+use crate::dead_letters::{DeadLetter, DeadLetters, DeadReason, Reservation};
 pub use crate::gateway::{CLIENT_QUEUE, ClientLink};
 use crate::metrics::{Metrics, ReasonLabels, RefusedLabels};
 use crate::runtime::{PoolFull, Runtime};
 use crate::signal::{AGENTS_ADDRESS, Body, Failure, REPLY_VIA_HEADER, Signal, code};
 pub use crate::transport::{Accepted, Reason, Undelivered};
-use crate::transport::{Inbound, Publish, Route, Transport};
+use crate::transport::{Handled, Inbound, Publish, Route, Transport};
 
 /// How long after its deadline this host keeps a message whose caller waits on another host
 /// (by that host's clock): the caller answers 504 at the deadline by its own clock, so
@@ -118,26 +118,56 @@ impl Inbound for Router {
     }
 
     fn deliver_encoded(&self, bytes: &[u8]) -> Result<Accepted, Reason> {
-        let refuse = |reason: Reason, label: &str, error: &dyn std::fmt::Display| {
-            (self.metrics.foreign_refused)
-                .get_or_create(&ReasonLabels {
-                    reason: label.to_owned(),
-                })
-                .inc();
-            if self.may_warn("transport") {
-                tracing::warn!(%error, reason = label, "refused a signal from another host");
-            }
-            Err(reason)
+        self.deliver(self.decode_foreign(bytes)?)
+    }
+
+    fn deliver_copy(
+        &self,
+        handler: &str,
+        bytes: &[u8],
+        handled: Handled,
+    ) -> Result<Accepted, Reason> {
+        let signal = self.decode_broadcast(bytes)?;
+        let table = self.read();
+        let Some(entry) = table.handler_named(handler) else {
+            return Err(Reason::NoRoute);
         };
-        // The envelope adds a little to a signal's own size.
-        let largest = self.max_message_bytes().saturating_add(4096);
-        if bytes.len() > largest {
-            let why = format!("{} bytes, over {largest}", bytes.len());
-            return refuse(Reason::TooLarge, "too_large", &why);
+        match self.offer_copy(entry, signal, Some(handled)) {
+            Copy::Delivered => Ok(Accepted::ONE),
+            Copy::Keep(mut room, reason, copy) => {
+                drop(table);
+                self.keep(&mut room, reason, copy);
+                Ok(Accepted {
+                    dead_lettered: 1,
+                    ..Accepted::default()
+                })
+            }
+            Copy::Refused => Ok(Accepted {
+                refused: 1,
+                ..Accepted::default()
+            }),
         }
-        match serde_json::from_slice::<Signal>(bytes) {
-            Ok(signal) => self.deliver(signal),
-            Err(error) => refuse(Reason::NotAccepted, "undecodable", &error),
+    }
+
+    fn count(&self, what: &'static str) {
+        (self.metrics.cluster)
+            .get_or_create(&ReasonLabels {
+                reason: what.to_owned(),
+            })
+            .inc();
+    }
+
+    fn keep_copy(&self, handler: &str, bytes: &[u8]) -> Result<bool, Reason> {
+        let signal = self.decode_broadcast(bytes)?;
+        match self.dead_letters.reserve(handler) {
+            Some(mut room) => {
+                self.keep(&mut room, DeadReason::Undeliverable, signal);
+                Ok(true)
+            }
+            None => {
+                self.refused_copy(handler, &signal);
+                Ok(false)
+            }
         }
     }
 
@@ -148,6 +178,21 @@ impl Inbound for Router {
     fn subscribers(&self, route: Route<'_>) -> u32 {
         self.local_subscribers(&route)
     }
+}
+
+/// What became of one subscriber's copy of a broadcast.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a refused copy is handed back by value on the rare path, as `Refused` does"
+)]
+enum Copy<'a> {
+    /// Its mailbox took it.
+    Delivered,
+    /// Its mailbox refused it; it is to be kept as a dead letter, in the room reserved.
+    Keep(Reservation<'a>, DeadReason, Signal),
+    /// Its mailbox refused it and its share of the dead-letter store is full: refused at
+    /// the source, counted.
+    Refused,
 }
 
 /// Routes signals between handlers, clients and the transport.
@@ -508,22 +553,10 @@ impl Router {
             let Some(entry) = table.handlers.get(address) else {
                 continue;
             };
-            let (reason, copy) = match entry.offer(signal.clone(), false) {
-                Ok(()) => {
-                    accepted.delivered += 1;
-                    continue;
-                }
-                Err(Refused::Full(copy) | Refused::OverBytes(copy, _)) => {
-                    (DeadReason::MailboxFull, copy)
-                }
-                Err(Refused::Closed(copy)) => (DeadReason::HandlerStopped, copy),
-            };
-            match self.dead_letters.reserve(&entry.slot.name) {
-                Some(room) => refusals.push((room, reason, copy)),
-                None => {
-                    accepted.refused += 1;
-                    self.refused_copy(&entry.slot.name, &copy);
-                }
+            match self.offer_copy(entry, signal.clone(), None) {
+                Copy::Delivered => accepted.delivered += 1,
+                Copy::Keep(room, reason, copy) => refusals.push((room, reason, copy)),
+                Copy::Refused => accepted.refused += 1,
             }
         }
         drop(table);
@@ -532,6 +565,63 @@ impl Router {
             accepted.dead_lettered += 1;
         }
         Ok(accepted)
+    }
+
+    /// Offers one subscriber's copy of a broadcast to its mailbox; a refused copy is to be
+    /// kept, if the subscriber's share of the dead-letter store has room (the caller keeps it
+    /// once it has let go of the table).
+    fn offer_copy(&self, entry: &Entry, copy: Signal, handled: Option<Handled>) -> Copy<'_> {
+        let (reason, copy) = match entry.offer(copy, false, handled) {
+            Ok(()) => return Copy::Delivered,
+            Err(Refused::Full(copy) | Refused::OverBytes(copy, _)) => {
+                (DeadReason::MailboxFull, copy)
+            }
+            Err(Refused::Closed(copy)) => (DeadReason::HandlerStopped, copy),
+        };
+        match self.dead_letters.reserve(&entry.slot.name) {
+            Some(room) => Copy::Keep(room, reason, copy),
+            None => {
+                self.refused_copy(&entry.slot.name, &copy);
+                Copy::Refused
+            }
+        }
+    }
+
+    /// A signal from another host as it came over the network, checked and decoded like any
+    /// input from outside: at most this host's largest signal, well formed. What fails is
+    /// refused ([`Reason::TooLarge`], [`Reason::NotAccepted`]) and counted.
+    fn decode_foreign(&self, bytes: &[u8]) -> Result<Signal, Reason> {
+        // The envelope adds a little to a signal's own size.
+        let largest = self.max_message_bytes().saturating_add(4096);
+        if bytes.len() > largest {
+            let why = format!("{} bytes, over {largest}", bytes.len());
+            return Err(self.refuse_foreign(Reason::TooLarge, "too_large", &why));
+        }
+        serde_json::from_slice::<Signal>(bytes)
+            .map_err(|error| self.refuse_foreign(Reason::NotAccepted, "undecodable", &error))
+    }
+
+    /// [`Router::decode_foreign`], for what must be a broadcast (an event or data change).
+    fn decode_broadcast(&self, bytes: &[u8]) -> Result<Signal, Reason> {
+        let signal = self.decode_foreign(bytes)?;
+        if !matches!(signal.body, Body::Event { .. } | Body::DataChange { .. }) {
+            let why = format!("a {} where a broadcast was expected", signal.kind());
+            return Err(self.refuse_foreign(Reason::NotAccepted, "not_a_broadcast", &why));
+        }
+        Ok(signal)
+    }
+
+    /// Counts (and, rate-limited, logs) a signal from another host refused for `label`.
+    fn refuse_foreign(&self, reason: Reason, label: &str, error: &dyn std::fmt::Display) -> Reason {
+        (self.metrics.foreign_refused)
+            .get_or_create(&ReasonLabels {
+                reason: label.to_owned(),
+            })
+            .inc();
+        if self.may_warn("transport") {
+            tracing::warn!(%error, reason = label, "refused a signal from another host");
+        }
+        reason
     }
 
     /// Offers a dead letter again to the one handler (or client) it was meant for, never to
@@ -641,7 +731,7 @@ impl Router {
             self.answers.open(open);
             id
         });
-        let offered = entry.offer(signal, promised);
+        let offered = entry.offer(signal, promised, None);
         if let (Err(_), Some(id)) = (&offered, &id) {
             let _ = self.answers.claim_any(id);
         }

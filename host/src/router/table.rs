@@ -1,7 +1,7 @@
 //! The routing table: deployed handlers by address, the subscription indexes, and installing
 //! and removing handlers, telling the transport which routes this host serves.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::clients::ClientConnection;
@@ -9,7 +9,7 @@ use super::{Entry, FastMap, InstallError, Router, Slot};
 use crate::address::{Address, Kind};
 use crate::metrics::Metrics;
 use crate::runtime::{HandlerKind, Reservation, Version};
-use crate::transport::Route;
+use crate::transport::{Route, Subscriptions};
 
 #[derive(Default)]
 pub(super) struct Table {
@@ -49,14 +49,46 @@ impl Served {
     }
 }
 
+/// What a table's handlers serve, to tell the transport what changed.
+pub(super) struct ServedNow {
+    routes: BTreeSet<Served>,
+    /// Each subscribing handler's subscriptions, by handler name.
+    subscribers: BTreeMap<String, Subscriptions>,
+}
+
 impl Table {
     /// The routes its handlers serve: their addresses and subscriptions (clients are told
-    /// apart, as they connect).
-    fn served(&self) -> BTreeSet<Served> {
+    /// apart, as they connect), and who subscribes to what.
+    fn served(&self) -> ServedNow {
         let addresses = self.handlers.keys().cloned().map(Served::Address);
         let events = self.events.keys().cloned().map(Served::Event);
         let changes = self.changes.keys().cloned().map(Served::DataChange);
-        addresses.chain(events).chain(changes).collect()
+        let mut subscribers = BTreeMap::new();
+        for entry in self.handlers.values() {
+            let version = entry.slot.current();
+            let subscriptions = Subscriptions {
+                events: version.description.events.iter().cloned().collect(),
+                changes: version.description.data_changes.iter().cloned().collect(),
+            };
+            if !subscriptions.is_empty() {
+                subscribers.insert(entry.slot.name.to_string(), subscriptions);
+            }
+        }
+        ServedNow {
+            routes: addresses.chain(events).chain(changes).collect(),
+            subscribers,
+        }
+    }
+
+    /// The handler deployed under `name`.
+    pub(super) fn handler_named(&self, name: &str) -> Option<&super::Entry> {
+        match self.handlers.get(name) {
+            Some(entry) if &*entry.slot.name == name => Some(entry),
+            _ => self
+                .handlers
+                .values()
+                .find(|entry| &*entry.slot.name == name),
+        }
     }
 
     /// Rebuilds the subscription indexes from the handlers' current descriptions.
@@ -198,14 +230,24 @@ impl Router {
 
     /// Rebuilds the table's indexes after its handlers changed, and tells the transport which
     /// routes this host started and stopped serving since it served `before`.
-    fn reindex(&self, table: &mut Table, before: &BTreeSet<Served>) {
+    fn reindex(&self, table: &mut Table, before: &ServedNow) {
         table.reindex();
         let after = table.served();
-        for gone in before.difference(&after) {
+        for gone in before.routes.difference(&after.routes) {
             self.transport.unserve(gone.route());
         }
-        for new in after.difference(before) {
+        for new in after.routes.difference(&before.routes) {
             self.transport.serve(new.route());
+        }
+        for handler in before.subscribers.keys() {
+            if !after.subscribers.contains_key(handler) {
+                self.transport.unsubscribe(handler);
+            }
+        }
+        for (handler, subscriptions) in &after.subscribers {
+            if before.subscribers.get(handler) != Some(subscriptions) {
+                self.transport.subscribe(handler, subscriptions);
+            }
         }
     }
 

@@ -25,21 +25,29 @@ pub fn agent_of(signal: &Signal) -> Option<&str> {
     (Address::kind_of(to) == Kind::Agent).then_some(to.as_str())
 }
 
-/// The agents of one mailbox with a signal in flight, and the signals waiting behind it.
-#[derive(Default)]
-pub struct Turns {
-    busy: Mutex<FastMap<String, VecDeque<Signal>>>,
+/// The agents of one mailbox with a signal in flight, and the signals (`T`, a signal as
+/// queued) waiting behind it.
+pub struct Turns<T> {
+    busy: Mutex<FastMap<String, VecDeque<T>>>,
 }
 
-impl Turns {
+impl<T> Default for Turns<T> {
+    fn default() -> Self {
+        Self {
+            busy: Mutex::default(),
+        }
+    }
+}
+
+impl<T> Turns<T> {
     /// Offers a signal for `agent`: queued behind the agent's turn in progress (and
     /// `Ok(None)`), or handed to `start` when the agent is idle. If `start` refuses it, the
     /// agent stays idle and the refusal is returned.
     pub fn enter<E>(
         &self,
         agent: &str,
-        signal: Signal,
-        start: impl FnOnce(Signal) -> Result<(), E>,
+        signal: T,
+        start: impl FnOnce(T) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut busy = self.lock();
         if let Some(line) = busy.get_mut(agent) {
@@ -53,7 +61,7 @@ impl Turns {
 
     /// Ends a turn of `agent`: its next signal, for the same worker to handle, or `None`
     /// when it has nothing more (it is idle again).
-    pub fn next(&self, agent: &str) -> Option<Signal> {
+    pub fn next(&self, agent: &str) -> Option<T> {
         let mut busy = self.lock();
         let next = busy.get_mut(agent).and_then(VecDeque::pop_front);
         if next.is_none() {
@@ -68,7 +76,7 @@ impl Turns {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, FastMap<String, VecDeque<Signal>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FastMap<String, VecDeque<T>>> {
         self.busy.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -95,7 +103,7 @@ mod tests {
     /// out one by one as turns end; then the agent is forgotten.
     #[test]
     fn one_turn_at_a_time_in_order() {
-        let turns = Turns::default();
+        let turns = Turns::<Signal>::default();
         let mut started = Vec::new();
         let (a1, a2, a3, b1) = (
             to("agent:c/a"),
@@ -125,7 +133,7 @@ mod tests {
     /// A refused start leaves the agent idle, so its next signal starts.
     #[test]
     fn a_refused_start_leaves_the_agent_idle() {
-        let turns = Turns::default();
+        let turns = Turns::<Signal>::default();
         let refused = turns.enter("agent:c/a", to("agent:c/a"), |_| Err("full"));
         assert_eq!(refused, Err("full"));
         assert_eq!(turns.busy(), 0);

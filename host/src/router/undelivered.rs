@@ -41,6 +41,9 @@ impl Router {
                     Reason::ShuttingDown => DeadReason::HandlerStopped,
                     Reason::Lost => DeadReason::Lost,
                     Reason::Unreachable => DeadReason::Unreachable,
+                    // Answers do not go through a stream; were one refused for space, it
+                    // was lost on the way.
+                    Reason::NoSpace => DeadReason::Lost,
                     Reason::TooLarge => {
                         tracing::warn!(id = %signal.envelope.id, to, "dropped a reply too large to reach the host awaiting it");
                         return self.drop_reply(kind, "too_large");

@@ -26,7 +26,7 @@ pub(super) use call::Stop;
 use commit::Settled;
 
 use super::Router;
-use super::mailbox::Slot;
+use super::mailbox::{Queued, Slot};
 use super::turns::agent_of;
 use crate::metrics::{Metrics, SignalLabels};
 use crate::runtime::{Instance, Outcome, Runtime, Version};
@@ -35,7 +35,7 @@ use crate::signal::{Body, Failure, HOST_ADDRESS, Signal, code};
 /// What a mailbox hands a worker it starts.
 pub(super) struct Worker {
     pub slot: Arc<Slot>,
-    pub mailbox: async_channel::Receiver<Signal>,
+    pub mailbox: async_channel::Receiver<Queued>,
     pub runtime: Arc<Runtime>,
     pub router: Weak<Router>,
     pub metrics: Arc<Metrics>,
@@ -49,7 +49,7 @@ pub(super) struct Worker {
     pub stop: Stop,
     /// For an agent handler, the mailbox's turns: after a signal for an agent, the worker
     /// takes that agent's next one itself.
-    pub turns: Option<Arc<super::turns::Turns>>,
+    pub turns: Option<Arc<super::turns::Turns<Queued>>>,
     /// Dropped when the worker exits; the last one to go tells the successor mailbox.
     #[expect(dead_code, reason = "held for its Drop")]
     pub exit: Arc<ExitNotice>,
@@ -102,16 +102,16 @@ impl Running {
             // An error means the notice is gone, which also means every worker exited.
             let _ = before.wait_for(|exited| *exited).await;
         }
-        while let Some(signal) = self.next_signal().await {
-            let mut next = Some(signal);
-            while let Some(signal) = next.take() {
+        while let Some(queued) = self.next_signal().await {
+            let mut next = Some(queued);
+            while let Some(queued) = next.take() {
                 let agent = self
                     .worker
                     .turns
                     .as_ref()
-                    .and(agent_of(&signal))
+                    .and(agent_of(&queued.signal))
                     .map(str::to_owned);
-                self.take(signal).await;
+                self.take(queued).await;
                 if let (Some(turns), Some(agent)) = (&self.worker.turns, agent) {
                     next = turns.next(&agent);
                 }
@@ -120,9 +120,9 @@ impl Running {
         self.set_warm(None);
     }
 
-    /// Handles one signal taken from the mailbox (or from its agent's line), and settles the
-    /// mailbox's accounts of it.
-    async fn take(&mut self, signal: Signal) {
+    /// Handles one signal taken from the mailbox (or from its agent's line), settles the
+    /// mailbox's accounts of it, and tells whoever waits to hear it was handled.
+    async fn take(&mut self, Queued { signal, handled }: Queued) {
         self.worker.bytes.release(signal.size());
         match &signal.body {
             Body::Reply { reply_to, .. } | Body::ErrorReply { reply_to, .. } => {
@@ -154,6 +154,9 @@ impl Running {
         self.give_back_if_owed();
         counters.active.fetch_sub(1, Ordering::Relaxed);
         counters.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if let Some(handled) = handled {
+            handled.done();
+        }
     }
 
     /// Hands `signal` to `version` if that version takes it.

@@ -141,6 +141,7 @@ impl ClusterArgs {
             token: self.nats_token,
             tls_ca: self.nats_tls_ca,
             tls_cert,
+            streams: Default::default(),
         }))
     }
 }

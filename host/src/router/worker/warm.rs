@@ -10,12 +10,12 @@ use super::call::{Watch, guarded};
 use crate::config::INSTANCE_SLOT_WAIT;
 use crate::metrics::Metrics;
 use crate::runtime::{Identity, Instance, Outbound, PoolFull, Version};
-use crate::signal::{Failure, Signal, code};
+use crate::signal::{Failure, code};
 
 impl Running {
     /// The next signal from the mailbox, or `None` once it is closed and drained. A warm
     /// instance is dropped while the worker waits, once idle or owed.
-    pub(super) async fn next_signal(&mut self) -> Option<Signal> {
+    pub(super) async fn next_signal(&mut self) -> Option<super::Queued> {
         let idle = self.worker.runtime.config().instance_idle;
         while let Some(warm) = &self.warm {
             tokio::select! {
