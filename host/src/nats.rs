@@ -11,7 +11,7 @@
 //!   holding one of its connections subscribes to (no queue group); the first host to answer
 //!   gives the outcome;
 //! - events and data changes, through a JetStream stream with one durable consumer per
-//!   subscribed handler (`nats/broadcasts.rs`): each handled once per subscribed handler across
+//!   subscribed handler (`nats/streams.rs`): each handled once per subscribed handler across
 //!   the cluster, acknowledged once its turn is over.
 //!
 //! Agents stay on the host they start on until the part of the cluster that carries them
@@ -22,9 +22,9 @@
 // `Transport` interface does.
 #![allow(clippy::result_large_err)]
 
-mod broadcasts;
+mod streams;
 
-pub use broadcasts::{Backlog, StreamSettings};
+pub use streams::{Backlog, StreamSettings};
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -45,7 +45,7 @@ use crate::signal::{Body, REPLY_VIA_HEADER, Signal};
 use crate::transport::{
     Accepted, Inbound, Publish, Reason, Route, Subscriptions, Transport, Undelivered,
 };
-use broadcasts::Broadcasts;
+use streams::Streams;
 
 /// How long a sender waits for the host that took a signal to say what became of it (it
 /// only offers the signal to a mailbox); past it the signal is [`Reason::Lost`].
@@ -144,8 +144,8 @@ pub struct Nats {
     subscribing: Arc<Pending>,
     /// Awaited messages taken here, whose answers are the responses their callers wait on.
     awaited: Mutex<Awaited>,
-    /// Events and data changes: the cluster's stream of them and this host's consumers.
-    broadcasts: Broadcasts,
+    /// The cluster's streams (broadcasts, messages nobody awaits) and this host's consumers.
+    streams: Streams,
     runtime: tokio::runtime::Handle,
     me: Weak<Nats>,
 }
@@ -215,7 +215,7 @@ impl Nats {
                 servers: servers.clone(),
                 source,
             })?;
-        let broadcasts = Broadcasts::open(
+        let streams = Streams::open(
             &client,
             cluster,
             &format!("sb.{cluster}."),
@@ -234,7 +234,7 @@ impl Nats {
                 callers: HashMap::new(),
                 swept: Instant::now(),
             }),
-            broadcasts,
+            streams,
             runtime: tokio::runtime::Handle::current(),
             me: me.clone(),
         });
@@ -252,7 +252,7 @@ impl Nats {
         let (stay, leave) = oneshot::channel();
         tokio::spawn(take(Arc::downgrade(&nats), subscriber, false, leave));
         nats.lock().insert(inbox.clone(), stay);
-        let announcements = nats.broadcasts.announcements();
+        let announcements = nats.streams.announcements();
         let heard = nats
             .client
             .subscribe(announcements.clone())
@@ -264,13 +264,19 @@ impl Nats {
         tokio::spawn(hear(Arc::downgrade(&nats), heard));
         // The subscription is on the server before a caller can await an answer there.
         on_the_server(&nats.client).await;
-        nats.broadcasts.relist().await;
+        nats.streams.relist().await;
         Ok(nats)
     }
 
     /// The subscribing handlers of the cluster this host knows of, and what each takes.
     pub fn subscribers_known(&self) -> BTreeMap<String, Subscriptions> {
-        self.broadcasts.known()
+        self.streams.known()
+    }
+
+    /// The services of the cluster with a queue of messages nobody awaits, as this host
+    /// knows: a message to one of them that nobody here awaits goes to its queue.
+    pub fn queues_known(&self) -> std::collections::BTreeSet<String> {
+        self.streams.known_queues()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Subscribing>>> {
@@ -424,15 +430,39 @@ impl Nats {
         }
     }
 
-    /// Publishes an event or data change to the cluster's stream.
+    /// Whether a signal goes through a stream: an event or data change, or a message to a
+    /// service nobody on this host awaits, once the service has a queue in the cluster (until
+    /// this host knows of it, a core request finds whether any host serves it).
+    fn streamed(&self, signal: &Signal) -> bool {
+        match &signal.body {
+            Body::Event { .. } | Body::DataChange { .. } => true,
+            Body::Message(m) => {
+                m.return_address.as_deref() != Some(self.inbox.as_str())
+                    && Address::kind_of(&m.to) == Kind::Service
+                    && self.streams.queues(&m.to)
+            }
+            _ => false,
+        }
+    }
+
+    /// Publishes an event or data change, or a message nobody awaits, to its stream.
     fn publish_to_stream(&self, signal: Signal) -> Publish {
         let (signal, payload) = match self.encode_to_send(signal) {
             Ok(encoded) => encoded,
             Err(refused) => return refused,
         };
         let route = Route::of(&signal);
-        let subject = self.subject(&route);
-        let subscribers = self.broadcasts.subscribers(&route);
+        let (subject, taken) = match route {
+            Route::Address(service) => (self.streams.queue_subject(service), Accepted::ONE),
+            _ => {
+                let subscribers = self.streams.subscribers(&route) as usize;
+                let taken = Accepted {
+                    delivered: subscribers,
+                    ..Accepted::default()
+                };
+                (self.subject(&route), taken)
+            }
+        };
         let id = signal.envelope.id.clone();
         let (promise, later) = Publish::later(&signal);
         let me = self.me.clone();
@@ -440,9 +470,7 @@ impl Nats {
             let Some(nats) = me.upgrade() else {
                 return promise.keep(Err(Reason::ShuttingDown));
             };
-            let outcome = nats
-                .publish_broadcast(subject, &id, payload, subscribers)
-                .await;
+            let outcome = nats.publish_to(subject, &id, payload, taken).await;
             promise.keep(outcome);
         });
         later
@@ -459,20 +487,20 @@ impl Nats {
 /// Takes what hosts announce of their handlers' subscriptions, and lists them again from the
 /// stream every few seconds, until the transport is dropped.
 async fn hear(nats: Weak<Nats>, mut heard: async_nats::Subscriber) {
-    let mut relist = tokio::time::interval(broadcasts::RELIST);
+    let mut relist = tokio::time::interval(streams::RELIST);
     relist.tick().await;
     loop {
         tokio::select! {
             message = heard.next() => {
                 let Some(message) = message else { return };
                 let Some(nats) = nats.upgrade() else { return };
-                if let Some((handler, subscriptions)) = nats.broadcasts.heard(&message.payload) {
-                    nats.start_pulling(&handler, &subscriptions);
+                if let Some(feed) = nats.streams.heard(&message.payload) {
+                    nats.start_pulling(feed);
                 }
             }
             _ = relist.tick() => {
                 let Some(nats) = nats.upgrade() else { return };
-                nats.broadcasts.relist().await;
+                nats.streams.relist().await;
             }
         }
     }
@@ -621,7 +649,7 @@ impl Transport for Nats {
             Ok(()) => return Publish::Now(Ok(Accepted::ONE)),
             Err(signal) => signal,
         };
-        if matches!(signal.body, Body::Event { .. } | Body::DataChange { .. }) {
+        if self.streamed(&signal) {
             return self.publish_to_stream(signal);
         }
         let subject = match reply_via(&signal) {
@@ -686,16 +714,16 @@ impl Transport for Nats {
     }
 
     fn subscribe(&self, handler: &str, subscriptions: &Subscriptions) {
-        self.start_pulling(handler, subscriptions);
+        self.start_pulling(Self::copies(handler, subscriptions));
     }
 
     fn unsubscribe(&self, handler: &str) {
-        self.stop_pulling(handler);
+        self.stop_pulling(Self::copies(handler, &Subscriptions::default()));
     }
 
     fn subscribers(&self, route: Route<'_>) -> Option<u32> {
         match route {
-            Route::Event(_) | Route::DataChange(_) => Some(self.broadcasts.subscribers(&route)),
+            Route::Event(_) | Route::DataChange(_) => Some(self.streams.subscribers(&route)),
             Route::Address(_) => None,
         }
     }
@@ -704,6 +732,11 @@ impl Transport for Nats {
         let Some(subject) = self.carried(&route) else {
             return;
         };
+        if let Route::Address(service) = route
+            && Address::kind_of(service) == Kind::Service
+        {
+            self.start_pulling(Self::queue(service));
+        }
         // One queue group per service: each message goes to one of the hosts serving it. A
         // user's pushes go to every host holding one of its connections.
         let group = match route {
@@ -739,6 +772,11 @@ impl Transport for Nats {
     }
 
     fn unserve(&self, route: Route<'_>) {
+        if let Route::Address(service) = route
+            && Address::kind_of(service) == Kind::Service
+        {
+            self.stop_pulling(Self::queue(service));
+        }
         if let Some(subject) = self.carried(&route) {
             self.lock().remove(&subject);
         }
@@ -793,7 +831,7 @@ impl Transport for Nats {
         Box::pin(async {
             self.subscribing.settled().await;
             // What the other hosts subscribed before, as of now.
-            self.broadcasts.relist().await;
+            self.streams.relist().await;
         })
     }
 }

@@ -320,9 +320,18 @@ pub trait Inbound: Send + Sync + 'static {
         handled: Handled,
     ) -> Result<Accepted, Reason>;
 
-    /// Keeps a copy of a broadcast for `handler` as a dead letter without handling it: one
-    /// offered too many times (its turn may be what kills the hosts that take it).
-    /// `Ok(false)` when the dead-letter store has no room for it (counted).
+    /// Delivers a message nobody awaits from another host (or this one), as it came over the
+    /// network from a service's queue, to the service here. Checked like
+    /// [`Inbound::deliver_encoded`]. A refusal other than [`Reason::NoRoute`] and
+    /// [`Reason::ShuttingDown`] (which another host may not give) is answered here with the
+    /// host's error, as on one host, and is `Ok` with nothing delivered. `handled` is told
+    /// once it has been handled, as for [`Inbound::deliver_copy`].
+    fn deliver_queued(&self, bytes: &[u8], handled: Handled) -> Result<Accepted, Reason>;
+
+    /// Keeps a broadcast's copy for `handler`, or a queued message for the service
+    /// `handler`, as a dead letter without handling it: one offered too many times (its turn
+    /// may be what kills the hosts that take it). `Ok(false)` when the dead-letter store has
+    /// no room for it (counted).
     fn keep_copy(&self, handler: &str, bytes: &[u8]) -> Result<bool, Reason>;
 
     /// Counts something the transport did that an operator watches for (`publish_retry`,

@@ -17,6 +17,7 @@ use switchboard::nats::Nats;
 use switchboard::router::{AnswerRefused, Answers, Open, OpenMessages};
 use switchboard::signal::Body;
 use switchboard::signal::code;
+use switchboard::transport::Accepted;
 use switchboard::transport::Reason;
 use switchboard::{Backends, Host, HostConfig, Limits};
 use switchboard_tests::nats::NatsServer;
@@ -651,6 +652,63 @@ async fn each_event_is_handled_once_per_subscribed_handler_over_nats() {
     .await;
     assert_eq!(audit(), 20);
     assert_eq!(events_handled(&a, "audit2"), 20);
+}
+
+/// Messages `handler` on `host` has handled without error.
+fn messages_handled(host: &Host, handler: &str) -> u64 {
+    let line =
+        format!(r#"switchboard_signals_total{{handler="{handler}",kind="MESSAGE",outcome="ok"}}"#);
+    switchboard_tests::metric(host, &line) as u64
+}
+
+/// Proves a message nobody awaits goes through its service's queue, handled once, and waits
+/// there while no host serves the service: `echo` runs on B; 10 pings sent from A without
+/// waiting are each taken and handled once on B. B then leaves (as it does when it stops);
+/// 5 more sent from A are still taken, and wait in the queue until C joins running `echo`,
+/// which handles those 5. Over core request/reply alone, the 5 would have been refused
+/// (no host took them).
+#[tokio::test]
+async fn messages_nobody_awaits_wait_in_their_services_queue() {
+    let server = NatsServer::start();
+    let (a, nats_a) = server.joined(switchboard_tests::config(), "a").await;
+    let b = server.host(switchboard_tests::config(), "b").await;
+    b.deploy("echo", guest("echo"), None).await.unwrap();
+    until("A knows echo's queue", || async {
+        nats_a.queues_known().contains("echo")
+    })
+    .await;
+    let ping = |n: u32| a.message("host", "echo", "Ping", json(json!({ "n": n })));
+    for n in 0..10 {
+        let taken = a.router().offer(ping(n)).await.expect("taken");
+        assert_eq!(taken, Accepted::ONE);
+    }
+    until("B handled the 10", || async {
+        messages_handled(&b, "echo") == 10
+    })
+    .await;
+    b.router().leave_cluster().await;
+    for n in 10..15 {
+        let taken = a
+            .router()
+            .offer(ping(n))
+            .await
+            .expect("taken while nothing pulls");
+        assert_eq!(taken, Accepted::ONE);
+    }
+    let waiting = nats_a.queue_backlog("echo").await.unwrap();
+    assert_eq!(waiting.pending, 5, "{waiting:?}");
+    let c = server.host(switchboard_tests::config(), "c").await;
+    c.deploy("echo", guest("echo"), None).await.unwrap();
+    until("C handled the 5 that waited", || async {
+        messages_handled(&c, "echo") == 5
+    })
+    .await;
+    until("the queue is empty", || async {
+        (nats_a.queue_backlog("echo").await)
+            .is_some_and(|b| b.pending == 0 && b.unacknowledged == 0)
+    })
+    .await;
+    assert_eq!(messages_handled(&b, "echo"), 10);
 }
 
 /// Proves a turn that runs longer than the stream's ack wait is not offered again while it

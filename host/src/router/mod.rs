@@ -157,8 +157,34 @@ impl Inbound for Router {
             .inc();
     }
 
+    fn deliver_queued(&self, bytes: &[u8], handled: Handled) -> Result<Accepted, Reason> {
+        let signal = self.decode_foreign(bytes)?;
+        let to = match &signal.body {
+            Body::Message(m) if Address::kind_of(&m.to) == Kind::Service => m.to.clone(),
+            _ => {
+                let why = format!(
+                    "a {} where a message to a service was expected",
+                    signal.kind()
+                );
+                return Err(self.refuse_foreign(Reason::NotAccepted, "not_queued", &why));
+            }
+        };
+        let table = self.read();
+        match self.deliver_to_handler(&table, &to, signal, Some(handled)) {
+            Ok(accepted) => Ok(accepted),
+            Err(refused) if matches!(refused.reason, Reason::NoRoute | Reason::ShuttingDown) => {
+                Err(refused.reason)
+            }
+            Err(refused) => {
+                drop(table);
+                self.undeliverable(refused);
+                Ok(Accepted::default())
+            }
+        }
+    }
+
     fn keep_copy(&self, handler: &str, bytes: &[u8]) -> Result<bool, Reason> {
-        let signal = self.decode_broadcast(bytes)?;
+        let signal = self.decode_foreign(bytes)?;
         match self.dead_letters.reserve(handler) {
             Some(mut room) => {
                 self.keep(&mut room, DeadReason::Undeliverable, signal);
@@ -639,7 +665,7 @@ impl Router {
         else {
             return Err(Undelivered::new(signal, Reason::NoRoute));
         };
-        self.offer_to(entry, signal, false)
+        self.offer_to(entry, signal, false, None)
             .map_err(Refused::undelivered)
     }
 
@@ -672,11 +698,11 @@ impl Router {
                 };
                 let mut signal = signal;
                 set_to(&mut signal, full);
-                self.deliver_to_handler(&table, &home, signal)
+                self.deliver_to_handler(&table, &home, signal, None)
             }
             Route::Address(address) => {
                 let address = address.to_owned();
-                self.deliver_to_handler(&table, &address, signal)
+                self.deliver_to_handler(&table, &address, signal, None)
             }
         }
     }
@@ -689,6 +715,7 @@ impl Router {
         table: &Table,
         address: &str,
         signal: Signal,
+        handled: Option<Handled>,
     ) -> Result<Accepted, Undelivered> {
         let fail = |signal, reason| Err(Undelivered::new(signal, reason));
         let Some(entry) = table.handlers.get(address) else {
@@ -711,7 +738,7 @@ impl Router {
             }
             _ => false,
         };
-        self.offer_to(entry, signal, promised)
+        self.offer_to(entry, signal, promised, handled)
             .map(|()| Accepted::ONE)
             .map_err(Refused::undelivered)
     }
@@ -719,7 +746,13 @@ impl Router {
     /// Offers a signal to a handler's mailbox. A message is opened for its one answer first
     /// (the answer may come as soon as it is queued), and closed again if the mailbox
     /// refuses it.
-    fn offer_to(&self, entry: &Entry, signal: Signal, promised: bool) -> Result<(), Refused> {
+    fn offer_to(
+        &self,
+        entry: &Entry,
+        signal: Signal,
+        promised: bool,
+        handled: Option<Handled>,
+    ) -> Result<(), Refused> {
         let mut open = Open::of(&signal, &entry.addressee(&signal), self.default_deadline());
         if let Some(open) = &mut open
             && self.awaited_elsewhere(open)
@@ -731,7 +764,7 @@ impl Router {
             self.answers.open(open);
             id
         });
-        let offered = entry.offer(signal, promised, None);
+        let offered = entry.offer(signal, promised, handled);
         if let (Err(_), Some(id)) = (&offered, &id) {
             let _ = self.answers.claim_any(id);
         }
