@@ -10,8 +10,13 @@ use switchboard_tests::nats::NatsServer;
 
 /// A daemon joined to `server` as host `id` of cluster `t`.
 fn join(server: &NatsServer, id: &str) -> Daemon {
+    join_with(server, id, &[])
+}
+
+/// [`join`], with more flags.
+fn join_with(server: &NatsServer, id: &str, more: &[&str]) -> Daemon {
     let dir = data_dir(&format!("cluster-{id}"));
-    let flags = [
+    let mut flags = vec![
         "--nats",
         &server.url,
         "--cluster-name",
@@ -19,7 +24,96 @@ fn join(server: &NatsServer, id: &str) -> Daemon {
         "--host-id",
         id,
     ];
+    flags.extend_from_slice(more);
     Daemon::start_with(&dir, &flags)
+}
+
+/// Polls `holds` every 100 ms until it is true, for at most 30 s; fails naming `what`.
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut holds: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !holds().await {
+        assert!(Instant::now() < deadline, "never true: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How many signals `handler` on `daemon` has started handling.
+async fn started(daemon: &Daemon, handler: &str) -> u64 {
+    let (_, shown) = daemon.get(&format!("/v1/handlers/{handler}")).await;
+    shown["counters"]["handled"].as_u64().unwrap_or(0)
+}
+
+/// Sends `sleeper` a 3 s `Sleep` from `daemon` without waiting (its queue keeps it), and
+/// SIGKILLs `victim` once it has started handling it.
+async fn kill_while_handling(daemon: &Daemon, victim: &Daemon) {
+    let body = json!({ "to": "sleeper", "messageType": "Sleep", "payload": { "ms": 3000 } });
+    let (status, sent) = daemon.post("/v1/messages", body).await;
+    assert_eq!(status, 202, "{sent}");
+    until("the victim started the sleep", || async {
+        started(victim, "sleeper").await == 1
+    })
+    .await;
+    victim.kill();
+}
+
+/// Proves a message nobody awaits survives the host handling it being SIGKILLed: `sleeper`
+/// runs on B alone; A sends it a 3 s `Sleep` without waiting; B is killed while it sleeps;
+/// once A runs `sleeper` too, the message is offered to A after the ack wait (2 s) and
+/// handled there, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_host_dies_mid_turn_is_handled_by_another() {
+    let server = NatsServer::start();
+    let flags = ["--nats-ack-wait", "2"];
+    let (a, b) = (
+        join_with(&server, "a4", &flags),
+        join_with(&server, "b4", &flags),
+    );
+    assert_eq!(b.deploy("sleeper", guest("sleeper")).await.0, 201);
+    kill_while_handling(&a, &b).await;
+    assert_eq!(a.deploy("sleeper", guest("sleeper")).await.0, 201);
+    let line = r#"switchboard_signals_total{handler="sleeper",kind="MESSAGE",outcome="ok"}"#;
+    until("A handled the message B died on", || async {
+        a.metric(line).await == Some(1.0)
+    })
+    .await;
+    assert_eq!(started(&a, "sleeper").await, 1);
+}
+
+/// Proves a poison message (one whose turn kills the host handling it) is kept as a dead
+/// letter instead of being handled again, and can be replayed: with `--nats-max-deliver 1`,
+/// B is killed while handling A's `Sleep`; when the message is offered again, to A, A keeps
+/// it as a dead letter (`undeliverable`, for `sleeper`) without handling it; replayed, it is
+/// handled on A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_is_a_dead_letter_after_max_deliver() {
+    let server = NatsServer::start();
+    let flags = ["--nats-ack-wait", "2", "--nats-max-deliver", "1"];
+    let (a, b) = (
+        join_with(&server, "a5", &flags),
+        join_with(&server, "b5", &flags),
+    );
+    assert_eq!(b.deploy("sleeper", guest("sleeper")).await.0, 201);
+    kill_while_handling(&a, &b).await;
+    assert_eq!(a.deploy("sleeper", guest("sleeper")).await.0, 201);
+    until("A kept the message as a dead letter", || async {
+        a.get("/v1/dead-letters?handler=sleeper").await.1["stored"].as_u64() == Some(1)
+    })
+    .await;
+    assert_eq!(started(&a, "sleeper").await, 0, "A did not handle it");
+    let (_, list) = a.get("/v1/dead-letters?handler=sleeper").await;
+    let letter = &list["deadLetters"][0];
+    assert_eq!(letter["reason"], "undeliverable", "{letter}");
+    assert_eq!(letter["signal"]["messageType"], "Sleep", "{letter}");
+    let id = letter["id"].as_u64().unwrap();
+    let (status, replayed) = a
+        .post(&format!("/v1/dead-letters/{id}/replay"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{replayed}");
+    let line = r#"switchboard_signals_total{handler="sleeper",kind="MESSAGE",outcome="ok"}"#;
+    until("A handled the replayed message", || async {
+        a.metric(line).await == Some(1.0)
+    })
+    .await;
 }
 
 /// Proves a request made over HTTP on host A is answered by a handler only host B runs,

@@ -268,6 +268,12 @@ async fn an_answer_forged_on_the_other_host_never_reaches_the_sender(a: Host, b:
     b.deploy("forger", guest("deferred"), None).await.unwrap();
     let mut ann = a.connect("user:ann");
     let held = a.send(a.message("user:ann", "deferred", "Hold", json(json!({}))));
+    // Sent without waiting, the hold may take its time (over NATS, through a queue): it is
+    // held before the forger and the release try to answer it.
+    until("deferred holds the message", || async {
+        (a.handlers().into_iter()).any(|h| h.name == "deferred" && h.handled == 1)
+    })
+    .await;
     let forged = switchboard_tests::call(&b, "forger", "Forge", json!({ "message_id": held }))
         .await
         .unwrap();

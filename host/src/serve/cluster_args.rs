@@ -3,11 +3,12 @@
 //! Without a server URL the host runs alone, on the in-process transport.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::bail;
 use serde::Deserialize;
 
-use crate::nats::NatsOptions;
+use crate::nats::{NatsOptions, StreamSettings};
 
 /// The cluster's name when none is given.
 pub const DEFAULT_CLUSTER_NAME: &str = "switchboard";
@@ -61,6 +62,26 @@ pub struct ClusterArgs {
     /// The client certificate's key (PEM).
     #[arg(long, env = "SWITCHBOARD_NATS_TLS_KEY", value_name = "FILE")]
     pub nats_tls_key: Option<PathBuf>,
+    /// How long a host may hold an event or a message nobody awaits, taken from the
+    /// cluster's streams, without acknowledging it before another host is offered it, in
+    /// seconds; a longer turn keeps it with in-progress acknowledgements [default: 30].
+    #[arg(long, env = "SWITCHBOARD_NATS_ACK_WAIT", value_name = "SECONDS")]
+    pub nats_ack_wait: Option<u64>,
+    /// How many times such a signal is offered before it is kept as a dead letter instead
+    /// of being handled again (a turn that kills its host) [default: 5].
+    #[arg(long, env = "SWITCHBOARD_NATS_MAX_DELIVER", value_name = "N")]
+    pub nats_max_deliver: Option<u32>,
+    /// Each of the cluster's streams holds at most this many bytes; past it new signals are
+    /// refused with 503, old ones never dropped [default: 1073741824].
+    #[arg(long, env = "SWITCHBOARD_NATS_STREAM_MAX_BYTES", value_name = "BYTES")]
+    pub nats_stream_max_bytes: Option<i64>,
+    /// Each of the cluster's streams holds at most this many signals [default: 1000000].
+    #[arg(long, env = "SWITCHBOARD_NATS_STREAM_MAX_MESSAGES", value_name = "N")]
+    pub nats_stream_max_messages: Option<i64>,
+    /// Copies the NATS servers keep of each stream: 1 on one server, 3 in production
+    /// [default: 1].
+    #[arg(long, env = "SWITCHBOARD_NATS_REPLICAS", value_name = "N")]
+    pub nats_replicas: Option<usize>,
 }
 
 impl ClusterArgs {
@@ -82,6 +103,12 @@ impl ClusterArgs {
             nats_tls_ca: self.nats_tls_ca.or(file.nats_tls_ca),
             nats_tls_cert: self.nats_tls_cert.or(file.nats_tls_cert),
             nats_tls_key: self.nats_tls_key.or(file.nats_tls_key),
+            nats_ack_wait: self.nats_ack_wait.or(file.nats_ack_wait),
+            nats_max_deliver: self.nats_max_deliver.or(file.nats_max_deliver),
+            nats_stream_max_bytes: self.nats_stream_max_bytes.or(file.nats_stream_max_bytes),
+            nats_stream_max_messages: (self.nats_stream_max_messages)
+                .or(file.nats_stream_max_messages),
+            nats_replicas: self.nats_replicas.or(file.nats_replicas),
         }
     }
 
@@ -106,6 +133,17 @@ impl ClusterArgs {
                 (self.nats_tls_ca.is_some(), "--nats-tls-ca"),
                 (self.nats_tls_cert.is_some(), "--nats-tls-cert"),
                 (self.nats_tls_key.is_some(), "--nats-tls-key"),
+                (self.nats_ack_wait.is_some(), "--nats-ack-wait"),
+                (self.nats_max_deliver.is_some(), "--nats-max-deliver"),
+                (
+                    self.nats_stream_max_bytes.is_some(),
+                    "--nats-stream-max-bytes",
+                ),
+                (
+                    self.nats_stream_max_messages.is_some(),
+                    "--nats-stream-max-messages",
+                ),
+                (self.nats_replicas.is_some(), "--nats-replicas"),
             ];
             if let Some((_, flag)) = cluster_only.iter().find(|(given, _)| *given) {
                 bail!("{flag} is a cluster setting: give --nats URL too, or leave it out");
@@ -129,6 +167,26 @@ impl ClusterArgs {
         if host_id.is_empty() || host_id.len() > 64 {
             bail!("--host-id must have 1 to 64 characters");
         }
+        let defaults = StreamSettings::default();
+        let streams = StreamSettings {
+            ack_wait: (self.nats_ack_wait).map_or(defaults.ack_wait, Duration::from_secs),
+            max_deliver: self.nats_max_deliver.unwrap_or(defaults.max_deliver),
+            max_bytes: self.nats_stream_max_bytes.unwrap_or(defaults.max_bytes),
+            max_messages: (self.nats_stream_max_messages).unwrap_or(defaults.max_messages),
+            replicas: self.nats_replicas.unwrap_or(defaults.replicas),
+        };
+        if streams.ack_wait.is_zero() {
+            bail!("--nats-ack-wait must be at least 1 second");
+        }
+        if streams.max_deliver == 0 {
+            bail!("--nats-max-deliver must be at least 1");
+        }
+        if streams.max_bytes <= 0 || streams.max_messages <= 0 {
+            bail!("--nats-stream-max-bytes and --nats-stream-max-messages must be above 0");
+        }
+        if !(1..=5).contains(&streams.replicas) {
+            bail!("--nats-replicas must be 1 to 5 (JetStream's most)");
+        }
         Ok(Some(NatsOptions {
             servers,
             cluster: self
@@ -141,7 +199,7 @@ impl ClusterArgs {
             token: self.nats_token,
             tls_ca: self.nats_tls_ca,
             tls_cert,
-            streams: Default::default(),
+            streams,
         }))
     }
 }
@@ -179,6 +237,48 @@ mod tests {
             (merged.cluster.as_str(), merged.host_id.as_str()),
             ("blue", "h1")
         );
+    }
+
+    /// Proves the streams' settings reach the transport, default when not given, and are
+    /// refused out of range with the flag to fix.
+    #[test]
+    fn stream_settings_are_taken_or_refused() {
+        let given = ClusterArgs {
+            nats_ack_wait: Some(2),
+            nats_max_deliver: Some(1),
+            nats_replicas: Some(3),
+            ..args(&["nats://x:4222"])
+        };
+        let streams = given.options().unwrap().unwrap().streams;
+        assert_eq!(streams.ack_wait, Duration::from_secs(2));
+        assert_eq!((streams.max_deliver, streams.replicas), (1, 3));
+        assert_eq!(streams.max_bytes, StreamSettings::default().max_bytes);
+        for (bad, flag) in [
+            (
+                ClusterArgs {
+                    nats_ack_wait: Some(0),
+                    ..args(&["nats://x:4222"])
+                },
+                "--nats-ack-wait",
+            ),
+            (
+                ClusterArgs {
+                    nats_replicas: Some(7),
+                    ..args(&["nats://x:4222"])
+                },
+                "--nats-replicas",
+            ),
+            (
+                ClusterArgs {
+                    nats_max_deliver: Some(3),
+                    ..ClusterArgs::default()
+                },
+                "--nats-max-deliver",
+            ),
+        ] {
+            let error = bad.options().unwrap_err().to_string();
+            assert!(error.contains(flag), "{error}");
+        }
     }
 
     /// Proves settings that cannot go together are refused with the flag to fix.
