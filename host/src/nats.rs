@@ -445,6 +445,20 @@ impl Nats {
         }
     }
 
+    /// The service a message nobody here awaits is for, when this host knows of no queue
+    /// for it (yet).
+    fn unqueued(&self, signal: &Signal) -> Option<String> {
+        match &signal.body {
+            Body::Message(m)
+                if m.return_address.as_deref() != Some(self.inbox.as_str())
+                    && Address::kind_of(&m.to) == Kind::Service =>
+            {
+                Some(m.to.clone())
+            }
+            _ => None,
+        }
+    }
+
     /// Publishes an event or data change, or a message nobody awaits, to its stream.
     fn publish_to_stream(&self, signal: Signal) -> Publish {
         let (signal, payload) = match self.encode_to_send(signal) {
@@ -663,9 +677,11 @@ impl Transport for Nats {
             Ok(encoded) => encoded,
             Err(refused) => return refused,
         };
+        let unqueued = self.unqueued(&signal);
+        let id = signal.envelope.id.clone();
         let (promise, later) = Publish::later(&signal);
         let client = self.client.clone();
-        let mut request = async_nats::Request::new().payload(payload);
+        let mut request = async_nats::Request::new().payload(payload.clone());
         // A message whose caller waits here is answered in the response (one round trip),
         // so it waits until the message's deadline (and a little more), not for an outcome.
         let mut wait = OUTCOME_WAIT;
@@ -681,6 +697,16 @@ impl Transport for Nats {
         let request = request.timeout(Some(wait));
         let me = self.me.clone();
         self.runtime.spawn(async move {
+            // A service this host did not know had a queue may have just been given one (a
+            // deploy on another host): its queue, if it has one, keeps the message.
+            if let Some(service) = unqueued
+                && let Some(nats) = me.upgrade()
+                && nats.streams.lookup_queue(&service).await
+            {
+                let subject = nats.streams.queue_subject(&service);
+                let outcome = nats.publish_to(subject, &id, payload, Accepted::ONE).await;
+                return promise.keep(outcome);
+            }
             let asked = tokio::time::timeout(wait, client.send_request(subject, request));
             let outcome = match asked.await {
                 Ok(Ok(response)) if is_answer(&response) => {

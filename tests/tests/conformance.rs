@@ -669,8 +669,9 @@ fn messages_handled(host: &Host, handler: &str) -> u64 {
 
 /// Proves a message nobody awaits goes through its service's queue, handled once, and waits
 /// there while no host serves the service: `echo` runs on B; 10 pings sent from A without
-/// waiting are each taken and handled once on B. B then leaves (as it does when it stops);
-/// 5 more sent from A are still taken, and wait in the queue until C joins running `echo`,
+/// waiting are each taken and handled once on B. B then leaves (as it does when it stops),
+/// and a forged announcement makes A forget that `echo` has a queue; 5 more sent from A are
+/// still taken (A asks the stream), and wait in the queue until C joins running `echo`,
 /// which handles those 5. Over core request/reply alone, the 5 would have been refused
 /// (no host took them).
 #[tokio::test]
@@ -693,6 +694,16 @@ async fn messages_nobody_awaits_wait_in_their_services_queue() {
     })
     .await;
     b.router().leave_cluster().await;
+    let forger = async_nats::connect(&server.url).await.unwrap();
+    let gone = json!({"handler": "echo", "service": true, "gone": true}).to_string();
+    forger
+        .publish("sb.test.subscribers", gone.into())
+        .await
+        .unwrap();
+    until("A forgot echo's queue", || async {
+        !nats_a.queues_known().contains("echo")
+    })
+    .await;
     for n in 10..15 {
         let taken = a
             .router()

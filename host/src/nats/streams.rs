@@ -311,6 +311,29 @@ impl Streams {
         self.lock_known().services.contains(service)
     }
 
+    /// Whether `service` has a queue in the cluster, asking the stream (and noting it) when
+    /// this host does not know.
+    pub(super) async fn lookup_queue(&self, service: &str) -> bool {
+        if self.queues(service) {
+            return true;
+        }
+        let feed = Feed::Queue {
+            service: service.to_owned(),
+        };
+        let asked = async {
+            let stream = self.stream_of(&feed).await?;
+            stream.consumer_info(feed.consumer()).await.ok()
+        };
+        let found = (tokio::time::timeout(super::OUTCOME_WAIT, asked).await)
+            .ok()
+            .flatten()
+            .is_some();
+        if found {
+            self.note(&feed, false);
+        }
+        found
+    }
+
     /// Every subscribing handler of the cluster this host knows of.
     pub(super) fn known(&self) -> BTreeMap<String, Subscriptions> {
         self.lock_known().subscribers.clone()
