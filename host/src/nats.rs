@@ -43,7 +43,7 @@ use tokio::sync::{Notify, oneshot};
 use crate::address::{Address, Kind, subject_token};
 use crate::signal::{Body, REPLY_VIA_HEADER, Signal};
 use crate::transport::{
-    Accepted, Inbound, Publish, Reason, Route, Subscriptions, Transport, Undelivered,
+    Accepted, ClusterView, Inbound, Publish, Reason, Route, Subscriptions, Transport, Undelivered,
 };
 use streams::Streams;
 
@@ -133,6 +133,9 @@ pub struct Nats {
     prefix: String,
     /// `inbox:<host id>`.
     inbox: String,
+    /// The cluster's name, and this host's id in it.
+    cluster: String,
+    host_id: String,
     local: OnceLock<Weak<dyn Inbound>>,
     /// The subscription serving each route this host serves, by subject: its task leaves
     /// (unsubscribes, then takes what the server had already sent it) when told to, or when
@@ -226,6 +229,8 @@ impl Nats {
             client,
             prefix: format!("sb.{cluster}."),
             inbox: Address::Inbox(&options.host_id).to_string(),
+            cluster: cluster.clone(),
+            host_id: options.host_id.clone(),
             local: OnceLock::new(),
             serving: Mutex::default(),
             leaving: Arc::default(),
@@ -851,6 +856,25 @@ impl Transport for Nats {
             State::Connected => None,
             state => Some(format!("not connected to NATS ({state:?}); reconnecting")),
         }
+    }
+
+    fn view(&self) -> Pin<Box<dyn Future<Output = ClusterView> + Send + '_>> {
+        Box::pin(async {
+            let (streams, subscribers, services) = self.streams_view().await;
+            let connection = match self.unreachable() {
+                None => "connected".to_owned(),
+                Some(why) => why,
+            };
+            ClusterView {
+                clustered: true,
+                cluster: Some(self.cluster.clone()),
+                host_id: Some(self.host_id.clone()),
+                connection: Some(connection),
+                streams,
+                subscribers,
+                services,
+            }
+        })
     }
 
     fn ready(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {

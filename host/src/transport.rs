@@ -365,6 +365,79 @@ impl Subscriptions {
     }
 }
 
+/// What a transport shows of the cluster it joins (`GET /v1/cluster`).
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterView {
+    /// Whether the host is in a cluster (false: every signal stays in this process).
+    pub clustered: bool,
+    /// The cluster's name (its subjects' prefix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// This host's id in the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
+    /// The connection to the cluster: `connected`, or why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    /// The cluster's streams.
+    #[serde(default)]
+    pub streams: Vec<StreamView>,
+    /// Every subscribing handler of the cluster, with its copies' backlog.
+    #[serde(default)]
+    pub subscribers: Vec<FeedView>,
+    /// Every service with a queue of messages nobody awaits, with its backlog.
+    #[serde(default)]
+    pub services: Vec<FeedView>,
+}
+
+impl ClusterView {
+    /// Whether nothing waits in any feed: no signal pending or unacknowledged.
+    pub fn settled(&self) -> bool {
+        (self.subscribers.iter().chain(&self.services))
+            .all(|feed| feed.pending == 0 && feed.unacknowledged == 0)
+    }
+}
+
+/// One of the cluster's streams.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamView {
+    pub name: String,
+    /// Signals it holds now, and its bound.
+    pub messages: u64,
+    pub max_messages: i64,
+    /// Bytes it holds now, and its bound.
+    pub bytes: u64,
+    pub max_bytes: i64,
+}
+
+/// A handler's (or service's) feed from a stream: its consumer's backlog.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FeedView {
+    /// The handler or service.
+    pub handler: String,
+    /// The event types it subscribes to (subscribers only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
+    /// The object types whose changes it takes (subscribers only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
+    /// Signals no host has taken yet.
+    pub pending: u64,
+    /// Signals a host has taken and not yet acknowledged.
+    pub unacknowledged: u64,
+    /// Signals offered more than once.
+    pub redelivered: u64,
+}
+
 /// Told once a copy given with [`Inbound::deliver_copy`] has been handled; dropped untold
 /// when it was not.
 #[derive(Debug)]
@@ -553,6 +626,11 @@ pub trait Transport: Send + Sync + 'static {
     /// cluster); the host is not ready meanwhile. In process, never.
     fn unreachable(&self) -> Option<String> {
         None
+    }
+
+    /// What the transport shows of the cluster it joins. In process, that there is none.
+    fn view(&self) -> Pin<Box<dyn Future<Output = ClusterView> + Send + '_>> {
+        Box::pin(std::future::ready(ClusterView::default()))
     }
 
     /// How many handlers subscribe to a broadcast route on every host the transport joins,

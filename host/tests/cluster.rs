@@ -261,3 +261,72 @@ fn the_gateway_is_refused_beside_nats() {
         "{stderr}"
     );
 }
+
+/// Proves each event is handled once per subscribed handler across three hosts, read once
+/// `GET /v1/cluster` shows nothing pending or unacknowledged: `audit` runs on A, B and C,
+/// `audit2` (the same module) on C; 30 `UserRegistered` emitted over HTTP on A, B and C by
+/// turns are each taken for both; `audit` handles 30 between its three hosts, `audit2` 30.
+/// `switchboard cluster` shows both feeds; `--json` is the API's document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_event_is_handled_once_per_subscribed_handler_on_three_hosts() {
+    let server = NatsServer::start();
+    let hosts = [
+        join(&server, "a6"),
+        join(&server, "b6"),
+        join(&server, "c6"),
+    ];
+    for host in &hosts {
+        assert_eq!(host.deploy("audit", guest("audit")).await.0, 201);
+    }
+    assert_eq!(hosts[2].deploy("audit2", guest("audit")).await.0, 201);
+    for host in &hosts {
+        until("every host knows both subscribers", || async {
+            let (_, view) = host.get("/v1/cluster").await;
+            view["subscribers"].as_array().map(Vec::len) == Some(2)
+        })
+        .await;
+    }
+    for n in 0..30 {
+        let event = json!({
+            "signalType": "EVENT",
+            "eventType": "UserRegistered",
+            "payload": { "user_id": format!("u{n}") },
+        });
+        let (status, taken) = hosts[n % 3].post("/v1/events", event).await;
+        assert_eq!(status, 202, "{taken}");
+        assert_eq!(taken["delivered"], 2, "{taken}");
+    }
+    let handled = |handler: &'static str| {
+        let line = format!(
+            r#"switchboard_signals_total{{handler="{handler}",kind="EVENT",outcome="ok"}}"#
+        );
+        let hosts = &hosts;
+        async move {
+            let mut sum = 0.0;
+            for host in hosts {
+                sum += host.metric(&line).await.unwrap_or(0.0);
+            }
+            sum
+        }
+    };
+    until("the cluster has nothing pending", || async {
+        let (_, view) = hosts[0].get("/v1/cluster").await;
+        let settled: switchboard::transport::ClusterView = serde_json::from_value(view).unwrap();
+        settled.settled() && handled("audit").await >= 30.0 && handled("audit2").await >= 30.0
+    })
+    .await;
+    assert_eq!(handled("audit").await, 30.0);
+    assert_eq!(handled("audit2").await, 30.0);
+
+    let shown = hosts[1].cli(&["cluster"]);
+    assert!(shown.status.success(), "{shown:?}");
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("host b6 of cluster t: connected"), "{text}");
+    assert!(
+        text.contains("audit2") && text.contains("sb-t-broadcasts"),
+        "{text}"
+    );
+    let json = hosts[1].cli(&["cluster", "--json"]);
+    let view: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(view["hostId"], "b6", "{view}");
+}

@@ -5,6 +5,7 @@
 //! open, for probes and scrapers. `/readyz` answers 200 once every registered handler is
 //! restored, and 503 again from the moment shutdown begins (`lifecycle`).
 
+mod cluster;
 mod dead_letters;
 mod error;
 mod guard;
@@ -114,6 +115,7 @@ fn v1_routes() -> Vec<Route> {
         Route::new(Method::DELETE, "/v1/dead-letters/{id}", dl::delete),
         Route::new(Method::POST, "/v1/dead-letters/{id}/replay", dl::replay),
         Route::new(Method::GET, "/v1/state/{handler}", state::show),
+        Route::new(Method::GET, "/v1/cluster", cluster::show),
     ]
 }
 

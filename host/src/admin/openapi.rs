@@ -38,6 +38,7 @@ use crate::router::Accepted;
         dead_letters::delete,
         dead_letters::replay,
         state::show,
+        super::cluster::show,
         super::healthz,
         super::lifecycle::readyz,
         super::metrics,

@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 
 use super::{Nats, NatsError, Pending, Subscribing};
 use crate::address::{subject_name, subject_token};
-use crate::transport::{Handled, Reason, Route, Subscriptions};
+use crate::transport::{FeedView, Handled, Reason, Route, StreamView, Subscriptions};
 
 /// How the cluster's broadcast stream and its consumers are bounded and paced.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +75,17 @@ pub struct Backlog {
     pub unacknowledged: usize,
     /// Copies offered more than once.
     pub redelivered: usize,
+}
+
+impl From<Backlog> for FeedView {
+    fn from(backlog: Backlog) -> Self {
+        Self {
+            pending: backlog.pending,
+            unacknowledged: backlog.unacknowledged as u64,
+            redelivered: backlog.redelivered as u64,
+            ..Self::default()
+        }
+    }
 }
 
 /// The most signals one consumer has out unacknowledged across the cluster: more than its
@@ -559,6 +570,52 @@ impl Nats {
             .await
             .ok()
             .flatten()
+    }
+
+    /// The cluster's streams and every feed this host knows of, with their backlogs.
+    pub(super) async fn streams_view(&self) -> (Vec<StreamView>, Vec<FeedView>, Vec<FeedView>) {
+        let streams = &self.streams;
+        let mut views = Vec::new();
+        for name in [&streams.broadcasts, &streams.messages] {
+            let asked = async {
+                let mut stream = streams.jetstream.get_stream(name).await.ok()?;
+                stream.info().await.ok().map(|info| info.state.clone())
+            };
+            let state = (tokio::time::timeout(super::OUTCOME_WAIT, asked).await)
+                .ok()
+                .flatten();
+            views.push(StreamView {
+                name: name.clone(),
+                messages: state.as_ref().map_or(0, |s| s.messages),
+                max_messages: streams.settings.max_messages,
+                bytes: state.as_ref().map_or(0, |s| s.bytes),
+                max_bytes: streams.settings.max_bytes,
+            });
+        }
+        let (subscribers, services) = {
+            let known = streams.lock_known();
+            (known.subscribers.clone(), known.services.clone())
+        };
+        let mut subscribing = Vec::new();
+        for (handler, subscriptions) in subscribers {
+            let feed = Self::copies(&handler, &subscriptions);
+            let backlog = self.backlog_of(&feed).await.unwrap_or_default();
+            subscribing.push(FeedView {
+                handler,
+                events: subscriptions.events.into_iter().collect(),
+                changes: subscriptions.changes.into_iter().collect(),
+                ..backlog.into()
+            });
+        }
+        let mut queued = Vec::new();
+        for service in services {
+            let backlog = self.backlog_of(&Self::queue(&service)).await;
+            queued.push(FeedView {
+                handler: service,
+                ..backlog.unwrap_or_default().into()
+            });
+        }
+        (views, subscribing, queued)
     }
 
     /// Stops every pull of this host (it is leaving): what was already handed to a mailbox

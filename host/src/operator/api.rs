@@ -114,6 +114,7 @@ impl OperatorCommand {
                 .query("mailbox", settings.mailbox)
                 .body(ApiBody::Component(file.clone())),
             Self::List { .. } => R::new(Method::GET, &["v1", "handlers"]),
+            Self::Cluster { .. } => R::new(Method::GET, &["v1", "cluster"]),
             Self::Show { name, .. } => R::new(Method::GET, &["v1", "handlers", name]),
             Self::Rollback { name, .. } => {
                 R::new(Method::POST, &["v1", "handlers", name, "rollback"])

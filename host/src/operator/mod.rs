@@ -133,6 +133,12 @@ pub enum OperatorCommand {
     /// List, inspect, replay or purge the signals a mailbox or client refused.
     #[command(subcommand)]
     DeadLetters(DeadLetterCommand),
+    /// Show the cluster the host joins: its connection, the cluster's streams, and every
+    /// subscribing handler and queued service with its backlog.
+    Cluster {
+        #[command(flatten)]
+        connection: Connection,
+    },
 }
 
 /// What to do with dead letters.
@@ -260,7 +266,8 @@ impl OperatorCommand {
             | Self::State { connection, .. }
             | Self::Send { connection, .. }
             | Self::Request { connection, .. }
-            | Self::Emit { connection, .. } => connection,
+            | Self::Emit { connection, .. }
+            | Self::Cluster { connection } => connection,
             Self::DeadLetters(command) => command.connection(),
         }
     }

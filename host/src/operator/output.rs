@@ -152,6 +152,7 @@ pub(super) fn answer(
             writeln!(out, "deleted {name}{state}")?
         }
         OperatorCommand::State { .. } => super::state::answer(&parse(body)?, out)?,
+        OperatorCommand::Cluster { .. } => cluster(&parse(body)?, out)?,
         OperatorCommand::Send { .. } | OperatorCommand::Emit { .. } => {
             writeln!(out, "{}", parse::<Accepted>(body)?.id)?
         }
@@ -165,6 +166,51 @@ pub(super) fn answer(
         }
     }
     Ok(Ok(()))
+}
+
+/// Writes the cluster as the host sees it: one line for the host and its connection, one per
+/// stream, and a table of feeds with their backlogs.
+fn cluster(view: &crate::transport::ClusterView, out: &mut impl Write) -> std::io::Result<()> {
+    if !view.clustered {
+        return writeln!(out, "not in a cluster: every signal stays in this host");
+    }
+    let or_none = |s: &Option<String>| s.clone().unwrap_or_default();
+    writeln!(
+        out,
+        "host {} of cluster {}: {}",
+        or_none(&view.host_id),
+        or_none(&view.cluster),
+        or_none(&view.connection)
+    )?;
+    for stream in &view.streams {
+        writeln!(
+            out,
+            "stream {}: {} of {} signals, {} of {} bytes",
+            stream.name, stream.messages, stream.max_messages, stream.bytes, stream.max_bytes
+        )?;
+    }
+    writeln!(
+        out,
+        "{:<10} {:<24} {:>8} {:>8} {:>11}  TAKES",
+        "FEED", "HANDLER", "PENDING", "UNACKED", "REDELIVERED"
+    )?;
+    let feeds = (view.subscribers.iter().map(|f| ("events", f)))
+        .chain(view.services.iter().map(|f| ("queue", f)));
+    for (kind, feed) in feeds {
+        let takes: Vec<&str> = (feed.events.iter().chain(&feed.changes))
+            .map(String::as_str)
+            .collect();
+        writeln!(
+            out,
+            "{kind:<10} {:<24} {:>8} {:>8} {:>11}  {}",
+            feed.handler,
+            feed.pending,
+            feed.unacknowledged,
+            feed.redelivered,
+            takes.join(",")
+        )?;
+    }
+    Ok(())
 }
 
 /// Writes a refusal for a person: what went wrong and, if known, how to fix it.

@@ -308,6 +308,11 @@ impl Router {
         self.transport.close().await;
     }
 
+    /// What this host shows of the cluster it joins (see [`Transport::view`]).
+    pub async fn cluster(&self) -> crate::transport::ClusterView {
+        self.transport.view().await
+    }
+
     /// Waits until the other hosts can reach every route this host serves.
     pub async fn transport_ready(&self) {
         self.transport.ready().await;
