@@ -853,7 +853,7 @@ impl Transport for Nats {
 
     fn unreachable(&self) -> Option<String> {
         match self.client.connection_state() {
-            State::Connected => None,
+            State::Connected => self.streams.full_lately(),
             state => Some(format!("not connected to NATS ({state:?}); reconnecting")),
         }
     }

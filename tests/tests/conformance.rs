@@ -728,6 +728,72 @@ async fn messages_nobody_awaits_wait_in_their_services_queue() {
     assert_eq!(messages_handled(&b, "echo"), 10);
 }
 
+/// Proves a full stream refuses new signals rather than dropping those it keeps, says so, and
+/// loses none it took: each stream holds at most 5 signals; `audit` is deployed on B, which
+/// then leaves (its consumer stays; nobody pulls). 5 events emitted on A are taken, the 6th
+/// is refused with 503 (`no_space`, counted) and A says it is not ready, naming the full
+/// stream. C joins running `audit` and handles exactly the 5; then the stream takes events
+/// again and A is ready.
+#[tokio::test]
+async fn a_full_stream_refuses_new_signals_and_loses_none() {
+    let server = NatsServer::start();
+    let bounded = |id: &str| {
+        let mut options = server.options(id);
+        options.streams.max_messages = 5;
+        options
+    };
+    let (a, nats_a) = server
+        .joined_with(switchboard_tests::config(), &bounded("a"))
+        .await;
+    let (b, _) = server
+        .joined_with(switchboard_tests::config(), &bounded("b"))
+        .await;
+    b.deploy("audit", guest("audit"), None).await.unwrap();
+    until("A knows audit", || async {
+        nats_a.subscribers_known().contains_key("audit")
+    })
+    .await;
+    b.router().leave_cluster().await;
+    let event = |n: u32| json(json!({ "user_id": format!("u{n}") }));
+    for n in 0..5 {
+        let taken = a.emit("UserRegistered", event(n)).await.unwrap();
+        assert_eq!(taken.delivered, 1, "{taken:?}");
+    }
+    assert_eq!(
+        a.router().unreachable(),
+        None,
+        "ready while the stream has room"
+    );
+    let refused = a.emit("UserRegistered", event(5)).await.unwrap_err();
+    assert_eq!(refused.reason, Reason::NoSpace);
+    assert_eq!(refused.failure().code, code::OVERLOADED);
+    let line = r#"switchboard_cluster_events_total{reason="no_space"}"#;
+    assert_eq!(switchboard_tests::metric(&a, line), 1.0);
+    let why = a.router().unreachable().expect("not ready while full");
+    assert!(why.contains("for space"), "{why}");
+
+    let c = server
+        .joined_with(switchboard_tests::config(), &bounded("c"))
+        .await
+        .0;
+    c.deploy("audit", guest("audit"), None).await.unwrap();
+    until("C handled the 5 the stream kept", || async {
+        events_handled(&c, "audit") == 5 && settled(&nats_a, "audit").await
+    })
+    .await;
+    let taken = a.emit("UserRegistered", event(6)).await.unwrap();
+    assert_eq!(taken.delivered, 1, "{taken:?}");
+    assert_eq!(
+        a.router().unreachable(),
+        None,
+        "ready once the stream takes again"
+    );
+    until("C handled the one taken after", || async {
+        events_handled(&c, "audit") == 6
+    })
+    .await;
+}
+
 /// Proves a turn that runs longer than the stream's ack wait is not offered again while it
 /// runs: the host says it is still at work. `chaos` runs on A and B (3 s of CPU time, more
 /// than the 1 s ack wait); one `Stall` spins to its limit and is handled once in all. Without

@@ -152,7 +152,13 @@ pub(super) struct Streams {
     pulling: Mutex<HashMap<String, (Feed, oneshot::Sender<()>)>>,
     /// Signals handed to a mailbox here and not yet acknowledged (or handed back).
     unconfirmed: Arc<Pending>,
+    /// When a stream last refused a publish of this host's for space.
+    full_at: Mutex<Option<std::time::Instant>>,
 }
+
+/// How long after a stream refused a publish for space the host says it is full (not
+/// ready): the next publish that is taken says no more.
+const FULL_FOR: Duration = Duration::from_secs(10);
 
 /// What a host announces as it starts or stops feeding a handler.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -246,6 +252,7 @@ impl Streams {
             known: Mutex::default(),
             pulling: Mutex::default(),
             unconfirmed: Arc::default(),
+            full_at: Mutex::default(),
         })
     }
 
@@ -256,6 +263,34 @@ impl Streams {
             Feed::Queue { .. } => &self.messages,
         };
         self.jetstream.get_stream(name).await.ok()
+    }
+
+    fn lock_full(&self) -> std::sync::MutexGuard<'_, Option<std::time::Instant>> {
+        self.full_at.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A stream refused a publish for space.
+    fn refused_for_space(&self) {
+        *self.lock_full() = Some(std::time::Instant::now());
+    }
+
+    /// A stream took a publish: it has room again.
+    fn took(&self) {
+        let mut full = self.lock_full();
+        if full.is_some() {
+            *full = None;
+        }
+    }
+
+    /// Why the host is not ready, if a stream refused one of its publishes for space lately.
+    pub(super) fn full_lately(&self) -> Option<String> {
+        let at = (*self.lock_full())?;
+        (at.elapsed() < FULL_FOR).then(|| {
+            format!(
+                "a stream of the cluster refused a signal for space {} s ago: it is full (see GET /v1/cluster)",
+                at.elapsed().as_secs()
+            )
+        })
     }
 
     /// `sb.<cluster>.subscribers`, where hosts announce their feeds.
@@ -663,7 +698,10 @@ impl Nats {
                 ack.await
             };
             let error = match published.await {
-                Ok(_) => return Ok(taken),
+                Ok(_) => {
+                    self.streams.took();
+                    return Ok(taken);
+                }
                 Err(error) => error,
             };
             let retry = matches!(error.kind(), Kind::TimedOut | Kind::BrokenPipe);
@@ -680,6 +718,7 @@ impl Nats {
                 Kind::TimedOut | Kind::BrokenPipe => Reason::Lost,
                 _ if is_full(&error) => {
                     self.count("no_space");
+                    self.streams.refused_for_space();
                     Reason::NoSpace
                 }
                 _ => {
