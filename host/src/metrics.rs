@@ -81,6 +81,13 @@ pub struct SlotLabels {
     pub state: String,
 }
 
+/// Labels of the cluster a host joins: its name and the host's id.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HostLabels {
+    pub cluster: String,
+    pub host: String,
+}
+
 /// Labels of a counter by reason alone.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -126,6 +133,9 @@ pub struct Metrics {
     pub foreign_refused: Family<ReasonLabels, Counter>,
     /// What the cluster's transport did that an operator watches for, by what.
     pub cluster: Family<ReasonLabels, Counter>,
+    /// 1 for the cluster this host joins and its id in it (none for a host alone): joined
+    /// on, it gives every other metric its host.
+    pub cluster_host: Family<HostLabels, Gauge>,
     pub callbacks_refused: Family<HandlerLabels, Counter>,
     pub compilations: Gauge,
     /// Bytes of signals waiting in every mailbox.
@@ -201,6 +211,7 @@ impl Default for Metrics {
             late_replies: Counter::default(),
             foreign_refused: Family::default(),
             cluster: Family::default(),
+            cluster_host: Family::default(),
             accepted: accepted.clone(),
             accepted_by_kind: KINDS.map(|kind| {
                 accepted
@@ -340,8 +351,13 @@ impl Default for Metrics {
         );
         registry.register(
             "cluster_events",
-            "What the cluster's transport did, by reason: publish_retry (a stream publish retried with the same message id after a timeout), no_space (a publish the cluster's stream refused for space), max_deliver (a broadcast's copy offered too many times, kept as a dead letter)",
+            "What the cluster's transport did, by reason: publish_retry (a stream publish retried with the same message id after a timeout), no_space (a publish the cluster's stream refused for space), redelivered (a streamed signal offered to this host again: its ack wait passed, or a host handed it back), max_deliver (a streamed signal offered too many times, kept as a dead letter)",
             metrics.cluster.clone(),
+        );
+        registry.register(
+            "cluster_host",
+            "1 for the cluster this host joins (its name) and the host's id in it; absent for a host alone",
+            metrics.cluster_host.clone(),
         );
         registry.register(
             "callbacks_refused",

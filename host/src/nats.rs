@@ -858,6 +858,10 @@ impl Transport for Nats {
         }
     }
 
+    fn identity(&self) -> Option<(&str, &str)> {
+        Some((&self.cluster, &self.host_id))
+    }
+
     fn view(&self) -> Pin<Box<dyn Future<Output = ClusterView> + Send + '_>> {
         Box::pin(async {
             let (streams, subscribers, services) = self.streams_view().await;

@@ -628,6 +628,11 @@ pub trait Transport: Send + Sync + 'static {
         None
     }
 
+    /// The cluster's name and this host's id in it, if the transport joins one.
+    fn identity(&self) -> Option<(&str, &str)> {
+        None
+    }
+
     /// What the transport shows of the cluster it joins. In process, that there is none.
     fn view(&self) -> Pin<Box<dyn Future<Output = ClusterView> + Send + '_>> {
         Box::pin(std::future::ready(ClusterView::default()))

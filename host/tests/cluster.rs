@@ -77,6 +77,10 @@ async fn a_message_whose_host_dies_mid_turn_is_handled_by_another() {
     })
     .await;
     assert_eq!(started(&a, "sleeper").await, 1);
+    let redelivered = r#"switchboard_cluster_events_total{reason="redelivered"}"#;
+    assert_eq!(a.metric(redelivered).await, Some(1.0));
+    let host = r#"switchboard_cluster_host{cluster="t",host="a4"}"#;
+    assert_eq!(a.metric(host).await, Some(1.0));
 }
 
 /// Proves a poison message (one whose turn kills the host handling it) is kept as a dead

@@ -837,6 +837,9 @@ impl Nats {
             let _ = acker.ack_with(AckKind::Nak(None)).await;
             return;
         };
+        if delivered > 1 {
+            local.count("redelivered");
+        }
         if delivered > i64::from(self.streams.settings.max_deliver) {
             tracing::warn!(%handler, delivered, "a signal was offered too many times; kept as a dead letter");
             local.count("max_deliver");

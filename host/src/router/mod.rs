@@ -262,6 +262,13 @@ impl Router {
         router
             .transport
             .attach(router.me.clone() as Weak<dyn Inbound>);
+        if let Some((cluster, host)) = router.transport.identity() {
+            let labels = crate::metrics::HostLabels {
+                cluster: cluster.to_owned(),
+                host: host.to_owned(),
+            };
+            router.metrics.cluster_host.get_or_create(&labels).set(1);
+        }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(expire_open_messages(router.me.clone()));
         }
