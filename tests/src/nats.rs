@@ -27,7 +27,12 @@ pub struct NatsServer {
 /// ready; `None` if it exits first (the port was taken: another server's readiness must
 /// never pass for its own).
 fn spawn(port: u16, store: &TempDir) -> Option<Child> {
-    let mut child = Command::new(binary())
+    let config = store.path().join("server.conf");
+    let mut command = Command::new(binary());
+    if config.exists() {
+        command.arg("-c").arg(&config).envs(PASSWORDS);
+    }
+    let mut child = command
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(store.path())
         .stdout(Stdio::null())
@@ -72,11 +77,32 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The passwords of the users in `examples/nats/accounts.conf`, for the tests.
+pub const PASSWORDS: [(&str, &str); 2] = [
+    ("SWITCHBOARD_NATS_HOST_PASSWORD", "host-secret"),
+    ("SWITCHBOARD_NATS_OUTSIDER_PASSWORD", "outsider-secret"),
+];
+
 impl NatsServer {
     /// Starts a server and waits until it takes connections. A port another test took in
     /// the meantime makes it try another.
     pub fn start() -> Self {
-        let store = TempDir::new("nats");
+        Self::start_in(TempDir::new("nats"))
+    }
+
+    /// Starts a server with the users of the repository's least-privilege configuration
+    /// (`examples/nats/accounts.conf`, passwords [`PASSWORDS`]).
+    pub fn start_with_accounts() -> Self {
+        let store = TempDir::new("nats-accounts");
+        let shipped =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/nats/accounts.conf");
+        std::fs::copy(&shipped, store.path().join("accounts.conf")).expect("copying accounts.conf");
+        std::fs::write(store.path().join("server.conf"), "include accounts.conf\n")
+            .expect("writing server.conf");
+        Self::start_in(store)
+    }
+
+    fn start_in(store: TempDir) -> Self {
         for _ in 0..5 {
             let port = free_port();
             if let Some(child) = spawn(port, &store) {

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use switchboard::clock::Clock;
 use switchboard::db::Db;
-use switchboard::nats::Nats;
+use switchboard::nats::{Nats, NatsOptions};
 use switchboard::router::{AnswerRefused, Answers, Open, OpenMessages};
 use switchboard::signal::Body;
 use switchboard::signal::code;
@@ -792,6 +792,94 @@ async fn a_full_stream_refuses_new_signals_and_loses_none() {
         events_handled(&c, "audit") == 6
     })
     .await;
+}
+
+/// Proves the shipped least-privilege configuration (`examples/nats/accounts.conf`) gives
+/// hosts all they need and a NATS user outside it nothing of the cluster: two hosts joined as
+/// `host` answer a request across hosts, carry an event to its subscriber and queue a message
+/// nobody awaits; a client joined as `outsider` can neither use JetStream's API for the
+/// cluster's streams nor publish a signal into them (the stream's last sequence stays where
+/// it was, checked once the server has everything the outsider sent).
+#[tokio::test]
+async fn the_shipped_account_keeps_outsiders_out_of_the_cluster() {
+    let server = NatsServer::start_with_accounts();
+    let join = |id: &str| NatsOptions {
+        servers: vec![server.url.clone()],
+        cluster: "switchboard".into(),
+        host_id: id.into(),
+        user: Some(("host".into(), "host-secret".into())),
+        ..NatsOptions::default()
+    };
+    let (a, nats_a) = server
+        .joined_with(switchboard_tests::config(), &join("a"))
+        .await;
+    let (b, _) = server
+        .joined_with(switchboard_tests::config(), &join("b"))
+        .await;
+    for handler in ["echo", "audit"] {
+        b.deploy(handler, guest(handler), None).await.unwrap();
+    }
+    until("A knows B's feeds", || async {
+        nats_a.subscribers_known().contains_key("audit") && nats_a.queues_known().contains("echo")
+    })
+    .await;
+    let answer = switchboard_tests::call(&a, "echo", "Ping", json!({"n": 1})).await;
+    assert_eq!(answer.unwrap(), json!({"n": 1}));
+    let taken = a
+        .emit("UserRegistered", json(json!({"user_id": "u1"})))
+        .await;
+    assert_eq!(taken.unwrap().delivered, 1);
+    let queued = a.message("host", "echo", "Ping", json(json!({"n": 2})));
+    assert_eq!(a.router().offer(queued).await.unwrap(), Accepted::ONE);
+    until("B handled the event and both messages", || async {
+        events_handled(&b, "audit") == 1 && messages_handled(&b, "echo") == 2
+    })
+    .await;
+
+    let last = || async {
+        let host =
+            async_nats::ConnectOptions::with_user_and_password("host".into(), "host-secret".into())
+                .connect(&server.url)
+                .await
+                .unwrap();
+        let js = async_nats::jetstream::new(host);
+        let mut stream = js.get_stream("sb-switchboard-broadcasts").await.unwrap();
+        stream.info().await.unwrap().state.last_sequence
+    };
+    let before = last().await;
+    let outsider = async_nats::ConnectOptions::with_user_and_password(
+        "outsider".into(),
+        "outsider-secret".into(),
+    )
+    .connect(&server.url)
+    .await
+    .unwrap();
+    // Refused requests go unanswered: a short timeout is the refusal.
+    let js = async_nats::jetstream::context::ContextBuilder::new()
+        .timeout(Duration::from_millis(500))
+        .build(outsider.clone());
+    assert!(js.get_stream("sb-switchboard-broadcasts").await.is_err());
+    let forged = switchboard::signal::Signal {
+        envelope: switchboard::signal::Envelope::new("audit", Default::default(), &Clock::system()),
+        body: Body::Event {
+            event_type: "UserRegistered".into(),
+            payload: json(json!({"user_id": "forged"})),
+        },
+    };
+    let payload = serde_json::to_vec(&forged).unwrap();
+    let _ = outsider
+        .publish("sb.switchboard.evt.UserRegistered", payload.into())
+        .await;
+    // Its own subject comes back once the server has taken all it sent before.
+    let mut probe = outsider.subscribe("outsider.probe").await.unwrap();
+    outsider.publish("outsider.probe", "".into()).await.unwrap();
+    probe.next().await.unwrap();
+    assert_eq!(
+        last().await,
+        before,
+        "the outsider's event reached the stream"
+    );
+    assert_eq!(events_handled(&b, "audit"), 1);
 }
 
 /// Proves a turn that runs longer than the stream's ack wait is not offered again while it
