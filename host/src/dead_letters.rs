@@ -40,8 +40,9 @@ pub enum DeadReason {
     Lost,
     /// The other hosts of the cluster could not be reached.
     Unreachable,
-    /// A broadcast's copy was offered as many times as the cluster offers one, never
-    /// handled to the end (its handling may be what stops the hosts that take it).
+    /// A broadcast's copy, or a message nobody awaited, was offered from the cluster's
+    /// streams as many times as they offer one, never handled to the end (its handling may
+    /// be what stops the hosts that take it).
     Undeliverable,
 }
 

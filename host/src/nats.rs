@@ -2,10 +2,13 @@
 //! handlers (`../shared/CLUSTER.md`).
 //!
 //! What this transport carries so far, under the subject prefix `sb.<cluster>.`:
-//! - a message or reply to a service, as a core request to `svc.<name>`, taken by one of the
-//!   hosts serving it (a queue group per service); the host that takes it answers the
-//!   request with the delivery's outcome, so the sender learns at once that nothing serves
-//!   the address (no responders: 404), that a mailbox refused it, or that it was taken;
+//! - a message someone awaits, or a reply, to a service, as a core request to `svc.<name>`,
+//!   taken by one of the hosts serving it (a queue group per service); the host that takes
+//!   it answers the request with the message's answer, or the delivery's outcome, so the
+//!   sender learns at once that nothing serves the address (no responders: 404) or that a
+//!   mailbox refused it;
+//! - a message nobody awaits, through the service's JetStream work queue (`nats/streams.rs`),
+//!   where it waits while no host serves the service and is acknowledged once handled;
 //! - an answer to a caller on another host, as a core request to that host's `inbox.<host>`;
 //! - a signal to a user's connections, as a core request to `user.<id>`, which every host
 //!   holding one of its connections subscribes to (no queue group); the first host to answer
