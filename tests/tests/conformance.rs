@@ -882,6 +882,76 @@ async fn the_shipped_account_keeps_outsiders_out_of_the_cluster() {
     assert_eq!(events_handled(&b, "audit"), 1);
 }
 
+/// Proves nothing the stream acknowledged is lost when `nats-server` is killed and started
+/// again under load: A emits events 2 ms apart to `audit` on B; once B has handled 30 the
+/// server is killed, and started again 300 ms later on its port and store; A goes on until
+/// 20 more are taken after the restart (the hosts reconnect by themselves). Every event the stream acknowledged is handled at least once; beyond
+/// those, B handles only emits whose fate A could not know (`lost`) and signals the stream
+/// offered it again (counted `redelivered`). Emits refused while the server was away
+/// (`unreachable`) were never taken.
+#[tokio::test]
+async fn nothing_taken_is_lost_when_nats_restarts_under_load() {
+    let mut server = NatsServer::start();
+    let (a, nats_a) = server.joined(switchboard_tests::config(), "a").await;
+    let (b, _) = server.joined(switchboard_tests::config(), "b").await;
+    b.deploy("audit", guest("audit"), None).await.unwrap();
+    until("A knows audit", || async {
+        nats_a.subscribers_known().contains_key("audit")
+    })
+    .await;
+    let restarted = Arc::new(AtomicBool::new(false));
+    let emitter = tokio::spawn({
+        let (a, restarted) = (a.clone(), restarted.clone());
+        async move {
+            let (mut taken, mut lost, mut refused, mut after) = (0, 0, 0, 0);
+            for n in 0..5000 {
+                let payload = json(json!({ "user_id": format!("u{n}") }));
+                match a.emit("UserRegistered", payload).await {
+                    Ok(accepted) => {
+                        assert_eq!(accepted.delivered, 1, "{accepted:?}");
+                        taken += 1;
+                        if restarted.load(Ordering::Relaxed) {
+                            after += 1;
+                        }
+                    }
+                    Err(undelivered) if undelivered.reason == Reason::Lost => lost += 1,
+                    Err(undelivered) => {
+                        assert_eq!(undelivered.reason, Reason::Unreachable);
+                        refused += 1;
+                    }
+                }
+                if after == 20 {
+                    return (taken, lost, refused);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            panic!("A took no 20 events after the restart: {taken} taken, {refused} refused");
+        }
+    });
+    until("B handled 30", || async {
+        events_handled(&b, "audit") >= 30
+    })
+    .await;
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.start_again();
+    restarted.store(true, Ordering::Relaxed);
+    // Emits while the server was away were refused (`refused`), or waited for it and were
+    // taken once it was back.
+    let (taken, lost, refused) = emitter.await.unwrap();
+    until("every event the stream took was handled", || async {
+        events_handled(&b, "audit") >= taken && settled(&nats_a, "audit").await
+    })
+    .await;
+    let handled = events_handled(&b, "audit");
+    let line = r#"switchboard_cluster_events_total{reason="redelivered"}"#;
+    let redelivered = switchboard_tests::metric(&b, line) as u64;
+    assert!(
+        handled <= taken + lost + redelivered,
+        "handled {handled}, taken {taken}, lost {lost}, redelivered {redelivered}, refused {refused}"
+    );
+}
+
 /// Proves a turn that runs longer than the stream's ack wait is not offered again while it
 /// runs: the host says it is still at work. `chaos` runs on A and B (3 s of CPU time, more
 /// than the 1 s ack wait); one `Stall` spins to its limit and is handled once in all. Without
