@@ -444,24 +444,19 @@ impl Nats {
     fn streamed(&self, signal: &Signal) -> bool {
         match &signal.body {
             Body::Event { .. } | Body::DataChange { .. } => true,
-            Body::Message(m) => {
-                m.return_address.as_deref() != Some(self.inbox.as_str())
-                    && Address::kind_of(&m.to) == Kind::Service
-                    && self.streams.queues(&m.to)
-            }
-            _ => false,
+            _ => (self.unawaited_service(signal)).is_some_and(|to| self.streams.queues(to)),
         }
     }
 
-    /// The service a message nobody here awaits is for, when this host knows of no queue
-    /// for it (yet).
-    fn unqueued(&self, signal: &Signal) -> Option<String> {
+    /// The service a message nobody on this host awaits is for (a message to a service whose
+    /// return address is not this host's inbox).
+    fn unawaited_service<'a>(&self, signal: &'a Signal) -> Option<&'a str> {
         match &signal.body {
             Body::Message(m)
                 if m.return_address.as_deref() != Some(self.inbox.as_str())
                     && Address::kind_of(&m.to) == Kind::Service =>
             {
-                Some(m.to.clone())
+                Some(&m.to)
             }
             _ => None,
         }
@@ -685,7 +680,8 @@ impl Transport for Nats {
             Ok(encoded) => encoded,
             Err(refused) => return refused,
         };
-        let unqueued = self.unqueued(&signal);
+        // Not streamed: a service this host knows no queue for (yet).
+        let unqueued = self.unawaited_service(&signal).map(str::to_owned);
         let id = signal.envelope.id.clone();
         let (promise, later) = Publish::later(&signal);
         let client = self.client.clone();

@@ -99,6 +99,20 @@ async fn over_nats_with(config: HostConfig, a: &[&str], b: &[&str]) -> (Host, Ho
     (host_a, host_b, server)
 }
 
+/// A host joined to `server` as `id`, with the test settings and its join options changed by
+/// `tune`.
+async fn joined_tuned(
+    server: &NatsServer,
+    id: &str,
+    tune: impl Fn(&mut NatsOptions),
+) -> (Host, Arc<Nats>) {
+    let mut options = server.options(id);
+    tune(&mut options);
+    server
+        .joined_with(switchboard_tests::config(), &options)
+        .await
+}
+
 /// Deploys `a` on host `host_a` and `b` on `host_b`.
 async fn deploy_each(host_a: &Host, a: &[&str], host_b: &Host, b: &[&str]) {
     for (host, names) in [(host_a, a), (host_b, b)] {
@@ -737,17 +751,9 @@ async fn messages_nobody_awaits_wait_in_their_services_queue() {
 #[tokio::test]
 async fn a_full_stream_refuses_new_signals_and_loses_none() {
     let server = NatsServer::start();
-    let bounded = |id: &str| {
-        let mut options = server.options(id);
-        options.streams.max_messages = 5;
-        options
-    };
-    let (a, nats_a) = server
-        .joined_with(switchboard_tests::config(), &bounded("a"))
-        .await;
-    let (b, _) = server
-        .joined_with(switchboard_tests::config(), &bounded("b"))
-        .await;
+    let bounded = |options: &mut NatsOptions| options.streams.max_messages = 5;
+    let (a, nats_a) = joined_tuned(&server, "a", bounded).await;
+    let (b, _) = joined_tuned(&server, "b", bounded).await;
     b.deploy("audit", guest("audit"), None).await.unwrap();
     until("A knows audit", || async {
         nats_a.subscribers_known().contains_key("audit")
@@ -772,10 +778,7 @@ async fn a_full_stream_refuses_new_signals_and_loses_none() {
     let why = a.router().unreachable().expect("not ready while full");
     assert!(why.contains("for space"), "{why}");
 
-    let c = server
-        .joined_with(switchboard_tests::config(), &bounded("c"))
-        .await
-        .0;
+    let c = joined_tuned(&server, "c", bounded).await.0;
     c.deploy("audit", guest("audit"), None).await.unwrap();
     until("C handled the 5 the stream kept", || async {
         events_handled(&c, "audit") == 5 && settled(&nats_a, "audit").await
@@ -803,19 +806,12 @@ async fn a_full_stream_refuses_new_signals_and_loses_none() {
 #[tokio::test]
 async fn the_shipped_account_keeps_outsiders_out_of_the_cluster() {
     let server = NatsServer::start_with_accounts();
-    let join = |id: &str| NatsOptions {
-        servers: vec![server.url.clone()],
-        cluster: "switchboard".into(),
-        host_id: id.into(),
-        user: Some(("host".into(), "host-secret".into())),
-        ..NatsOptions::default()
+    let as_host = |options: &mut NatsOptions| {
+        options.cluster = "switchboard".into();
+        options.user = Some(("host".into(), "host-secret".into()));
     };
-    let (a, nats_a) = server
-        .joined_with(switchboard_tests::config(), &join("a"))
-        .await;
-    let (b, _) = server
-        .joined_with(switchboard_tests::config(), &join("b"))
-        .await;
+    let (a, nats_a) = joined_tuned(&server, "a", as_host).await;
+    let (b, _) = joined_tuned(&server, "b", as_host).await;
     for handler in ["echo", "audit"] {
         b.deploy(handler, guest(handler), None).await.unwrap();
     }
@@ -884,9 +880,9 @@ async fn the_shipped_account_keeps_outsiders_out_of_the_cluster() {
 
 /// Proves nothing the stream acknowledged is lost when `nats-server` is killed and started
 /// again under load: A emits events 2 ms apart to `audit` on B; once B has handled 30 the
-/// server is killed, and started again 300 ms later on its port and store; A goes on until
-/// 20 more are taken after the restart (the hosts reconnect by themselves). Every event the stream acknowledged is handled at least once; beyond
-/// those, B handles only emits whose fate A could not know (`lost`) and signals the stream
+/// server is killed, and started again on its port and store once A has seen it go; A goes
+/// on until 20 more are taken after the restart (the hosts reconnect by themselves). Every
+/// event the stream acknowledged is handled at least once; beyond those, B handles only emits whose fate A could not know (`lost`) and signals the stream
 /// offered it again (counted `redelivered`). Emits refused while the server was away
 /// (`unreachable`) were never taken.
 #[tokio::test]
@@ -933,7 +929,10 @@ async fn nothing_taken_is_lost_when_nats_restarts_under_load() {
     })
     .await;
     server.kill();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until("A saw the server go", || async {
+        a.router().unreachable().is_some()
+    })
+    .await;
     server.start_again();
     restarted.store(true, Ordering::Relaxed);
     // Emits while the server was away were refused (`refused`), or waited for it and were
@@ -959,17 +958,9 @@ async fn nothing_taken_is_lost_when_nats_restarts_under_load() {
 #[tokio::test]
 async fn a_long_turn_is_not_offered_again_while_it_runs() {
     let server = NatsServer::start();
-    let join = |id: &str| {
-        let mut options = server.options(id);
-        options.streams.ack_wait = Duration::from_secs(1);
-        options
-    };
-    let (a, nats_a) = server
-        .joined_with(switchboard_tests::config(), &join("a"))
-        .await;
-    let (b, _nats_b) = server
-        .joined_with(switchboard_tests::config(), &join("b"))
-        .await;
+    let short_wait = |options: &mut NatsOptions| options.streams.ack_wait = Duration::from_secs(1);
+    let (a, nats_a) = joined_tuned(&server, "a", short_wait).await;
+    let (b, _nats_b) = joined_tuned(&server, "b", short_wait).await;
     let slow = Limits {
         cpu_time: Duration::from_secs(3),
         ..Limits::default()

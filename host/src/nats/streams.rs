@@ -26,6 +26,7 @@
 //! deploys and every few seconds, and from what hosts announce on `sb.<cluster>.subscribers`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -152,8 +153,11 @@ pub(super) struct Streams {
     pulling: Mutex<HashMap<String, (Feed, oneshot::Sender<()>)>>,
     /// Signals handed to a mailbox here and not yet acknowledged (or handed back).
     unconfirmed: Arc<Pending>,
-    /// When a stream last refused a publish of this host's for space.
-    full_at: Mutex<Option<std::time::Instant>>,
+    /// When a stream last refused a publish of this host's for space, in milliseconds since
+    /// `opened` plus one; 0 while the streams take its publishes (read on every publish, so
+    /// no lock).
+    full_at: AtomicU64,
+    opened: std::time::Instant,
 }
 
 /// How long after a stream refused a publish for space the host says it is full (not
@@ -252,7 +256,8 @@ impl Streams {
             known: Mutex::default(),
             pulling: Mutex::default(),
             unconfirmed: Arc::default(),
-            full_at: Mutex::default(),
+            full_at: AtomicU64::new(0),
+            opened: std::time::Instant::now(),
         })
     }
 
@@ -265,30 +270,27 @@ impl Streams {
         self.jetstream.get_stream(name).await.ok()
     }
 
-    fn lock_full(&self) -> std::sync::MutexGuard<'_, Option<std::time::Instant>> {
-        self.full_at.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// A stream refused a publish for space.
     fn refused_for_space(&self) {
-        *self.lock_full() = Some(std::time::Instant::now());
+        let now = self.opened.elapsed().as_millis() as u64 + 1;
+        self.full_at.store(now, Ordering::Relaxed);
     }
 
     /// A stream took a publish: it has room again.
     fn took(&self) {
-        let mut full = self.lock_full();
-        if full.is_some() {
-            *full = None;
+        if self.full_at.load(Ordering::Relaxed) != 0 {
+            self.full_at.store(0, Ordering::Relaxed);
         }
     }
 
     /// Why the host is not ready, if a stream refused one of its publishes for space lately.
     pub(super) fn full_lately(&self) -> Option<String> {
-        let at = (*self.lock_full())?;
-        (at.elapsed() < FULL_FOR).then(|| {
+        let at = self.full_at.load(Ordering::Relaxed).checked_sub(1)?;
+        let ago = Duration::from_millis(self.opened.elapsed().as_millis() as u64 - at);
+        (ago < FULL_FOR).then(|| {
             format!(
                 "a stream of the cluster refused a signal for space {} s ago: it is full (see GET /v1/cluster)",
-                at.elapsed().as_secs()
+                ago.as_secs()
             )
         })
     }
@@ -737,17 +739,21 @@ impl Nats {
 }
 
 /// Whether a publish was refused because the stream is full.
+/// (JetStream answers a stream past its bounds with "store failed", and a server or
+/// account out of storage with a resources error.)
 fn is_full(error: &async_nats::jetstream::context::PublishError) -> bool {
-    let text = error.to_string();
-    let source = std::error::Error::source(error)
-        .map(ToString::to_string)
-        .unwrap_or_default();
-    [text, source].iter().any(|t| {
-        t.contains("maximum messages exceeded")
-            || t.contains("maximum bytes exceeded")
-            || t.contains("insufficient resources")
-            || t.contains("10077")
-            || t.contains("10047")
+    use async_nats::jetstream::ErrorCode;
+    let refusal = std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>());
+    refusal.is_some_and(|refusal| {
+        [
+            ErrorCode::STREAM_STORE_FAILED,
+            ErrorCode::STORAGE_RESOURCES_EXCEEDED,
+            ErrorCode::MEMORY_RESOURCES_EXCEEDED,
+            ErrorCode::ACCOUNT_RESOURCES_EXCEEDED,
+            ErrorCode::INSUFFICIENT_RESOURCES,
+        ]
+        .contains(&refusal.error_code())
     })
 }
 

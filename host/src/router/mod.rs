@@ -670,11 +670,7 @@ impl Router {
         if Address::kind_of(&letter.handler) == Kind::User {
             return self.to_client(&table, &letter.handler, signal);
         }
-        let Some(entry) = table
-            .handlers
-            .values()
-            .find(|entry| *entry.slot.name == *letter.handler)
-        else {
+        let Some(entry) = table.handler_named(&letter.handler) else {
             return Err(Undelivered::new(signal, Reason::NoRoute));
         };
         self.offer_to(entry, signal, false, None)
