@@ -10,7 +10,10 @@
 //! - at most `max_connections` are open. A new connection at the cap sheds the connection
 //!   that has been idle or reading headers the longest; busy ones are never shed, and if
 //!   every connection is busy the new one waits until one finishes. So `/healthz` or an
-//!   authenticated client still gets through while the cap is reached;
+//!   authenticated client still gets through while the cap is reached. A connection is
+//!   shed only once it has had 100 ms (`SHED_GRACE`) to send its request (until then the new one
+//!   waits), so a flood that reopens every connection shed cannot churn an honest client
+//!   out between its accept and its headers;
 //! - when accepting fails for want of file descriptors, an idle or half-sent connection is
 //!   shed to make room;
 //! - on shutdown the listener closes, idle and half-sent connections close at once, and
@@ -52,6 +55,9 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The shortest time between two checks of a connection's timeouts.
 const RECHECK_FLOOR: Duration = Duration::from_millis(10);
+/// Least time a connection is given, from its accept or its last answer, before it may be
+/// shed for a newcomer: a client that sends its request at once is read by then.
+const SHED_GRACE: Duration = Duration::from_millis(100);
 /// Pause after an accept error other than a connection's own, so a persistent one
 /// (out of file descriptors) does not spin the loop.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
@@ -219,34 +225,51 @@ impl Server {
     }
 
     /// Before a new connection is served at the cap: sheds the connection idle or reading
-    /// headers the longest, or, when every one is busy, waits until one finishes. False if
-    /// the server was told to stop meanwhile.
+    /// headers the longest once it has had [`SHED_GRACE`], or, when every one is busy, waits
+    /// until one finishes. False if the server was told to stop meanwhile.
     async fn make_room(&mut self, stop: &mut std::pin::Pin<&mut impl Future<Output = ()>>) -> bool {
         while self.open() >= self.limits.max_connections {
-            if self.shed_one() {
-                return true;
-            }
+            let sheddable_at = match self.longest_quiet() {
+                Some((since, ..)) if since.elapsed() >= SHED_GRACE => {
+                    self.shed_one();
+                    return true;
+                }
+                Some((since, ..)) => Some(since + SHED_GRACE),
+                None => None,
+            };
+            let graced = async {
+                match sheddable_at {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = stop.as_mut() => return false,
                 Some(done) = self.tasks.join_next_with_id() => self.reap(done),
+                () = graced => {}
             }
         }
         true
     }
 
-    /// Sheds the connection that has gone longest without being busy (idle or reading
-    /// headers since it was accepted or last answered); false if every connection is busy.
-    fn shed_one(&mut self) -> bool {
-        let victim = self
-            .open
+    /// The connection that has gone longest without being busy (idle or reading headers
+    /// since it was accepted or last answered), with since when and its state; none if
+    /// every connection is busy.
+    fn longest_quiet(&self) -> Option<(Instant, State, Arc<Tracker>)> {
+        self.open
             .values()
             .filter_map(|tracker| {
                 tracker
                     .sheddable()
-                    .map(|(state, since)| (since, state, tracker))
+                    .map(|(state, since)| (since, state, tracker.clone()))
             })
-            .min_by_key(|(since, _, _)| *since);
-        let Some((_, state, tracker)) = victim else {
+            .min_by_key(|(since, _, _)| *since)
+    }
+
+    /// Sheds the connection that has gone longest without being busy; false if every
+    /// connection is busy.
+    fn shed_one(&mut self) -> bool {
+        let Some((_, state, tracker)) = self.longest_quiet() else {
             return false;
         };
         tracker.shed();

@@ -35,10 +35,40 @@ async fn flood(address: String, reopened: std::sync::Arc<std::sync::atomic::Atom
     }
 }
 
+/// An honest client on a slow link: sends its upgrade request in two parts `pause` apart,
+/// and gives the first line of the answer.
+async fn upgrade_slowly(address: &str, pause: Duration) -> String {
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+        .write_all(b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(pause).await;
+    let rest = "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\nAuthorization: Bearer t-ann\r\n\r\n";
+    if stream.write_all(rest.as_bytes()).await.is_err() {
+        return "closed while sending".into();
+    }
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 256];
+    while !answer.contains(&b'\n') {
+        match stream.read(&mut buffer).await {
+            Ok(n) if n > 0 => answer.extend_from_slice(&buffer[..n]),
+            _ => return format!("closed after {:?}", String::from_utf8_lossy(&answer)),
+        }
+    }
+    let line = String::from_utf8_lossy(&answer);
+    line.lines().next().unwrap_or_default().to_owned()
+}
+
 /// With more half-sent handshakes than places, each reopened as soon as it is closed, an
 /// honest client still connects every time it tries and is answered, and the flood is
 /// counted as shed. (Before the gateway shed at its cap, the newcomer was the one dropped:
-/// an honest client connected 2 times in 56 tries.)
+/// an honest client connected 2 times in 56 tries.) One that sends its request in two parts
+/// 30 ms apart is upgraded too: a connection has 100 ms before it may be shed. (When the
+/// newest connection could be shed at once, the flood's reopenings shed it between its
+/// parts every time, and a fast client, rarely, between its accept and its headers.)
 #[tokio::test]
 async fn a_handshake_flood_cannot_keep_an_honest_client_out() {
     let places = PLACES.to_string();
@@ -79,6 +109,18 @@ async fn a_handshake_flood_cannot_keep_an_honest_client_out() {
         assert!(next(&mut ann).await["ack"].is_string());
         let reply = next(&mut ann).await;
         assert_eq!(reply["signalType"], "REPLY", "{reply}");
+    }
+    for attempt in 0..5 {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            upgrade_slowly(&address, Duration::from_millis(30)),
+        )
+        .await
+        .expect("the slow client's upgrade hung");
+        assert!(
+            answer.starts_with("HTTP/1.1 101"),
+            "attempt {attempt}: the slow client got {answer:?}"
+        );
     }
     assert!(
         reopened.load(std::sync::atomic::Ordering::Relaxed) >= FLOODERS - PLACES,
