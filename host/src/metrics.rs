@@ -351,7 +351,7 @@ impl Default for Metrics {
         );
         registry.register(
             "cluster_events",
-            "What the cluster's transport did, by reason: publish_retry (a stream publish retried with the same message id after a timeout), no_space (a publish the cluster's stream refused for space), redelivered (a streamed signal offered to this host again: its ack wait passed, or a host handed it back), max_deliver (a streamed signal offered too many times, kept as a dead letter)",
+            "What the cluster's transport did, by reason: publish_retry (a stream publish retried with the same message id after a timeout), no_space (a publish the cluster's stream refused for space), redelivered (a streamed signal offered to this host again: its ack wait passed, or a host handed it back), max_deliver (a streamed signal offered too many times, kept as a dead letter), duplicate (a streamed signal this host had handled offered again as new, after a server lost its acknowledgement: acknowledged without a second turn)",
             metrics.cluster.clone(),
         );
         registry.register(

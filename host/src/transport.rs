@@ -335,7 +335,7 @@ pub trait Inbound: Send + Sync + 'static {
     fn keep_copy(&self, handler: &str, bytes: &[u8]) -> Result<bool, Reason>;
 
     /// Counts something the transport did that an operator watches for (`publish_retry`,
-    /// `no_space`, `max_deliver`).
+    /// `no_space`, `redelivered`, `max_deliver`, `duplicate`).
     fn count(&self, what: &'static str);
 }
 

@@ -18,14 +18,18 @@
 //! own; a message a mailbox refuses is answered with the host's error, as on one host. A
 //! host that dies leaves what it held unacknowledged: the stream offers it again after the
 //! ack wait. What was offered more than `max_deliver` times (its turn may be what kills its
-//! hosts) is kept as a dead letter instead of being handled again.
+//! hosts) is kept as a dead letter instead of being handled again. A server that dies can
+//! forget acknowledgements it had taken and offer a handled signal again as if for the first
+//! time: each feed remembers the ids of the signals it handled lately ([`Recent`]) and
+//! acknowledges such a copy without a second turn (counted `duplicate`).
 //!
 //! Both streams are bounded in bytes and messages: past them a publish is refused (503),
 //! never an old message dropped. Each host knows the cluster's subscribers and queued
 //! services from the streams' consumers, listed when it starts, after each of its own
 //! deploys and every few seconds, and from what hosts announce on `sb.<cluster>.subscribers`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -96,6 +100,56 @@ const MAX_ACK_PENDING: i64 = 20_000;
 const BATCH: usize = 64;
 /// How often the subscribers and services known are listed again from the consumers.
 pub(super) const RELIST: Duration = Duration::from_secs(5);
+
+/// How many handled signals' ids each feed remembers, to acknowledge one offered again
+/// without a second turn: more than a server forgets when it dies (its unflushed
+/// acknowledgements) and than a feed has unacknowledged at once.
+const RECENT: usize = 16_384;
+
+/// The ids of the signals a feed handled lately on this host, the oldest forgotten first.
+/// Ids are kept as keyed hashes (a sender cannot choose two that collide).
+struct Recent {
+    hasher: std::hash::RandomState,
+    ids: HashSet<u64>,
+    order: VecDeque<u64>,
+    capacity: usize,
+}
+
+impl Recent {
+    fn new(capacity: usize) -> Self {
+        Self {
+            hasher: std::hash::RandomState::new(),
+            ids: HashSet::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    fn key(&self, id: &str) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
+    fn handled(&self, id: &str) -> bool {
+        self.ids.contains(&self.key(id))
+    }
+
+    fn remember(&mut self, id: &str) {
+        let key = self.key(id);
+        if !self.ids.insert(key) {
+            return;
+        }
+        self.order.push_back(key);
+        if self.order.len() > self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+    }
+}
+
+fn lock(recent: &Mutex<Recent>) -> std::sync::MutexGuard<'_, Recent> {
+    recent.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// What one consumer feeds a handler of this host.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -767,6 +821,7 @@ async fn pull(
     mut subscribing: Option<Subscribing>,
 ) {
     let handler = feed.handler().to_owned();
+    let recent = Arc::new(Mutex::new(Recent::new(RECENT)));
     loop {
         let Some(this) = nats.upgrade() else { return };
         let consumer = match this.streams.ensure(&feed).await {
@@ -810,7 +865,7 @@ async fn pull(
             match next {
                 Some(Ok(message)) => {
                     let Some(this) = nats.upgrade() else { return };
-                    this.take(&feed, message).await;
+                    this.take(&feed, message, &recent).await;
                 }
                 Some(Err(error)) => {
                     tracing::debug!(%handler, %error, "pulling a handler's signals");
@@ -834,8 +889,9 @@ async fn pull(
 
 impl Nats {
     /// Hands one pulled signal to its handler here and acknowledges it once handled; keeps
-    /// it as a dead letter instead once it was offered too many times.
-    async fn take(&self, feed: &Feed, message: jetstream::Message) {
+    /// it as a dead letter instead once it was offered too many times, and acknowledges one
+    /// handled here lately without a second turn.
+    async fn take(&self, feed: &Feed, message: jetstream::Message, recent: &Arc<Mutex<Recent>>) {
         let delivered = message.info().map_or(1, |info| info.delivered);
         let (message, acker) = message.split();
         let handler = feed.handler();
@@ -843,6 +899,17 @@ impl Nats {
             let _ = acker.ack_with(AckKind::Nak(None)).await;
             return;
         };
+        let id = (message.headers.as_ref())
+            .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
+            .map(|id| id.as_str().to_owned());
+        if let Some(id) = &id
+            && lock(recent).handled(id)
+        {
+            tracing::debug!(%handler, %id, "a signal handled here was offered again; acknowledged");
+            local.count("duplicate");
+            let _ = acker.ack().await;
+            return;
+        }
         if delivered > 1 {
             local.count("redelivered");
         }
@@ -865,7 +932,9 @@ impl Nats {
             Ok(taken) if taken.delivered > 0 => {
                 let unconfirmed = Subscribing::start(&self.streams.unconfirmed);
                 let every = (self.streams.settings.ack_wait / 3).max(Duration::from_millis(100));
-                self.runtime.spawn(confirm(acker, told, every, unconfirmed));
+                let handled = id.map(|id| (id, recent.clone()));
+                self.runtime
+                    .spawn(confirm(acker, told, every, unconfirmed, handled));
             }
             // Kept as a dead letter, answered with an error, or refused for want of room to
             // keep it (counted where refused): done with.
@@ -886,18 +955,25 @@ impl Nats {
     }
 }
 
-/// Acknowledges a copy once it has been handled, saying it is still being worked on every
-/// `every` until then; one dropped unhandled (its host stopping) goes back at once.
+/// Acknowledges a copy once it has been handled (and remembers its id in its feed's
+/// [`Recent`]), saying it is still being worked on every `every` until then; one dropped
+/// unhandled (its host stopping) goes back at once.
 async fn confirm(
     acker: jetstream::message::Acker,
     mut told: oneshot::Receiver<()>,
     every: Duration,
     unconfirmed: Subscribing,
+    id: Option<(String, Arc<Mutex<Recent>>)>,
 ) {
     loop {
         tokio::select! {
             handled = &mut told => {
                 let kind = if handled.is_ok() { AckKind::Ack } else { AckKind::Nak(None) };
+                if handled.is_ok()
+                    && let Some((id, recent)) = &id
+                {
+                    lock(recent).remember(id);
+                }
                 if let Err(error) = acker.ack_with(kind).await {
                     tracing::debug!(%error, "could not acknowledge a broadcast's copy; it will be offered again");
                 }
@@ -908,5 +984,26 @@ async fn confirm(
                 let _ = acker.ack_with(AckKind::Progress).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves a feed remembers the ids it handled, and forgets the oldest first once it holds
+    /// its capacity (so a long-lived feed's memory stays bounded).
+    #[test]
+    fn recent_ids_are_remembered_up_to_the_capacity() {
+        let mut recent = Recent::new(2);
+        recent.remember("a");
+        recent.remember("b");
+        recent.remember("a");
+        assert!(recent.handled("a") && recent.handled("b"));
+        assert!(!recent.handled("c"));
+        recent.remember("c");
+        assert!(!recent.handled("a"), "the oldest is forgotten");
+        assert!(recent.handled("b") && recent.handled("c"));
+        assert_eq!((recent.ids.len(), recent.order.len()), (2, 2));
     }
 }
