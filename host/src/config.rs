@@ -14,6 +14,14 @@ pub const DEFAULT_CPU_TIME: Duration = Duration::from_secs(2);
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
 /// Longest per-signal deadline a deploy may ask for.
 pub const MAX_DEADLINE: Duration = Duration::from_secs(15 * 60);
+/// Most linear memory a deploy may ask for, in MiB.
+pub const MAX_MEMORY_MB: u64 = 4096;
+/// Most CPU time per signal a deploy may ask for, in milliseconds.
+pub const MAX_CPU_MS: u64 = 600_000;
+/// Most signals a handler may work on at once.
+pub const MAX_CONCURRENCY: u32 = 64;
+/// Largest mailbox a deploy may ask for: a mailbox's slots are allocated when it opens.
+pub const MAX_MAILBOX: u32 = 100_000;
 /// Default number of signals a service works on at once. One means a service is an actor:
 /// its in-memory state sees its signals one at a time, like the seeds' reducers.
 pub const DEFAULT_CONCURRENCY: u32 = 1;
@@ -137,6 +145,28 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// The first limit beyond what a deploy on this host may ask for, named with its value
+    /// (a record from the cluster's registry is held to the same bounds as an upload here).
+    pub fn beyond_bounds(&self) -> Option<String> {
+        let ms = |d: Duration| d.as_millis() as u64;
+        if self.memory_bytes == 0 || self.memory_bytes > MAX_MEMORY_MB << 20 {
+            return Some(format!("memory {} bytes", self.memory_bytes));
+        }
+        if self.cpu_time.is_zero() || ms(self.cpu_time) > MAX_CPU_MS {
+            return Some(format!("CPU time {} ms", ms(self.cpu_time)));
+        }
+        if self.deadline.is_zero() || self.deadline > MAX_DEADLINE {
+            return Some(format!("deadline {} ms", ms(self.deadline)));
+        }
+        if self.concurrency > MAX_CONCURRENCY {
+            return Some(format!("concurrency {}", self.concurrency));
+        }
+        if self.mailbox == 0 || self.mailbox > MAX_MAILBOX {
+            return Some(format!("mailbox {}", self.mailbox));
+        }
+        None
+    }
+
     /// These limits for a handler that is an agent handler or not, on a host with a pool of
     /// `max_instances`, its concurrency settled if it was left to the kind's default.
     pub fn for_kind(mut self, agent: bool, max_instances: u32) -> Self {

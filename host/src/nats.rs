@@ -25,8 +25,10 @@
 // `Transport` interface does.
 #![allow(clippy::result_large_err)]
 
+mod shared;
 mod streams;
 
+pub use shared::{MAX_RECORD_BYTES, RecordChange, SharedError, Watched};
 pub use streams::{Backlog, StreamSettings};
 
 use std::collections::{BTreeMap, HashMap};
@@ -38,7 +40,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
-use async_nats::{Client, ConnectOptions, RequestErrorKind};
+use async_nats::{Client, ConnectOptions, RequestErrorKind, jetstream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{Notify, oneshot};
@@ -48,6 +50,7 @@ use crate::signal::{Body, REPLY_VIA_HEADER, Signal};
 use crate::transport::{
     Accepted, ClusterView, Inbound, Publish, Reason, Route, Subscriptions, Transport, Undelivered,
 };
+use shared::Shared;
 use streams::Streams;
 
 /// How long a sender waits for the host that took a signal to say what became of it (it
@@ -152,6 +155,8 @@ pub struct Nats {
     awaited: Mutex<Awaited>,
     /// The cluster's streams (broadcasts, messages nobody awaits) and this host's consumers.
     streams: Streams,
+    /// The cluster's registry of handlers and their modules.
+    shared: Shared,
     runtime: tokio::runtime::Handle,
     me: Weak<Nats>,
 }
@@ -228,6 +233,12 @@ impl Nats {
             options.streams.clone(),
         )
         .await?;
+        let shared = Shared::open(
+            &jetstream::new(client.clone()),
+            cluster,
+            options.streams.replicas,
+        )
+        .await?;
         let nats = Arc::new_cyclic(|me| Self {
             client,
             prefix: format!("sb.{cluster}."),
@@ -243,6 +254,7 @@ impl Nats {
                 swept: Instant::now(),
             }),
             streams,
+            shared,
             runtime: tokio::runtime::Handle::current(),
             me: me.clone(),
         });
@@ -274,6 +286,11 @@ impl Nats {
         on_the_server(&nats.client).await;
         nats.streams.relist().await;
         Ok(nats)
+    }
+
+    /// This host's id in the cluster.
+    pub fn host_id(&self) -> &str {
+        &self.host_id
     }
 
     /// The subscribing handlers of the cluster this host knows of, and what each takes.

@@ -6,11 +6,14 @@
 //! instead of compiling. [`Registry::open`] reads the registry file; [`Registry::restore`]
 //! then brings the handlers back, several at once, while the registry already answers.
 
+mod cluster;
 mod deploy;
 mod restore;
 mod tidy;
 
 pub use restore::RESTORE_CONCURRENCY;
+
+use std::sync::Arc;
 
 use serde::Serialize;
 use thiserror::Error;
@@ -19,7 +22,7 @@ use tokio::sync::Mutex;
 use crate::config::Limits;
 use crate::host::{DeployError, Host};
 use crate::runtime::{HandlerKind, LoadError};
-use crate::store::{DataDir, HandlerRecord, RegistryFile, StoreError};
+use crate::store::{self, DataDir, HandlerRecord, RegistryFile, StoreError};
 
 /// Why a registry operation failed. Nothing changed.
 #[derive(Debug, Error)]
@@ -34,6 +37,13 @@ pub enum RegistryError {
     NoEarlierVersion(String),
     #[error("handler `{0}` changed while this operation was being prepared; nothing was done")]
     Changed(String),
+    /// The cluster's registry could not be read or written, or held something this host
+    /// refuses.
+    #[error("the cluster's registry: {0}")]
+    Cluster(String),
+    /// The hosts asked for cannot be: on a host alone, or without the host deploying.
+    #[error("{0}")]
+    Placement(String),
 }
 
 impl From<LoadError> for RegistryError {
@@ -43,12 +53,15 @@ impl From<LoadError> for RegistryError {
 }
 
 /// What an operator chooses when deploying, beside the component.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct DeployOptions {
     /// Overrides the kind the handler describes itself as.
     pub kind: Option<HandlerKind>,
     /// Limits; the host's defaults if not given.
     pub limits: Option<Limits>,
+    /// In a cluster, the ids of the hosts that run it, this one among them; every host if
+    /// not given.
+    pub hosts: Option<std::collections::BTreeSet<String>>,
 }
 
 /// A version as listed.
@@ -129,6 +142,8 @@ pub struct Registry {
     file: Mutex<RegistryFile>,
     files: tidy::Files,
     restoring: restore::Restoring,
+    /// The cluster whose registry this host shares, once joined.
+    cluster: std::sync::OnceLock<Arc<crate::nats::Nats>>,
 }
 
 fn kind_name(kind: HandlerKind) -> &'static str {
@@ -153,6 +168,7 @@ impl Registry {
             files,
             restoring: restore::Restoring::from_file(&file),
             file: Mutex::new(file),
+            cluster: std::sync::OnceLock::new(),
         })
     }
 
@@ -187,27 +203,34 @@ impl Registry {
             (previous, record.current)
         };
         let _pin = self.files.pin(&previous.module);
+        self.fetch_module(&previous.module).await?;
         let version = self.prepare(&previous, None).await?;
         let mut file = self.file.lock().await;
-        let unchanged = file
-            .handlers
-            .get(name)
-            .is_some_and(|h| h.current == current && h.versions.contains(&previous));
-        if !unchanged {
+        let unchanged = |record: &store::HandlerRecord| {
+            record.current == current && record.versions.contains(&previous)
+        };
+        if !file.handlers.get(name).is_some_and(unchanged) {
             return Err(RegistryError::Changed(name.to_owned()));
         }
         let mut next = file.clone();
         if let Some(entry) = next.handlers.get_mut(name) {
             entry.current = previous.version;
         }
-        self.data.save_registry(&next)?;
-        if let Err(error) = self.host.install(name, version) {
-            self.data.save_registry(&file)?;
-            return Err(error.into());
+        // In a cluster, the rollback is the cluster's: made only if no host changed the
+        // handler since this one installed what it runs.
+        if let Some(nats) = self.cluster() {
+            let (shared, read) = Self::shared_record(nats, name).await?;
+            let Some(entry) = next.handlers.get(name).filter(|_| unchanged(&shared)) else {
+                return Err(RegistryError::Changed(name.to_owned()));
+            };
+            match Self::share(nats, name, entry, read).await {
+                Err(crate::nats::SharedError::Changed) => {
+                    return Err(RegistryError::Changed(name.to_owned()));
+                }
+                other => other?,
+            }
         }
-        *file = next;
-        self.files.committed(&file);
-        self.restoring.done(name);
+        self.commit_locally(&mut file, next, name, version)?;
         drop(file);
         self.host.router().transport_ready().await;
         self.view(name).await
@@ -217,16 +240,25 @@ impl Registry {
     /// handler's version uses them.
     pub async fn delete(&self, name: &str) -> Result<(), RegistryError> {
         let mut file = self.file.lock().await;
-        if !file.handlers.contains_key(name) {
+        if let Some(nats) = self.cluster() {
+            match nats.record(name).await? {
+                Some((_, read)) => match nats.delete_record(name, read).await {
+                    Err(crate::nats::SharedError::Changed) => {
+                        return Err(RegistryError::Changed(name.to_owned()));
+                    }
+                    other => other?,
+                },
+                None if !file.handlers.contains_key(name) => {
+                    return Err(RegistryError::NotFound(name.to_owned()));
+                }
+                None => {}
+            }
+        } else if !file.handlers.contains_key(name) {
             return Err(RegistryError::NotFound(name.to_owned()));
         }
-        let mut next = file.clone();
-        next.handlers.remove(name);
-        self.data.save_registry(&next)?;
-        *file = next;
-        self.files.committed(&file);
-        self.restoring.done(name);
-        self.host.remove(name);
+        if file.handlers.contains_key(name) {
+            self.remove_locally(&mut file, name)?;
+        }
         Ok(())
     }
 

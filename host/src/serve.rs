@@ -149,6 +149,7 @@ pub async fn run(
         .with_context(|| format!("opening data directory {}", options.data_dir.display()))?;
     let db = Db::open(&data.path().join(crate::db::FILE_NAME))
         .with_context(|| format!("opening the store in {}", options.data_dir.display()))?;
+    let mut joined = None;
     let transport: Arc<dyn Transport> = match &options.cluster {
         Some(cluster) => {
             let nats = Nats::connect(cluster)
@@ -160,6 +161,7 @@ pub async fn run(
                 host_id = %cluster.host_id,
                 "joined the cluster over NATS"
             );
+            joined = Some(nats.clone());
             nats
         }
         None => options.transport.clone(),
@@ -230,6 +232,13 @@ pub async fn run(
             gate.await;
         }
         let failed = registry.restore().await;
+        // A host of a cluster installs what the cluster's registry holds before it is ready.
+        if let Some(nats) = joined {
+            registry
+                .join(nats)
+                .await
+                .context("reading the cluster's registry")?;
+        }
         if let Some(dir) = &options.deploy_dir {
             deploy_dir(&registry, dir).await?;
         }

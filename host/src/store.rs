@@ -100,6 +100,9 @@ pub struct HandlerRecord {
     pub versions: Vec<VersionRecord>,
     /// The live version's number.
     pub current: u64,
+    /// In a cluster, the ids of the hosts that run it (none: every host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<std::collections::BTreeSet<String>>,
 }
 
 impl HandlerRecord {
@@ -335,6 +338,7 @@ mod tests {
             HandlerRecord {
                 versions: vec![record(1), record(2)],
                 current: 2,
+                hosts: None,
             },
         );
         data.save_registry(&registry).unwrap();

@@ -28,6 +28,30 @@ fn join_with(server: &NatsServer, id: &str, more: &[&str]) -> Daemon {
     Daemon::start_with(&dir, &flags)
 }
 
+/// Uploads `module` as `name` on `daemon`, run by the hosts `hosts` (ids, comma-separated)
+/// alone.
+async fn deploy_on(daemon: &Daemon, name: &str, module: &str, hosts: &str) {
+    let path = format!("/v1/handlers/{name}?hosts={hosts}");
+    let (status, deployed) = daemon.put(&path, guest(module)).await;
+    assert_eq!(status, 201, "{deployed}");
+}
+
+/// The version of `name` that `daemon` runs, if it runs it.
+async fn version_on(daemon: &Daemon, name: &str) -> Option<u64> {
+    let (status, shown) = daemon.get(&format!("/v1/handlers/{name}")).await;
+    (status == 200).then(|| shown["version"].as_u64().unwrap())
+}
+
+/// Waits until every host of `hosts` runs version `version` of `name`.
+async fn runs_everywhere(hosts: &[&Daemon], name: &str, version: u64) {
+    for host in hosts {
+        until(&format!("{name} {version} on every host"), || async {
+            version_on(host, name).await == Some(version)
+        })
+        .await;
+    }
+}
+
 /// Polls `holds` every 100 ms until it is true, for at most 30 s; fails naming `what`.
 async fn until<F: std::future::Future<Output = bool>>(what: &str, mut holds: impl FnMut() -> F) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -68,9 +92,9 @@ async fn a_message_whose_host_dies_mid_turn_is_handled_by_another() {
         join_with(&server, "a4", &flags),
         join_with(&server, "b4", &flags),
     );
-    assert_eq!(b.deploy("sleeper", guest("sleeper")).await.0, 201);
+    deploy_on(&b, "sleeper", "sleeper", "b4").await;
     kill_while_handling(&a, &b).await;
-    assert_eq!(a.deploy("sleeper", guest("sleeper")).await.0, 201);
+    deploy_on(&a, "sleeper", "sleeper", "a4,b4").await;
     let line = r#"switchboard_signals_total{handler="sleeper",kind="MESSAGE",outcome="ok"}"#;
     until("A handled the message B died on", || async {
         a.metric(line).await == Some(1.0)
@@ -96,9 +120,9 @@ async fn a_poison_message_is_a_dead_letter_after_max_deliver() {
         join_with(&server, "a5", &flags),
         join_with(&server, "b5", &flags),
     );
-    assert_eq!(b.deploy("sleeper", guest("sleeper")).await.0, 201);
+    deploy_on(&b, "sleeper", "sleeper", "b5").await;
     kill_while_handling(&a, &b).await;
-    assert_eq!(a.deploy("sleeper", guest("sleeper")).await.0, 201);
+    deploy_on(&a, "sleeper", "sleeper", "a5,b5").await;
     until("A kept the message as a dead letter", || async {
         a.get("/v1/dead-letters?handler=sleeper").await.1["stored"].as_u64() == Some(1)
     })
@@ -121,15 +145,14 @@ async fn a_poison_message_is_a_dead_letter_after_max_deliver() {
 }
 
 /// Proves a request made over HTTP on host A is answered by a handler only host B runs,
-/// uploaded to B alone; an address no host serves is answered 404 at once (no responders),
+/// uploaded on B to run there alone (`?hosts=b`); an address no host serves is answered 404 at once (no responders),
 /// not 504 at the deadline; and a host in a cluster refuses what the cluster does not keep
 /// yet with 409: an agent handler at deploy, keyed state in a turn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_on_one_host_is_answered_by_a_handler_another_runs() {
     let server = NatsServer::start();
     let (a, b) = (join(&server, "a"), join(&server, "b"));
-    let (status, deployed) = b.deploy("echo", guest("echo")).await;
-    assert_eq!(status, 201, "{deployed}");
+    deploy_on(&b, "echo", "echo", "b").await;
 
     for n in 0..5 {
         let (status, reply) = a.call("echo", "Ping", json!({ "n": n })).await;
@@ -153,7 +176,7 @@ async fn a_request_on_one_host_is_answered_by_a_handler_another_runs() {
 }
 
 /// Proves a service on three hosts shares their load and answers every request exactly
-/// once: `echo` deployed on A, B and C; 60 requests on A, 8 at a time, each answered with its
+/// once: `echo` uploaded on B and installed by every host; 60 requests on A, 8 at a time, each answered with its
 /// own payload; the three hosts handled 60 between them, each some.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_on_three_hosts_shares_the_load() {
@@ -163,9 +186,8 @@ async fn a_service_on_three_hosts_shares_the_load() {
         join(&server, "b3"),
         join(&server, "c3"),
     ];
-    for host in &hosts {
-        assert_eq!(host.deploy("echo", guest("echo")).await.0, 201);
-    }
+    assert_eq!(hosts[1].deploy("echo", guest("echo")).await.0, 201);
+    runs_everywhere(&[&hosts[0], &hosts[1], &hosts[2]], "echo", 1).await;
     let a = &hosts[0];
     let numbers: Vec<u32> = (0..60).collect();
     for batch in numbers.chunks(8) {
@@ -213,7 +235,7 @@ async fn readyz_until(daemon: &Daemon, want: u16) -> String {
 async fn a_host_that_loses_nats_refuses_and_reconnects_by_itself() {
     let mut server = NatsServer::start();
     let (a, b) = (join(&server, "a2"), join(&server, "b2"));
-    assert_eq!(b.deploy("echo", guest("echo")).await.0, 201);
+    deploy_on(&b, "echo", "echo", "b2").await;
     assert_eq!(a.call("echo", "Ping", json!({"n": 1})).await.0, 200);
 
     server.kill();
@@ -267,8 +289,8 @@ fn the_gateway_is_refused_beside_nats() {
 }
 
 /// Proves each event is handled once per subscribed handler across three hosts, read once
-/// `GET /v1/cluster` shows nothing pending or unacknowledged: `audit` runs on A, B and C,
-/// `audit2` (the same module) on C; 30 `UserRegistered` emitted over HTTP on A, B and C by
+/// `GET /v1/cluster` shows nothing pending or unacknowledged: `audit`, uploaded on A, runs on A, B and C,
+/// `audit2` (the same module) on C alone; 30 `UserRegistered` emitted over HTTP on A, B and C by
 /// turns are each taken for both; `audit` handles 30 between its three hosts, `audit2` 30.
 /// `switchboard cluster` shows both feeds; `--json` is the API's document.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,10 +301,9 @@ async fn each_event_is_handled_once_per_subscribed_handler_on_three_hosts() {
         join(&server, "b6"),
         join(&server, "c6"),
     ];
-    for host in &hosts {
-        assert_eq!(host.deploy("audit", guest("audit")).await.0, 201);
-    }
-    assert_eq!(hosts[2].deploy("audit2", guest("audit")).await.0, 201);
+    assert_eq!(hosts[0].deploy("audit", guest("audit")).await.0, 201);
+    runs_everywhere(&[&hosts[0], &hosts[1], &hosts[2]], "audit", 1).await;
+    deploy_on(&hosts[2], "audit2", "audit", "c6").await;
     for host in &hosts {
         until("every host knows both subscribers", || async {
             let (_, view) = host.get("/v1/cluster").await;
@@ -333,4 +354,84 @@ async fn each_event_is_handled_once_per_subscribed_handler_on_three_hosts() {
     let json = hosts[1].cli(&["cluster", "--json"]);
     let view: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(view["hostId"], "b6", "{view}");
+}
+
+/// Proves an upload on any host reaches every host, including one that joins later or was
+/// down, and that a hot swap, a rollback and a delete are the cluster's: `echo` uploaded on
+/// A runs on B (version 1, the module A took); C, started afterwards, runs it once ready.
+/// With B stopped, `sleeper`'s module uploaded on C as `echo` (version 2, which answers
+/// `Ping` with its name) runs on A and C, and B, started again on its
+/// data directory, runs version 2 once ready. A rollback on B brings version 1 back on all
+/// three (A answers `Ping` again), and a delete on C removes it from A and B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_on_one_host_reaches_every_host() {
+    let server = NatsServer::start();
+    let (a, b) = (join(&server, "a7"), join(&server, "b7"));
+    let (status, deployed) = a.deploy("echo", guest("echo")).await;
+    assert_eq!(status, 201, "{deployed}");
+    runs_everywhere(&[&a, &b], "echo", 1).await;
+    let (_, on_b) = b.get("/v1/handlers/echo").await;
+    assert_eq!(on_b["module"], deployed["module"], "{on_b}");
+    let c = join(&server, "c7");
+    assert_eq!(
+        version_on(&c, "echo").await,
+        Some(1),
+        "C caught up before ready"
+    );
+    let (status, reply) = c.call("echo", "Ping", json!({ "n": 1 })).await;
+    assert_eq!(
+        (status, &reply["payload"]),
+        (200, &json!({ "n": 1 })),
+        "{reply}"
+    );
+
+    // B's data directory, as `join` named it (`data_dir` would empty it).
+    let b_dir =
+        std::env::temp_dir().join(format!("switchboard-e2e-cluster-b7-{}", std::process::id()));
+    assert!(b_dir.join("registry.json").exists() || b_dir.exists());
+    b.stop();
+    let (status, swapped) = c.deploy("echo", guest("sleeper")).await;
+    assert_eq!(status, 200, "{swapped}");
+    assert_eq!(swapped["version"], 2, "{swapped}");
+    runs_everywhere(&[&a, &c], "echo", 2).await;
+    let (status, reply) = a.call("echo", "Ping", json!({ "n": 2 })).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        reply["payload"]["version"], "sleeper",
+        "version 2 answers: {reply}"
+    );
+    let b = Daemon::start_with(
+        &b_dir,
+        &[
+            "--nats",
+            &server.url,
+            "--cluster-name",
+            "t",
+            "--host-id",
+            "b7",
+        ],
+    );
+    assert_eq!(
+        version_on(&b, "echo").await,
+        Some(2),
+        "B caught up before ready"
+    );
+
+    let (status, rolled) = b.rollback("echo").await;
+    assert_eq!(status, 200, "{rolled}");
+    runs_everywhere(&[&a, &b, &c], "echo", 1).await;
+    let (status, reply) = a.call("echo", "Ping", json!({ "n": 3 })).await;
+    assert_eq!(
+        (status, &reply["payload"]),
+        (200, &json!({ "n": 3 })),
+        "{reply}"
+    );
+
+    assert_eq!(c.delete("echo").await, 204);
+    for host in [&a, &b] {
+        until("echo gone from every host", || async {
+            version_on(host, "echo").await.is_none()
+        })
+        .await;
+    }
 }

@@ -440,7 +440,7 @@ async fn concurrent_deploys_of_one_handler_are_numbered_in_commit_order() {
         ..DeployOptions::default()
     };
     let (a, b) = tokio::join!(
-        registry.deploy("pair", guest("echo"), options),
+        registry.deploy("pair", guest("echo"), options.clone()),
         registry.deploy("pair", guest("counter"), options)
     );
     let mut numbers = vec![a.unwrap().handler.version, b.unwrap().handler.version];

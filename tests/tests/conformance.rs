@@ -812,7 +812,8 @@ async fn a_full_stream_refuses_new_signals_and_loses_none() {
 /// `host` answer a request across hosts, carry an event to its subscriber and queue a message
 /// nobody awaits; a client joined as `outsider` can neither use JetStream's API for the
 /// cluster's streams nor publish a signal into them (the stream's last sequence stays where
-/// it was, checked once the server has everything the outsider sent).
+/// it was, checked once the server has everything the outsider sent), nor write a record
+/// into the cluster's registry of handlers.
 #[tokio::test]
 async fn the_shipped_account_keeps_outsiders_out_of_the_cluster() {
     let server = NatsServer::start_with_accounts();
@@ -876,6 +877,10 @@ async fn the_shipped_account_keeps_outsiders_out_of_the_cluster() {
     let _ = outsider
         .publish("sb.switchboard.evt.UserRegistered", payload.into())
         .await;
+    let record = json!({"versions": [], "current": 1}).to_string();
+    let _ = outsider
+        .publish("$KV.sb-switchboard-registry.echo", record.into())
+        .await;
     // Its own subject comes back once the server has taken all it sent before.
     let mut probe = outsider.subscribe("outsider.probe").await.unwrap();
     outsider.publish("outsider.probe", "".into()).await.unwrap();
@@ -884,6 +889,11 @@ async fn the_shipped_account_keeps_outsiders_out_of_the_cluster() {
         last().await,
         before,
         "the outsider's event reached the stream"
+    );
+    assert_eq!(
+        nats_a.record("echo").await.unwrap(),
+        None,
+        "the outsider wrote the cluster's registry"
     );
     assert_eq!(events_handled(&b, "audit"), 1);
 }
@@ -975,7 +985,10 @@ async fn a_handled_signal_offered_again_as_new_is_not_handled_twice() {
         .emit("UserRegistered", json(json!({"user_id": "u1"})))
         .await;
     assert_eq!(taken.unwrap().delivered, 1);
-    let sent = wire.next().await.unwrap();
+    let sent = tokio::time::timeout(WAIT, wire.next())
+        .await
+        .expect("the event A emitted was never on the wire")
+        .unwrap();
     until("B handled the event", || async {
         events_handled(&b, "audit") == 1 && settled(&nats_a, "audit").await
     })

@@ -124,6 +124,9 @@ impl From<RegistryError> for ApiError {
             RegistryError::NoEarlierVersion(_) => Self::new(StatusCode::CONFLICT, message),
             RegistryError::Changed(_) => Self::new(StatusCode::CONFLICT, message)
                 .help("look at the handler again, then retry"),
+            RegistryError::Placement(_) => Self::bad_request(message),
+            RegistryError::Cluster(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+                .help("the change was not made; retry once the cluster's NATS is reachable"),
             RegistryError::Store(inner) => {
                 tracing::error!(error = %inner, source = ?std::error::Error::source(&inner), "data directory failure");
                 Self::new(

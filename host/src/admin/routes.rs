@@ -47,8 +47,8 @@ pub(super) fn handler_name(name: Result<Path<String>, PathRejection>) -> Result<
     Ok(name)
 }
 
-/// Largest mailbox a deploy may ask for: a mailbox's slots are allocated when it opens.
-pub const MAX_MAILBOX: u32 = 100_000;
+pub use crate::config::MAX_MAILBOX;
+use crate::config::{MAX_CONCURRENCY, MAX_CPU_MS, MAX_MEMORY_MB};
 
 /// Deploy parameters, all optional.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -75,6 +75,10 @@ pub struct DeployParams {
     /// Signals the mailbox holds before refusing more.
     #[param(minimum = 1, maximum = 100_000)]
     mailbox: Option<u32>,
+    /// In a cluster, the ids of the hosts that run it, separated by commas (this host among
+    /// them); every host of the cluster if not given.
+    #[param(max_length = 4096)]
+    hosts: Option<String>,
 }
 
 fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
@@ -103,21 +107,35 @@ impl DeployParams {
                 )));
             }
         };
-        let memory_mb = in_range("memory_mb", self.memory_mb, 1, 4096)?;
-        let cpu_ms = in_range("cpu_ms", self.cpu_ms, 1, 600_000)?;
+        let memory_mb = in_range("memory_mb", self.memory_mb, 1, MAX_MEMORY_MB)?;
+        let cpu_ms = in_range("cpu_ms", self.cpu_ms, 1, MAX_CPU_MS)?;
         let max_deadline = MAX_DEADLINE.as_millis() as u64;
         let deadline_ms = in_range("deadline_ms", self.deadline_ms, 1, max_deadline)?;
         let limits = Limits {
             memory_bytes: memory_mb.map_or(defaults.memory_bytes, |mb| mb << 20),
             cpu_time: cpu_ms.map_or(defaults.cpu_time, Duration::from_millis),
             deadline: deadline_ms.map_or(defaults.deadline, Duration::from_millis),
-            concurrency: in_range("concurrency", self.concurrency, 1, 64)?
+            concurrency: in_range("concurrency", self.concurrency, 1, MAX_CONCURRENCY)?
                 .unwrap_or(defaults.concurrency),
             mailbox: in_range("mailbox", self.mailbox, 1, MAX_MAILBOX)?.unwrap_or(defaults.mailbox),
+        };
+        let hosts = match self.hosts.as_deref() {
+            None => None,
+            Some(list) => {
+                let hosts: std::collections::BTreeSet<String> =
+                    list.split(',').map(|id| id.trim().to_owned()).collect();
+                if hosts.iter().any(|id| id.is_empty() || id.len() > 128) {
+                    return Err(ApiError::bad_request(
+                        "`hosts` is host ids separated by commas, each 1 to 128 characters",
+                    ));
+                }
+                Some(hosts)
+            }
         };
         Ok(DeployOptions {
             kind,
             limits: Some(limits),
+            hosts,
         })
     }
 }

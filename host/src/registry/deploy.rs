@@ -101,11 +101,33 @@ impl Registry {
     ) -> Result<DeployView, RegistryError> {
         // check_room checks the name too, and refuses a new handler the pool has no slot for.
         self.host.check_room(name)?;
+        if let Some(hosts) = &options.hosts {
+            let here = self.cluster().map(|nats| nats.host_id().to_owned());
+            match here {
+                None => {
+                    return Err(RegistryError::Placement(
+                        "`hosts` places a handler on hosts of a cluster; this host runs alone"
+                            .into(),
+                    ));
+                }
+                Some(here) if !hosts.contains(&here) => {
+                    return Err(RegistryError::Placement(format!(
+                        "upload it on one of the hosts it runs on ({}); this is host {here}",
+                        hosts.iter().cloned().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
         let runtime = self.host.runtime();
         // Refused here, an upload never reaches the compiler and nothing is written.
         runtime.check(&bytes)?;
         let hash = DataDir::hash(&bytes);
         let _pin = self.files.pin(&hash);
+        // In a cluster the module is kept where every host finds it before its record names it.
+        if let Some(nats) = self.cluster() {
+            nats.put_module(&hash, &bytes).await?;
+        }
         let code = self.code(&hash, Some(bytes)).await?;
         let limits = options.limits.unwrap_or(runtime.config().default_limits);
         let provisional = next_number(&*self.file.lock().await, name);
@@ -117,47 +139,43 @@ impl Registry {
         };
         let mut version = runtime.prepare(&code, spec).await?;
 
-        let mut file = self.file.lock().await;
-        // Another deploy of this handler may have committed meanwhile: number it afresh.
-        let number = next_number(&file, name);
-        if version.id != number {
-            version = version.renumbered(number);
-        }
-        let record = VersionRecord {
+        let deployed_at = self.host.runtime().config().clock.now_millis();
+        let record = |number| VersionRecord {
             version: number,
-            module: hash,
+            module: hash.clone(),
             kind: kind_name(version.description.kind).to_owned(),
             memory_bytes: limits.memory_bytes,
             cpu_ms: limits.cpu_time.as_millis() as u64,
             deadline_ms: limits.deadline.as_millis() as u64,
             concurrency: version.limits.concurrency,
             mailbox: limits.mailbox,
-            deployed_at: self.host.runtime().config().clock.now_millis(),
+            deployed_at,
             description: serde_json::to_value(&version.description).ok(),
         };
-        let mut next = file.clone();
-        let entry = next.handlers.entry(name.to_owned()).or_default();
-        entry.versions.push(record);
-        entry.current = number;
-        self.data.save_registry(&next)?;
-        match self.host.install(name, version) {
-            Ok(deployed) => {
-                *file = next;
-                self.files.committed(&file);
-                self.restoring.done(name);
-                drop(file);
-                // Served once the other hosts can reach it.
-                self.host.router().transport_ready().await;
-                let handler = self.view(name).await?;
-                Ok(DeployView {
-                    handler,
-                    swapped: deployed.swapped,
-                })
+        let mut file = self.file.lock().await;
+        // Another deploy of this handler may have committed meanwhile (on any host of the
+        // cluster): number it afresh.
+        let entry = match self.cluster() {
+            Some(nats) => Self::share_version(nats, name, options.hosts.clone(), record).await?,
+            None => {
+                let mut entry = file.handlers.get(name).cloned().unwrap_or_default();
+                let number = next_number(&file, name);
+                entry.versions.push(record(number));
+                entry.current = number;
+                entry.hosts = None;
+                entry
             }
-            Err(error) => {
-                self.data.save_registry(&file)?;
-                Err(error.into())
-            }
+        };
+        if version.id != entry.current {
+            version = version.renumbered(entry.current);
         }
+        let mut next = file.clone();
+        next.handlers.insert(name.to_owned(), entry);
+        let swapped = self.commit_locally(&mut file, next, name, version)?;
+        drop(file);
+        // Served once the other hosts can reach it.
+        self.host.router().transport_ready().await;
+        let handler = self.view(name).await?;
+        Ok(DeployView { handler, swapped })
     }
 }
