@@ -968,49 +968,49 @@ async fn nothing_taken_is_lost_when_nats_restarts_under_load() {
 }
 
 /// Proves a signal handled on a host is not handled again there when the stream offers it
-/// again as new, as a server killed before it kept the acknowledgement does: the event A
-/// emits to `audit` on B is captured off the wire, and once B has handled it and the
-/// stream's duplicate window has been shortened and has passed, the same message (its
-/// `Nats-Msg-Id` the signal's id) is published to the stream again. The stream takes it, B
+/// again as new, as a server killed before it kept the acknowledgement does: an event is
+/// published to the stream as a host publishes it (its `Nats-Msg-Id` the signal's id), and
+/// once B has handled it and the stream's duplicate window has been shortened and has
+/// passed, the same message is published again. The stream takes it, B
 /// acknowledges it without a turn and counts a duplicate; without the feed's memory of
 /// handled ids, `audit` handles the event twice.
 #[tokio::test]
 async fn a_handled_signal_offered_again_as_new_is_not_handled_twice() {
     let server = NatsServer::start();
     let (a, nats_a, b) = audit_on_b(&server, |_| {}).await;
-    let client = async_nats::connect(&server.url).await.unwrap();
-    let mut wire = client.subscribe("sb.test.evt.>").await.unwrap();
-    client.flush().await.unwrap();
-    let taken = a
-        .emit("UserRegistered", json(json!({"user_id": "u1"})))
-        .await;
-    assert_eq!(taken.unwrap().delivered, 1);
-    let sent = tokio::time::timeout(WAIT, wire.next())
-        .await
-        .expect("the event A emitted was never on the wire")
-        .unwrap();
+    drop(a);
+    // The event as a host publishes it: the signal, its id as the message id.
+    let event = switchboard::signal::Signal {
+        envelope: switchboard::signal::Envelope::new("a", Default::default(), &Clock::system()),
+        body: Body::Event {
+            event_type: "UserRegistered".into(),
+            payload: json(json!({"user_id": "u1"})),
+        },
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", event.envelope.id.as_str());
+    let payload = serde_json::to_vec(&event).unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(&server.url).await.unwrap());
+    let publish = || async {
+        let subject = "sb.test.evt.UserRegistered";
+        let ack = js.publish_with_headers(subject, headers.clone(), payload.clone().into());
+        ack.await.unwrap().await.unwrap()
+    };
+    assert!(!publish().await.duplicate);
     until("B handled the event", || async {
         events_handled(&b, "audit") == 1 && settled(&nats_a, "audit").await
     })
     .await;
 
-    let js = async_nats::jetstream::new(client);
     let mut stream = js.get_stream("sb-test-broadcasts").await.unwrap();
     let mut config = stream.info().await.unwrap().config.clone();
     config.duplicate_window = Duration::from_millis(100);
     js.update_stream(&config).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let again = js
-        .publish_with_headers(
-            sent.subject.clone(),
-            sent.headers.clone().unwrap(),
-            sent.payload,
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(!again.duplicate, "the stream took the same message again");
+    assert!(
+        !publish().await.duplicate,
+        "the stream took the same message again"
+    );
     let line = r#"switchboard_cluster_events_total{reason="duplicate"}"#;
     until("B acknowledged the copy offered again", || async {
         switchboard_tests::metric(&b, line) == 1.0 && settled(&nats_a, "audit").await
