@@ -170,6 +170,11 @@ pub async fn run(
     config.clustered |= options.cluster.is_some();
     let host = Host::open(config, Backends::new(transport, db)).context("starting the host")?;
     let registry = Arc::new(Registry::open(host.clone(), data).context("reading the registry")?);
+    // A host of a cluster changes handlers through the cluster's registry from the first
+    // request the admin API answers.
+    if let Some(nats) = joined {
+        registry.attach(nats);
+    }
     let state = AppState::new(registry.clone(), &options.admin_token);
     let address = listener.local_addr()?;
     let limits = fit_open_files(options.connections);
@@ -233,12 +238,10 @@ pub async fn run(
         }
         let failed = registry.restore().await;
         // A host of a cluster installs what the cluster's registry holds before it is ready.
-        if let Some(nats) = joined {
-            registry
-                .join(nats)
-                .await
-                .context("reading the cluster's registry")?;
-        }
+        registry
+            .join()
+            .await
+            .context("reading the cluster's registry")?;
         if let Some(dir) = &options.deploy_dir {
             deploy_dir(&registry, dir).await?;
         }

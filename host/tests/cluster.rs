@@ -435,3 +435,40 @@ async fn an_upload_on_one_host_reaches_every_host() {
         .await;
     }
 }
+
+/// Proves a record in the cluster's registry is checked before a host installs it: a NATS
+/// client writes a record for `evil` whose module is a path (`../modules/<echo's hash>`,
+/// which names echo's module file through the data directory) instead of a SHA-256. B
+/// refuses it; the later upload of `echo2` on A, which B's watch sees after it, runs on B,
+/// and `evil` never does. Without the check, B installs `evil` from echo's file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_naming_a_path_is_not_installed() {
+    let server = NatsServer::start();
+    let (a, b) = (join(&server, "a8"), join(&server, "b8"));
+    let (status, deployed) = a.deploy("echo", guest("echo")).await;
+    assert_eq!(status, 201, "{deployed}");
+    runs_everywhere(&[&a, &b], "echo", 1).await;
+    let hash = deployed["module"].as_str().unwrap();
+    let record = json!({
+        "versions": [{
+            "version": 1, "module": format!("../modules/{hash}"), "kind": "service",
+            "memory_bytes": 134217728, "cpu_ms": 2000, "deadline_ms": 60000,
+            "concurrency": 1, "mailbox": 1024, "deployed_at": 0
+        }],
+        "current": 1
+    });
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let registry = js.get_key_value("sb-t-registry").await.unwrap();
+    registry
+        .put("evil", record.to_string().into())
+        .await
+        .unwrap();
+    assert_eq!(a.deploy("echo2", guest("echo")).await.0, 201);
+    runs_everywhere(&[&b], "echo2", 1).await;
+    assert_eq!(
+        version_on(&b, "evil").await,
+        None,
+        "B installed a record naming a path"
+    );
+}

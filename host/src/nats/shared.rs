@@ -235,12 +235,12 @@ impl Nats {
             .map_err(|_| unreachable("timed out watching the registry"))?
             .map_err(unreachable)?;
         // An empty bucket has nothing to catch up on: said at once.
-        let empty = self
-            .shared
-            .registry
-            .status()
+        let empty = tokio::time::timeout(WAIT, self.shared.registry.status())
             .await
-            .is_ok_and(|status| status.values() == 0);
+            .map_err(|_| unreachable("timed out reading the registry's state"))?
+            .map_err(unreachable)?
+            .values()
+            == 0;
         let start = futures_util::stream::iter(empty.then_some(Watched::CaughtUp));
         let changes = watch.flat_map(|entry| {
             let mut seen = Vec::with_capacity(2);

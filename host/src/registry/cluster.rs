@@ -34,19 +34,31 @@ impl From<SharedError> for RegistryError {
 /// How many times a deploy numbers its version again after another host's won.
 const DEPLOY_TRIES: usize = 5;
 
+/// Whether `name` is a SHA-256 as this host writes one: 64 lower-case hex digits.
+fn is_sha256(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 impl Registry {
     /// The cluster this registry shares, once joined.
     pub(super) fn cluster(&self) -> Option<&Arc<Nats>> {
         self.cluster.get()
     }
 
-    /// Joins the cluster's registry: installs every record that differs from this host's
-    /// copy, and goes on watching for changes until the host stops. Resolves once every
-    /// record written before it was called has been seen.
-    pub async fn join(self: &Arc<Self>, nats: Arc<Nats>) -> Result<(), RegistryError> {
-        if self.cluster.set(nats.clone()).is_err() {
+    /// Makes this registry the cluster's: from now on deploys, rollbacks and deletes go
+    /// through the cluster's registry. Done before the admin API answers, so no change is
+    /// made on this host alone.
+    pub fn attach(&self, nats: Arc<Nats>) {
+        let _ = self.cluster.set(nats);
+    }
+
+    /// Joins the cluster's registry (once [`Registry::attach`]ed): installs every record that
+    /// differs from this host's copy, and goes on watching for changes until the host stops.
+    /// Resolves once every record written before it was called has been seen.
+    pub async fn join(self: &Arc<Self>) -> Result<(), RegistryError> {
+        let Some(nats) = self.cluster().cloned() else {
             return Ok(());
-        }
+        };
         let mut changes = Box::pin(nats.watch_records().await?);
         let (caught_up, mut told) = tokio::sync::watch::channel(false);
         let registry = Arc::downgrade(self);
@@ -67,8 +79,13 @@ impl Registry {
                     }
                 }
             }
+            tracing::error!(
+                "stopped watching the cluster's registry: changes made on other hosts are not installed here until it restarts"
+            );
         });
-        let _ = told.wait_for(|caught| *caught).await;
+        told.wait_for(|caught| *caught).await.map_err(|_| {
+            RegistryError::Cluster("the watch of the registry ended before it caught up".into())
+        })?;
         Ok(())
     }
 
@@ -86,6 +103,13 @@ impl Registry {
         };
         let record: HandlerRecord = serde_json::from_slice(&bytes)
             .map_err(|e| RegistryError::Cluster(format!("an unreadable record: {e}")))?;
+        // A module's name is a path under the data directory: only a SHA-256 may be one.
+        if let Some(bad) = record.versions.iter().find(|v| !is_sha256(&v.module)) {
+            return Err(RegistryError::Cluster(format!(
+                "version {} names a module that is no SHA-256",
+                bad.version
+            )));
+        }
         let here = self.cluster().map(|nats| nats.host_id());
         if let (Some(hosts), Some(here)) = (&record.hosts, here)
             && !hosts.contains(here)
@@ -230,6 +254,7 @@ impl Registry {
             match Self::share(nats, name, &record, read).await {
                 Ok(()) => return Ok(record),
                 Err(SharedError::Changed) if tries < DEPLOY_TRIES => tries += 1,
+                Err(SharedError::Changed) => return Err(RegistryError::Changed(name.to_owned())),
                 Err(error) => return Err(error.into()),
             }
         }

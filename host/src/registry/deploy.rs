@@ -124,11 +124,13 @@ impl Registry {
         runtime.check(&bytes)?;
         let hash = DataDir::hash(&bytes);
         let _pin = self.files.pin(&hash);
-        // In a cluster the module is kept where every host finds it before its record names it.
-        if let Some(nats) = self.cluster() {
+        let shared = self.cluster().map(|nats| (nats.clone(), bytes.clone()));
+        let code = self.code(&hash, Some(bytes)).await?;
+        // In a cluster, a module that compiled is kept where every host finds it, before its
+        // record names it.
+        if let Some((nats, bytes)) = shared {
             nats.put_module(&hash, &bytes).await?;
         }
-        let code = self.code(&hash, Some(bytes)).await?;
         let limits = options.limits.unwrap_or(runtime.config().default_limits);
         let provisional = next_number(&*self.file.lock().await, name);
         let spec = VersionSpec {
