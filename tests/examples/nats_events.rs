@@ -13,6 +13,10 @@
 //! 0.5 of raw). Not part of the test command:
 //! `cargo run --release -p switchboard-tests --example nats_events -- N ROUNDS`.
 
+#[path = "support/rounds.rs"]
+mod rounds;
+
+use rounds::Rounds;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
@@ -45,19 +49,13 @@ fn main() {
         b.deploy("audit", guest("audit"), None)
             .await
             .expect("deploying audit");
-        let (mut raws, mut hosts) = (Vec::new(), Vec::new());
+        let mut results = Rounds::default();
         for round in 1..=rounds {
             let r = raw(&js, n, round).await;
             let h = through_hosts(&a, &b, n).await;
-            println!("round {round}: raw {r:.0}/s, hosts {h:.0}/s");
-            raws.push(r);
-            hosts.push(h);
+            results.record(round, r, h);
         }
-        let (r, h) = (median(raws), median(hosts));
-        println!(
-            "median: raw {r:.0}/s, hosts {h:.0}/s, hosts/raw {:.2}",
-            h / r
-        );
+        results.report();
     });
 }
 
@@ -123,9 +121,4 @@ async fn through_hosts(a: &switchboard::Host, b: &switchboard::Host, n: usize) -
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     n as f64 / started.elapsed().as_secs_f64()
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }

@@ -10,6 +10,10 @@
 //! of the medians (the goal: hosts at least 0.5 of raw). Not part of the test command:
 //! `cargo run --release -p switchboard-tests --example nats_rr -- SECS ROUNDS`.
 
+#[path = "support/rounds.rs"]
+mod rounds;
+
+use rounds::Rounds;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -36,7 +40,7 @@ fn main() {
             .await
             .expect("deploying echo");
         let period = Duration::from_secs_f64(secs);
-        let (mut raws, mut hosts) = (Vec::new(), Vec::new());
+        let mut results = Rounds::default();
         for round in 1..=rounds {
             let r = rate(period, {
                 let raw = raw.clone();
@@ -60,15 +64,9 @@ fn main() {
                 }
             })
             .await;
-            println!("round {round}: raw {r:.0}/s, hosts {h:.0}/s");
-            raws.push(r);
-            hosts.push(h);
+            results.record(round, r, h);
         }
-        let (r, h) = (median(raws), median(hosts));
-        println!(
-            "median: raw {r:.0}/s, hosts {h:.0}/s, hosts/raw {:.2}",
-            h / r
-        );
+        results.report();
     });
 }
 
@@ -131,9 +129,4 @@ where
         caller.await.expect("a caller");
     }
     counted as f64 / elapsed.as_secs_f64()
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }

@@ -1006,11 +1006,11 @@ async fn a_handled_signal_offered_again_as_new_is_not_handled_twice() {
     let mut config = stream.info().await.unwrap().config.clone();
     config.duplicate_window = Duration::from_millis(100);
     js.update_stream(&config).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !publish().await.duplicate,
-        "the stream took the same message again"
-    );
+    // Until the window has passed, the stream drops the publish as a duplicate.
+    until("the stream took the same message again", || async {
+        !publish().await.duplicate
+    })
+    .await;
     let line = r#"switchboard_cluster_events_total{reason="duplicate"}"#;
     until("B acknowledged the copy offered again", || async {
         switchboard_tests::metric(&b, line) == 1.0 && settled(&nats_a, "audit").await
